@@ -1,0 +1,102 @@
+"""Build the Cython kernels.
+
+Compiler directives live here, not in the .pyx headers:
+- FASTBPTT_CYTHON_DEBUG=1 turns bounds and initialisation checks on (slow, for debugging kernels);
+- FASTBPTT_ANNOTATE=1 writes cython/*.html, the annotate view of every kernel;
+- FASTBPTT_PORTABLE=1 builds for the baseline instruction set instead of the build machine's;
+- FASTBPTT_ONLY=_lstm,_gru builds only those modules (for quick iteration on one kernel).
+OpenMP is probed: used when the compiler accepts -fopenmp, left out otherwise.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+DEBUG = os.environ.get("FASTBPTT_CYTHON_DEBUG") == "1"
+ANNOTATE = os.environ.get("FASTBPTT_ANNOTATE") == "1"
+PORTABLE = os.environ.get("FASTBPTT_PORTABLE") == "1"
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "nonecheck": False,
+    "embedsignature": True,
+}
+
+
+def _modules():
+    names = sorted(p.stem for p in (HERE / "cython").glob("_*.pyx"))
+    only = os.environ.get("FASTBPTT_ONLY")
+    if only:
+        wanted = {n.strip() for n in only.split(",")} | {"_build"}
+        names = [n for n in names if n in wanted]
+    return names
+
+
+def _extension(name):
+    return Extension(
+        f"fastbptt.{name}",
+        [f"cython/{name}.pyx"],
+        include_dirs=[numpy.get_include(), "cython"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+
+
+class BuildExt(build_ext):
+    """Probe the compiler once, then add what it accepts to every extension."""
+
+    def _accepts(self, flags):
+        tmp = tempfile.mkdtemp()
+        try:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 0;}\n"
+                        if "-fopenmp" in flags else "int main(void){return 0;}\n")
+            objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+            self.compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=flags)
+            return True
+        except Exception:
+            return False
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def build_extensions(self):
+        compile_args, link_args, macros = [], [], []
+        if self.compiler.compiler_type == "unix":
+            compile_args += ["-O3", "-g0"] if not DEBUG else ["-O0", "-g"]
+            if not PORTABLE and self._accepts(["-march=native"]):
+                compile_args.append("-march=native")
+            if self._accepts(["-fno-math-errno"]):
+                compile_args.append("-fno-math-errno")
+            if self._accepts(["-fopenmp"]):
+                compile_args.append("-fopenmp")
+                link_args.append("-fopenmp")
+                macros.append(("FASTBPTT_OPENMP", "1"))
+        flags = " ".join(compile_args)
+        macros.append(("FASTBPTT_CFLAGS", '"' + flags + '"'))
+        for ext in self.extensions:
+            ext.extra_compile_args = list(ext.extra_compile_args or []) + compile_args
+            ext.extra_link_args = list(ext.extra_link_args or []) + link_args
+            ext.define_macros = list(ext.define_macros or []) + macros
+        super().build_extensions()
+
+
+setup(
+    ext_modules=cythonize(
+        [_extension(n) for n in _modules()],
+        compiler_directives=DIRECTIVES,
+        annotate=ANNOTATE,
+        include_path=["cython"],
+    ),
+    cmdclass={"build_ext": BuildExt},
+)
