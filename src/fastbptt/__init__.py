@@ -1,0 +1,23 @@
+"""fastbptt: recurrent networks trained by backpropagation through time on the CPU, fast.
+
+Only the time recurrence is sequential: it runs in compiled Cython kernels; everything parallel over time
+steps is one BLAS call.
+"""
+
+from ._backend import BACKENDS, HAVE_CYTHON, resolve_backend, show_config
+from .cells import CELLS
+from .gradcheck import gradcheck
+from .heads import LOSSES, OUTPUTS
+from .model import RNN
+
+__all__ = [
+    "BACKENDS",
+    "CELLS",
+    "HAVE_CYTHON",
+    "LOSSES",
+    "OUTPUTS",
+    "RNN",
+    "gradcheck",
+    "resolve_backend",
+    "show_config",
+]

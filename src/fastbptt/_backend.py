@@ -1,0 +1,144 @@
+"""Which kernels run: "cython" (compiled), "numpy" (reference) or "python" (pure-Python baseline).
+
+One function, `resolve_backend`, decides: the `backend=` argument, else the FASTBPTT_BACKEND environment
+variable, else "auto" (Cython when built, NumPy with one warning when not).
+"""
+
+import importlib
+import os
+import platform
+import sys
+import warnings
+
+import numpy as np
+
+BACKENDS = ("auto", "cython", "numpy", "python")
+FAMILIES = ("elman", "lstm", "gru")
+
+_BUILD_HINT = (
+    "build it with `pip install .` from the source tree (a C compiler is needed), "
+    "or `python setup.py build_ext --inplace` for development"
+)
+
+
+def _import_compiled():
+    found, errors = {}, {}
+    for family in FAMILIES:
+        try:
+            found[family] = importlib.import_module(f"fastbptt._{family}")
+        except ImportError as exc:  # a missing or broken build
+            errors[family] = str(exc)
+    return found, errors
+
+
+_COMPILED, _COMPILE_ERRORS = _import_compiled()
+HAVE_CYTHON = "elman" in _COMPILED
+_warned = False
+
+
+def resolve_backend(backend=None):
+    """Return the concrete backend name ("cython", "numpy" or "python") for a requested one."""
+    global _warned
+    if backend is None:
+        backend = os.environ.get("FASTBPTT_BACKEND", "auto") or "auto"
+    if not isinstance(backend, str) or backend.lower() not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    backend = backend.lower()
+    if backend == "auto":
+        if HAVE_CYTHON:
+            return "cython"
+        if not _warned:
+            warnings.warn(
+                "fastbptt's compiled kernels are not built; using the slower NumPy backend "
+                f"({_BUILD_HINT})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            _warned = True
+        return "numpy"
+    if backend == "cython" and not HAVE_CYTHON:
+        why = _COMPILE_ERRORS.get("elman", "not found")
+        raise ImportError(f"backend 'cython' requested but the compiled kernels are missing ({why}); "
+                          + _BUILD_HINT)
+    return backend
+
+
+def kernels(family, backend):
+    """The kernel module for a cell family ("elman", "lstm", "gru") under a concrete backend."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown cell family {family!r}; expected one of {', '.join(FAMILIES)}")
+    if backend == "cython":
+        if family not in _COMPILED:
+            why = _COMPILE_ERRORS.get(family, "not found")
+            raise ImportError(f"compiled kernel fastbptt._{family} is missing ({why}); " + _BUILD_HINT)
+        return _COMPILED[family]
+    if backend == "numpy":
+        return importlib.import_module(f"fastbptt.reference.{family}")
+    if backend == "python":
+        return importlib.import_module(f"fastbptt.reference.{family}_pure")
+    raise ValueError(f"unknown backend {backend!r}; expected one of cython, numpy, python")
+
+
+def config():
+    """The build and runtime configuration as a dict (what show_config prints)."""
+    info = {
+        "fastbptt": _version(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+        "compiled_kernels": sorted(_COMPILED),
+        "missing_kernels": {k: v for k, v in _COMPILE_ERRORS.items()},
+        "default_backend": resolve_backend_quiet(),
+        "FASTBPTT_BACKEND": os.environ.get("FASTBPTT_BACKEND"),
+    }
+    try:
+        import scipy
+
+        info["scipy"] = scipy.__version__
+    except ImportError:  # scipy is a dependency; report rather than fail
+        info["scipy"] = None
+    try:
+        from . import _build
+
+        info["openmp"] = _build.OPENMP
+        info["openmp_max_threads"] = _build.max_threads()
+        info["cflags"] = _build.CFLAGS
+    except ImportError:
+        info["openmp"] = None
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE"):
+        info[var] = os.environ.get(var)
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [
+            {k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture", "filepath")}
+            for p in threadpool_info()
+        ]
+    except ImportError:
+        info["blas"] = "install threadpoolctl to list the BLAS libraries"
+    return info
+
+
+def resolve_backend_quiet():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return resolve_backend(None)
+    except (ValueError, ImportError) as exc:
+        return f"error: {exc}"
+
+
+def _version():
+    try:
+        from importlib.metadata import version
+
+        return version("fastbptt")
+    except Exception:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def show_config():
+    """Print how fastbptt was built and which kernels run."""
+    for key, value in config().items():
+        print(f"{key:>22}: {value}")

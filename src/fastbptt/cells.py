@@ -1,0 +1,172 @@
+"""The glue between the model and each cell's kernels.
+
+A cell owns its parameter shapes, the time-parallel work around its kernel (the input projection of every
+step before the loop, the weight gradients after it, each one GEMM) and the call into the sequential kernel
+of the chosen backend. The time loops themselves live in cython/_<family>.pyx and its twins in
+fastbptt/reference/.
+"""
+
+import numpy as np
+
+from ._backend import kernels
+
+CELLS = ("tanh", "relu", "step", "lstm", "gru")
+_ACT = {"tanh": 0, "relu": 1, "step": 2}
+
+
+def _flat(a):
+    """(T, B, n) -> (T*B, n) view."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _project(X, Wx, b):
+    """A = X Wx^T + b for every step at once: (T, B, I) -> (T, B, G)."""
+    T, B, _ = X.shape
+    A = np.empty((T, B, Wx.shape[0]), dtype=X.dtype)
+    np.matmul(_flat(X), Wx.T, out=_flat(A))
+    A += b
+    return A
+
+
+class Cell:
+    """Base: subclasses set `family`, `state_names`, `gates` and the four methods below."""
+
+    family = None
+    state_names = ("h",)
+    gates = 1
+    differentiable = True
+
+    def __init__(self, name, input_size, hidden_size):
+        self.name = name
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+
+    def kernels(self, backend):
+        return kernels(self.family, backend)
+
+    def input_grads(self, dA, Wx, need_dX):
+        """dX = dA Wx, the gradient flowing down to the inputs (for stacked layers)."""
+        if not need_dX:
+            return None
+        return (_flat(dA) @ Wx).reshape(dA.shape[0], dA.shape[1], -1)
+
+
+class ElmanCell(Cell):
+    """h_t = f(U x_t + W h_{t-1} + b), f = tanh | relu | step."""
+
+    family = "elman"
+
+    def __init__(self, name, input_size, hidden_size):
+        super().__init__(name, input_size, hidden_size)
+        self.act = _ACT[name]
+        self.differentiable = name != "step"
+
+    def param_shapes(self):
+        I, n = self.input_size, self.hidden_size
+        return {"U": (n, I), "W": (n, n), "b": (n,)}
+
+    def forward(self, kern, p, X, state0, n_threads):
+        """Return the states H (T+1, B, H) and the cache backward needs."""
+        (h0,) = state0
+        A = _project(X, p["U"], p["b"])
+        H = np.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        kern.forward(self.act, p["W"], A, h0, H, n_threads)
+        return H, None
+
+    def final_state(self, H, cache):
+        return (H[-1].copy(),)
+
+    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False):
+        """Return (grads of U, W, b), the gradient at the initial state, and dX (or None)."""
+        (dh_T,) = dstate_T
+        dA = np.empty_like(dH)
+        dh0 = np.empty_like(dh_T)
+        kern.backward(self.act, p["W"], H, dH, dh_T, dA, dh0, n_threads)
+        dA2 = _flat(dA)
+        grads = {"U": dA2.T @ _flat(X), "W": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
+        return grads, (dh0,), self.input_grads(dA, p["U"], need_dX)
+
+
+class LSTMCell(Cell):
+    """PyTorch's LSTM: gates i, f, g, o from Wx x_t + Wh h_{t-1} + b."""
+
+    family = "lstm"
+    state_names = ("h", "c")
+    gates = 4
+
+    def param_shapes(self):
+        I, n = self.input_size, self.hidden_size
+        return {"Wx": (4 * n, I), "Wh": (4 * n, n), "b": (4 * n,)}
+
+    def forward(self, kern, p, X, state0, n_threads):
+        h0, c0 = state0
+        A = _project(X, p["Wx"], p["b"])
+        T1 = X.shape[0] + 1
+        H = np.empty((T1,) + h0.shape, dtype=X.dtype)
+        C = np.empty_like(H)
+        G = np.empty_like(A)
+        kern.forward(p["Wh"], A, h0, c0, H, C, G, n_threads)
+        return H, (C, G)
+
+    def final_state(self, H, cache):
+        return (H[-1].copy(), cache[0][-1].copy())
+
+    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False):
+        C, G = cache
+        dh_T, dc_T = dstate_T
+        dA = np.empty_like(G)
+        dh0 = np.empty_like(dh_T)
+        dc0 = np.empty_like(dc_T)
+        kern.backward(p["Wh"], H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads)
+        dA2 = _flat(dA)
+        grads = {"Wx": dA2.T @ _flat(X), "Wh": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
+        return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
+
+
+class GRUCell(Cell):
+    """PyTorch's GRU: gates r, z, n; n = tanh(Wx_n x + bx_n + r * (Wh_n h + bh_n))."""
+
+    family = "gru"
+    gates = 3
+
+    def param_shapes(self):
+        I, n = self.input_size, self.hidden_size
+        return {"Wx": (3 * n, I), "Wh": (3 * n, n), "bx": (3 * n,), "bh": (3 * n,)}
+
+    def forward(self, kern, p, X, state0, n_threads):
+        (h0,) = state0
+        A = _project(X, p["Wx"], p["bx"])
+        H = np.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        G = np.empty_like(A)
+        HN = np.empty((X.shape[0],) + h0.shape, dtype=X.dtype)
+        kern.forward(p["Wh"], p["bh"], A, h0, H, G, HN, n_threads)
+        return H, (G, HN)
+
+    def final_state(self, H, cache):
+        return (H[-1].copy(),)
+
+    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False):
+        G, HN = cache
+        (dh_T,) = dstate_T
+        dA = np.empty_like(G)
+        dGh = np.empty_like(G)
+        dh0 = np.empty_like(dh_T)
+        kern.backward(p["Wh"], H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads)
+        dA2, dGh2 = _flat(dA), _flat(dGh)
+        grads = {
+            "Wx": dA2.T @ _flat(X),
+            "Wh": dGh2.T @ _flat(H[:-1]),
+            "bx": dA2.sum(axis=0),
+            "bh": dGh2.sum(axis=0),
+        }
+        return grads, (dh0,), self.input_grads(dA, p["Wx"], need_dX)
+
+
+def make_cell(name, input_size, hidden_size):
+    if name in _ACT:
+        return ElmanCell(name, input_size, hidden_size)
+    if name == "lstm":
+        return LSTMCell(name, input_size, hidden_size)
+    if name == "gru":
+        return GRUCell(name, input_size, hidden_size)
+    raise ValueError(f"unknown cell {name!r}; expected one of {', '.join(repr(c) for c in CELLS)}")

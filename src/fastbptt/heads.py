@@ -1,0 +1,146 @@
+"""Output layers and losses, applied to every time step at once (time-parallel NumPy).
+
+A head maps the states Hs (T', B, H) the loss looks at (all steps, or the last one) to outputs, and
+returns the loss with its gradient at Hs and at its own parameters V (O, H) and c (O,).
+"""
+
+import numpy as np
+from scipy.special import expit, log_softmax, softmax
+
+OUTPUTS = ("linear", "sigmoid", "softmax", None)
+LOSSES = ("mse", "bce", "ce")
+REDUCTIONS = ("mean", "sum")
+TARGETS = ("all", "last")
+
+# loss -> outputs it is defined on (bce and ce are computed from the logits, stably)
+_VALID = {
+    "mse": ("linear", "sigmoid", "softmax", None),
+    "bce": ("sigmoid",),
+    "ce": ("softmax",),
+}
+
+
+def _choice(kind, value, valid):
+    if value not in valid:
+        names = ", ".join(repr(v) for v in valid)
+        raise ValueError(f"unknown {kind} {value!r}; expected one of {names}")
+    return value
+
+
+class Head:
+    """Output layer + loss + reduction over the states the loss sees."""
+
+    def __init__(self, output, loss, reduction, target, hidden_size, output_size):
+        self.output = _choice("output", output, OUTPUTS)
+        self.loss = _choice("loss", loss, LOSSES)
+        self.reduction = _choice("reduction", reduction, REDUCTIONS)
+        self.target = _choice("target", target, TARGETS)
+        if output not in _VALID[loss]:
+            ok = ", ".join(repr(o) for o in _VALID[loss])
+            raise ValueError(f"loss={loss!r} needs output in ({ok}), got output={output!r}")
+        self.hidden_size = hidden_size
+        self.output_size = hidden_size if output is None else output_size
+
+    def param_shapes(self):
+        if self.output is None:
+            return {}
+        return {"V": (self.output_size, self.hidden_size), "c": (self.output_size,)}
+
+    # -- targets ---------------------------------------------------------------------------------------
+
+    def prepare_targets(self, Y, T, B, single, dtype):
+        """Validate Y and return it as (T', B, O) floats, or (T', B) int64 class ids for ce."""
+        steps = T if self.target == "all" else 1
+        O = self.output_size
+        Y = np.asarray(Y)
+        if Y.dtype == object or np.iscomplexobj(Y):
+            raise TypeError(f"Y has dtype {Y.dtype}; expected real numbers")
+        # the shapes a user passes, before the batch axis of a single sequence is added back
+        full = (T, B) if not single else (T,)
+        if self.target == "last":
+            full = (B,) if not single else ()
+        if self.loss == "ce" and Y.shape == full and Y.dtype.kind in "iu":
+            ids = Y.astype(np.int64).reshape((steps, B))
+            if ids.size and (ids.min() < 0 or ids.max() >= O):
+                raise ValueError(f"class ids in Y must lie in [0, {O}); got range "
+                                 f"[{ids.min()}, {ids.max()}]")
+            return ids
+        expected = full + (O,)
+        shape = Y.shape
+        if self.target == "last" and shape == (1,) + expected:
+            shape = expected
+        if shape != expected:
+            hint = f" or class ids of shape {full}" if self.loss == "ce" else ""
+            raise ValueError(f"Y has shape {Y.shape}; expected {expected}{hint} "
+                             f"(target={self.target!r}, output size {O})")
+        if Y.dtype.kind not in "fiub":
+            raise TypeError(f"Y has dtype {Y.dtype}; expected real numbers")
+        Yf = np.ascontiguousarray(Y, dtype=dtype).reshape((steps, B, O))
+        if not np.isfinite(Yf).all():
+            raise ValueError("Y contains NaN or Inf")
+        return Yf
+
+    # -- forward / loss --------------------------------------------------------------------------------
+
+    def logits(self, p, Hs):
+        T, B, n = Hs.shape
+        return (Hs.reshape(T * B, n) @ p["V"].T + p["c"]).reshape(T, B, -1)
+
+    def forward(self, p, Hs):
+        """Outputs for the states Hs (T', B, H)."""
+        if self.output is None:
+            return Hs.copy()
+        o = self.logits(p, Hs)
+        if self.output == "sigmoid":
+            return expit(o)
+        if self.output == "softmax":
+            return softmax(o, axis=-1)
+        return o
+
+    def loss_and_grad(self, p, Hs, Y, scale=None):
+        """Return (loss, dHs, grads of V and c). `scale` overrides the reduction's divisor."""
+        T, B, n = Hs.shape
+        if scale is None:
+            scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0
+        if self.output is None:
+            diff = Hs - Y
+            loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
+            return loss * scale, diff * Hs.dtype.type(scale), {}
+        o = self.logits(p, Hs)
+        if self.output == "linear":
+            diff = o - Y
+            loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
+            dO = diff
+        elif self.output == "sigmoid":
+            if self.loss == "bce":
+                # log(1 + e^o) - y o, written with logaddexp so large |o| neither overflows nor cancels
+                loss = np.sum(np.logaddexp(0, o) - Y * o, dtype=np.float64)
+                dO = expit(o) - Y
+            else:
+                s = expit(o)
+                diff = s - Y
+                loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
+                dO = diff * s * (1 - s)
+        else:
+            logp = log_softmax(o, axis=-1)
+            s = np.exp(logp)
+            if self.loss == "ce":
+                if Y.ndim == 2:
+                    picked = np.take_along_axis(logp, Y[..., None], axis=-1)
+                    loss = -np.sum(picked, dtype=np.float64)
+                    dO = s
+                    np.put_along_axis(dO, Y[..., None], np.take_along_axis(s, Y[..., None], -1) - 1,
+                                      axis=-1)
+                else:
+                    loss = -np.sum(Y * logp, dtype=np.float64)
+                    dO = s * Y.sum(axis=-1, keepdims=True) - Y
+            else:
+                g = s - Y
+                loss = 0.5 * np.sum(np.square(g), dtype=np.float64)
+                dO = s * (g - np.sum(g * s, axis=-1, keepdims=True))
+        dO = dO * o.dtype.type(scale)
+        dO2 = dO.reshape(T * B, -1)
+        grads = {"V": dO2.T @ Hs.reshape(T * B, n), "c": dO2.sum(axis=0)}
+        dHs = (dO2 @ p["V"]).reshape(T, B, n)
+        return float(loss) * scale, dHs, grads
+

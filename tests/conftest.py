@@ -1,0 +1,28 @@
+import os
+
+import numpy as np
+import pytest
+
+TOL = {np.float64: 1e-12, np.float32: 1e-5}
+
+
+@pytest.fixture
+def seed():
+    """The tests' base seed: FASTBPTT_TESTS_SEED, else 0."""
+    return int(os.environ.get("FASTBPTT_TESTS_SEED", "0"))
+
+
+@pytest.fixture
+def rng(seed):
+    return np.random.default_rng(seed)
+
+
+def assert_close(actual, expected, dtype, what=""):
+    """Max abs difference within the dtype's tolerance, relative to the values' scale (at least 1)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    err = float(np.abs(actual - expected).max(initial=0.0))
+    tol = TOL[np.dtype(dtype).type]
+    assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol:g} x scale {scale:.3g}"

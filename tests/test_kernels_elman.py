@@ -1,0 +1,138 @@
+"""The Elman kernels of the three backends agree, on odd shapes too, and fail cleanly on bad input."""
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+from fastbptt import _elman
+from fastbptt.reference import elman as elman_np
+from fastbptt.reference import elman_pure
+
+BACKENDS = {"cython": _elman, "numpy": elman_np, "python": elman_pure}
+SHAPES = [  # T, B, H
+    (1, 1, 1),
+    (5, 1, 16),
+    (7, 3, 37),
+    (4, 2, 70),   # H > 64: BLAS path
+    (3, 40, 30),  # B * H * H > small-path budget: BLAS path
+    (0, 2, 4),
+]
+
+
+def _problem(rng, T, B, n, dtype, act):
+    W = rng.normal(0, 0.8 / np.sqrt(n), (n, n)).astype(dtype)
+    A = rng.normal(0, 1.0, (T, B, n)).astype(dtype)
+    h0 = rng.normal(0, 0.5, (B, n)).astype(dtype)
+    if act == 1:
+        h0 = np.abs(h0)
+    dH = rng.normal(0, 1.0, (T, B, n)).astype(dtype)
+    dh_T = rng.normal(0, 1.0, (B, n)).astype(dtype)
+    return W, A, h0, dH, dh_T
+
+
+def _run(kern, act, W, A, h0, dH, dh_T, n_threads):
+    T, B, n = A.shape
+    H = np.empty((T + 1, B, n), A.dtype)
+    kern.forward(act, W, A, h0, H, n_threads)
+    if act == 2:
+        return H, None, None
+    dA = np.empty((T, B, n), A.dtype)
+    dh0 = np.empty((B, n), A.dtype)
+    kern.backward(act, W, H, dH, dh_T, dA, dh0, n_threads)
+    return H, dA, dh0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("act", [0, 1, 2], ids=["tanh", "relu", "step"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("backend,n_threads", [("cython", 1), ("cython", 2), ("python", 1)])
+def test_backends_agree_with_numpy(backend, n_threads, shape, act, dtype, rng):
+    problem = _problem(rng, *shape, dtype, act)
+    ref = _run(elman_np, act, *problem, 1)
+    got = _run(BACKENDS[backend], act, *problem, n_threads)
+    for name, r, g in zip(("H", "dA", "dh0"), ref, got):
+        if r is None:
+            continue
+        assert g.dtype == dtype
+        assert_close(g, r, dtype, f"{backend} {name}")
+
+
+def test_numpy_backward_matches_finite_differences(rng):
+    """The reference's BPTT against central differences of its own forward (float64)."""
+    T, B, n = 6, 2, 5
+    for act in (0, 1):
+        W, A, h0, R, r_T = _problem(rng, T, B, n, np.float64, act)
+
+        def objective(W, A, h0):
+            H = np.empty((T + 1, B, n))
+            elman_np.forward(act, W, A, h0, H)
+            return float(np.sum(H[1:] * R) + np.sum(H[-1] * r_T))
+
+        H = np.empty((T + 1, B, n))
+        elman_np.forward(act, W, A, h0, H)
+        dA = np.empty((T, B, n))
+        dh0 = np.empty((B, n))
+        elman_np.backward(act, W, H, R, r_T, dA, dh0)
+        dW = dA.reshape(-1, n).T @ H[:-1].reshape(-1, n)
+        eps = 1e-6
+        for arr, analytic in ((A, dA), (h0, dh0), (W, dW)):
+            numeric = np.zeros_like(arr)
+            for i in np.ndindex(arr.shape):
+                old = arr[i]
+                arr[i] = old + eps
+                up = objective(W, A, h0)
+                arr[i] = old - eps
+                down = objective(W, A, h0)
+                arr[i] = old
+                numeric[i] = (up - down) / (2 * eps)
+            err = np.abs(numeric - analytic).max() / np.abs(analytic).max()
+            assert err < 1e-7
+
+
+@pytest.mark.parametrize("kern", [_elman, elman_np, elman_pure], ids=["cython", "numpy", "python"])
+def test_bad_shapes_name_the_array(kern):
+    W = np.zeros((4, 4))
+    A = np.zeros((3, 2, 4))
+    h0 = np.zeros((2, 4))
+    with pytest.raises(ValueError, match="h0"):
+        kern.forward(0, W, A, np.zeros((3, 4)), np.empty((4, 2, 4)))
+    with pytest.raises(ValueError, match="W"):
+        kern.forward(0, np.zeros((4, 5)), A, h0, np.empty((4, 2, 4)))
+    with pytest.raises(ValueError, match="H"):
+        kern.forward(0, W, A, h0, np.empty((3, 2, 4)))
+    with pytest.raises(ValueError, match="forward only"):
+        kern.backward(2, W, np.zeros((4, 2, 4)), A, h0, np.empty_like(A), np.empty_like(h0))
+    with pytest.raises(ValueError, match="activation"):
+        kern.forward(7, W, A, h0, np.empty((4, 2, 4)))
+
+
+@pytest.mark.parametrize("kern", [_elman, elman_np, elman_pure], ids=["cython", "numpy", "python"])
+def test_non_finite_raises_floating_point_error(kern):
+    W = np.full((3, 3), 10.0)
+    A = np.ones((400, 1, 3))
+    h0 = np.ones((1, 3))
+    H = np.empty((401, 1, 3))
+    with pytest.raises(FloatingPointError, match="time step"):
+        kern.forward(1, W, A, h0, H)  # relu with gain 30 per step overflows
+    A[2, 0, 1] = np.nan
+    with pytest.raises(FloatingPointError, match="time step 2"):
+        kern.forward(0, W * 0.1, A, h0, H)
+
+
+def test_cython_accepts_read_only_inputs(rng):
+    W, A, h0, dH, dh_T = _problem(rng, 4, 2, 5, np.float64, 0)
+    for arr in (W, A, h0, dH, dh_T):
+        arr.flags.writeable = False
+    H, dA, dh0 = _run(_elman, 0, W, A, h0, dH, dh_T, 1)
+    ref = _run(elman_np, 0, W, A, h0, dH, dh_T, 1)
+    assert_close(dA, ref[1], np.float64)
+
+
+def test_cython_refuses_mixed_dtypes_and_non_contiguous():
+    W = np.zeros((4, 4))
+    A = np.zeros((3, 2, 4), np.float32)
+    with pytest.raises((TypeError, ValueError)):
+        _elman.forward(0, W, A, np.zeros((2, 4)), np.empty((4, 2, 4)))
+    A64 = np.zeros((3, 2, 8))[:, :, ::2]
+    with pytest.raises((TypeError, ValueError)):
+        _elman.forward(0, W, A64, np.zeros((2, 4)), np.empty((4, 2, 4)))
