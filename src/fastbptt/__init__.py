@@ -10,6 +10,15 @@ from .gradcheck import gradcheck
 from .heads import LOSSES, OUTPUTS
 from .model import RNN
 
+
+
+def load(path, backend=None):
+    """Read a model written by RNN.save (no pickle; corrupt or incompatible files are refused)."""
+    from .io import load as _load
+
+    return _load(path, backend=backend)
+
+
 __all__ = [
     "BACKENDS",
     "CELLS",
@@ -18,6 +27,7 @@ __all__ = [
     "OUTPUTS",
     "RNN",
     "gradcheck",
+    "load",
     "resolve_backend",
     "show_config",
 ]

@@ -266,3 +266,17 @@ class RNN:
         Y = self.head.prepare_targets(Y, T, B, single, self.dtype)
         H, _ = self._run(X, state0)
         return self.head.loss_and_grad(self.params, self._seen(H), Y)[0]
+
+    # -- training and checkpoints (fastbptt.train, fastbptt.io) -----------------------------------------
+
+    def fit(self, X, Y, **kwargs):
+        """Train in place; see fastbptt.train.fit for the options. Returns a History."""
+        from .train import fit
+
+        return fit(self, X, Y, **kwargs)
+
+    def save(self, path):
+        """Write the model to `path` (.npz, atomically); read it back with fastbptt.load."""
+        from .io import save
+
+        save(self, path)
