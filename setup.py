@@ -48,22 +48,43 @@ def _extension(name):
         f"fastbptt.{name}",
         [f"cython/{name}.pyx"],
         include_dirs=[numpy.get_include(), "cython"],
+        depends=[str(p.relative_to(HERE)) for p in (HERE / "cython").glob("*.[hp]xd")]
+        + [str(p.relative_to(HERE)) for p in (HERE / "cython").glob("*.h")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
+
+
+OPENMP_PROBE = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 0;}\n"
+# glibc's vector math library (libmvec): 4 doubles / 8 floats per call under AVX2
+LIBMVEC_PROBE = """
+#ifndef __AVX2__
+#error no AVX2
+#endif
+#include <immintrin.h>
+__m256d _ZGVdN4v_tanh(__m256d);
+__m256 _ZGVdN8v_expf(__m256);
+int main(void) {
+    double out[4];
+    _mm256_storeu_pd(out, _ZGVdN4v_tanh(_mm256_set1_pd(0.5)));
+    float f[8];
+    _mm256_storeu_ps(f, _ZGVdN8v_expf(_mm256_set1_ps(0.5f)));
+    return !(out[0] > 0.46 && out[0] < 0.47 && f[0] > 1.64f && f[0] < 1.65f);
+}
+"""
 
 
 class BuildExt(build_ext):
     """Probe the compiler once, then add what it accepts to every extension."""
 
-    def _accepts(self, flags):
+    def _accepts(self, flags, code="int main(void){return 0;}\n", link=()):
         tmp = tempfile.mkdtemp()
         try:
             src = os.path.join(tmp, "probe.c")
             with open(src, "w") as f:
-                f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 0;}\n"
-                        if "-fopenmp" in flags else "int main(void){return 0;}\n")
+                f.write(code)
             objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=flags)
-            self.compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=flags)
+            self.compiler.link_executable(objs, "probe", output_dir=tmp,
+                                          extra_postargs=list(flags) + list(link))
             return True
         except Exception:
             return False
@@ -78,10 +99,13 @@ class BuildExt(build_ext):
                 compile_args.append("-march=native")
             if self._accepts(["-fno-math-errno"]):
                 compile_args.append("-fno-math-errno")
-            if self._accepts(["-fopenmp"]):
+            if self._accepts(compile_args + ["-fopenmp"], OPENMP_PROBE):
                 compile_args.append("-fopenmp")
                 link_args.append("-fopenmp")
                 macros.append(("FASTBPTT_OPENMP", "1"))
+            if self._accepts(compile_args, LIBMVEC_PROBE, link=["-lmvec", "-lm"]):
+                link_args += ["-lmvec", "-lm"]
+                macros.append(("FASTBPTT_LIBMVEC", "1"))
         flags = " ".join(compile_args)
         macros.append(("FASTBPTT_CFLAGS", '"' + flags + '"'))
         for ext in self.extensions:

@@ -5,6 +5,11 @@ cdef extern from *:
     #ifndef FASTBPTT_OPENMP
     #define FASTBPTT_OPENMP 0
     #endif
+    #ifdef FASTBPTT_LIBMVEC
+    #define FASTBPTT_HAVE_LIBMVEC 1
+    #else
+    #define FASTBPTT_HAVE_LIBMVEC 0
+    #endif
     #ifndef FASTBPTT_CFLAGS
     #define FASTBPTT_CFLAGS ""
     #endif
@@ -16,10 +21,12 @@ cdef extern from *:
     #endif
     """
     int FASTBPTT_OPENMP
+    int FASTBPTT_HAVE_LIBMVEC
     const char* FASTBPTT_CFLAGS
     int fastbptt_max_threads() noexcept nogil
 
 OPENMP = bool(FASTBPTT_OPENMP)
+VECTOR_MATH = bool(FASTBPTT_HAVE_LIBMVEC)
 CFLAGS = FASTBPTT_CFLAGS.decode()
 
 

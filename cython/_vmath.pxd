@@ -1,24 +1,26 @@
 # Elementwise transcendental functions over contiguous arrays, in place, for every cell's kernels.
-# One place for them so a faster (vectorised) implementation lands in all cells at once.
+# One place for them, so the vectorised implementation (cython/_vmath.h) serves all cells at once.
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf
+
+cdef extern from "_vmath.h" nogil:
+    int FASTBPTT_VECTOR_MATH
+    void fb_vtanh_d(double* x, Py_ssize_t n) noexcept
+    void fb_vtanh_f(float* x, Py_ssize_t n) noexcept
+    void fb_vsigmoid_d(double* x, Py_ssize_t n) noexcept
+    void fb_vsigmoid_f(float* x, Py_ssize_t n) noexcept
 
 
 cdef inline void vtanh(floating* x, Py_ssize_t n) noexcept nogil:
     """x <- tanh(x)."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if floating is float:
-            x[i] = tanhf(x[i])
-        else:
-            x[i] = tanh(x[i])
+    if floating is float:
+        fb_vtanh_f(x, n)
+    else:
+        fb_vtanh_d(x, n)
 
 
 cdef inline void vsigmoid(floating* x, Py_ssize_t n) noexcept nogil:
-    """x <- 1 / (1 + exp(-x)); exp overflowing to inf gives exactly 0, never NaN."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if floating is float:
-            x[i] = 1 / (1 + expf(-x[i]))
-        else:
-            x[i] = 1 / (1 + exp(-x[i]))
+    """x <- 1 / (1 + exp(-x))."""
+    if floating is float:
+        fb_vsigmoid_f(x, n)
+    else:
+        fb_vsigmoid_d(x, n)

@@ -103,6 +103,7 @@ def config():
 
         info["openmp"] = _build.OPENMP
         info["openmp_max_threads"] = _build.max_threads()
+        info["vector_math"] = _build.VECTOR_MATH
         info["cflags"] = _build.CFLAGS
     except ImportError:
         info["openmp"] = None
