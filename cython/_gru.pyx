@@ -1,0 +1,328 @@
+"""GRU recurrence (PyTorch's cell) forward through time, and its backward pass through time.
+
+    gh = Wh h_{t-1} + bh                          (gate order r, z, n; formed inside the loop)
+    r = sigmoid(A_r + gh_r),  z = sigmoid(A_z + gh_z),  n = tanh(A_n + r * gh_n)
+    h_t = (1 - z) * n + z * h_{t-1}
+
+The caller (fastbptt.cells) has already formed A = X Wx^T + bx for every step in one GEMM, and forms
+dWh = dGh^T H[:-1], dbh = sum dGh, dWx = dA^T X, dbx = sum dA in single GEMMs afterwards; only the
+sequential recurrence lives here. HN = gh_n is kept from forward because r's gradient needs it.
+
+Layers, as in every kernel module:
+  (a) `cdef inline ... noexcept nogil` helpers for one step of a run of consecutive sequences;
+  (b) the `def` drivers `forward` / `backward` over typed memoryviews, the whole time loop inside
+      one `with nogil:`, no allocation inside it (the small path mallocs a transposed Wh before it);
+  (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
+The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/gru.py.
+
+Each step makes one stacked recurrent product for the whole batch, (B, Hn) x (Hn, 3Hn), by BLAS, or
+by the hand-written loops below for small sizes, where a BLAS call per step costs more than its
+arithmetic.
+All tanh / sigmoid go through _vmath over the longest contiguous runs the layout allows.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from _blas cimport gemm
+from _vmath cimport vsigmoid, vtanh
+
+# The hand-written path runs when Hn <= SMALL_H and B * 3Hn * Hn <= SMALL_WORK (multiply-adds/step).
+cdef Py_ssize_t SMALL_WORK = 32768
+cdef Py_ssize_t SMALL_H = 64
+
+
+# ---------------------------------------------------------------------------------------------------
+# (a) one step for `rows` consecutive sequences (the whole batch, or one row under prange)
+# ---------------------------------------------------------------------------------------------------
+
+cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    """True when every x[i] is finite (x * 0 is NaN exactly for NaN and +-inf)."""
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    # an integer OR reduction vectorises, a floating-point sum would not (no reassociation allowed)
+    for i in range(n):
+        bad = bad | (x[i] * 0 != 0)
+    return bad == 0
+
+
+cdef inline void _finish(const floating* A, const floating* h_prev, floating* G, floating* HN,
+                         floating* h, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """From G = Wh h_prev + bh (rows, 3n): activated gates into G, gh_n into HN, states into h."""
+    cdef Py_ssize_t b, k, m
+    cdef floating nk
+    cdef floating* gb
+    cdef const floating* ab
+    for b in range(rows):
+        gb = G + b * 3 * n
+        ab = A + b * 3 * n
+        for k in range(2 * n):
+            gb[k] += ab[k]
+        memcpy(HN + b * n, gb + 2 * n, n * sizeof(floating))
+        vsigmoid(gb, 2 * n)
+        # n's pre-activation goes to h's storage so tanh runs once over the whole (rows, n) block
+        for k in range(n):
+            h[b * n + k] = ab[2 * n + k] + gb[k] * gb[2 * n + k]
+    vtanh(h, rows * n)
+    for b in range(rows):
+        gb = G + b * 3 * n
+        for k in range(n):
+            m = b * n + k
+            nk = h[m]
+            gb[2 * n + k] = nk
+            h[m] = nk + gb[n + k] * (h_prev[m] - nk)
+
+
+cdef inline void _forward_rows_small(const floating* wt, const floating* bh, const floating* A,
+                                     const floating* h_prev, floating* G, floating* HN, floating* h,
+                                     Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """One step for `rows` sequences by hand; wt is Wh transposed (n, 3n): contiguous inner loop."""
+    cdef Py_ssize_t b, j, k, n3 = 3 * n
+    cdef floating hj
+    cdef floating* z
+    cdef const floating* hp
+    cdef const floating* col
+    for b in range(rows):
+        z = G + b * n3
+        hp = h_prev + b * n
+        memcpy(z, bh, n3 * sizeof(floating))
+        for j in range(n):
+            hj = hp[j]
+            col = wt + j * n3
+            for k in range(n3):
+                z[k] += col[k] * hj
+    _finish(A, h_prev, G, HN, h, rows, n)
+
+
+cdef inline void _backward_rows(const floating* G, const floating* HN, const floating* h_prev,
+                                const floating* dh_out, floating* dA, floating* dGh, floating* dh,
+                                Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """dA and dGh of one step for `rows` sequences, in one fused pass.
+
+    dh holds dL/dh_t from later steps and leaves holding only its direct path z * dL/dh_t; the
+    caller adds dGh @ Wh to make it dL/dh_{t-1}.
+    """
+    cdef Py_ssize_t b, k, m
+    cdef floating r, z, nk, dhk, dan, dar, daz
+    cdef const floating* gb
+    cdef floating* da
+    cdef floating* dg
+    for b in range(rows):
+        gb = G + b * 3 * n
+        da = dA + b * 3 * n
+        dg = dGh + b * 3 * n
+        for k in range(n):
+            m = b * n + k
+            r = gb[k]
+            z = gb[n + k]
+            nk = gb[2 * n + k]
+            dhk = dh_out[m] + dh[m]
+            dan = dhk * (1 - z) * (1 - nk * nk)
+            dar = dan * HN[m] * r * (1 - r)
+            daz = dhk * (h_prev[m] - nk) * z * (1 - z)
+            da[k] = dar
+            da[n + k] = daz
+            da[2 * n + k] = dan
+            dg[k] = dar
+            dg[n + k] = daz
+            dg[2 * n + k] = dan * r
+            dh[m] = dhk * z
+
+
+cdef inline void _matvec_add_small(const floating* Wh, const floating* dg, floating* dh,
+                                   Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """dh (n) += dg (m) @ Wh (m, n) for one sequence, rows of Wh contiguous in the inner loop."""
+    cdef Py_ssize_t j, k
+    cdef floating dgk
+    cdef const floating* row
+    for k in range(m):
+        dgk = dg[k]
+        row = Wh + k * n
+        for j in range(n):
+            dh[j] += row[j] * dgk
+
+
+# ---------------------------------------------------------------------------------------------------
+# time loops (serial in t; optionally parallel over the batch inside a step)
+# ---------------------------------------------------------------------------------------------------
+
+cdef Py_ssize_t _forward_small(const floating* wt, const floating* bh, const floating* A,
+                               floating* H, floating* G, floating* HN, Py_ssize_t T, Py_ssize_t B,
+                               Py_ssize_t n, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
+    for t in range(T):
+        if n_threads > 1 and B > 1:
+            for b in prange(B, num_threads=n_threads, schedule="static"):
+                _forward_rows_small(wt, bh, A + t * s3 + b * 3 * n, H + t * s + b * n,
+                                    G + t * s3 + b * 3 * n, HN + t * s + b * n,
+                                    H + (t + 1) * s + b * n, 1, n)
+        else:
+            _forward_rows_small(wt, bh, A + t * s3, H + t * s, G + t * s3, HN + t * s,
+                                H + (t + 1) * s, B, n)
+        if not _all_finite(H + (t + 1) * s, s):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _forward_blas(const floating* Wh, const floating* bh, const floating* A,
+                              floating* H, floating* G, floating* HN, Py_ssize_t T, Py_ssize_t B,
+                              Py_ssize_t n, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
+    cdef floating* g
+    for t in range(T):
+        g = G + t * s3
+        for b in range(B):
+            memcpy(g + b * 3 * n, bh, 3 * n * sizeof(floating))
+        # g = h_{t-1} @ Wh^T + bh for the whole batch: all three gates in one product
+        gemm(False, True, <int> B, <int> (3 * n), <int> n, 1, H + t * s, <int> n, Wh, <int> n,
+             1, g, <int> (3 * n))
+        if n_threads > 1 and B > 1:
+            for b in prange(B, num_threads=n_threads, schedule="static"):
+                _finish(A + t * s3 + b * 3 * n, H + t * s + b * n, g + b * 3 * n,
+                        HN + t * s + b * n, H + (t + 1) * s + b * n, 1, n)
+        else:
+            _finish(A + t * s3, H + t * s, g, HN + t * s, H + (t + 1) * s, B, n)
+        if not _all_finite(H + (t + 1) * s, s):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _backward_small(const floating* Wh, const floating* H, const floating* G,
+                                const floating* HN, const floating* dH, floating* dA,
+                                floating* dGh, floating* dh, Py_ssize_t T, Py_ssize_t B,
+                                Py_ssize_t n, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
+    for t in range(T - 1, -1, -1):
+        if n_threads > 1 and B > 1:
+            for b in prange(B, num_threads=n_threads, schedule="static"):
+                _backward_rows(G + t * s3 + b * 3 * n, HN + t * s + b * n, H + t * s + b * n,
+                               dH + t * s + b * n, dA + t * s3 + b * 3 * n,
+                               dGh + t * s3 + b * 3 * n, dh + b * n, 1, n)
+                _matvec_add_small(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, 3 * n, n)
+        else:
+            _backward_rows(G + t * s3, HN + t * s, H + t * s, dH + t * s, dA + t * s3,
+                           dGh + t * s3, dh, B, n)
+            for b in range(B):
+                _matvec_add_small(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, 3 * n, n)
+        if not _all_finite(dh, s):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _backward_blas(const floating* Wh, const floating* H, const floating* G,
+                               const floating* HN, const floating* dH, floating* dA,
+                               floating* dGh, floating* dh, Py_ssize_t T, Py_ssize_t B,
+                               Py_ssize_t n, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
+    for t in range(T - 1, -1, -1):
+        if n_threads > 1 and B > 1:
+            for b in prange(B, num_threads=n_threads, schedule="static"):
+                _backward_rows(G + t * s3 + b * 3 * n, HN + t * s + b * n, H + t * s + b * n,
+                               dH + t * s + b * n, dA + t * s3 + b * 3 * n,
+                               dGh + t * s3 + b * 3 * n, dh + b * n, 1, n)
+        else:
+            _backward_rows(G + t * s3, HN + t * s, H + t * s, dH + t * s, dA + t * s3,
+                           dGh + t * s3, dh, B, n)
+        # dh_{t-1} = z * dh_t (already in dh) + dGh[t] @ Wh for the whole batch
+        gemm(False, False, <int> B, <int> n, <int> (3 * n), 1, dGh + t * s3, <int> (3 * n), Wh,
+             <int> n, 1, dh, <int> n)
+        if not _all_finite(dh, s):
+            return t
+    return -1
+
+
+cdef inline bint _small(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
+    return n <= SMALL_H and B * 3 * n * n <= SMALL_WORK
+
+
+# ---------------------------------------------------------------------------------------------------
+# (b) drivers
+# ---------------------------------------------------------------------------------------------------
+
+def _check(name, shape, expected):
+    if tuple(shape) != tuple(expected):
+        raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
+
+
+def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, gate rows r, z, n
+            const floating[::1] bh,          # IN  (3Hn,) recurrent bias
+            const floating[:, :, ::1] A,     # IN  (T, B, 3Hn) input projections X Wx^T + bx
+            const floating[:, ::1] h0,       # IN  (B, Hn) initial state
+            floating[:, :, ::1] H,           # OUT (T+1, B, Hn) states, H[0] = h0
+            floating[:, :, ::1] G,           # OUT (T, B, 3Hn) activated gates r, z, n
+            floating[:, :, ::1] HN,          # OUT (T, B, Hn) Wh_n h_{t-1} + bh_n
+            int n_threads=1):
+    """Unroll the GRU over all T steps; raise FloatingPointError on a non-finite state."""
+    cdef Py_ssize_t n = Wh.shape[1]
+    cdef Py_ssize_t T = A.shape[0], B = A.shape[1]
+    cdef Py_ssize_t j, k, bad = -1
+    cdef floating* wt = NULL
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (3 * n, n))
+    _check("bh", (bh.shape[0],), (3 * n,))
+    _check("A", (A.shape[0], A.shape[1], A.shape[2]), (T, B, 3 * n))
+    _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
+    _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 3 * n))
+    _check("HN", (HN.shape[0], HN.shape[1], HN.shape[2]), (T, B, n))
+    if B == 0 or n == 0:
+        return
+    if _small(B, n) and T > 0:
+        wt = <floating*> malloc(3 * n * n * sizeof(floating))
+        if wt == NULL:
+            raise MemoryError()
+    with nogil:
+        memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
+        if T > 0:
+            if wt != NULL:
+                for k in range(3 * n):
+                    for j in range(n):
+                        wt[j * 3 * n + k] = Wh[k, j]
+                bad = _forward_small(wt, &bh[0], &A[0, 0, 0], &H[0, 0, 0], &G[0, 0, 0],
+                                     &HN[0, 0, 0], T, B, n, n_threads)
+                free(wt)
+            else:
+                bad = _forward_blas(&Wh[0, 0], &bh[0], &A[0, 0, 0], &H[0, 0, 0], &G[0, 0, 0],
+                                    &HN[0, 0, 0], T, B, n, n_threads)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite hidden state at time step {bad}")
+
+
+def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
+             const floating[:, :, ::1] H,    # IN  (T+1, B, Hn) states from forward
+             const floating[:, :, ::1] G,    # IN  (T, B, 3Hn) activated gates from forward
+             const floating[:, :, ::1] HN,   # IN  (T, B, Hn) Wh_n h_{t-1} + bh_n from forward
+             const floating[:, :, ::1] dH,   # IN  (T, B, Hn) loss gradient reaching h_t, t = 1..T
+             const floating[:, ::1] dh_T,    # IN  (B, Hn) gradient at h_T from a later chunk
+             floating[:, :, ::1] dA,         # OUT (T, B, 3Hn) gradient w.r.t. A
+             floating[:, :, ::1] dGh,        # OUT (T, B, 3Hn) gradient w.r.t. Wh h_{t-1} + bh
+             floating[:, ::1] dh0,           # OUT (B, Hn) gradient at h0
+             int n_threads=1):
+    """Backpropagate through time; raise FloatingPointError on a non-finite gradient."""
+    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
+    cdef Py_ssize_t bad = -1
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (3 * n, n))
+    _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 3 * n))
+    _check("HN", (HN.shape[0], HN.shape[1], HN.shape[2]), (T, B, n))
+    _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
+    _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, 3 * n))
+    _check("dGh", (dGh.shape[0], dGh.shape[1], dGh.shape[2]), (T, B, 3 * n))
+    _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
+    if B == 0 or n == 0:
+        return
+    with nogil:
+        # dh0 doubles as the running gradient dL/dh_t, so the loop needs no buffer of its own
+        memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
+        if T > 0:
+            if _small(B, n):
+                bad = _backward_small(&Wh[0, 0], &H[0, 0, 0], &G[0, 0, 0], &HN[0, 0, 0],
+                                      &dH[0, 0, 0], &dA[0, 0, 0], &dGh[0, 0, 0], &dh0[0, 0],
+                                      T, B, n, n_threads)
+            else:
+                bad = _backward_blas(&Wh[0, 0], &H[0, 0, 0], &G[0, 0, 0], &HN[0, 0, 0],
+                                     &dH[0, 0, 0], &dA[0, 0, 0], &dGh[0, 0, 0], &dh0[0, 0],
+                                     T, B, n, n_threads)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite gradient at time step {bad}")

@@ -1,0 +1,340 @@
+"""LSTM recurrence (PyTorch's cell) forward through time, and its backward pass through time.
+
+    i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of  A[t] + Wh h_{t-1}     (gate order i, f, g, o)
+    c_t = f * c_{t-1} + i * g,    h_t = o * tanh(c_t)
+
+The caller (fastbptt.cells) has already formed A = X Wx^T + b for every step in one GEMM, and forms
+dWx = dA^T X, dWh = dA^T H[:-1], db = sum dA in single GEMMs afterwards; only the sequential
+recurrence lives here.
+
+Layers, as in every kernel module:
+  (a) `cdef inline ... noexcept nogil` helpers for one step of a run of consecutive sequences;
+  (b) the `def` drivers `forward` / `backward` over typed memoryviews, the whole time loop inside
+      one `with nogil:`, no allocation inside it (workspaces are malloc'd before it);
+  (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
+The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/lstm.py.
+
+Each step makes one stacked recurrent product for the whole batch, (B, Hn) x (Hn, 4Hn), by BLAS, or
+by the hand-written loops below for small sizes, where a BLAS call per step costs more than its
+arithmetic.
+All tanh / sigmoid go through _vmath over the longest contiguous runs the layout allows.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+from _blas cimport gemm
+from _vmath cimport vsigmoid, vtanh
+
+# The hand-written path runs when Hn <= SMALL_H and B * 4Hn * Hn <= SMALL_WORK (multiply-adds/step).
+cdef Py_ssize_t SMALL_WORK = 32768
+cdef Py_ssize_t SMALL_H = 64
+
+
+# ---------------------------------------------------------------------------------------------------
+# (a) one step for `rows` consecutive sequences (the whole batch, or one row under prange)
+# ---------------------------------------------------------------------------------------------------
+
+cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    """True when every x[i] is finite (x * 0 is NaN exactly for NaN and +-inf)."""
+    cdef Py_ssize_t i
+    cdef int bad = 0
+    # an integer OR reduction vectorises, a floating-point sum would not (no reassociation allowed)
+    for i in range(n):
+        bad = bad | (x[i] * 0 != 0)
+    return bad == 0
+
+
+cdef inline void _activate_gates(floating* g, Py_ssize_t n) noexcept nogil:
+    """Pre-activations [i, f, g, o] of one sequence (4n) -> activated gates, in place."""
+    vsigmoid(g, 2 * n)
+    vtanh(g + 2 * n, n)
+    vsigmoid(g + 3 * n, n)
+
+
+cdef inline void _cell(const floating* G, const floating* c_prev, floating* c, floating* h,
+                       Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """c = f c_prev + i g and h = o tanh(c) for `rows` sequences whose gates G are activated."""
+    cdef Py_ssize_t b, k
+    cdef const floating* gb
+    for b in range(rows):
+        gb = G + b * 4 * n
+        for k in range(n):
+            c[b * n + k] = gb[n + k] * c_prev[b * n + k] + gb[k] * gb[2 * n + k]
+    # tanh(c) over the whole (rows, n) block in one run, computed in h's storage
+    memcpy(h, c, rows * n * sizeof(floating))
+    vtanh(h, rows * n)
+    for b in range(rows):
+        gb = G + b * 4 * n + 3 * n
+        for k in range(n):
+            h[b * n + k] *= gb[k]
+
+
+cdef inline void _forward_rows_small(const floating* wt, const floating* A, const floating* h_prev,
+                                     const floating* c_prev, floating* G, floating* h, floating* c,
+                                     Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """One step for `rows` sequences by hand: G = act(A + h_prev Wh^T), then c and h.
+
+    wt is Wh transposed, (n, 4n), so the inner loop runs contiguous over the 4n gates.
+    """
+    cdef Py_ssize_t b, j, k, n4 = 4 * n
+    cdef floating hj
+    cdef floating* z
+    cdef const floating* hp
+    cdef const floating* col
+    for b in range(rows):
+        z = G + b * n4
+        hp = h_prev + b * n
+        memcpy(z, A + b * n4, n4 * sizeof(floating))
+        for j in range(n):
+            hj = hp[j]
+            col = wt + j * n4
+            for k in range(n4):
+                z[k] += col[k] * hj
+        _activate_gates(z, n)
+    _cell(G, c_prev, c, h, rows, n)
+
+
+cdef inline void _backward_rows(const floating* G, const floating* c_prev, const floating* c,
+                                const floating* dh_out, floating* tc, floating* dA, floating* dh,
+                                floating* dc, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """Gate gradients dA of one step for `rows` sequences, in one fused pass.
+
+    dh holds dL/dh_t from later steps (read here; the caller then overwrites it with dL/dh_{t-1});
+    dc holds dL/dc_t and leaves as dL/dc_{t-1}. tc (rows, n) is scratch for tanh(c_t).
+    """
+    cdef Py_ssize_t b, k, m
+    cdef floating i, f, gg, o, th, dhk, dck
+    cdef const floating* gb
+    cdef floating* da
+    memcpy(tc, c, rows * n * sizeof(floating))
+    vtanh(tc, rows * n)
+    for b in range(rows):
+        gb = G + b * 4 * n
+        da = dA + b * 4 * n
+        for k in range(n):
+            m = b * n + k
+            i = gb[k]
+            f = gb[n + k]
+            gg = gb[2 * n + k]
+            o = gb[3 * n + k]
+            th = tc[m]
+            dhk = dh_out[m] + dh[m]
+            dck = dc[m] + dhk * o * (1 - th * th)
+            da[k] = dck * gg * i * (1 - i)
+            da[n + k] = dck * c_prev[m] * f * (1 - f)
+            da[2 * n + k] = dck * i * (1 - gg * gg)
+            da[3 * n + k] = dhk * th * o * (1 - o)
+            dc[m] = dck * f
+
+
+cdef inline void _matvec_small(const floating* Wh, const floating* da, floating* dh,
+                               Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    """dh (n) = da (m) @ Wh (m, n) for one sequence, rows of Wh contiguous in the inner loop."""
+    cdef Py_ssize_t j, k
+    cdef floating dak
+    cdef const floating* row
+    memset(dh, 0, n * sizeof(floating))
+    for k in range(m):
+        dak = da[k]
+        row = Wh + k * n
+        for j in range(n):
+            dh[j] += row[j] * dak
+
+
+# ---------------------------------------------------------------------------------------------------
+# time loops (serial in t; optionally parallel over the batch inside a step)
+# ---------------------------------------------------------------------------------------------------
+
+cdef Py_ssize_t _forward_small(const floating* wt, const floating* A, floating* H, floating* C,
+                               floating* G, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                               int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n
+    for t in range(T):
+        if n_threads > 1 and B > 1:
+            for b in prange(B, num_threads=n_threads, schedule="static"):
+                _forward_rows_small(wt, A + t * s4 + b * 4 * n, H + t * s + b * n,
+                                    C + t * s + b * n, G + t * s4 + b * 4 * n,
+                                    H + (t + 1) * s + b * n, C + (t + 1) * s + b * n, 1, n)
+        else:
+            _forward_rows_small(wt, A + t * s4, H + t * s, C + t * s, G + t * s4,
+                                H + (t + 1) * s, C + (t + 1) * s, B, n)
+        if not (_all_finite(C + (t + 1) * s, s) and _all_finite(H + (t + 1) * s, s)):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _forward_blas(const floating* Wh, const floating* A, floating* H, floating* C,
+                              floating* G, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                              int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n
+    cdef floating* g
+    for t in range(T):
+        g = G + t * s4
+        memcpy(g, A + t * s4, s4 * sizeof(floating))
+        # g += h_{t-1} @ Wh^T for the whole batch: all four gates in one product
+        gemm(False, True, <int> B, <int> (4 * n), <int> n, 1, H + t * s, <int> n, Wh, <int> n,
+             1, g, <int> (4 * n))
+        if n_threads > 1 and B > 1:
+            for b in prange(B, num_threads=n_threads, schedule="static"):
+                _activate_gates(g + b * 4 * n, n)
+                _cell(g + b * 4 * n, C + t * s + b * n, C + (t + 1) * s + b * n,
+                      H + (t + 1) * s + b * n, 1, n)
+        else:
+            for b in range(B):
+                _activate_gates(g + b * 4 * n, n)
+            _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, B, n)
+        if not (_all_finite(C + (t + 1) * s, s) and _all_finite(H + (t + 1) * s, s)):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _backward_small(const floating* Wh, const floating* C, const floating* G,
+                                const floating* dH, floating* dA, floating* dh,
+                                floating* dc, floating* tc, Py_ssize_t T, Py_ssize_t B,
+                                Py_ssize_t n, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n
+    for t in range(T - 1, -1, -1):
+        if n_threads > 1 and B > 1:
+            for b in prange(B, num_threads=n_threads, schedule="static"):
+                _backward_rows(G + t * s4 + b * 4 * n, C + t * s + b * n, C + (t + 1) * s + b * n,
+                               dH + t * s + b * n, tc + b * n, dA + t * s4 + b * 4 * n,
+                               dh + b * n, dc + b * n, 1, n)
+                _matvec_small(Wh, dA + t * s4 + b * 4 * n, dh + b * n, 4 * n, n)
+        else:
+            _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, tc, dA + t * s4,
+                           dh, dc, B, n)
+            for b in range(B):
+                _matvec_small(Wh, dA + t * s4 + b * 4 * n, dh + b * n, 4 * n, n)
+        if not (_all_finite(dh, s) and _all_finite(dc, s)):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _backward_blas(const floating* Wh, const floating* C, const floating* G,
+                               const floating* dH, floating* dA, floating* dh,
+                               floating* dc, floating* tc, Py_ssize_t T, Py_ssize_t B,
+                               Py_ssize_t n, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n
+    for t in range(T - 1, -1, -1):
+        if n_threads > 1 and B > 1:
+            for b in prange(B, num_threads=n_threads, schedule="static"):
+                _backward_rows(G + t * s4 + b * 4 * n, C + t * s + b * n, C + (t + 1) * s + b * n,
+                               dH + t * s + b * n, tc + b * n, dA + t * s4 + b * 4 * n,
+                               dh + b * n, dc + b * n, 1, n)
+        else:
+            _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, tc, dA + t * s4,
+                           dh, dc, B, n)
+        # dh_{t-1} = dA[t] @ Wh for the whole batch (the cell path went into dc above)
+        gemm(False, False, <int> B, <int> n, <int> (4 * n), 1, dA + t * s4, <int> (4 * n), Wh,
+             <int> n, 0, dh, <int> n)
+        if not (_all_finite(dh, s) and _all_finite(dc, s)):
+            return t
+    return -1
+
+
+cdef inline bint _small(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
+    return n <= SMALL_H and B * 4 * n * n <= SMALL_WORK
+
+
+# ---------------------------------------------------------------------------------------------------
+# (b) drivers
+# ---------------------------------------------------------------------------------------------------
+
+def _check(name, shape, expected):
+    if tuple(shape) != tuple(expected):
+        raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
+
+
+def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, gate rows i, f, g, o
+            const floating[:, :, ::1] A,     # IN  (T, B, 4Hn) input projections X Wx^T + b
+            const floating[:, ::1] h0,       # IN  (B, Hn) initial hidden state
+            const floating[:, ::1] c0,       # IN  (B, Hn) initial cell state
+            floating[:, :, ::1] H,           # OUT (T+1, B, Hn) hidden states, H[0] = h0
+            floating[:, :, ::1] C,           # OUT (T+1, B, Hn) cell states, C[0] = c0
+            floating[:, :, ::1] G,           # OUT (T, B, 4Hn) activated gates i, f, g, o
+            int n_threads=1):
+    """Unroll the LSTM over all T steps; raise FloatingPointError on a non-finite state."""
+    cdef Py_ssize_t n = Wh.shape[1]
+    cdef Py_ssize_t T = A.shape[0], B = A.shape[1]
+    cdef Py_ssize_t j, k, bad = -1
+    cdef floating* wt = NULL
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
+    _check("A", (A.shape[0], A.shape[1], A.shape[2]), (T, B, 4 * n))
+    _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
+    _check("c0", (c0.shape[0], c0.shape[1]), (B, n))
+    _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    _check("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, B, n))
+    _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 4 * n))
+    if B == 0 or n == 0:
+        return
+    if _small(B, n) and T > 0:
+        wt = <floating*> malloc(4 * n * n * sizeof(floating))
+        if wt == NULL:
+            raise MemoryError()
+    with nogil:
+        memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
+        memcpy(&C[0, 0, 0], &c0[0, 0], B * n * sizeof(floating))
+        if T > 0:
+            if wt != NULL:
+                for k in range(4 * n):
+                    for j in range(n):
+                        wt[j * 4 * n + k] = Wh[k, j]
+                bad = _forward_small(wt, &A[0, 0, 0], &H[0, 0, 0], &C[0, 0, 0], &G[0, 0, 0],
+                                     T, B, n, n_threads)
+                free(wt)
+            else:
+                bad = _forward_blas(&Wh[0, 0], &A[0, 0, 0], &H[0, 0, 0], &C[0, 0, 0], &G[0, 0, 0],
+                                    T, B, n, n_threads)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite hidden or cell state at time step {bad}")
+
+
+def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
+             const floating[:, :, ::1] H,    # IN  (T+1, B, Hn) states (shape-checked; unused here)
+             const floating[:, :, ::1] C,    # IN  (T+1, B, Hn) cell states from forward
+             const floating[:, :, ::1] G,    # IN  (T, B, 4Hn) activated gates from forward
+             const floating[:, :, ::1] dH,   # IN  (T, B, Hn) loss gradient reaching h_t, t = 1..T
+             const floating[:, ::1] dh_T,    # IN  (B, Hn) gradient at h_T from a later chunk
+             const floating[:, ::1] dc_T,    # IN  (B, Hn) gradient at c_T from a later chunk
+             floating[:, :, ::1] dA,         # OUT (T, B, 4Hn) gradient at the gate pre-activations
+             floating[:, ::1] dh0,           # OUT (B, Hn) gradient at h0
+             floating[:, ::1] dc0,           # OUT (B, Hn) gradient at c0
+             int n_threads=1):
+    """Backpropagate through time; raise FloatingPointError on a non-finite gradient."""
+    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
+    cdef Py_ssize_t bad = -1
+    cdef floating* tc = NULL
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
+    _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    _check("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, B, n))
+    _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 4 * n))
+    _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
+    _check("dc_T", (dc_T.shape[0], dc_T.shape[1]), (B, n))
+    _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, 4 * n))
+    _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
+    _check("dc0", (dc0.shape[0], dc0.shape[1]), (B, n))
+    if B == 0 or n == 0:
+        return
+    if T > 0:
+        tc = <floating*> malloc(B * n * sizeof(floating))
+        if tc == NULL:
+            raise MemoryError()
+    with nogil:
+        # dh0 and dc0 double as the running gradients dL/dh_t and dL/dc_t
+        memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
+        memcpy(&dc0[0, 0], &dc_T[0, 0], B * n * sizeof(floating))
+        if T > 0:
+            if _small(B, n):
+                bad = _backward_small(&Wh[0, 0], &C[0, 0, 0], &G[0, 0, 0],
+                                      &dH[0, 0, 0], &dA[0, 0, 0], &dh0[0, 0], &dc0[0, 0], tc,
+                                      T, B, n, n_threads)
+            else:
+                bad = _backward_blas(&Wh[0, 0], &C[0, 0, 0], &G[0, 0, 0],
+                                     &dH[0, 0, 0], &dA[0, 0, 0], &dh0[0, 0], &dc0[0, 0], tc,
+                                     T, B, n, n_threads)
+            free(tc)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite gradient at time step {bad}")

@@ -1,0 +1,29 @@
+# Stub for the compiled GRU kernel (cython/_gru.pyx). Arrays are C-contiguous, all float32 or all
+# float64 within a call; OUT arrays are preallocated by the caller and filled in place.
+import numpy as np
+import numpy.typing as npt
+
+_Array = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+def forward(
+    Wh: _Array,  # IN  (3Hn, Hn) recurrent weights, gate rows r, z, n
+    bh: _Array,  # IN  (3Hn,) recurrent bias
+    A: _Array,  # IN  (T, B, 3Hn) input projections X Wx^T + bx
+    h0: _Array,  # IN  (B, Hn)
+    H: _Array,  # OUT (T+1, B, Hn) states, H[0] = h0
+    G: _Array,  # OUT (T, B, 3Hn) activated gates r, z, n
+    HN: _Array,  # OUT (T, B, Hn) Wh_n h_{t-1} + bh_n
+    n_threads: int = 1,
+) -> None: ...
+def backward(
+    Wh: _Array,  # IN  (3Hn, Hn)
+    H: _Array,  # IN  (T+1, B, Hn)
+    G: _Array,  # IN  (T, B, 3Hn)
+    HN: _Array,  # IN  (T, B, Hn)
+    dH: _Array,  # IN  (T, B, Hn) loss gradient reaching each h_t
+    dh_T: _Array,  # IN  (B, Hn) gradient at h_T from a later chunk
+    dA: _Array,  # OUT (T, B, 3Hn) gradient w.r.t. A
+    dGh: _Array,  # OUT (T, B, 3Hn) gradient w.r.t. Wh h_{t-1} + bh
+    dh0: _Array,  # OUT (B, Hn)
+    n_threads: int = 1,
+) -> None: ...

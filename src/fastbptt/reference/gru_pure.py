@@ -1,0 +1,127 @@
+"""Pure-Python twin of cython/_gru.pyx: lists and floats, no NumPy inside the time loop.
+
+The benchmarks' baseline: what the GRU recurrence costs written plainly in Python.
+"""
+
+import math
+
+from .gru import _check
+
+
+def _sigmoid(x):
+    # the two branches keep exp's argument <= 0, so it never overflows
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def _finite(row):
+    return all(math.isfinite(v) for v in row)
+
+
+def forward(Wh, bh, A, h0, H, G, HN, n_threads=1):
+    """Fill H (T+1, B, Hn) with the states, G (T, B, 3Hn) with the gates, HN (T, B, Hn) = gh_n."""
+    n = Wh.shape[1]
+    T, B = A.shape[:2]
+    _check("Wh", Wh.shape, (3 * n, n))
+    _check("bh", bh.shape, (3 * n,))
+    _check("A", A.shape, (T, B, 3 * n))
+    _check("h0", h0.shape, (B, n))
+    _check("H", H.shape, (T + 1, B, n))
+    _check("G", G.shape, (T, B, 3 * n))
+    _check("HN", HN.shape, (T, B, n))
+    if B == 0:  # every array is empty
+        return
+    w = Wh.tolist()
+    bias = bh.tolist()
+    a_all = A.tolist()
+    hs = [h0.tolist()]
+    gates, hns = [], []
+    for t in range(T):
+        h_step, g_step, hn_step = [], [], []
+        for b in range(B):
+            h_prev = hs[t][b]
+            a = a_all[t][b]
+            gh = []
+            for k in range(3 * n):
+                s = bias[k]
+                row = w[k]
+                for j in range(n):
+                    s += row[j] * h_prev[j]
+                gh.append(s)
+            r = [_sigmoid(a[k] + gh[k]) for k in range(n)]
+            z = [_sigmoid(a[n + k] + gh[n + k]) for k in range(n)]
+            hn = gh[2 * n:]
+            nn = [math.tanh(a[2 * n + k] + r[k] * hn[k]) for k in range(n)]
+            h = [(1.0 - z[k]) * nn[k] + z[k] * h_prev[k] for k in range(n)]
+            if not _finite(h):
+                raise FloatingPointError(f"non-finite hidden state at time step {t}")
+            h_step.append(h)
+            g_step.append(r + z + nn)
+            hn_step.append(hn)
+        hs.append(h_step)
+        gates.append(g_step)
+        hns.append(hn_step)
+    H[...] = hs
+    if T:
+        G[...] = gates
+        HN[...] = hns
+
+
+def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1):
+    """Fill dA and dGh (T, B, 3Hn) and dh0 (B, Hn)."""
+    T, B, n = dH.shape
+    _check("Wh", Wh.shape, (3 * n, n))
+    _check("H", H.shape, (T + 1, B, n))
+    _check("G", G.shape, (T, B, 3 * n))
+    _check("HN", HN.shape, (T, B, n))
+    _check("dh_T", dh_T.shape, (B, n))
+    _check("dA", dA.shape, (T, B, 3 * n))
+    _check("dGh", dGh.shape, (T, B, 3 * n))
+    _check("dh0", dh0.shape, (B, n))
+    if B == 0:
+        return
+    w = Wh.tolist()
+    h_all = H.tolist()
+    g_all = G.tolist()
+    hn_all = HN.tolist()
+    out_all = dH.tolist()
+    dh = dh_T.tolist()
+    da_all = [None] * T
+    dgh_all = [None] * T
+    for t in range(T - 1, -1, -1):
+        da_step, dgh_step = [], []
+        for b in range(B):
+            gates = g_all[t][b]
+            hn = hn_all[t][b]
+            h_prev = h_all[t][b]
+            d_out = out_all[t][b]
+            da = [0.0] * (3 * n)
+            dgh = [0.0] * (3 * n)
+            new = [0.0] * n
+            for k in range(n):
+                r, z, nk = gates[k], gates[n + k], gates[2 * n + k]
+                dhk = d_out[k] + dh[b][k]
+                dan = dhk * (1.0 - z) * (1.0 - nk * nk)
+                dar = dan * hn[k] * r * (1.0 - r)
+                daz = dhk * (h_prev[k] - nk) * z * (1.0 - z)
+                da[k], da[n + k], da[2 * n + k] = dar, daz, dan
+                dgh[k], dgh[n + k], dgh[2 * n + k] = dar, daz, dan * r
+                new[k] = dhk * z
+            for k in range(3 * n):
+                dgk = dgh[k]
+                row = w[k]
+                for j in range(n):
+                    new[j] += row[j] * dgk
+            if not _finite(new):
+                raise FloatingPointError(f"non-finite gradient at time step {t}")
+            dh[b] = new
+            da_step.append(da)
+            dgh_step.append(dgh)
+        da_all[t] = da_step
+        dgh_all[t] = dgh_step
+    if T:
+        dA[...] = da_all
+        dGh[...] = dgh_all
+    dh0[...] = dh

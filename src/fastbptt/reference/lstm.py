@@ -1,0 +1,72 @@
+"""NumPy twin of cython/_lstm.pyx: the LSTM recurrence (PyTorch's cell) and its backward pass.
+
+    i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of  A[t] + h_{t-1} Wh^T     (gate order i, f, g, o)
+    c_t = f * c_{t-1} + i * g,    h_t = o * tanh(c_t)
+"""
+
+import numpy as np
+from scipy.special import expit
+
+
+def _check(name, shape, expected):
+    if tuple(shape) != tuple(expected):
+        raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
+
+
+def forward(Wh, A, h0, c0, H, C, G, n_threads=1):
+    """Fill H, C (T+1, B, Hn) with the states (row 0 = h0, c0) and G (T, B, 4Hn) with the activated
+    gates. n_threads is unused (the Cython signature)."""
+    n = Wh.shape[1]
+    T, B = A.shape[:2]
+    _check("Wh", Wh.shape, (4 * n, n))
+    _check("A", A.shape, (T, B, 4 * n))
+    _check("h0", h0.shape, (B, n))
+    _check("c0", c0.shape, (B, n))
+    _check("H", H.shape, (T + 1, B, n))
+    _check("C", C.shape, (T + 1, B, n))
+    _check("G", G.shape, (T, B, 4 * n))
+    H[0] = h0
+    C[0] = c0
+    for t in range(T):
+        z = A[t] + H[t] @ Wh.T
+        i = expit(z[:, :n])
+        f = expit(z[:, n:2 * n])
+        g = np.tanh(z[:, 2 * n:3 * n])
+        o = expit(z[:, 3 * n:])
+        C[t + 1] = f * C[t] + i * g
+        H[t + 1] = o * np.tanh(C[t + 1])
+        G[t] = np.concatenate([i, f, g, o], axis=1)
+        if not (np.isfinite(C[t + 1]).all() and np.isfinite(H[t + 1]).all()):
+            raise FloatingPointError(f"non-finite hidden or cell state at time step {t}")
+
+
+def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1):
+    """Fill dA (T, B, 4Hn), dh0 and dc0 (B, Hn) from dH (T, B, Hn), the gradient reaching each h_t,
+    and dh_T, dc_T, the gradients arriving at the last state from a later chunk."""
+    T, B, n = dH.shape
+    _check("Wh", Wh.shape, (4 * n, n))
+    _check("H", H.shape, (T + 1, B, n))
+    _check("C", C.shape, (T + 1, B, n))
+    _check("G", G.shape, (T, B, 4 * n))
+    _check("dh_T", dh_T.shape, (B, n))
+    _check("dc_T", dc_T.shape, (B, n))
+    _check("dA", dA.shape, (T, B, 4 * n))
+    _check("dh0", dh0.shape, (B, n))
+    _check("dc0", dc0.shape, (B, n))
+    dh = dh_T.copy()
+    dc = dc_T.copy()
+    for t in range(T - 1, -1, -1):
+        i, f, g, o = (G[t, :, k * n:(k + 1) * n] for k in range(4))
+        tanh_c = np.tanh(C[t + 1])
+        dh = dH[t] + dh
+        dc = dc + dh * o * (1 - tanh_c**2)
+        dA[t, :, :n] = dc * g * i * (1 - i)
+        dA[t, :, n:2 * n] = dc * C[t] * f * (1 - f)
+        dA[t, :, 2 * n:3 * n] = dc * i * (1 - g**2)
+        dA[t, :, 3 * n:] = dh * tanh_c * o * (1 - o)
+        dc = dc * f
+        dh = dA[t] @ Wh
+        if not (np.isfinite(dh).all() and np.isfinite(dc).all()):
+            raise FloatingPointError(f"non-finite gradient at time step {t}")
+    dh0[...] = dh
+    dc0[...] = dc

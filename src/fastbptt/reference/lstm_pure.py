@@ -1,0 +1,127 @@
+"""Pure-Python twin of cython/_lstm.pyx: lists and floats, no NumPy inside the time loop.
+
+The benchmarks' baseline: what the LSTM recurrence costs written plainly in Python.
+"""
+
+import math
+
+from .lstm import _check
+
+
+def _sigmoid(x):
+    # the two branches keep exp's argument <= 0, so it never overflows
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def _finite(row):
+    return all(math.isfinite(v) for v in row)
+
+
+def forward(Wh, A, h0, c0, H, C, G, n_threads=1):
+    """Fill H, C (T+1, B, Hn) with the states and G (T, B, 4Hn) with the activated gates."""
+    n = Wh.shape[1]
+    T, B = A.shape[:2]
+    _check("Wh", Wh.shape, (4 * n, n))
+    _check("A", A.shape, (T, B, 4 * n))
+    _check("h0", h0.shape, (B, n))
+    _check("c0", c0.shape, (B, n))
+    _check("H", H.shape, (T + 1, B, n))
+    _check("C", C.shape, (T + 1, B, n))
+    _check("G", G.shape, (T, B, 4 * n))
+    if B == 0:  # every array is empty
+        return
+    w = Wh.tolist()
+    a_all = A.tolist()
+    hs = [h0.tolist()]
+    cs = [c0.tolist()]
+    gates = []
+    for t in range(T):
+        h_step, c_step, g_step = [], [], []
+        for b in range(B):
+            h_prev = hs[t][b]
+            c_prev = cs[t][b]
+            a = a_all[t][b]
+            z = []
+            for k in range(4 * n):
+                s = a[k]
+                row = w[k]
+                for j in range(n):
+                    s += row[j] * h_prev[j]
+                z.append(s)
+            i = [_sigmoid(v) for v in z[:n]]
+            f = [_sigmoid(v) for v in z[n:2 * n]]
+            g = [math.tanh(v) for v in z[2 * n:3 * n]]
+            o = [_sigmoid(v) for v in z[3 * n:]]
+            c = [f[k] * c_prev[k] + i[k] * g[k] for k in range(n)]
+            h = [o[k] * math.tanh(c[k]) for k in range(n)]
+            if not (_finite(c) and _finite(h)):
+                raise FloatingPointError(f"non-finite hidden or cell state at time step {t}")
+            h_step.append(h)
+            c_step.append(c)
+            g_step.append(i + f + g + o)
+        hs.append(h_step)
+        cs.append(c_step)
+        gates.append(g_step)
+    H[...] = hs
+    C[...] = cs
+    if T:
+        G[...] = gates
+
+
+def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1):
+    """Fill dA (T, B, 4Hn), dh0 and dc0 (B, Hn)."""
+    T, B, n = dH.shape
+    _check("Wh", Wh.shape, (4 * n, n))
+    _check("H", H.shape, (T + 1, B, n))
+    _check("C", C.shape, (T + 1, B, n))
+    _check("G", G.shape, (T, B, 4 * n))
+    _check("dh_T", dh_T.shape, (B, n))
+    _check("dc_T", dc_T.shape, (B, n))
+    _check("dA", dA.shape, (T, B, 4 * n))
+    _check("dh0", dh0.shape, (B, n))
+    _check("dc0", dc0.shape, (B, n))
+    if B == 0:
+        return
+    w = Wh.tolist()
+    c_all = C.tolist()
+    g_all = G.tolist()
+    out_all = dH.tolist()
+    dh = dh_T.tolist()
+    dc = dc_T.tolist()
+    da_all = [None] * T
+    for t in range(T - 1, -1, -1):
+        da_step = []
+        for b in range(B):
+            gates = g_all[t][b]
+            c = c_all[t + 1][b]
+            c_prev = c_all[t][b]
+            d_out = out_all[t][b]
+            da = [0.0] * (4 * n)
+            for k in range(n):
+                i, f, g, o = gates[k], gates[n + k], gates[2 * n + k], gates[3 * n + k]
+                th = math.tanh(c[k])
+                dhk = d_out[k] + dh[b][k]
+                dck = dc[b][k] + dhk * o * (1.0 - th * th)
+                da[k] = dck * g * i * (1.0 - i)
+                da[n + k] = dck * c_prev[k] * f * (1.0 - f)
+                da[2 * n + k] = dck * i * (1.0 - g * g)
+                da[3 * n + k] = dhk * th * o * (1.0 - o)
+                dc[b][k] = dck * f
+            new = [0.0] * n
+            for k in range(4 * n):
+                dak = da[k]
+                row = w[k]
+                for j in range(n):
+                    new[j] += row[j] * dak
+            if not (_finite(new) and _finite(dc[b])):
+                raise FloatingPointError(f"non-finite gradient at time step {t}")
+            dh[b] = new
+            da_step.append(da)
+        da_all[t] = da_step
+    if T:
+        dA[...] = da_all
+    dh0[...] = dh
+    dc0[...] = dc
