@@ -5,8 +5,10 @@
 - Counting (seed 003): `running_sum`, `counting_accuracy`.
 - Digits row by row (seed 004): `load_digits_sequences` (scikit-learn's 8x8 digits), `load_mnist`
   (IDX files you supply; `read_idx`/`write_idx`), `one_hot`, `sequence_targets`.
+- Seed 002's hand-set adder as a ready model: `hand_set_adder` (imports the model lazily).
 """
 
+from .adder import hand_set_adder, hand_set_adder_weights
 from .addition import (
     MAX_BITS,
     MAX_GRID_BITS,
@@ -46,6 +48,8 @@ __all__ = [
     "counting_accuracy",
     "decode_bits",
     "encode_bits",
+    "hand_set_adder",
+    "hand_set_adder_weights",
     "images_to_sequences",
     "load_digits_sequences",
     "load_mnist",
