@@ -99,6 +99,8 @@ class BuildExt(build_ext):
                 compile_args.append("-march=native")
             if self._accepts(["-fno-math-errno"]):
                 compile_args.append("-fno-math-errno")
+            if self._accepts(["-fopenmp-simd"]):  # `omp simd` pragmas, with or without OpenMP
+                compile_args.append("-fopenmp-simd")
             if self._accepts(compile_args + ["-fopenmp"], OPENMP_PROBE):
                 compile_args.append("-fopenmp")
                 link_args.append("-fopenmp")

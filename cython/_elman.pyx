@@ -19,7 +19,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from _vmath cimport vtanh
+from _vmath cimport all_finite, vtanh
 
 TANH = 0
 RELU = 1
@@ -57,15 +57,6 @@ cdef inline void _times_fprime(int act, const floating* h, floating* d, Py_ssize
     else:
         for i in range(n):
             d[i] = d[i] if h[i] > 0 else 0
-
-
-cdef inline bint _finite(const floating* x, Py_ssize_t n) noexcept nogil:
-    """True when every x[i] is finite: x * 0 is NaN exactly for NaN and +-inf."""
-    cdef floating s = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        s += x[i] * 0
-    return s == 0
 
 
 cdef inline void _step_small(int act, const floating* wt, const floating* a, const floating* h_prev,
@@ -118,7 +109,7 @@ cdef Py_ssize_t _forward_small(int act, const floating* wt, const floating* A, f
             for b in range(B):
                 _step_small(act, wt, A + t * step + b * n, H + t * step + b * n,
                             H + (t + 1) * step + b * n, n)
-        if not _finite(H + (t + 1) * step, step):
+        if not all_finite(H + (t + 1) * step, step):
             return t
     return -1
 
@@ -139,7 +130,7 @@ cdef Py_ssize_t _forward_blas(int act, const floating* W, const floating* A, flo
                 _activate(act, h + b * n, n)
         else:
             _activate(act, h, step)
-        if not _finite(h, step):
+        if not all_finite(h, step):
             return t
     return -1
 
@@ -157,7 +148,7 @@ cdef Py_ssize_t _backward_small(int act, const floating* W, const floating* H, c
             for b in range(B):
                 _back_small(act, W, H + (t + 1) * step + b * n, dH + t * step + b * n,
                             dA + t * step + b * n, dh + b * n, n)
-        if not _finite(dh, step):
+        if not all_finite(dh, step):
             return t
     return -1
 
@@ -174,7 +165,7 @@ cdef Py_ssize_t _backward_blas(int act, const floating* W, const floating* H, co
         _times_fprime(act, H + (t + 1) * step, da, step)
         # dh = da @ W for the whole batch
         gemm(False, False, <int> B, <int> n, <int> n, 1, da, <int> n, W, <int> n, 0, dh, <int> n)
-        if not _finite(dh, step):
+        if not all_finite(dh, step):
             return t
     return -1
 

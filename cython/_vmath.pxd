@@ -8,6 +8,8 @@ cdef extern from "_vmath.h" nogil:
     void fb_vtanh_f(float* x, Py_ssize_t n) noexcept
     void fb_vsigmoid_d(double* x, Py_ssize_t n) noexcept
     void fb_vsigmoid_f(float* x, Py_ssize_t n) noexcept
+    bint fb_all_finite_d(const double* x, Py_ssize_t n) noexcept
+    bint fb_all_finite_f(const float* x, Py_ssize_t n) noexcept
 
 
 cdef inline void vtanh(floating* x, Py_ssize_t n) noexcept nogil:
@@ -24,3 +26,11 @@ cdef inline void vsigmoid(floating* x, Py_ssize_t n) noexcept nogil:
         fb_vsigmoid_f(x, n)
     else:
         fb_vsigmoid_d(x, n)
+
+
+cdef inline bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    """True when no x[i] is NaN or +-inf."""
+    if floating is float:
+        return fb_all_finite_f(x, n)
+    else:
+        return fb_all_finite_d(x, n)
