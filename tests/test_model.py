@@ -38,7 +38,7 @@ def _model(cell, output, loss, reduction, target, I, H, O, dtype, backend, seed=
 @pytest.mark.parametrize("target", ["all", "last"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("head", HEADS, ids=lambda h: f"{h[0]}-{h[1]}")
-@pytest.mark.parametrize("cell", ["tanh", "relu"])
+@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
 def test_backends_agree(cell, head, reduction, target, dtype, rng):
     output, loss = head
     for T, B, I, H, O in SHAPES:
@@ -64,16 +64,18 @@ def test_backends_agree(cell, head, reduction, target, dtype, rng):
 @pytest.mark.parametrize("target", ["all", "last"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("head", HEADS, ids=lambda h: f"{h[0]}-{h[1]}")
-@pytest.mark.parametrize("cell", ["tanh", "relu"])
+@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
 def test_gradcheck(cell, head, reduction, target, rng):
     output, loss = head
     T, B, I, H, O = 5, 2, 3, 4, 3
     m = _model(cell, output, loss, reduction, target, I, H, O, np.float64, "cython", seed=3)
     X = rng.normal(size=(T, B, I))
     Y = _targets(rng, output, loss, target, T, B, O, H)
-    h0 = rng.normal(size=(B, H)) * 0.3
-    errors = fb.gradcheck(m, X, Y, h0=h0)
-    assert set(errors) == set(m.params) | {"h0"}
+    states = {"h0": rng.normal(size=(B, H)) * 0.3}
+    if cell == "lstm":
+        states["c0"] = rng.normal(size=(B, H))
+    errors = fb.gradcheck(m, X, Y, **states)
+    assert set(errors) == set(m.params) | set(states)
     worst = max(errors.values())
     assert worst < 1e-7, errors
 
@@ -155,3 +157,43 @@ def test_float32_model_stays_float32(rng):
     loss, grads = m.loss_and_grad(X, np.zeros((3, 2, 1)))
     assert all(g.dtype == np.float32 for g in grads.values())
     assert m.predict(X).dtype == np.float32
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gated_cells_carry_state_across_calls(cell, rng):
+    m = fb.RNN(3, 6, 2, cell=cell, seed=4)
+    X = rng.normal(size=(9, 2, 3))
+    Y_all, state = m.forward(X)
+    Y_a, state_a = m.forward(X[:5])
+    kw = {"h0": state_a[0]}
+    if cell == "lstm":
+        kw["c0"] = state_a[1]
+    Y_b, state_b = m.forward(X[5:], **kw)
+    assert len(state) == (2 if cell == "lstm" else 1)
+    assert_close(np.concatenate([Y_a, Y_b]), Y_all, np.float64)
+    for s_full, s_chunk in zip(state, state_b):
+        assert_close(s_chunk, s_full, np.float64)
+
+
+def test_lstm_forget_gate_path_is_exercised(rng):
+    """With the forget gate pinned open and the input gate shut, c is carried unchanged."""
+    m = fb.RNN(2, 3, 1, cell="lstm", seed=0)
+    b = np.zeros(12)
+    b[0:3] = -50.0   # input gate closed
+    b[3:6] = 50.0    # forget gate open
+    m.params["b"] = b
+    m.params["Wh"] = np.zeros((12, 3))
+    c0 = rng.normal(size=(1, 3))
+    _, (h_T, c_T) = m.forward(rng.normal(size=(20, 1, 2)), h0=np.zeros((1, 3)), c0=c0)
+    assert_close(c_T, c0, np.float64)
+
+
+def test_gru_update_gate_keeps_state(rng):
+    """z pinned to 1 keeps h: h_t = (1 - z) n + z h_{t-1}."""
+    m = fb.RNN(2, 3, 1, cell="gru", seed=0)
+    bx = np.zeros(9)
+    bx[3:6] = 50.0
+    m.params["bx"] = bx
+    h0 = rng.normal(size=(1, 3)) * 0.5
+    _, (h_T,) = m.forward(rng.normal(size=(10, 1, 2)), h0=h0)
+    assert_close(h_T, h0, np.float64)
