@@ -2,13 +2,37 @@
 
 Every initialiser is `f(name, shape, rng, hidden_size) -> ndarray` and draws only from `rng`, so a model is
 reproducible from its seed.
+
+Names (INITIALIZERS):
+- "default": U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch's RNN/LSTM/GRU.
+- "fan_in", "uniform", "uniform_positive": seed 001's three schemes (U(+-1/sqrt(fan-in)), U(-1, 1),
+  U(0, 1)) for weight matrices; biases zero.
+- "xavier" (alias "glorot"): U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010); a gated
+  cell's stacked matrix (4H or 3H rows) counts each gate's H x n block on its own, so fan_out = H; biases
+  zero.
+- "orthogonal": each H x H gate block of the recurrent matrix (W, or Wh) is a random orthogonal matrix
+  (Saxe et al. 2014); every other parameter as "default".
+- "identity": the recurrent matrix (each H x H block) is the identity and every bias zero (Le, Jaitly &
+  Hinton 2015, for ReLU nets); other weight matrices as "default". `identity(gain)` scales it.
+Any name followed by "+forget_bias" (e.g. "xavier+forget_bias") also sets the LSTM forget-gate bias
+b[H:2H] to 1 (gate order i, f, g, o; Gers et al. 2000, Jozefowicz et al. 2015); `with_forget_bias(base,
+value)` does the same for a callable or another value.
 """
 
 import numpy as np
 
+RECURRENT = ("W", "Wh")  # the cell's recurrent matrices: rows are gate blocks of H, columns H
+HEAD = ("V", "c")  # the output layer's parameters
+FORGET_SUFFIX = "+forget_bias"
+
 
 def _fan_in(shape):
     return shape[1] if len(shape) == 2 else shape[0]
+
+
+def _is_recurrent(name, shape, hidden_size):
+    return (name in RECURRENT and len(shape) == 2 and shape[1] == hidden_size
+            and shape[0] % hidden_size == 0)
 
 
 def pytorch_default(name, shape, rng, hidden_size):
@@ -39,11 +63,75 @@ def uniform_positive(name, shape, rng, hidden_size):
     return rng.uniform(0.0, 1.0, size=shape)
 
 
+def xavier_uniform(name, shape, rng, hidden_size):
+    """U(-a, a), a = sqrt(6 / (fan_in + fan_out)); fan_out = H per gate block of a cell matrix."""
+    if len(shape) == 1:
+        return np.zeros(shape)
+    fan_out = shape[0] if name in HEAD else hidden_size
+    a = np.sqrt(6.0 / (shape[1] + fan_out))
+    return rng.uniform(-a, a, size=shape)
+
+
+def random_orthogonal(n, rng):
+    """An n x n orthogonal matrix drawn uniformly (Haar): QR of a Gaussian with R's diagonal signs."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    # QR alone is not uniform: flipping columns by sign(diag R) makes it so (Mezzadri 2007)
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+
+
+def orthogonal(name, shape, rng, hidden_size):
+    """Each H x H gate block of the recurrent matrix orthogonal; every other parameter as "default"."""
+    if not _is_recurrent(name, shape, hidden_size):
+        return pytorch_default(name, shape, rng, hidden_size)
+    blocks = [random_orthogonal(hidden_size, rng) for _ in range(shape[0] // hidden_size)]
+    return np.concatenate(blocks, axis=0)
+
+
+def identity(gain=1.0):
+    """Initialiser: recurrent matrix gain * I (per gate block), biases zero, other weights "default"."""
+    gain = float(gain)
+
+    def scaled_identity(name, shape, rng, hidden_size):
+        if len(shape) == 1:
+            return np.zeros(shape)
+        if _is_recurrent(name, shape, hidden_size):
+            return np.tile(gain * np.eye(hidden_size), (shape[0] // hidden_size, 1))
+        return pytorch_default(name, shape, rng, hidden_size)
+
+    scaled_identity.__doc__ = f"Recurrent matrix {gain:g} * I (Le et al. 2015), biases zero."
+    return scaled_identity
+
+
+class with_forget_bias:  # noqa: N801 (used like a function: with_forget_bias("xavier"))
+    """Initialiser: `base` for everything, then the LSTM forget-gate bias b[H:2H] = value."""
+
+    def __init__(self, base="default", value=1.0):
+        self.base = base
+        self.value = float(value)
+
+    def __call__(self, name, shape, rng, hidden_size):
+        out = np.array(_resolve(self.base)(name, shape, rng, hidden_size), dtype=np.float64)
+        if _is_lstm_bias(name, shape, hidden_size):
+            out[hidden_size:2 * hidden_size] = self.value
+        return out
+
+    def __repr__(self):
+        return f"with_forget_bias({self.base!r}, {self.value!r})"
+
+
+def _is_lstm_bias(name, shape, hidden_size):
+    return name == "b" and tuple(shape) == (4 * hidden_size,)
+
+
 INITIALIZERS = {
     "default": pytorch_default,
     "fan_in": fan_in_uniform,
     "uniform": uniform_symmetric,
     "uniform_positive": uniform_positive,
+    "xavier": xavier_uniform,
+    "glorot": xavier_uniform,
+    "orthogonal": orthogonal,
+    "identity": identity(1.0),
 }
 
 
@@ -52,9 +140,13 @@ def _resolve(spec):
         return spec
     if isinstance(spec, str) and spec in INITIALIZERS:
         return INITIALIZERS[spec]
+    if isinstance(spec, str) and spec.endswith(FORGET_SUFFIX):
+        base = spec[: -len(FORGET_SUFFIX)]
+        if base in INITIALIZERS:
+            return with_forget_bias(base)
     names = ", ".join(repr(n) for n in INITIALIZERS)
-    raise ValueError(f"unknown initialiser {spec!r}; expected one of {names}, a callable, "
-                     "or a dict of those per parameter name")
+    raise ValueError(f"unknown initialiser {spec!r}; expected one of {names} (optionally followed by "
+                     f"{FORGET_SUFFIX!r}), a callable, or a dict of those per parameter name")
 
 
 def init_params(shapes, scheme, rng, dtype, hidden_size):
@@ -69,13 +161,18 @@ def init_params(shapes, scheme, rng, dtype, hidden_size):
         per_name = {name: scheme.get(name, "default") for name in shapes}
     else:
         per_name = dict.fromkeys(shapes, scheme)
+    has_lstm_bias = any(_is_lstm_bias(n, s, hidden_size) for n, s in shapes.items())
     out = {}
     for name, shape in shapes.items():
         spec = per_name[name]
         if isinstance(spec, np.ndarray):
             value = spec
         else:
-            value = _resolve(spec)(name, shape, rng, hidden_size)
+            init = _resolve(spec)
+            if isinstance(init, with_forget_bias) and not has_lstm_bias:
+                raise ValueError(f"initialiser {spec!r} sets the LSTM forget-gate bias, but this "
+                                 f"model has no lstm bias 'b' of shape ({4 * hidden_size},)")
+            value = init(name, shape, rng, hidden_size)
         value = np.asarray(value, dtype=dtype)
         if value.shape != tuple(shape):
             raise ValueError(f"initialiser for {name!r} gave shape {value.shape}, expected {shape}")
