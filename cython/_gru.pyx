@@ -27,7 +27,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from _blas cimport gemm
-from _vmath cimport vsigmoid, vtanh
+from _vmath cimport all_finite, vsigmoid, vtanh
 
 # The hand-written path runs when Hn <= SMALL_H and B * 3Hn * Hn <= SMALL_WORK (multiply-adds/step).
 cdef Py_ssize_t SMALL_WORK = 32768
@@ -38,14 +38,35 @@ cdef Py_ssize_t SMALL_H = 64
 # (a) one step for `rows` consecutive sequences (the whole batch, or one row under prange)
 # ---------------------------------------------------------------------------------------------------
 
-cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
-    """True when every x[i] is finite (x * 0 is NaN exactly for NaN and +-inf)."""
-    cdef Py_ssize_t i
-    cdef int bad = 0
-    # an integer OR reduction vectorises, a floating-point sum would not (no reassociation allowed)
-    for i in range(n):
-        bad = bad | (x[i] * 0 != 0)
-    return bad == 0
+cdef inline void _add_rows(const floating* X, const floating* v, floating* y,
+                           Py_ssize_t p, Py_ssize_t m) noexcept nogil:
+    """y (m) += v (p) @ X (p, m), X row-major: the inner loop runs contiguous along rows of X.
+
+    Four rows per pass, so y is loaded and stored once per four rows rather than once per row
+    (a store-to-load chain through y per row is what limits the plain loop at small sizes).
+    """
+    cdef Py_ssize_t j, k
+    cdef floating v0, v1, v2, v3
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
+    for j in range(0, p - 3, 4):
+        v0 = v[j]
+        v1 = v[j + 1]
+        v2 = v[j + 2]
+        v3 = v[j + 3]
+        x0 = X + j * m
+        x1 = x0 + m
+        x2 = x1 + m
+        x3 = x2 + m
+        for k in range(m):
+            y[k] += x0[k] * v0 + x1[k] * v1 + x2[k] * v2 + x3[k] * v3
+    for j in range(p - p % 4, p):
+        v0 = v[j]
+        x0 = X + j * m
+        for k in range(m):
+            y[k] += x0[k] * v0
 
 
 cdef inline void _finish(const floating* A, const floating* h_prev, floating* G, floating* HN,
@@ -79,20 +100,12 @@ cdef inline void _forward_rows_small(const floating* wt, const floating* bh, con
                                      const floating* h_prev, floating* G, floating* HN, floating* h,
                                      Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
     """One step for `rows` sequences by hand; wt is Wh transposed (n, 3n): contiguous inner loop."""
-    cdef Py_ssize_t b, j, k, n3 = 3 * n
-    cdef floating hj
+    cdef Py_ssize_t b, n3 = 3 * n
     cdef floating* z
-    cdef const floating* hp
-    cdef const floating* col
     for b in range(rows):
         z = G + b * n3
-        hp = h_prev + b * n
         memcpy(z, bh, n3 * sizeof(floating))
-        for j in range(n):
-            hj = hp[j]
-            col = wt + j * n3
-            for k in range(n3):
-                z[k] += col[k] * hj
+        _add_rows(wt, h_prev + b * n, z, n, n3)
     _finish(A, h_prev, G, HN, h, rows, n)
 
 
@@ -106,6 +119,8 @@ cdef inline void _backward_rows(const floating* G, const floating* HN, const flo
     """
     cdef Py_ssize_t b, k, m
     cdef floating r, z, nk, dhk, dan, dar, daz
+    # a bare literal 1 becomes the C double 1.0 and would drag float32 arithmetic into double
+    cdef floating one = 1
     cdef const floating* gb
     cdef floating* da
     cdef floating* dg
@@ -119,9 +134,9 @@ cdef inline void _backward_rows(const floating* G, const floating* HN, const flo
             z = gb[n + k]
             nk = gb[2 * n + k]
             dhk = dh_out[m] + dh[m]
-            dan = dhk * (1 - z) * (1 - nk * nk)
-            dar = dan * HN[m] * r * (1 - r)
-            daz = dhk * (h_prev[m] - nk) * z * (1 - z)
+            dan = dhk * (one - z) * (one - nk * nk)
+            dar = dan * HN[m] * r * (one - r)
+            daz = dhk * (h_prev[m] - nk) * z * (one - z)
             da[k] = dar
             da[n + k] = daz
             da[2 * n + k] = dan
@@ -129,19 +144,6 @@ cdef inline void _backward_rows(const floating* G, const floating* HN, const flo
             dg[n + k] = daz
             dg[2 * n + k] = dan * r
             dh[m] = dhk * z
-
-
-cdef inline void _matvec_add_small(const floating* Wh, const floating* dg, floating* dh,
-                                   Py_ssize_t m, Py_ssize_t n) noexcept nogil:
-    """dh (n) += dg (m) @ Wh (m, n) for one sequence, rows of Wh contiguous in the inner loop."""
-    cdef Py_ssize_t j, k
-    cdef floating dgk
-    cdef const floating* row
-    for k in range(m):
-        dgk = dg[k]
-        row = Wh + k * n
-        for j in range(n):
-            dh[j] += row[j] * dgk
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,7 +163,7 @@ cdef Py_ssize_t _forward_small(const floating* wt, const floating* bh, const flo
         else:
             _forward_rows_small(wt, bh, A + t * s3, H + t * s, G + t * s3, HN + t * s,
                                 H + (t + 1) * s, B, n)
-        if not _all_finite(H + (t + 1) * s, s):
+        if not all_finite(H + (t + 1) * s, s):
             return t
     return -1
 
@@ -184,7 +186,7 @@ cdef Py_ssize_t _forward_blas(const floating* Wh, const floating* bh, const floa
                         HN + t * s + b * n, H + (t + 1) * s + b * n, 1, n)
         else:
             _finish(A + t * s3, H + t * s, g, HN + t * s, H + (t + 1) * s, B, n)
-        if not _all_finite(H + (t + 1) * s, s):
+        if not all_finite(H + (t + 1) * s, s):
             return t
     return -1
 
@@ -200,13 +202,13 @@ cdef Py_ssize_t _backward_small(const floating* Wh, const floating* H, const flo
                 _backward_rows(G + t * s3 + b * 3 * n, HN + t * s + b * n, H + t * s + b * n,
                                dH + t * s + b * n, dA + t * s3 + b * 3 * n,
                                dGh + t * s3 + b * 3 * n, dh + b * n, 1, n)
-                _matvec_add_small(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, 3 * n, n)
+                _add_rows(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, 3 * n, n)
         else:
             _backward_rows(G + t * s3, HN + t * s, H + t * s, dH + t * s, dA + t * s3,
                            dGh + t * s3, dh, B, n)
             for b in range(B):
-                _matvec_add_small(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, 3 * n, n)
-        if not _all_finite(dh, s):
+                _add_rows(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, 3 * n, n)
+        if not all_finite(dh, s):
             return t
     return -1
 
@@ -228,7 +230,7 @@ cdef Py_ssize_t _backward_blas(const floating* Wh, const floating* H, const floa
         # dh_{t-1} = z * dh_t (already in dh) + dGh[t] @ Wh for the whole batch
         gemm(False, False, <int> B, <int> n, <int> (3 * n), 1, dGh + t * s3, <int> (3 * n), Wh,
              <int> n, 1, dh, <int> n)
-        if not _all_finite(dh, s):
+        if not all_finite(dh, s):
             return t
     return -1
 

@@ -26,7 +26,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from _vmath cimport vsigmoid, vtanh
+from _vmath cimport all_finite, vsigmoid, vtanh
 
 # The hand-written path runs when Hn <= SMALL_H and B * 4Hn * Hn <= SMALL_WORK (multiply-adds/step).
 cdef Py_ssize_t SMALL_WORK = 32768
@@ -37,14 +37,35 @@ cdef Py_ssize_t SMALL_H = 64
 # (a) one step for `rows` consecutive sequences (the whole batch, or one row under prange)
 # ---------------------------------------------------------------------------------------------------
 
-cdef inline bint _all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
-    """True when every x[i] is finite (x * 0 is NaN exactly for NaN and +-inf)."""
-    cdef Py_ssize_t i
-    cdef int bad = 0
-    # an integer OR reduction vectorises, a floating-point sum would not (no reassociation allowed)
-    for i in range(n):
-        bad = bad | (x[i] * 0 != 0)
-    return bad == 0
+cdef inline void _add_rows(const floating* X, const floating* v, floating* y,
+                           Py_ssize_t p, Py_ssize_t m) noexcept nogil:
+    """y (m) += v (p) @ X (p, m), X row-major: the inner loop runs contiguous along rows of X.
+
+    Four rows per pass, so y is loaded and stored once per four rows rather than once per row
+    (a store-to-load chain through y per row is what limits the plain loop at small sizes).
+    """
+    cdef Py_ssize_t j, k
+    cdef floating v0, v1, v2, v3
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
+    for j in range(0, p - 3, 4):
+        v0 = v[j]
+        v1 = v[j + 1]
+        v2 = v[j + 2]
+        v3 = v[j + 3]
+        x0 = X + j * m
+        x1 = x0 + m
+        x2 = x1 + m
+        x3 = x2 + m
+        for k in range(m):
+            y[k] += x0[k] * v0 + x1[k] * v1 + x2[k] * v2 + x3[k] * v3
+    for j in range(p - p % 4, p):
+        v0 = v[j]
+        x0 = X + j * m
+        for k in range(m):
+            y[k] += x0[k] * v0
 
 
 cdef inline void _activate_gates(floating* g, Py_ssize_t n) noexcept nogil:
@@ -79,20 +100,12 @@ cdef inline void _forward_rows_small(const floating* wt, const floating* A, cons
 
     wt is Wh transposed, (n, 4n), so the inner loop runs contiguous over the 4n gates.
     """
-    cdef Py_ssize_t b, j, k, n4 = 4 * n
-    cdef floating hj
+    cdef Py_ssize_t b, n4 = 4 * n
     cdef floating* z
-    cdef const floating* hp
-    cdef const floating* col
     for b in range(rows):
         z = G + b * n4
-        hp = h_prev + b * n
         memcpy(z, A + b * n4, n4 * sizeof(floating))
-        for j in range(n):
-            hj = hp[j]
-            col = wt + j * n4
-            for k in range(n4):
-                z[k] += col[k] * hj
+        _add_rows(wt, h_prev + b * n, z, n, n4)
         _activate_gates(z, n)
     _cell(G, c_prev, c, h, rows, n)
 
@@ -107,6 +120,8 @@ cdef inline void _backward_rows(const floating* G, const floating* c_prev, const
     """
     cdef Py_ssize_t b, k, m
     cdef floating i, f, gg, o, th, dhk, dck
+    # a bare literal 1 becomes the C double 1.0 and would drag float32 arithmetic into double
+    cdef floating one = 1
     cdef const floating* gb
     cdef floating* da
     memcpy(tc, c, rows * n * sizeof(floating))
@@ -122,26 +137,19 @@ cdef inline void _backward_rows(const floating* G, const floating* c_prev, const
             o = gb[3 * n + k]
             th = tc[m]
             dhk = dh_out[m] + dh[m]
-            dck = dc[m] + dhk * o * (1 - th * th)
-            da[k] = dck * gg * i * (1 - i)
-            da[n + k] = dck * c_prev[m] * f * (1 - f)
-            da[2 * n + k] = dck * i * (1 - gg * gg)
-            da[3 * n + k] = dhk * th * o * (1 - o)
+            dck = dc[m] + dhk * o * (one - th * th)
+            da[k] = dck * gg * i * (one - i)
+            da[n + k] = dck * c_prev[m] * f * (one - f)
+            da[2 * n + k] = dck * i * (one - gg * gg)
+            da[3 * n + k] = dhk * th * o * (one - o)
             dc[m] = dck * f
 
 
 cdef inline void _matvec_small(const floating* Wh, const floating* da, floating* dh,
                                Py_ssize_t m, Py_ssize_t n) noexcept nogil:
-    """dh (n) = da (m) @ Wh (m, n) for one sequence, rows of Wh contiguous in the inner loop."""
-    cdef Py_ssize_t j, k
-    cdef floating dak
-    cdef const floating* row
+    """dh (n) = da (m) @ Wh (m, n) for one sequence."""
     memset(dh, 0, n * sizeof(floating))
-    for k in range(m):
-        dak = da[k]
-        row = Wh + k * n
-        for j in range(n):
-            dh[j] += row[j] * dak
+    _add_rows(Wh, da, dh, m, n)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -161,7 +169,7 @@ cdef Py_ssize_t _forward_small(const floating* wt, const floating* A, floating* 
         else:
             _forward_rows_small(wt, A + t * s4, H + t * s, C + t * s, G + t * s4,
                                 H + (t + 1) * s, C + (t + 1) * s, B, n)
-        if not (_all_finite(C + (t + 1) * s, s) and _all_finite(H + (t + 1) * s, s)):
+        if not (all_finite(C + (t + 1) * s, s) and all_finite(H + (t + 1) * s, s)):
             return t
     return -1
 
@@ -186,7 +194,7 @@ cdef Py_ssize_t _forward_blas(const floating* Wh, const floating* A, floating* H
             for b in range(B):
                 _activate_gates(g + b * 4 * n, n)
             _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, B, n)
-        if not (_all_finite(C + (t + 1) * s, s) and _all_finite(H + (t + 1) * s, s)):
+        if not (all_finite(C + (t + 1) * s, s) and all_finite(H + (t + 1) * s, s)):
             return t
     return -1
 
@@ -208,7 +216,7 @@ cdef Py_ssize_t _backward_small(const floating* Wh, const floating* C, const flo
                            dh, dc, B, n)
             for b in range(B):
                 _matvec_small(Wh, dA + t * s4 + b * 4 * n, dh + b * n, 4 * n, n)
-        if not (_all_finite(dh, s) and _all_finite(dc, s)):
+        if not (all_finite(dh, s) and all_finite(dc, s)):
             return t
     return -1
 
@@ -230,7 +238,7 @@ cdef Py_ssize_t _backward_blas(const floating* Wh, const floating* C, const floa
         # dh_{t-1} = dA[t] @ Wh for the whole batch (the cell path went into dc above)
         gemm(False, False, <int> B, <int> n, <int> (4 * n), 1, dA + t * s4, <int> (4 * n), Wh,
              <int> n, 0, dh, <int> n)
-        if not (_all_finite(dh, s) and _all_finite(dc, s)):
+        if not (all_finite(dh, s) and all_finite(dc, s)):
             return t
     return -1
 
