@@ -38,15 +38,17 @@ cdef Py_ssize_t SMALL_H = 64
 # (a) one step for `rows` consecutive sequences (the whole batch, or one row under prange)
 # ---------------------------------------------------------------------------------------------------
 
-cdef inline void _add_rows(const floating* X, const floating* v, floating* y,
-                           Py_ssize_t p, Py_ssize_t m) noexcept nogil:
-    """y (m) += v (p) @ X (p, m), X row-major: the inner loop runs contiguous along rows of X.
+cdef inline void _add_rows(const floating* X, const floating* v, const floating* y0,
+                           floating* y, Py_ssize_t p, Py_ssize_t m) noexcept nogil:
+    """y (m) = y0 (m) + v (p) @ X (p, m), X row-major; y0 may be y itself.
 
-    Four rows per pass, so y is loaded and stored once per four rows rather than once per row
-    (a store-to-load chain through y per row is what limits the plain loop at small sizes).
+    The inner loop runs contiguous along rows of X, four rows per pass, so y is loaded and stored
+    once per four rows (a store-to-load chain through y per row is what limits the plain loop at
+    small sizes). The first pass reads y0, so the caller needs no copy into y beforehand.
     """
     cdef Py_ssize_t j, k
     cdef floating v0, v1, v2, v3
+    cdef const floating* src = y0
     cdef const floating* x0
     cdef const floating* x1
     cdef const floating* x2
@@ -61,12 +63,16 @@ cdef inline void _add_rows(const floating* X, const floating* v, floating* y,
         x2 = x1 + m
         x3 = x2 + m
         for k in range(m):
-            y[k] += x0[k] * v0 + x1[k] * v1 + x2[k] * v2 + x3[k] * v3
+            y[k] = src[k] + (x0[k] * v0 + x1[k] * v1 + x2[k] * v2 + x3[k] * v3)
+        src = y
     for j in range(p - p % 4, p):
         v0 = v[j]
         x0 = X + j * m
         for k in range(m):
-            y[k] += x0[k] * v0
+            y[k] = src[k] + x0[k] * v0
+        src = y
+    if src != y:
+        memcpy(y, src, m * sizeof(floating))
 
 
 cdef inline void _finish(const floating* A, const floating* h_prev, floating* G, floating* HN,
@@ -104,8 +110,7 @@ cdef inline void _forward_rows_small(const floating* wt, const floating* bh, con
     cdef floating* z
     for b in range(rows):
         z = G + b * n3
-        memcpy(z, bh, n3 * sizeof(floating))
-        _add_rows(wt, h_prev + b * n, z, n, n3)
+        _add_rows(wt, h_prev + b * n, bh, z, n, n3)
     _finish(A, h_prev, G, HN, h, rows, n)
 
 
@@ -202,12 +207,12 @@ cdef Py_ssize_t _backward_small(const floating* Wh, const floating* H, const flo
                 _backward_rows(G + t * s3 + b * 3 * n, HN + t * s + b * n, H + t * s + b * n,
                                dH + t * s + b * n, dA + t * s3 + b * 3 * n,
                                dGh + t * s3 + b * 3 * n, dh + b * n, 1, n)
-                _add_rows(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, 3 * n, n)
+                _add_rows(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, dh + b * n, 3 * n, n)
         else:
             _backward_rows(G + t * s3, HN + t * s, H + t * s, dH + t * s, dA + t * s3,
                            dGh + t * s3, dh, B, n)
             for b in range(B):
-                _add_rows(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, 3 * n, n)
+                _add_rows(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, dh + b * n, 3 * n, n)
         if not all_finite(dh, s):
             return t
     return -1

@@ -37,15 +37,17 @@ cdef Py_ssize_t SMALL_H = 64
 # (a) one step for `rows` consecutive sequences (the whole batch, or one row under prange)
 # ---------------------------------------------------------------------------------------------------
 
-cdef inline void _add_rows(const floating* X, const floating* v, floating* y,
-                           Py_ssize_t p, Py_ssize_t m) noexcept nogil:
-    """y (m) += v (p) @ X (p, m), X row-major: the inner loop runs contiguous along rows of X.
+cdef inline void _add_rows(const floating* X, const floating* v, const floating* y0,
+                           floating* y, Py_ssize_t p, Py_ssize_t m) noexcept nogil:
+    """y (m) = y0 (m) + v (p) @ X (p, m), X row-major; y0 may be y itself.
 
-    Four rows per pass, so y is loaded and stored once per four rows rather than once per row
-    (a store-to-load chain through y per row is what limits the plain loop at small sizes).
+    The inner loop runs contiguous along rows of X, four rows per pass, so y is loaded and stored
+    once per four rows (a store-to-load chain through y per row is what limits the plain loop at
+    small sizes). The first pass reads y0, so the caller needs no copy into y beforehand.
     """
     cdef Py_ssize_t j, k
     cdef floating v0, v1, v2, v3
+    cdef const floating* src = y0
     cdef const floating* x0
     cdef const floating* x1
     cdef const floating* x2
@@ -60,12 +62,16 @@ cdef inline void _add_rows(const floating* X, const floating* v, floating* y,
         x2 = x1 + m
         x3 = x2 + m
         for k in range(m):
-            y[k] += x0[k] * v0 + x1[k] * v1 + x2[k] * v2 + x3[k] * v3
+            y[k] = src[k] + (x0[k] * v0 + x1[k] * v1 + x2[k] * v2 + x3[k] * v3)
+        src = y
     for j in range(p - p % 4, p):
         v0 = v[j]
         x0 = X + j * m
         for k in range(m):
-            y[k] += x0[k] * v0
+            y[k] = src[k] + x0[k] * v0
+        src = y
+    if src != y:
+        memcpy(y, src, m * sizeof(floating))
 
 
 cdef inline void _activate_gates(floating* g, Py_ssize_t n) noexcept nogil:
@@ -80,12 +86,14 @@ cdef inline void _cell(const floating* G, const floating* c_prev, floating* c, f
     """c = f c_prev + i g and h = o tanh(c) for `rows` sequences whose gates G are activated."""
     cdef Py_ssize_t b, k
     cdef const floating* gb
+    cdef floating ck
     for b in range(rows):
         gb = G + b * 4 * n
         for k in range(n):
-            c[b * n + k] = gb[n + k] * c_prev[b * n + k] + gb[k] * gb[2 * n + k]
+            ck = gb[n + k] * c_prev[b * n + k] + gb[k] * gb[2 * n + k]
+            c[b * n + k] = ck
+            h[b * n + k] = ck
     # tanh(c) over the whole (rows, n) block in one run, computed in h's storage
-    memcpy(h, c, rows * n * sizeof(floating))
     vtanh(h, rows * n)
     for b in range(rows):
         gb = G + b * 4 * n + 3 * n
@@ -104,52 +112,59 @@ cdef inline void _forward_rows_small(const floating* wt, const floating* A, cons
     cdef floating* z
     for b in range(rows):
         z = G + b * n4
-        memcpy(z, A + b * n4, n4 * sizeof(floating))
-        _add_rows(wt, h_prev + b * n, z, n, n4)
+        _add_rows(wt, h_prev + b * n, A + b * n4, z, n, n4)
         _activate_gates(z, n)
     _cell(G, c_prev, c, h, rows, n)
+
+
+cdef inline void _backward_row(const floating* g, const floating* c_prev, const floating* th,
+                               const floating* dh_out, const floating* dh, floating* dc,
+                               floating* da, Py_ssize_t n) noexcept nogil:
+    """Gate gradients da (4n) of one sequence at one step; dc goes from dL/dc_t to dL/dc_{t-1}."""
+    cdef Py_ssize_t k
+    cdef floating dhk, dck
+    # a bare literal 1 becomes the C double 1.0 and would drag float32 arithmetic into double
+    cdef floating one = 1
+    # one pointer per gate, so every access is p[k] and the loop vectorises
+    cdef const floating* gi = g
+    cdef const floating* gf = g + n
+    cdef const floating* gg = g + 2 * n
+    cdef const floating* go = g + 3 * n
+    cdef floating* di = da
+    cdef floating* df = da + n
+    cdef floating* dg = da + 2 * n
+    cdef floating* do = da + 3 * n
+    for k in range(n):
+        dhk = dh_out[k] + dh[k]
+        dck = dc[k] + dhk * go[k] * (one - th[k] * th[k])
+        di[k] = dck * gg[k] * gi[k] * (one - gi[k])
+        df[k] = dck * c_prev[k] * gf[k] * (one - gf[k])
+        dg[k] = dck * gi[k] * (one - gg[k] * gg[k])
+        do[k] = dhk * th[k] * go[k] * (one - go[k])
+        dc[k] = dck * gf[k]
 
 
 cdef inline void _backward_rows(const floating* G, const floating* c_prev, const floating* c,
                                 const floating* dh_out, floating* tc, floating* dA, floating* dh,
                                 floating* dc, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
-    """Gate gradients dA of one step for `rows` sequences, in one fused pass.
+    """Gate gradients dA of one step for `rows` sequences, one fused pass per sequence.
 
     dh holds dL/dh_t from later steps (read here; the caller then overwrites it with dL/dh_{t-1});
     dc holds dL/dc_t and leaves as dL/dc_{t-1}. tc (rows, n) is scratch for tanh(c_t).
     """
-    cdef Py_ssize_t b, k, m
-    cdef floating i, f, gg, o, th, dhk, dck
-    # a bare literal 1 becomes the C double 1.0 and would drag float32 arithmetic into double
-    cdef floating one = 1
-    cdef const floating* gb
-    cdef floating* da
+    cdef Py_ssize_t b
     memcpy(tc, c, rows * n * sizeof(floating))
     vtanh(tc, rows * n)
     for b in range(rows):
-        gb = G + b * 4 * n
-        da = dA + b * 4 * n
-        for k in range(n):
-            m = b * n + k
-            i = gb[k]
-            f = gb[n + k]
-            gg = gb[2 * n + k]
-            o = gb[3 * n + k]
-            th = tc[m]
-            dhk = dh_out[m] + dh[m]
-            dck = dc[m] + dhk * o * (one - th * th)
-            da[k] = dck * gg * i * (one - i)
-            da[n + k] = dck * c_prev[m] * f * (one - f)
-            da[2 * n + k] = dck * i * (one - gg * gg)
-            da[3 * n + k] = dhk * th * o * (one - o)
-            dc[m] = dck * f
+        _backward_row(G + b * 4 * n, c_prev + b * n, tc + b * n, dh_out + b * n, dh + b * n,
+                      dc + b * n, dA + b * 4 * n, n)
 
 
 cdef inline void _matvec_small(const floating* Wh, const floating* da, floating* dh,
                                Py_ssize_t m, Py_ssize_t n) noexcept nogil:
     """dh (n) = da (m) @ Wh (m, n) for one sequence."""
     memset(dh, 0, n * sizeof(floating))
-    _add_rows(Wh, da, dh, m, n)
+    _add_rows(Wh, da, dh, dh, m, n)
 
 
 # ---------------------------------------------------------------------------------------------------
