@@ -1,22 +1,24 @@
 """Parameter initialisers, chosen by name, by callable, or per parameter with a dict.
 
-Every initialiser is `f(name, shape, rng, hidden_size) -> ndarray` and draws only from `rng`, so a model is
-reproducible from its seed.
+Every initialiser is `f(name, shape, rng, hidden_size) -> ndarray` and draws only from `rng`, so a
+model is reproducible from its seed.
 
 Names (INITIALIZERS):
 - "default": U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch's RNN/LSTM/GRU.
 - "fan_in", "uniform", "uniform_positive": seed 001's three schemes (U(+-1/sqrt(fan-in)), U(-1, 1),
   U(0, 1)) for weight matrices; biases zero.
-- "xavier" (alias "glorot"): U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010); a gated
-  cell's stacked matrix (4H or 3H rows) counts each gate's H x n block on its own, so fan_out = H; biases
-  zero.
-- "orthogonal": each H x H gate block of the recurrent matrix (W, or Wh) is a random orthogonal matrix
-  (Saxe et al. 2014); every other parameter as "default".
-- "identity": the recurrent matrix (each H x H block) is the identity and every bias zero (Le, Jaitly &
-  Hinton 2015, for ReLU nets); other weight matrices as "default". `identity(gain)` scales it.
+- "xavier" (alias "glorot"): U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010); a
+  gated cell's stacked matrix (4H or 3H rows) counts each gate's H x n block on its own, so fan_out
+  = H; biases zero.
+- "orthogonal": each H x H gate block of the recurrent matrix (W, or Wh) is a random orthogonal
+  matrix (Saxe et al. 2014); every other parameter as "default".
+- "identity": the recurrent matrix (each H x H block) is the identity and every bias zero (Le,
+  Jaitly & Hinton 2015, for ReLU nets); other weight matrices as "default". `identity(gain)` scales
+  it.
+
 Any name followed by "+forget_bias" (e.g. "xavier+forget_bias") also sets the LSTM forget-gate bias
-b[H:2H] to 1 (gate order i, f, g, o; Gers et al. 2000, Jozefowicz et al. 2015); `with_forget_bias(base,
-value)` does the same for a callable or another value.
+b[H:2H] to 1 (gate order i, f, g, o; Gers et al. 2000, Jozefowicz et al. 2015);
+`with_forget_bias(base, value)` does the same for a callable or another value.
 """
 
 import numpy as np
@@ -42,7 +44,7 @@ def pytorch_default(name, shape, rng, hidden_size):
 
 
 def fan_in_uniform(name, shape, rng, hidden_size):
-    """U(-1/sqrt(n), 1/sqrt(n)) with n the fan-in of each matrix (seed 001's first scheme); biases zero."""
+    """U(-1/sqrt(n), 1/sqrt(n)), n the fan-in of each matrix (seed 001's first scheme); biases 0."""
     if len(shape) == 1:
         return np.zeros(shape)
     k = 1.0 / np.sqrt(_fan_in(shape))
@@ -73,14 +75,14 @@ def xavier_uniform(name, shape, rng, hidden_size):
 
 
 def random_orthogonal(n, rng):
-    """An n x n orthogonal matrix drawn uniformly (Haar): QR of a Gaussian with R's diagonal signs."""
+    """An n x n orthogonal matrix drawn uniformly (Haar): QR of a Gaussian, R's signs fixed."""
     q, r = np.linalg.qr(rng.standard_normal((n, n)))
     # QR alone is not uniform: flipping columns by sign(diag R) makes it so (Mezzadri 2007)
     return q * np.where(np.diag(r) < 0, -1.0, 1.0)
 
 
 def orthogonal(name, shape, rng, hidden_size):
-    """Each H x H gate block of the recurrent matrix orthogonal; every other parameter as "default"."""
+    """Each H x H gate block of the recurrent matrix orthogonal; the rest as "default"."""
     if not _is_recurrent(name, shape, hidden_size):
         return pytorch_default(name, shape, rng, hidden_size)
     blocks = [random_orthogonal(hidden_size, rng) for _ in range(shape[0] // hidden_size)]
@@ -88,7 +90,7 @@ def orthogonal(name, shape, rng, hidden_size):
 
 
 def identity(gain=1.0):
-    """Initialiser: recurrent matrix gain * I (per gate block), biases zero, other weights "default"."""
+    """Initialiser: recurrent matrix gain * I (per gate block), biases 0, the rest "default"."""
     gain = float(gain)
 
     def scaled_identity(name, shape, rng, hidden_size):
@@ -145,8 +147,9 @@ def _resolve(spec):
         if base in INITIALIZERS:
             return with_forget_bias(base)
     names = ", ".join(repr(n) for n in INITIALIZERS)
-    raise ValueError(f"unknown initialiser {spec!r}; expected one of {names} (optionally followed by "
-                     f"{FORGET_SUFFIX!r}), a callable, or a dict of those per parameter name")
+    raise ValueError(f"unknown initialiser {spec!r}; expected one of {names} (optionally "
+                     f"followed by {FORGET_SUFFIX!r}), a callable, or a dict of those per "
+                     "parameter name")
 
 
 def init_params(shapes, scheme, rng, dtype, hidden_size):

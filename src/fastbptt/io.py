@@ -7,10 +7,11 @@ Layout (every entry a plain numeric or unicode array, so np.load(allow_pickle=Fa
 - optionally "optim/config" (JSON bytes: name, lr, hyperparameters, step count) and
   "optim/state/<param>/<slot>" arrays, to resume training.
 
-The write is atomic: a temporary file in the same directory, flushed and fsynced, then renamed over the
-target, so a crash leaves either the old file or the new one, never half of one. Reading checks the format
-name, the version, every key, dtype and shape against the stored config, and turns any failure to read
-(truncated zip, pickle payload, object arrays, bad JSON) into a ValueError that names the file.
+The write is atomic: a temporary file in the same directory, flushed and fsynced, then renamed over
+the target, so a crash leaves either the old file or the new one, never half of one. Reading checks
+the format name, the version, every key, dtype and shape against the stored config, and turns any
+failure to read (truncated zip, pickle payload, object arrays, bad JSON) into a ValueError that
+names the file.
 """
 
 import json
@@ -48,7 +49,7 @@ def save(model, path, optimizer=None):
             arrays[f"optim/state/{key}"] = np.ascontiguousarray(value)
     for key, value in arrays.items():  # plain numbers and text only, so nothing is ever pickled
         if value.dtype.kind not in "fiuU":
-            raise TypeError(f"checkpoint entry {key!r} has dtype {value.dtype}; refusing to save it")
+            raise TypeError(f"checkpoint entry {key!r} has dtype {value.dtype}; not saving it")
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
@@ -83,13 +84,14 @@ def _fsync_directory(directory):
 def _read_all(path):
     """Every entry of the .npz as a dict of arrays; any failure to read becomes a ValueError."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError("it holds a single array, not an .npz archive")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not an .npz archive")
+        with data:
             return {key: data[key] for key in data.files}
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except Exception as exc:  # zipfile.BadZipFile, zlib.error, EOFError, pickle refusal, bad headers
+    except Exception as exc:  # BadZipFile, zlib.error, EOFError, pickle refusal, bad headers
         raise ValueError(f"{path!s} is not a readable fastbptt checkpoint: "
                          f"{type(exc).__name__}: {exc}") from exc
 
@@ -139,11 +141,13 @@ def load(path, backend=None, with_optimizer=False):
     try:
         model = RNN(**config, backend=backend)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path!s}: the stored config does not describe a valid model: {exc}") from exc
+        raise ValueError(f"{path!s}: the stored config does not describe a valid model: "
+                         f"{exc}") from exc
     shapes = model.param_shapes()
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     optim = {k: v for k, v in arrays.items() if k.startswith("optim/")}
-    extra = set(arrays) - {"format", "version", "config"} - {f"param/{n}" for n in params} - set(optim)
+    known = {"format", "version", "config"} | {f"param/{n}" for n in params} | set(optim)
+    extra = set(arrays) - known
     if extra:
         raise ValueError(f"{path!s}: unexpected entries {sorted(extra)}")
     if set(params) != set(shapes):
@@ -164,7 +168,8 @@ def load(path, backend=None, with_optimizer=False):
         raise ValueError(f"{path!s}: optimizer state without 'optim/config'")
     try:
         opt = optimizer_from_config(_json(path, arrays, "optim/config"))
-        state = {k[len("optim/state/"):]: v for k, v in optim.items() if k.startswith("optim/state/")}
+        prefix = "optim/state/"
+        state = {k[len(prefix):]: v for k, v in optim.items() if k.startswith(prefix)}
         stray = set(optim) - {"optim/config"} - {f"optim/state/{k}" for k in state}
         if stray:
             raise ValueError(f"unexpected optimizer entries {sorted(stray)}")

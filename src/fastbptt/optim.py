@@ -1,20 +1,21 @@
 """Optimizers, learning-rate schedules and gradient clipping.
 
-An optimizer turns gradients into a parameter update: `opt.step(params, grads)`. The step is computed
-aside (new arrays, new optimizer state) and committed only when every new value is finite, so a diverging
-step leaves both the parameters and the optimizer as they were and raises FloatingPointError.
+An optimizer turns gradients into a parameter update: `opt.step(params, grads)`. The step is
+computed aside (new arrays, new optimizer state) and committed only when every new value is finite,
+so a diverging step leaves both the parameters and the optimizer as they were and raises
+FloatingPointError.
 
 Conventions (each one written out so a step can be checked by hand):
 
-- SGD:        p <- p - lr g                                     (the seeds' update)
-- Momentum:   v <- mu v + g;  p <- p - lr v                      (PyTorch's form, no dampening)
+- SGD:        p <- p - lr g                                 (the seeds' update)
+- Momentum:   v <- mu v + g;  p <- p - lr v                  (PyTorch's form, no dampening)
 - Nesterov:   v <- mu v + g;  p <- p - lr (g + mu v)
-- Adagrad:    m <- m + g^2;   p <- p - lr g / sqrt(m + eps)      (min-char-rnn's, eps inside the root)
+- Adagrad:    m <- m + g^2;   p <- p - lr g / sqrt(m + eps)  (min-char-rnn's: eps inside the root)
 - Adam:       m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
               p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps),  t = 1, 2, ...
 
-A schedule is `schedule(step, lr) -> lr`: `step` counts the updates this optimizer has applied (0 for the
-first) and `lr` is the optimizer's base rate.
+A schedule is `schedule(step, lr) -> lr`: `step` counts the updates this optimizer has applied (0
+for the first) and `lr` is the optimizer's base rate.
 """
 
 import math
@@ -49,12 +50,13 @@ class Optimizer:
     def __init__(self, lr=None, schedule=None):
         self.lr = _nonneg_float("lr", self.default_lr if lr is None else lr)
         if schedule is not None and not callable(schedule):
-            raise TypeError(f"schedule must be a callable schedule(step, lr) -> lr, got {schedule!r}")
+            raise TypeError(f"schedule must be a callable schedule(step, lr) -> lr, "
+                            f"got {schedule!r}")
         self.schedule = schedule
         self.t = 0
         self.state = {}
 
-    # -- the update ----------------------------------------------------------------------------------
+    # -- the update --------------------------------------------------------------------------------
 
     def current_lr(self):
         """The learning rate of the next step (after the schedule)."""
@@ -83,8 +85,8 @@ class Optimizer:
     def step(self, params, grads):
         """Update `params` (a model's params or a dict of arrays) from `grads`; return the lr used.
 
-        Gradients for names that are not parameters (e.g. "h0") are ignored. If any new value would be
-        NaN or Inf, nothing changes and FloatingPointError names the parameter.
+        Gradients for names that are not parameters (e.g. "h0") are ignored. If any new value would
+        be NaN or Inf, nothing changes and FloatingPointError names the parameter.
         """
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are reported below
             new_params, new_state, lr = self.propose(params, grads)
@@ -104,13 +106,13 @@ class Optimizer:
     def _update(self, p, g, slots, lr, t):
         raise NotImplementedError
 
-    # -- description and resuming --------------------------------------------------------------------
+    # -- description and resuming ------------------------------------------------------------------
 
     def hyperparameters(self):
         return {}
 
     def get_config(self):
-        """JSON-able description: name, lr, hyperparameters and the step count (not the schedule)."""
+        """JSON-able: name, lr, hyperparameters and the step count (not the schedule)."""
         return {"name": self.name, "lr": self.lr, "t": self.t, **self.hyperparameters()}
 
     def state_arrays(self):
@@ -228,8 +230,8 @@ def make_optimizer(spec="sgd", lr=None, schedule=None, **options):
     """An Optimizer from a name in OPTIMIZERS (with lr, schedule and its options) or an instance."""
     if isinstance(spec, Optimizer):
         if lr is not None or schedule is not None or options:
-            raise ValueError("lr, schedule and options belong to the optimizer instance when one is "
-                             f"given; got an instance {spec!r} and also lr/schedule/options")
+            raise ValueError("lr, schedule and options belong to the optimizer instance when "
+                             f"one is given; got an instance {spec!r} and also lr/schedule/options")
         return spec
     if not isinstance(spec, str) or spec.lower() not in OPTIMIZERS:
         names = ", ".join(repr(n) for n in OPTIMIZERS)
@@ -249,7 +251,7 @@ def optimizer_from_config(config):
     return opt
 
 
-# -- schedules --------------------------------------------------------------------------------------
+# -- schedules -------------------------------------------------------------------------------------
 
 def step_decay(gamma, every):
     """lr * gamma ** (step // every): multiply the rate by gamma every `every` updates."""
@@ -265,20 +267,23 @@ def inverse_time_decay(rate):
     return lambda step, lr: lr / (1.0 + rate * step)
 
 
-# -- clipping ---------------------------------------------------------------------------------------
+# -- clipping --------------------------------------------------------------------------------------
 
 def global_norm(grads):
     """sqrt(sum of every squared entry), in float64, without overflow for large finite entries."""
     amax = 0.0
     for g in grads.values():
         if np.size(g):
-            amax = max(amax, float(np.max(np.abs(g))))
-    if amax == 0.0 or not math.isfinite(amax):
+            gmax = float(np.max(np.abs(g)))
+            if not math.isfinite(gmax):  # NaN or Inf: the norm is that too (max() would drop a NaN)
+                return gmax
+            amax = max(amax, gmax)
+    if amax == 0.0:
         return amax
     total = 0.0
     for g in grads.values():
-        scaled = np.asarray(g, dtype=np.float64) / amax
-        total += float(np.dot(scaled.ravel(), scaled.ravel()))
+        scaled = np.asarray(g, dtype=np.float64) / amax  # entries <= 1: the squares cannot overflow
+        total += float(np.sum(scaled * scaled))  # not np.dot: waking BLAS threads costs more here
     return amax * math.sqrt(total)
 
 

@@ -1,17 +1,18 @@
-"""Training: `fit` (minibatches, epochs or iterations, validation, metrics, callbacks, a progress bar),
-truncated backpropagation through time, and the `History` that fit returns.
+"""Training: `fit` (minibatches, epochs or iterations, validation, metrics, callbacks, a progress
+bar), truncated backpropagation through time, and the `History` that fit returns.
 
-Truncated BPTT, `tbptt=(k1, k2)` (Williams & Peng 1990): every k1 time steps the parameters are updated
-with the gradient of the losses at those k1 new steps, backpropagated through the last k2 steps (k2 >= k1).
-The state is carried forward across chunks, detached: the window's first state is a constant. Each window
-is forwarded again from its first state with the current parameters (k2 / k1 forward work), and the input
-projection is formed one window at a time, so memory is O(k2 * B * H) for any length T. `tbptt=k` means
-(k, k), the usual chunked TBPTT; k1 = k2 = T (or tbptt=None) is full BPTT, bitwise.
+Truncated BPTT, `tbptt=(k1, k2)` (Williams & Peng 1990): every k1 time steps the parameters are
+updated with the gradient of the losses at those k1 new steps, backpropagated through the last k2
+steps (k2 >= k1). The state is carried forward across chunks, detached: the window's first state is
+a constant. Each window is forwarded again from its first state with the current parameters (k2 / k1
+forward work), and the input projection is formed one window at a time, so memory is O(k2 * B * H)
+for any length T. `tbptt=k` means (k, k), the usual chunked TBPTT; k1 = k2 = T (or tbptt=None) is
+full BPTT, bitwise.
 
-Every chunk's loss is divided by the divisor of the whole sequence (T * B for reduction="mean"), so the
-chunk losses of one pass add up to the sequence's loss and k1 = k2 = T gives exactly the full-BPTT step.
-The parameters update after every chunk that has a loss (with target="last" only the chunk that holds the
-last step has one; the others only carry the state).
+Every chunk's loss is divided by the divisor of the whole sequence (T * B for reduction="mean"), so
+the chunk losses of one pass add up to the sequence's loss and k1 = k2 = T gives exactly the
+full-BPTT step. The parameters update after every chunk that has a loss (with target="last" only the
+chunk that holds the last step has one; the others only carry the state).
 """
 
 import math
@@ -34,14 +35,16 @@ class StopTraining(Exception):
     """Raise from a callback to stop training after the current step or epoch."""
 
 
-# -- truncated BPTT ---------------------------------------------------------------------------------
+# -- truncated BPTT --------------------------------------------------------------------------------
 
 class Chunk:
     """One update's worth of truncated BPTT: the new steps [start, stop), backpropagated from
-    window_start; `loss` (scaled by the whole sequence's divisor) and `grads` for every parameter; the
-    states the head saw (`seen`) and their targets; `items` = seen steps x batch; `state` at `stop`."""
+    window_start; `loss` (scaled by the whole sequence's divisor) and `grads` for every parameter;
+    the states the head saw (`seen`) and their targets; `items` = seen steps x batch; `state` at
+    `stop`."""
 
-    __slots__ = ("start", "stop", "window_start", "loss", "grads", "seen", "targets", "items", "state")
+    __slots__ = ("start", "stop", "window_start", "loss", "grads", "seen", "targets", "items",
+                 "state")
 
     def __init__(self, **kw):
         for key, value in kw.items():
@@ -67,8 +70,8 @@ def parse_tbptt(tbptt, T):
         k1 = positive_int("tbptt k1", k1)
         k2 = positive_int("tbptt k2", k2)
         if k2 < k1:
-            raise ValueError(f"tbptt=(k1, k2) needs k2 >= k1 (every k1 steps, backpropagate the last "
-                             f"k2 steps); got k1={k1}, k2={k2}")
+            raise ValueError(f"tbptt=(k1, k2) needs k2 >= k1 (every k1 steps, backpropagate the "
+                             f"last k2 steps); got k1={k1}, k2={k2}")
     return min(k1, T), min(k2, T)
 
 
@@ -78,8 +81,8 @@ def _loss_divisor(model, T, B):
 
 
 def _chunks(m, X3, Y3, state0, k1, k2):
-    """Yield a Chunk per update; reads m.params afresh for every window, so a caller that updates the
-    parameters between chunks gets TBPTT as training runs it."""
+    """Yield a Chunk per update; reads m.params afresh for every window, so a caller that updates
+    the parameters between chunks gets TBPTT as training runs it."""
     T, B, _ = X3.shape
     last_only = m.target == "last"
     divisor = _loss_divisor(m, T, B)
@@ -92,7 +95,7 @@ def _chunks(m, X3, Y3, state0, k1, k2):
         # forward the window in segments so the next window's first state is at a segment end
         segs, st = [], state
         carry = state if nxt == w else None
-        for a, b in zip(cuts[:-1], cuts[1:]):
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             Xs = X3[a:b]
             H, cache = m._run(Xs, st)
             st = m.cell.final_state(H, cache)
@@ -166,7 +169,7 @@ def carried_state(model):
     return None if state is None else tuple(s.copy() for s in state)
 
 
-# -- metrics ----------------------------------------------------------------------------------------
+# -- metrics ---------------------------------------------------------------------------------------
 
 def _labels(model, Y_hat, Y):
     """Predicted and true labels: class ids (softmax) or bits (outputs and targets above 0.5)."""
@@ -180,8 +183,8 @@ class Metric:
     """A metric over chunks of minibatches. Built-in ones count errors exactly across chunks:
     "accuracy" (a step is right when its class, or every output bit, is right), "bit_accuracy" (the
     fraction of output bits right; = accuracy for softmax) and "sequence_accuracy" (the fraction of
-    sequences right at every step). A callable metric(y_pred, y_true) -> float is averaged over chunks
-    weighted by their steps x batch."""
+    sequences right at every step). A callable metric(y_pred, y_true) -> float is averaged over
+    chunks weighted by their steps x batch."""
 
     def __init__(self, spec, model):
         self.model = model
@@ -241,13 +244,15 @@ class Metric:
 
 
 def evaluate(model, X, Y, metric=None, chunk=None, h0=None, c0=None):
-    """(loss, metric value or None) over (X, Y), forwarding `chunk` steps at a time (memory O(chunk))."""
+    """(loss, metric value or None) over (X, Y), forwarding `chunk` steps at a time (memory
+    O(chunk)); chunk=None forwards the whole sequence at once."""
     X3, single = model._inputs(X)
     T, B, _ = X3.shape
     Y3 = model.head.prepare_targets(Y, T, B, single, model.dtype)
     state0 = model._initial_state(B, single, h0, c0)
     tally = None if metric is None else Metric(metric, model)
-    loss = _evaluate(model, X3, Y3, state0, T if chunk is None else positive_int("chunk", chunk), tally)
+    chunk = T if chunk is None else positive_int("chunk", chunk)
+    loss = _evaluate(model, X3, Y3, state0, chunk, tally)
     return loss, None if tally is None else tally.value()
 
 
@@ -271,13 +276,14 @@ def _evaluate(m, X3, Y3, state0, chunk, tally):
     return total
 
 
-# -- history, callbacks, progress ---------------------------------------------------------------------
+# -- history, callbacks, progress ------------------------------------------------------------------
 
 class History:
-    """What fit recorded. `steps`: per update, "step", "epoch", "loss" (the loss of the data that update
-    saw, reduced as the model reduces), "lr", "grad_norm" (before clipping) and "metric". `epochs`: per
-    epoch, "epoch", "step" (the last step of the epoch), "loss" (over the epoch's data as trained), "metric",
-    "val_loss", "val_metric", "seconds". `history["loss"]` is the per-epoch series."""
+    """What fit recorded. `steps`: per update, "step", "epoch", "loss" (the loss of the data that
+    update saw, reduced as the model reduces), "lr", "grad_norm" (before clipping) and "metric".
+    `epochs`: per epoch, "epoch", "step" (the last step of the epoch), "loss" (over the epoch's data
+    as trained), "metric", "val_loss", "val_metric", "seconds". `history["loss"]` is the per-epoch
+    series."""
 
     def __init__(self, metric=None, validation=False, config=None):
         self.metric = metric
@@ -319,14 +325,15 @@ class History:
                 f"{', stopped early' if self.stopped_early else ''})")
 
     def plot(self, path=None, axes=None, per_step=True, logy=False):
-        """Loss (and metric) against the update step: per step (thin), per epoch and validation (dots).
+        """Loss (and metric) against the step: per step (thin), per epoch and validation (marks).
 
         Returns the matplotlib Figure; `path` also saves it. Needs matplotlib (the `plot` extra).
         """
         try:
             from matplotlib.figure import Figure
         except ImportError as exc:
-            raise ImportError("History.plot needs matplotlib: pip install 'fastbptt[plot]'") from exc
+            raise ImportError("History.plot needs matplotlib: "
+                              "pip install 'fastbptt[plot]'") from exc
         panels = ["loss"] + (["metric"] if self.metric is not None else [])
         if axes is None:
             fig = Figure(figsize=(5.0 * len(panels), 3.6), layout="constrained")
@@ -335,8 +342,9 @@ class History:
             axes = np.atleast_1d(axes)
             fig = axes[0].figure
         if len(axes) < len(panels):
-            raise ValueError(f"plot needs {len(panels)} axes ({', '.join(panels)}), got {len(axes)}")
-        for ax, key in zip(axes, panels):
+            raise ValueError(f"plot needs {len(panels)} axes ({', '.join(panels)}), "
+                             f"got {len(axes)}")
+        for ax, key in zip(axes, panels, strict=False):  # spare axes stay empty
             label = key if key == "loss" else str(self.metric)
             if per_step and self.steps[key]:
                 ax.plot(self.steps["step"], _floats(self.steps[key]), lw=0.8, alpha=0.45,
@@ -406,8 +414,9 @@ class EarlyStopping(Callback):
     def on_epoch(self, epoch, logs, model):
         value = logs.get(self.monitor)
         if value is None:
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which the epoch logs do not "
-                             f"have (they have {sorted(k for k, v in logs.items() if v is not None)})")
+            have = sorted(k for k, v in logs.items() if v is not None)
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which the epoch logs do "
+                             f"not have (they have {have})")
         score = self.sign * value
         if self.best is None or score > self.sign * self.best + self.min_delta:
             self.best, self.best_epoch, self.wait = value, epoch, 0
@@ -454,7 +463,7 @@ def _fmt(logs, keys):
 
 
 class _Progress:
-    """A tqdm bar when tqdm is installed; otherwise a plain line every log_every steps (never fails)."""
+    """A tqdm bar when tqdm is installed, else a plain line every log_every steps; never fails."""
 
     KEYS = ("loss", "metric", "val_loss", "val_metric")
 
@@ -496,7 +505,7 @@ class _Progress:
             print("done: " + _fmt(logs, ("epoch", "step") + self.KEYS), file=sys.stderr, flush=True)
 
 
-# -- fit --------------------------------------------------------------------------------------------
+# -- fit -------------------------------------------------------------------------------------------
 
 def _prepare_validation(m, validation):
     try:
@@ -519,21 +528,22 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
         log_every=None):
     """Train `model` in place on X (T, N, I) (or (T, I)) and targets Y; return a History.
 
-    - epochs | iterations: passes over the data, or parameter updates (one per minibatch, or per chunk
-      with tbptt); neither means one epoch.
-    - batch_size: minibatches over the batch axis N (None: all N); shuffled each epoch with `seed` when
-      shuffle=True and there is more than one minibatch.
+    - epochs | iterations: passes over the data, or parameter updates (one per minibatch, or per
+      chunk with tbptt); neither means one epoch.
+    - batch_size: minibatches over the batch axis N (None: all N); shuffled each epoch with `seed`
+      when shuffle=True and there is more than one minibatch.
     - optimizer: "sgd" | "momentum" | "nesterov" | "adagrad" | "adam" (with `lr`, `schedule`) or an
       Optimizer instance (which keeps its state across calls); see fastbptt.optim.
     - clip_value then clip_norm: clip every gradient entry, then the global norm.
     - validation=(X_val, Y_val): loss (and metric) after every epoch; metric: "accuracy" |
       "bit_accuracy" | "sequence_accuracy" | callable(y_pred, y_true) -> float.
     - tbptt: None (full BPTT) | k | (k1, k2); see the module docstring.
-    - stateful: start from the state the previous stateful fit left (per sequence; needs every sequence
-      in one minibatch), and carry it across epochs; h0 / c0 start from given states instead.
-      fastbptt.train.reset_state(model) forgets it.
+    - stateful: start from the state the previous stateful fit left (per sequence; needs every
+      sequence in one minibatch), and carry it across epochs; h0 / c0 start from given states
+      instead. fastbptt.train.reset_state(model) forgets it.
     - callbacks: callables(epoch, logs, model) or Callback objects; True or StopTraining stops.
-    - progress: a tqdm bar (a plain line every log_every steps when tqdm is missing); False for none.
+    - progress: a tqdm bar (a plain line every log_every steps when tqdm is missing); False for
+      none.
 
     A non-finite loss, gradient or update raises FloatingPointError naming the step; the model keeps
     the parameters it had before that step (the error carries `.history`).
@@ -563,8 +573,9 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
     state_all = None
     if stateful:
         if bs < N:
-            raise ValueError(f"stateful=True carries each sequence's state into the next call, so all "
-                             f"{N} sequences must be in one minibatch (batch_size None or >= {N})")
+            raise ValueError(f"stateful=True carries each sequence's state into the next call, so "
+                             f"all {N} sequences must be in one minibatch (batch_size None or "
+                             f">= {N})")
         carried = _CARRIED.get(m)
         if carried is not None and h0 is None and c0 is None:
             if carried[0].shape[0] != N:
@@ -603,7 +614,8 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
                     if bs == N:
                         Xb, Yb, st = X3, Y3, state_all
                     else:
-                        idx = order[b0:b0 + bs] if order is not None else np.arange(b0, min(b0 + bs, N))
+                        idx = (order[b0:b0 + bs] if order is not None
+                               else np.arange(b0, min(b0 + bs, N)))
                         Xb = np.ascontiguousarray(X3[:, idx])
                         Yb = np.ascontiguousarray(Y3[:, idx])
                         st = tuple(np.ascontiguousarray(s[idx]) for s in state_all)
@@ -675,14 +687,17 @@ def _train_step(m, opt, chunk, divisor, clip_norm, clip_value, tally, step, epoc
     if clip_norm is not None:
         grads = clip_by_norm(grads, clip_norm, None if clip_value is not None else norm)
     # the metric sees the outputs of the parameters that made this chunk's loss, before the update
-    value = None if tally is None else tally.add(m.head.forward(m.params, chunk.seen), chunk.targets)
+    value = None
+    if tally is not None:
+        value = tally.add(m.head.forward(m.params, chunk.seen), chunk.targets)
     try:
         lr = opt.step(m.params, grads)
     except FloatingPointError as exc:
         raise _diverged(step, epoch, str(exc), history) from exc
     # the loss as the model's reduction would give it for this chunk's data alone
     loss = chunk.loss * (divisor / chunk.items) if m.reduction == "mean" else chunk.loss
-    return {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": norm, "metric": value}
+    return {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": norm,
+            "metric": value}
 
 
 def _diverged(step, epoch, why, history):
@@ -699,7 +714,8 @@ def _call(cbs, hook, index, logs, model, history):
         try:
             if getattr(cb, hook)(index, logs, model) is True:
                 stop = True
-                history.stop_reason = f"{type(cb).__name__}.{hook} returned True at {hook[3:]} {index}"
+                history.stop_reason = (f"{type(cb).__name__}.{hook} returned True at "
+                                       f"{hook[3:]} {index}")
         except StopTraining as exc:
             stop = True
             history.stop_reason = str(exc) or f"StopTraining at {hook[3:]} {index}"

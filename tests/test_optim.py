@@ -1,0 +1,243 @@
+"""Optimizers against steps written out by hand, schedules, clipping, non-finite steps refused."""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastbptt as fb
+from fastbptt import optim
+
+DTYPES = [np.float64, np.float32]
+TOL = {np.float64: 1e-15, np.float32: 1e-6}
+
+
+def _params(dtype):
+    return {"a": np.array([1.0, -2.0], dtype=dtype), "b": np.array([[0.5]], dtype=dtype)}
+
+
+G1 = {"a": np.array([1.0, 2.0]), "b": np.array([[-0.5]])}
+G2 = {"a": np.array([0.5, -1.0]), "b": np.array([[0.25]])}
+
+
+def _grads(g, dtype):
+    return {k: v.astype(dtype) for k, v in g.items()}
+
+
+def _check(params, expected, dtype):
+    for name, values in expected.items():
+        got = params[name]
+        assert got.dtype == dtype, name
+        np.testing.assert_allclose(got.ravel(), values, rtol=TOL[dtype], atol=TOL[dtype],
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_step_by_hand(dtype):
+    p = _params(dtype)
+    opt = optim.SGD(lr=0.1)
+    opt.step(p, _grads(G1, dtype))
+    _check(p, {"a": [1.0 - 0.1 * 1.0, -2.0 - 0.1 * 2.0], "b": [0.5 + 0.1 * 0.5]}, dtype)
+    opt.step(p, _grads(G2, dtype))
+    _check(p, {"a": [0.9 - 0.05, -2.2 + 0.1], "b": [0.55 - 0.025]}, dtype)
+    assert opt.t == 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_momentum_step_by_hand(dtype):
+    p = _params(dtype)
+    opt = optim.Momentum(lr=0.1, momentum=0.9)
+    opt.step(p, _grads(G1, dtype))  # v1 = g1
+    _check(p, {"a": [0.9, -2.2], "b": [0.55]}, dtype)
+    opt.step(p, _grads(G2, dtype))  # v2 = 0.9 g1 + g2 = [1.4, 0.8], [[-0.2]]
+    _check(p, {"a": [0.9 - 0.14, -2.2 - 0.08], "b": [0.55 + 0.02]}, dtype)
+    np.testing.assert_allclose(opt.state["a"]["velocity"], [1.4, 0.8], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nesterov_step_by_hand(dtype):
+    p = _params(dtype)
+    opt = optim.make_optimizer("nesterov", lr=0.1)
+    assert opt.momentum == 0.9 and opt.nesterov
+    opt.step(p, _grads(G1, dtype))  # v1 = g1; direction g1 + 0.9 v1 = 1.9 g1
+    _check(p, {"a": [1.0 - 0.19, -2.0 - 0.38], "b": [0.5 + 0.095]}, dtype)
+    opt.step(p, _grads(G2, dtype))  # v2 = [1.4, 0.8], [[-0.2]]; direction g2 + 0.9 v2
+    _check(p, {"a": [0.81 - 0.1 * 1.76, -2.38 - 0.1 * -0.28], "b": [0.595 - 0.1 * 0.07]}, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adagrad_step_by_hand(dtype):
+    p = {"w": np.array([1.0, 3.0], dtype=dtype)}
+    opt = optim.Adagrad(lr=0.1)
+    opt.step(p, {"w": np.array([2.0, 0.0], dtype=dtype)})  # m = [4, 0]
+    w1 = [1.0 - 0.1 * 2.0 / math.sqrt(4.0 + 1e-8), 3.0]
+    _check(p, {"w": w1}, dtype)
+    opt.step(p, {"w": np.array([1.0, -3.0], dtype=dtype)})  # m = [5, 9]
+    w2 = [w1[0] - 0.1 * 1.0 / math.sqrt(5.0 + 1e-8), 3.0 + 0.1 * 3.0 / math.sqrt(9.0 + 1e-8)]
+    _check(p, {"w": w2}, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_step_by_hand(dtype):
+    p = {"w": np.array([1.0, -1.0], dtype=dtype)}
+    opt = optim.Adam(lr=0.01)
+    grads = [[0.5, -2.0], [-1.0, 1.0], [0.25, 0.0]]
+    expected = [1.0, -1.0]
+    m = [0.0, 0.0]
+    v = [0.0, 0.0]
+    for t, g in enumerate(grads, start=1):
+        opt.step(p, {"w": np.array(g, dtype=dtype)})
+        for i in range(2):
+            m[i] = 0.9 * m[i] + 0.1 * g[i]
+            v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i]
+            m_hat = m[i] / (1 - 0.9 ** t)
+            v_hat = v[i] / (1 - 0.999 ** t)
+            expected[i] -= 0.01 * m_hat / (math.sqrt(v_hat) + 1e-8)
+        _check(p, {"w": expected}, dtype)
+    # the first step of Adam moves every weight by about lr, whatever the gradient's scale
+    q = {"w": np.array([0.0, 0.0])}
+    optim.Adam(lr=0.01).step(q, {"w": np.array([1e-3, -1e3])})
+    np.testing.assert_allclose(q["w"], [-0.01, 0.01], rtol=1e-4)
+
+
+def test_schedule_sets_each_steps_rate():
+    seen = []
+
+    def schedule(step, lr):
+        seen.append(step)
+        return lr / (step + 1)
+
+    p = {"w": np.array([0.0])}
+    opt = optim.SGD(lr=1.0, schedule=schedule)
+    used = [opt.step(p, {"w": np.array([1.0])}) for _ in range(3)]
+    assert seen == [0, 1, 2]
+    assert used == [1.0, 0.5, 1.0 / 3.0]
+    np.testing.assert_allclose(p["w"], [-(1.0 + 0.5 + 1.0 / 3.0)], rtol=1e-15)
+
+
+def test_builtin_schedules():
+    sd = optim.step_decay(0.5, every=2)
+    assert [sd(s, 1.0) for s in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    it = optim.inverse_time_decay(1.0)
+    assert [it(s, 2.0) for s in range(3)] == [2.0, 1.0, 2.0 / 3.0]
+    with pytest.raises(ValueError, match="every"):
+        optim.step_decay(0.5, every=0)
+
+
+def test_bad_schedule_value_refused():
+    opt = optim.SGD(lr=0.1, schedule=lambda step, lr: float("nan"))
+    p = {"w": np.array([1.0])}
+    with pytest.raises(ValueError, match="schedule"):
+        opt.step(p, {"w": np.array([1.0])})
+    assert p["w"][0] == 1.0
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "adam"])
+def test_non_finite_step_changes_nothing(name):
+    p = {"w": np.array([1.0, 2.0]), "u": np.array([3.0])}
+    opt = optim.make_optimizer(name, lr=1e300)
+    opt.step(p, {"w": np.array([1e-300, 0.0]), "u": np.array([0.0])})  # a finite first step
+    before = {k: v.copy() for k, v in p.items()}
+    state = {k: {s: a.copy() for s, a in slots.items()} for k, slots in opt.state.items()}
+    with pytest.raises(FloatingPointError, match="'w'"):
+        opt.step(p, {"w": np.array([1e300, 0.0]), "u": np.array([1.0])})
+    for k in p:
+        np.testing.assert_array_equal(p[k], before[k])
+    assert opt.t == 1
+    for k, slots in state.items():
+        for s, a in slots.items():
+            np.testing.assert_array_equal(opt.state[k][s], a)
+
+
+def test_step_on_model_params_is_all_or_nothing():
+    m = fb.RNN(2, 3, 1, seed=0)
+    before = {k: v.copy() for k, v in m.params.items()}
+    grads = {k: np.ones_like(v) for k, v in m.params.items()}
+    grads["c"] = np.array([np.inf])
+    with pytest.raises(FloatingPointError, match="'c'"):
+        optim.SGD(lr=0.1).step(m.params, grads)
+    for k in before:
+        np.testing.assert_array_equal(m.params[k], before[k])
+
+
+def test_grad_keys_and_shapes():
+    p = {"w": np.zeros(2)}
+    opt = optim.SGD()
+    with pytest.raises(ValueError, match="no gradient for parameter 'w'"):
+        opt.step(p, {"v": np.zeros(2)})
+    with pytest.raises(ValueError, match="shape"):
+        opt.step(p, {"w": np.zeros(3)})
+    opt.step(p, {"w": np.ones(2), "h0": np.ones(5)})  # extra keys such as h0 are ignored
+    np.testing.assert_array_equal(p["w"], [-0.1, -0.1])
+
+
+def test_make_optimizer_choices_and_errors():
+    assert isinstance(optim.make_optimizer("SGD"), optim.SGD)
+    assert optim.make_optimizer("adam").lr == 1e-3
+    assert optim.make_optimizer("adagrad", lr=0.5).lr == 0.5
+    inst = optim.Adam()
+    assert optim.make_optimizer(inst) is inst
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        optim.make_optimizer("rmsprop")
+    with pytest.raises(ValueError, match="instance"):
+        optim.make_optimizer(inst, lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD(lr=-1.0)
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD(lr=float("nan"))
+    with pytest.raises(TypeError, match="lr"):
+        optim.SGD(lr="fast")
+    with pytest.raises(ValueError, match="momentum"):
+        optim.Momentum(momentum=1.0)
+    with pytest.raises(ValueError, match="beta2"):
+        optim.Adam(beta2=1.5)
+    with pytest.raises(TypeError, match="schedule"):
+        optim.SGD(schedule=0.5)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "adam"])
+def test_config_and_state_round_trip(name):
+    opt = optim.make_optimizer(name, lr=0.05)
+    p = {"w": np.array([1.0, 2.0])}
+    for g in ([0.1, -0.2], [0.3, 0.4]):
+        opt.step(p, {"w": np.array(g)})
+    clone = optim.optimizer_from_config(opt.get_config())
+    clone.load_state_arrays(opt.state_arrays(), opt.t)
+    assert type(clone) is type(opt) and clone.get_config() == opt.get_config()
+    q = {"w": p["w"].copy()}
+    opt.step(p, {"w": np.array([0.5, 0.5])})
+    clone.step(q, {"w": np.array([0.5, 0.5])})
+    np.testing.assert_array_equal(p["w"], q["w"])
+    with pytest.raises(ValueError, match="slot"):
+        clone.load_state_arrays({"w/bogus": np.zeros(2)}, 1)
+
+
+# -- clipping --------------------------------------------------------------------------------------
+
+def test_clip_by_value():
+    g = {"a": np.array([-3.0, 0.5, 2.0]), "b": np.array([[1.5]])}
+    out = optim.clip_by_value(g, 1.0)
+    np.testing.assert_array_equal(out["a"], [-1.0, 0.5, 1.0])
+    np.testing.assert_array_equal(out["b"], [[1.0]])
+    np.testing.assert_array_equal(g["a"], [-3.0, 0.5, 2.0])  # inputs untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_by_norm(dtype):
+    g = {"a": np.array([3.0], dtype=dtype), "b": np.array([[4.0]], dtype=dtype)}  # norm 5
+    assert optim.global_norm(g) == 5.0
+    out = optim.clip_by_norm(g, 1.0)
+    np.testing.assert_allclose(out["a"], [0.6], rtol=TOL[dtype])
+    np.testing.assert_allclose(out["b"], [[0.8]], rtol=TOL[dtype])
+    assert out["a"].dtype == dtype
+    assert optim.global_norm(out) == pytest.approx(1.0, rel=10 * TOL[dtype])
+    same = optim.clip_by_norm(g, 5.0)  # at or below the threshold: unchanged
+    np.testing.assert_array_equal(same["a"], g["a"])
+
+
+def test_global_norm_without_overflow_and_with_nan():
+    g = {"a": np.array([1e200, 1e200])}
+    assert optim.global_norm(g) == pytest.approx(math.sqrt(2) * 1e200, rel=1e-15)
+    assert optim.global_norm({"a": np.zeros(3)}) == 0.0
+    assert math.isnan(optim.global_norm({"a": np.array([1.0, np.nan])}))
+    assert math.isinf(optim.global_norm({"a": np.array([1.0, np.inf])}))
