@@ -518,10 +518,6 @@ def _prepare_validation(m, validation):
     return Xv3, Yv3, m._initial_state(Bv, single)
 
 
-def _all_finite(grads):
-    return all(np.isfinite(g).all() for g in grads.values())
-
-
 def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer="sgd", lr=None,
         schedule=None, clip_norm=None, clip_value=None, shuffle=True, seed=0, validation=None,
         metric=None, tbptt=None, stateful=False, h0=None, c0=None, progress=True, callbacks=(),
@@ -678,10 +674,11 @@ def _train_step(m, opt, chunk, divisor, clip_norm, clip_value, tally, step, epoc
     grads = chunk.grads
     if not math.isfinite(chunk.loss):
         raise _diverged(step, epoch, f"the loss is {chunk.loss}", history)
-    if not _all_finite(grads):
+    norm = global_norm(grads)  # NaN or Inf exactly when some entry is
+    if not math.isfinite(norm):
         bad = sorted(k for k, g in grads.items() if not np.isfinite(g).all())
-        raise _diverged(step, epoch, f"non-finite gradient for {bad}", history)
-    norm = global_norm(grads)
+        why = f"non-finite gradient for {bad}" if bad else f"the gradient norm overflows ({norm})"
+        raise _diverged(step, epoch, why, history)
     if clip_value is not None:
         grads = clip_by_value(grads, clip_value)
     if clip_norm is not None:
