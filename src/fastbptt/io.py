@@ -14,6 +14,7 @@ failure to read (truncated zip, pickle payload, object arrays, bad JSON) into a 
 names the file.
 """
 
+import inspect
 import json
 import os
 import tempfile
@@ -22,8 +23,9 @@ import numpy as np
 
 FORMAT = "fastbptt.rnn"
 FORMAT_VERSION = 1
-_CONFIG_KEYS = ("input_size", "hidden_size", "output_size", "cell", "output", "loss", "reduction",
-                "target", "dtype", "n_threads")
+# a stored config must name these; any other key must be an RNN constructor argument
+_REQUIRED_KEYS = ("input_size", "hidden_size", "cell", "dtype")
+_NOT_STORED = ("self", "backend")  # chosen when loading, not by the file
 
 
 def _json_bytes(obj):
@@ -134,10 +136,14 @@ def load(path, backend=None, with_optimizer=False):
     arrays = _read_all(path)
     _check_header(path, arrays)
     config = _json(path, arrays, "config")
-    if not isinstance(config, dict) or set(config) != set(_CONFIG_KEYS):
-        keys = sorted(config) if isinstance(config, dict) else type(config).__name__
-        raise ValueError(f"{path!s}: the stored config has keys {keys}; expected "
-                         f"{sorted(_CONFIG_KEYS)}")
+    allowed = set(inspect.signature(RNN.__init__).parameters) - set(_NOT_STORED)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path!s}: the stored config is a {type(config).__name__}, not a dict")
+    missing = set(_REQUIRED_KEYS) - set(config)
+    unknown = set(config) - allowed
+    if missing or unknown:
+        raise ValueError(f"{path!s}: the stored config lacks keys {sorted(missing)} or has keys "
+                         f"{sorted(unknown)} that RNN does not take")
     try:
         model = RNN(**config, backend=backend)
     except (TypeError, ValueError) as exc:

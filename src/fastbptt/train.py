@@ -531,8 +531,9 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
     - optimizer: "sgd" | "momentum" | "nesterov" | "adagrad" | "adam" (with `lr`, `schedule`) or an
       Optimizer instance (which keeps its state across calls); see fastbptt.optim.
     - clip_value then clip_norm: clip every gradient entry, then the global norm.
-    - validation=(X_val, Y_val): loss (and metric) after every epoch; metric: "accuracy" |
-      "bit_accuracy" | "sequence_accuracy" | callable(y_pred, y_true) -> float.
+    - validation=(X_val, Y_val): loss (and metric) after every epoch, from zero states, forwarded
+      tbptt's k1 steps at a time; metric: "accuracy" | "bit_accuracy" | "sequence_accuracy" |
+      callable(y_pred, y_true) -> float.
     - tbptt: None (full BPTT) | k | (k1, k2); see the module docstring.
     - stateful: start from the state the previous stateful fit left (per sequence; needs every
       sequence in one minibatch), and carry it across epochs; h0 / c0 start from given states
