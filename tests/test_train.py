@@ -365,7 +365,7 @@ def test_progress_bar_plain_fallback_and_off(rng, capsys, monkeypatch):
     m, X, Y = _problem(rng, B=4)
     m.fit(X, Y, epochs=2, batch_size=2, progress=True)
     err = capsys.readouterr().err
-    assert "4/4" in err and "loss" in err  # tqdm's bar with the loss as postfix
+    assert "4/4" in err and "step/s" in err and "loss" in err  # tqdm's bar, loss as postfix
     m.fit(X, Y, epochs=2, batch_size=2, progress=False)
     assert capsys.readouterr().err == ""
     monkeypatch.setitem(sys.modules, "tqdm", None)  # tqdm not installed: plain lines, no crash
