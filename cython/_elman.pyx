@@ -10,16 +10,30 @@ Layers, as in every kernel module:
   (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
 The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/elman.py.
 
+Paths, chosen per call from the shapes (results agree across them within rounding):
+  - sequence: a batch of one to three sequences whose width n is a whole number of vector registers
+    (n = 4..32 doubles, 8..64 floats): each sequence runs all its steps in one C call (cython/_tile.h),
+    threads split the batch;
+  - tiled: every other shape with AVX2 + FMA: per step one register-tiled product against W packed once
+    per call (no BLAS call per step, no repacking), then the activation over the step;
+  - without AVX2 + FMA: hand-written loops for small sizes, a BLAS call per step for large ones.
+forward_fused / backward_fused also take the input projection and the weight gradients into the sequence
+path (a_t = U x_t + b formed in the loop; dU, dW, db folded in while each block of dA is still in cache).
+
 Activations: 0 tanh, 1 relu, 2 step (Heaviside, h = 1 where a > 0; forward only).
 """
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from _vmath cimport all_finite, vtanh
+from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
+                   gemm_packed, lanes, pack, pack_size)
+from _vmath cimport all_finite, vtanh, vtanh_fast
+
+import numpy as np
 
 TANH = 0
 RELU = 1
@@ -29,6 +43,11 @@ STEP = 2
 # BLAS call per step: the call's fixed cost is larger than the arithmetic.
 cdef Py_ssize_t SMALL_WORK = 32768
 cdef Py_ssize_t SMALL_H = 64
+# Up to this batch the sequences run one after another, each through all its steps in registers; from
+# here on one tiled product per step over the whole batch does more work per load.
+cdef Py_ssize_t SEQ_MAX_B = 3
+# The fused projection forms U x_t inside the loop: I multiply-adds per unit, worth it for small I only.
+cdef Py_ssize_t FUSED_MAX_I = 16
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -43,6 +62,19 @@ cdef inline void _activate(int act, floating* h, Py_ssize_t n) noexcept nogil:
     elif act == 1:
         for i in range(n):
             h[i] = h[i] if h[i] > 0 else 0
+    else:
+        for i in range(n):
+            h[i] = 1 if h[i] > 0 else 0
+
+
+cdef inline void _activate_fast(int act, floating* h, Py_ssize_t n) noexcept nogil:
+    """h <- f(h) in place, tanh through the inlined vector tanh."""
+    cdef Py_ssize_t i
+    if act == 0:
+        vtanh_fast(h, n)
+    elif act == 1:
+        for i in range(n):
+            h[i] = h[i] if not h[i] <= 0 else 0  # NaN passes, as in NumPy's maximum
     else:
         for i in range(n):
             h[i] = 1 if h[i] > 0 else 0
@@ -174,6 +206,147 @@ cdef inline bint _small(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     return n <= SMALL_H and B * n * n <= SMALL_WORK
 
 
+cdef inline void _da_rows(int act, const floating* g, const floating* dh, const floating* h,
+                          floating* da, Py_ssize_t m) noexcept nogil:
+    """da = (g + dh) * f'(a) over m contiguous elements (relu multiplies by 0/1, so NaN passes)."""
+    cdef Py_ssize_t k
+    if act == 0:
+        for k in range(m):
+            da[k] = (g[k] + dh[k]) * (1 - h[k] * h[k])
+    else:
+        for k in range(m):
+            da[k] = (g[k] + dh[k]) * <floating> (h[k] > 0)
+
+
+cdef Py_ssize_t _forward_tiled(int act, const floating* P, const floating* A, floating* H,
+                               Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                               int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, c, lo, hi, step = B * n
+    cdef Py_ssize_t chunks = n_threads if n_threads < B else B
+    cdef floating* h
+    for t in range(T):
+        h = H + (t + 1) * step
+        if chunks > 1:
+            for c in prange(chunks, num_threads=n_threads, schedule="static"):
+                lo = c * B // chunks
+                hi = (c + 1) * B // chunks
+                gemm_packed(hi - lo, n, n, H + t * step + lo * n, n, P, A + t * step + lo * n, n,
+                            h + lo * n, n)
+                _activate_fast(act, h + lo * n, (hi - lo) * n)
+        else:
+            gemm_packed(B, n, n, H + t * step, n, P, A + t * step, n, h, n)
+            _activate_fast(act, h, step)
+        if not all_finite(h, step):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _backward_tiled(int act, const floating* P, const floating* H, const floating* dH,
+                                floating* dA, floating* dh, Py_ssize_t T, Py_ssize_t B,
+                                Py_ssize_t n, int n_threads) noexcept nogil:
+    cdef Py_ssize_t t, c, lo, hi, step = B * n
+    cdef Py_ssize_t chunks = n_threads if n_threads < B else B
+    cdef floating* da
+    for t in range(T - 1, -1, -1):
+        da = dA + t * step
+        if chunks > 1:
+            for c in prange(chunks, num_threads=n_threads, schedule="static"):
+                lo = c * B // chunks
+                hi = (c + 1) * B // chunks
+                _da_rows(act, dH + t * step + lo * n, dh + lo * n, H + (t + 1) * step + lo * n,
+                         da + lo * n, (hi - lo) * n)
+                gemm_packed(hi - lo, n, n, da + lo * n, n, P, <floating*> NULL, 0, dh + lo * n, n)
+        else:
+            _da_rows(act, dH + t * step, dh, H + (t + 1) * step, da, step)
+            gemm_packed(B, n, n, da, n, P, <floating*> NULL, 0, dh, n)
+        if not all_finite(dh, step):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _seq_nv(const floating* like, Py_ssize_t B, Py_ssize_t n) noexcept nogil:
+    """Vector registers per state when the sequence path applies to this batch and width, else 0."""
+    cdef Py_ssize_t w = lanes(like)
+    if FASTBPTT_TILED and 1 <= B <= SEQ_MAX_B and n % w == 0 and n // w <= FB_NV_MAX:
+        return n // w
+    return 0
+
+
+cdef Py_ssize_t _first_bad(Py_ssize_t* bad, Py_ssize_t B) noexcept nogil:
+    """The earliest failing step over the sequences (-1 when none failed)."""
+    cdef Py_ssize_t b, first = -1
+    for b in range(B):
+        if bad[b] >= 0 and (first < 0 or bad[b] < first):
+            first = bad[b]
+    return first
+
+
+cdef Py_ssize_t _forward_seq(int act, int nv, const floating* Wt, const floating* A,
+                             const floating* X, Py_ssize_t I, const floating* Ut,
+                             const floating* bias, floating* H, Py_ssize_t T, Py_ssize_t B,
+                             Py_ssize_t n, int n_threads) noexcept nogil:
+    """Each sequence through all its steps; a_t from A, or bias + U x_t when X is given."""
+    cdef Py_ssize_t b
+    cdef Py_ssize_t bad[4]
+    if n_threads > 1 and B > 1:
+        for b in prange(B, num_threads=n_threads, schedule="static"):
+            bad[b] = elman_seq_forward(nv, act, T, Wt, A + b * n if A != NULL else A, B * n,
+                                       X + b * I if X != NULL else X, B * I, I, Ut, bias,
+                                       H + b * n, B * n)
+    else:
+        for b in range(B):
+            bad[b] = elman_seq_forward(nv, act, T, Wt, A + b * n if A != NULL else A, B * n,
+                                       X + b * I if X != NULL else X, B * I, I, Ut, bias,
+                                       H + b * n, B * n)
+    return _first_bad(bad, B)
+
+
+cdef Py_ssize_t _backward_seq(int act, int nv, const floating* W, const floating* H,
+                              const floating* dH, floating* dA, floating* dh, const floating* X,
+                              Py_ssize_t I, floating* G, floating* db, floating* ring, Py_ssize_t T,
+                              Py_ssize_t B, Py_ssize_t n, int n_threads) noexcept nogil:
+    """Each sequence backward through all its steps; with G, sequence b folds its weight gradients
+    into its own slices of G, db (and ring), so the sum over the batch is the same for any threads."""
+    cdef Py_ssize_t b, gsize = (I + n) * n
+    cdef Py_ssize_t bad[4]
+    if n_threads > 1 and B > 1:
+        for b in prange(B, num_threads=n_threads, schedule="static"):
+            bad[b] = elman_seq_backward(
+                nv, act, T, W, H + b * n, B * n, dH + b * n, B * n,
+                dA + b * n if dA != NULL else dA, B * n, dh + b * n,
+                X + b * I if X != NULL else X, B * I, I,
+                G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
+                ring + b * FB_TB * n if ring != NULL else ring)
+    else:
+        for b in range(B):
+            bad[b] = elman_seq_backward(
+                nv, act, T, W, H + b * n, B * n, dH + b * n, B * n,
+                dA + b * n if dA != NULL else dA, B * n, dh + b * n,
+                X + b * I if X != NULL else X, B * I, I,
+                G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
+                ring + b * FB_TB * n if ring != NULL else ring)
+    return _first_bad(bad, B)
+
+
+cdef floating* _transposed(const floating* M, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """A malloc'd (cols, rows) copy of the (rows, cols) matrix M, or NULL when out of memory."""
+    cdef Py_ssize_t i, j
+    cdef floating* out = <floating*> malloc(rows * cols * sizeof(floating) + 1)
+    if out != NULL:
+        for i in range(rows):
+            for j in range(cols):
+                out[j * rows + i] = M[i * cols + j]
+    return out
+
+
+cdef floating* _packed(const floating* W, Py_ssize_t n, bint trans) noexcept nogil:
+    """W (trans: W^T) packed for gemm_packed, malloc'd, or NULL when out of memory."""
+    cdef floating* P = <floating*> malloc(pack_size(W, n, n) * sizeof(floating) + 1)
+    if P != NULL:
+        pack(W, n, trans, n, n, P)
+    return P
+
+
 # ---------------------------------------------------------------------------------------------------
 # (b) drivers
 # ---------------------------------------------------------------------------------------------------
@@ -191,8 +364,8 @@ def forward(int act,
             int n_threads=1):
     """Unroll h_t = f(A[t] + W h_{t-1}) over all T steps; raise FloatingPointError on a non-finite state."""
     cdef Py_ssize_t T = A.shape[0], B = A.shape[1], n = A.shape[2]
-    cdef Py_ssize_t i, j, bad = -1
-    cdef floating* wt = NULL
+    cdef Py_ssize_t nv, bad = -1
+    cdef floating* buf = NULL
     if act not in (TANH, RELU, STEP):
         raise ValueError(f"unknown activation code {act}")
     _check("W", (W.shape[0], W.shape[1]), (n, n))
@@ -200,21 +373,27 @@ def forward(int act,
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     if B == 0 or n == 0:
         return
-    if _small(B, n) and T > 0:
-        wt = <floating*> malloc(n * n * sizeof(floating))
-        if wt == NULL:
-            raise MemoryError()
+    memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
+    if T == 0:
+        return
+    nv = _seq_nv(&W[0, 0], B, n)
+    if nv or (not FASTBPTT_TILED and _small(B, n)):
+        buf = _transposed(&W[0, 0], n, n)
+    elif FASTBPTT_TILED:
+        buf = _packed(&W[0, 0], n, True)  # op = W^T: h_t = h_{t-1} W^T + a_t row by row
+    if buf == NULL and (FASTBPTT_TILED or _small(B, n)):
+        raise MemoryError()
     with nogil:
-        memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
-        if T > 0:
-            if wt != NULL:
-                for i in range(n):
-                    for j in range(n):
-                        wt[j * n + i] = W[i, j]
-                bad = _forward_small(act, wt, &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
-                free(wt)
-            else:
-                bad = _forward_blas(act, &W[0, 0], &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
+        if nv:
+            bad = _forward_seq(act, nv, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
+                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads)
+        elif FASTBPTT_TILED:
+            bad = _forward_tiled(act, buf, &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
+        elif _small(B, n):
+            bad = _forward_small(act, buf, &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
+        else:
+            bad = _forward_blas(act, &W[0, 0], &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
+        free(buf)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden state at time step {bad}")
 
@@ -229,7 +408,8 @@ def backward(int act,
              int n_threads=1):
     """Backpropagate through time; raise FloatingPointError on a non-finite gradient."""
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
-    cdef Py_ssize_t bad = -1
+    cdef Py_ssize_t nv, bad = -1
+    cdef floating* P = NULL
     if act == STEP:
         raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
     if act not in (TANH, RELU):
@@ -241,15 +421,164 @@ def backward(int act,
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
     if B == 0 or n == 0:
         return
+    nv = _seq_nv(&W[0, 0], B, n)
+    if T > 0 and not nv and FASTBPTT_TILED:
+        P = _packed(&W[0, 0], n, False)  # op = W: dh = da W row by row
+        if P == NULL:
+            raise MemoryError()
     with nogil:
         # dh0 doubles as the running gradient dL/dh_t, so the loop needs no buffer of its own
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         if T > 0:
-            if _small(B, n):
+            if nv:
+                bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
+                                    &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
+                                    <floating*> NULL, <floating*> NULL, T, B, n, n_threads)
+            elif FASTBPTT_TILED:
+                bad = _backward_tiled(act, P, &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0], &dh0[0, 0],
+                                      T, B, n, n_threads)
+                free(P)
+            elif _small(B, n):
                 bad = _backward_small(act, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
                                       &dh0[0, 0], T, B, n, n_threads)
             else:
                 bad = _backward_blas(act, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
                                      &dh0[0, 0], T, B, n, n_threads)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite gradient at time step {bad}")
+
+
+def fused_ok(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dtype):
+    """True when forward_fused / backward_fused run the sequence path for these sizes. Otherwise they
+    still give the same results, through the contract path and separate GEMMs, and gain nothing."""
+    cdef Py_ssize_t w = 8 if np.dtype(dtype) == np.float32 else 4
+    return bool(FASTBPTT_TILED and 1 <= batch <= SEQ_MAX_B and hidden_size % w == 0
+                and hidden_size // w <= FB_NV_MAX and input_size <= FUSED_MAX_I)
+
+
+def forward_fused(int act,
+                  const floating[:, ::1] U,       # IN  (H, I) input weights
+                  const floating[::1] b,          # IN  (H,) bias
+                  const floating[:, ::1] W,       # IN  (H, H) recurrent weights
+                  const floating[:, :, ::1] X,    # IN  (T, B, I) inputs
+                  const floating[:, ::1] h0,      # IN  (B, H) initial state
+                  floating[:, :, ::1] H,          # OUT (T+1, B, H) states, H[0] = h0
+                  int n_threads=1):
+    """forward() with the projection a_t = U x_t + b formed inside the time loop (no (T, B, H) array of
+    pre-activations); raise FloatingPointError on a non-finite state."""
+    cdef Py_ssize_t T = X.shape[0], B = X.shape[1], I = X.shape[2], n = W.shape[0]
+    cdef Py_ssize_t nv, bad = -1
+    cdef floating* wt = NULL
+    cdef floating* ut = NULL
+    if act not in (TANH, RELU, STEP):
+        raise ValueError(f"unknown activation code {act}")
+    _check("W", (W.shape[0], W.shape[1]), (n, n))
+    _check("U", (U.shape[0], U.shape[1]), (n, I))
+    _check("b", (b.shape[0],), (n,))
+    _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
+    _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    if not fused_ok(I, n, B, np.float32 if floating is float else np.float64):
+        A = np.matmul(np.asarray(X).reshape(T * B, I), np.asarray(U).T).reshape(T, B, n)
+        A += np.asarray(b)
+        forward(act, W, A, h0, H, n_threads)
+        return
+    memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
+    if T == 0:
+        return
+    nv = n // lanes(&W[0, 0])
+    wt = _transposed(&W[0, 0], n, n)
+    ut = _transposed(&U[0, 0], n, I)
+    if wt == NULL or ut == NULL:
+        free(wt)
+        free(ut)
+        raise MemoryError()
+    with nogil:
+        bad = _forward_seq(act, nv, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0], &H[0, 0, 0],
+                           T, B, n, n_threads)
+        free(wt)
+        free(ut)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite hidden state at time step {bad}")
+
+
+def backward_fused(int act,
+                   const floating[:, ::1] W,       # IN  (H, H)
+                   const floating[:, :, ::1] X,    # IN  (T, B, I) inputs
+                   const floating[:, :, ::1] H,    # IN  (T+1, B, H) states from forward
+                   const floating[:, :, ::1] dH,   # IN  (T, B, H) loss gradient reaching each h_t
+                   const floating[:, ::1] dh_T,    # IN  (B, H) gradient arriving from a later chunk
+                   floating[:, :, ::1] dA,         # OUT (T, B, H) or None: gradient at the pre-activations
+                   floating[:, ::1] dh0,           # OUT (B, H) gradient at the initial state
+                   floating[:, ::1] dU,            # OUT (H, I) = sum_t dA_t^T X_t
+                   floating[:, ::1] dW,            # OUT (H, H) = sum_t dA_t^T H_t
+                   floating[::1] db,               # OUT (H,) = sum_t dA_t
+                   int n_threads=1):
+    """backward() with the weight gradients folded in while each block of dA is still in cache;
+    dA=None skips writing it. Raise FloatingPointError on a non-finite gradient."""
+    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2], I = X.shape[2]
+    cdef Py_ssize_t nv, bad = -1, i, k, s, gsize = (I + n) * n
+    cdef floating* G = NULL
+    cdef floating* gb = NULL
+    cdef floating* ring = NULL
+    cdef floating* dA_ptr = NULL
+    cdef floating acc
+    if act == STEP:
+        raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
+    if act not in (TANH, RELU):
+        raise ValueError(f"unknown activation code {act}")
+    _check("W", (W.shape[0], W.shape[1]), (n, n))
+    _check("X", (X.shape[0], X.shape[1]), (T, B))
+    _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
+    if dA is not None:
+        _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n))
+    _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
+    _check("dU", (dU.shape[0], dU.shape[1]), (n, I))
+    _check("dW", (dW.shape[0], dW.shape[1]), (n, n))
+    _check("db", (db.shape[0],), (n,))
+    if not fused_ok(I, n, B, np.float32 if floating is float else np.float64):
+        dA_all = np.asarray(dA) if dA is not None else np.empty((T, B, n), dtype=np.asarray(dh0).dtype)
+        backward(act, W, H, dH, dh_T, dA_all, dh0, n_threads)
+        dA2 = dA_all.reshape(T * B, n)
+        np.matmul(dA2.T, np.asarray(X).reshape(T * B, I), out=np.asarray(dU))
+        np.matmul(dA2.T, np.asarray(H)[:T].reshape(T * B, n), out=np.asarray(dW))
+        np.sum(dA2, axis=0, out=np.asarray(db))
+        return
+    nv = n // lanes(&W[0, 0])
+    G = <floating*> calloc(B * gsize, sizeof(floating))
+    gb = <floating*> calloc(B * n, sizeof(floating))
+    if dA is None:
+        ring = <floating*> malloc(B * FB_TB * n * sizeof(floating))
+    else:
+        dA_ptr = &dA[0, 0, 0] if T > 0 else NULL
+    if G == NULL or gb == NULL or (dA is None and ring == NULL):
+        free(G)
+        free(gb)
+        free(ring)
+        raise MemoryError()
+    with nogil:
+        memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
+        if T > 0:
+            bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], dA_ptr, &dh0[0, 0],
+                                &X[0, 0, 0], I, G, gb, ring, T, B, n, n_threads)
+        # G holds dU^T over its first I rows and dW^T below; sum the sequences in a fixed order
+        for i in range(n):
+            for k in range(I):
+                acc = 0
+                for s in range(B):
+                    acc = acc + G[s * gsize + k * n + i]
+                dU[i, k] = acc
+            for k in range(n):
+                acc = 0
+                for s in range(B):
+                    acc = acc + G[s * gsize + (I + k) * n + i]
+                dW[i, k] = acc
+            acc = 0
+            for s in range(B):
+                acc = acc + gb[s * n + i]
+            db[i] = acc
+        free(G)
+        free(gb)
+        free(ring)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

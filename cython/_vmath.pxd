@@ -10,6 +10,9 @@ cdef extern from "_vmath.h" nogil:
     void fb_vsigmoid_f(float* x, Py_ssize_t n) noexcept
     bint fb_all_finite_d(const double* x, Py_ssize_t n) noexcept
     bint fb_all_finite_f(const float* x, Py_ssize_t n) noexcept
+    int FASTBPTT_INLINE_TANH
+    void fb_tanh_d(double* x, Py_ssize_t n) noexcept
+    void fb_tanh_f(float* x, Py_ssize_t n) noexcept
 
 
 cdef inline void vtanh(floating* x, Py_ssize_t n) noexcept nogil:
@@ -18,6 +21,14 @@ cdef inline void vtanh(floating* x, Py_ssize_t n) noexcept nogil:
         fb_vtanh_f(x, n)
     else:
         fb_vtanh_d(x, n)
+
+
+cdef inline void vtanh_fast(floating* x, Py_ssize_t n) noexcept nogil:
+    """x <- tanh(x), inlined AVX2 (a few ulp, several times libmvec's throughput); else vtanh."""
+    if floating is float:
+        fb_tanh_f(x, n)
+    else:
+        fb_tanh_d(x, n)
 
 
 cdef inline void vsigmoid(floating* x, Py_ssize_t n) noexcept nogil:

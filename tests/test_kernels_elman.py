@@ -136,3 +136,92 @@ def test_cython_refuses_mixed_dtypes_and_non_contiguous():
     A64 = np.zeros((3, 2, 8))[:, :, ::2]
     with pytest.raises((TypeError, ValueError)):
         _elman.forward(0, W, A64, np.zeros((2, 4)), np.empty((4, 2, 4)))
+
+
+FUSED_SHAPES = [  # T, B, I, H: the sequence path (H a whole number of registers, B <= 3) and others
+    (1, 1, 1, 8),
+    (70, 1, 2, 16),   # W1's shape; T > one weight-gradient block
+    (33, 2, 3, 32),
+    (65, 3, 16, 24),
+    (5, 1, 2, 12),    # float32: not a whole register, falls back
+    (9, 4, 2, 16),    # B > 3: falls back
+    (6, 2, 20, 8),    # I > 16: falls back
+    (0, 1, 2, 16),
+]
+
+
+def _fused_problem(rng, T, B, I, n, dtype, act):
+    W, A, h0, dH, dh_T = _problem(rng, T, B, n, dtype, act)
+    U = rng.normal(0, 1.0 / np.sqrt(I), (n, I)).astype(dtype)
+    b = rng.normal(0, 0.1, n).astype(dtype)
+    X = rng.normal(0, 1.0, (T, B, I)).astype(dtype)
+    return U, b, W, X, h0, dH, dh_T
+
+
+def _run_fused(kern, act, U, b, W, X, h0, dH, dh_T, n_threads, keep_dA):
+    T, B, _ = X.shape
+    n = W.shape[0]
+    H = np.empty((T + 1, B, n), X.dtype)
+    kern.forward_fused(act, U, b, W, X, h0, H, n_threads)
+    dA = np.empty((T, B, n), X.dtype) if keep_dA else None
+    dh0 = np.empty((B, n), X.dtype)
+    dU, dW, db = np.empty_like(U), np.empty_like(W), np.empty_like(b)
+    kern.backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads)
+    return {"H": H, "dA": dA, "dh0": dh0, "dU": dU, "dW": dW, "db": db}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("act", [0, 1], ids=["tanh", "relu"])
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("n_threads,keep_dA", [(1, True), (2, True), (1, False)])
+def test_fused_entries_agree_with_numpy(shape, act, dtype, n_threads, keep_dA, rng):
+    problem = _fused_problem(rng, *shape, dtype, act)
+    ref = _run_fused(elman_np, act, *problem, 1, True)
+    got = _run_fused(_elman, act, *problem, n_threads, keep_dA)
+    for name, r in ref.items():
+        if name == "dA" and not keep_dA:
+            continue
+        assert got[name].dtype == dtype
+        assert_close(got[name], r, dtype, f"fused {name}")
+
+
+def test_fused_ok_names_the_sequence_path():
+    assert _elman.fused_ok(2, 16, 1, np.float64) == bool(_elman.fused_ok(2, 16, 1, np.float32))
+    assert not _elman.fused_ok(2, 16, 4, np.float64)   # batch too large
+    assert not _elman.fused_ok(2, 12, 1, np.float32)   # not a whole number of float registers
+    assert not _elman.fused_ok(40, 16, 1, np.float64)  # projection better as one GEMM
+
+
+def test_fused_entries_raise_on_non_finite():
+    n, I, T = 8, 2, 400
+    U = np.ones((n, I))
+    b = np.zeros(n)
+    X = np.ones((T, 1, I))
+    H = np.empty((T + 1, 1, n))
+    with pytest.raises(FloatingPointError, match="time step"):
+        _elman.forward_fused(1, U, b, np.full((n, n), 10.0), X, np.ones((1, n)), H)
+    X[3, 0, 1] = np.nan
+    with pytest.raises(FloatingPointError, match="time step 3"):
+        _elman.forward_fused(0, U, b, np.full((n, n), 0.1), X, np.ones((1, n)), H)
+    X[3, 0, 1] = 1.0
+    _elman.forward_fused(0, U, b, np.full((n, n), 0.1), X, np.ones((1, n)), H)
+    dH = np.ones((T, 1, n))
+    dH[10, 0, 2] = np.inf
+    out = [np.empty((T, 1, n)), np.empty((1, n)), np.empty((n, I)), np.empty((n, n)), np.empty(n)]
+    with pytest.raises(FloatingPointError, match="time step 10"):
+        _elman.backward_fused(0, np.full((n, n), 0.1), X, H, dH, np.zeros((1, n)), *out)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tanh_of_the_kernels_is_accurate_everywhere(dtype):
+    """One step from h0 = 0 with W = 0 is tanh(A) itself: compare it with NumPy's over a wide range."""
+    a = np.concatenate([np.linspace(-30, 30, 6001), np.geomspace(1e-30, 30, 2000)])
+    a = np.concatenate([a, -a]).astype(dtype)
+    n = 8
+    a = a[: a.size // n * n].reshape(-1, 1, n)
+    out = np.empty((2, a.shape[0], n), dtype)
+    _elman.forward(0, np.zeros((n, n), dtype), a.reshape(1, -1, n),
+                   np.zeros((a.shape[0], n), dtype), out)
+    exact = np.tanh(a.reshape(-1, n).astype(np.float64))
+    ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.float64)
+    assert np.max(np.abs(out[1] - exact) / ulp) <= 4

@@ -25,3 +25,28 @@ def backward(
     dh0: NDArray[np.floating],   # OUT (B, H)
     n_threads: int = 1,
 ) -> None: ...
+def fused_ok(input_size: int, hidden_size: int, batch: int, dtype: object) -> bool: ...
+def forward_fused(
+    act: int,
+    U: NDArray[np.floating],   # IN  (H, I)
+    b: NDArray[np.floating],   # IN  (H,)
+    W: NDArray[np.floating],   # IN  (H, H)
+    X: NDArray[np.floating],   # IN  (T, B, I)
+    h0: NDArray[np.floating],  # IN  (B, H)
+    H: NDArray[np.floating],   # OUT (T+1, B, H)
+    n_threads: int = 1,
+) -> None: ...
+def backward_fused(
+    act: int,
+    W: NDArray[np.floating],            # IN  (H, H)
+    X: NDArray[np.floating],            # IN  (T, B, I)
+    H: NDArray[np.floating],            # IN  (T+1, B, H)
+    dH: NDArray[np.floating],           # IN  (T, B, H)
+    dh_T: NDArray[np.floating],         # IN  (B, H)
+    dA: NDArray[np.floating] | None,    # OUT (T, B, H), or None
+    dh0: NDArray[np.floating],          # OUT (B, H)
+    dU: NDArray[np.floating],           # OUT (H, I)
+    dW: NDArray[np.floating],           # OUT (H, H)
+    db: NDArray[np.floating],           # OUT (H,)
+    n_threads: int = 1,
+) -> None: ...

@@ -65,11 +65,19 @@ class ElmanCell(Cell):
         I, n = self.input_size, self.hidden_size
         return {"U": (n, I), "W": (n, n), "b": (n,)}
 
+    def _fused(self, kern, X):
+        """Whether the kernel forms the projection and the weight gradients inside its time loops."""
+        ok = getattr(kern, "fused_ok", None)
+        return ok is not None and ok(X.shape[2], self.hidden_size, X.shape[1], X.dtype)
+
     def forward(self, kern, p, X, state0, n_threads):
         """Return the states H (T+1, B, H) and the cache backward needs."""
         (h0,) = state0
-        A = _project(X, p["U"], p["b"])
         H = np.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        if self._fused(kern, X):
+            kern.forward_fused(self.act, p["U"], p["b"], p["W"], X, h0, H, n_threads)
+            return H, None
+        A = _project(X, p["U"], p["b"])
         kern.forward(self.act, p["W"], A, h0, H, n_threads)
         return H, None
 
@@ -79,8 +87,14 @@ class ElmanCell(Cell):
     def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False):
         """Return (grads of U, W, b), the gradient at the initial state, and dX (or None)."""
         (dh_T,) = dstate_T
-        dA = np.empty_like(dH)
         dh0 = np.empty_like(dh_T)
+        if self._fused(kern, X):
+            dA = np.empty_like(dH) if need_dX else None
+            grads = {k: np.empty_like(p[k]) for k in ("U", "W", "b")}
+            kern.backward_fused(self.act, p["W"], X, H, dH, dh_T, dA, dh0, grads["U"], grads["W"],
+                                grads["b"], n_threads)
+            return grads, (dh0,), self.input_grads(dA, p["U"], need_dX)
+        dA = np.empty_like(dH)
         kern.backward(self.act, p["W"], H, dH, dh_T, dA, dh0, n_threads)
         dA2 = _flat(dA)
         grads = {"U": dA2.T @ _flat(X), "W": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}

@@ -63,3 +63,31 @@ def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1):
             if not np.isfinite(dh).all():
                 raise FloatingPointError(f"non-finite gradient at time step {t}")
     dh0[...] = dh
+
+
+def forward_fused(act, U, b, W, X, h0, H, n_threads=1):
+    """forward() from the inputs: a_t = U x_t + b, then the recurrence (twin of the Cython entry that
+    forms a_t inside its time loop)."""
+    T, B, I = X.shape
+    n = W.shape[0]
+    _check("U", U.shape, (n, I))
+    _check("b", b.shape, (n,))
+    A = (X.reshape(T * B, I) @ U.T + b).reshape(T, B, n)
+    forward(act, W, A, h0, H, n_threads)
+
+
+def backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads=1):
+    """backward() plus the weight gradients dU = sum_t dA_t^T X_t, dW = sum_t dA_t^T H_t,
+    db = sum_t dA_t; dA may be None (then it is not returned)."""
+    T, B, n = dH.shape
+    I = X.shape[2]
+    _check("X", X.shape[:2], (T, B))
+    _check("dU", dU.shape, (n, I))
+    _check("dW", dW.shape, (n, n))
+    _check("db", db.shape, (n,))
+    out = np.empty((T, B, n), dtype=dH.dtype) if dA is None else dA
+    backward(act, W, H, dH, dh_T, out, dh0, n_threads)
+    dA2 = out.reshape(T * B, n)
+    dU[...] = dA2.T @ X.reshape(T * B, I)
+    dW[...] = dA2.T @ H[:-1].reshape(T * B, n)
+    db[...] = dA2.sum(axis=0)

@@ -1,0 +1,92 @@
+# Register-tiled kernels of cython/_tile.h, fused over float/double: the per-step recurrent product with
+# its constant operand packed once (pack, gemm_packed), and the Elman recurrence of one sequence.
+from cython cimport floating
+
+cdef extern from "_tile.h" nogil:
+    int FASTBPTT_TILED
+    int FB_NV_MAX
+    int FB_TB
+    size_t fb_pack_size_d(Py_ssize_t K, Py_ssize_t N) noexcept
+    size_t fb_pack_size_f(Py_ssize_t K, Py_ssize_t N) noexcept
+    void fb_pack_d(const double* B, Py_ssize_t ldb, int trans, Py_ssize_t K, Py_ssize_t N,
+                   double* P) noexcept
+    void fb_pack_f(const float* B, Py_ssize_t ldb, int trans, Py_ssize_t K, Py_ssize_t N,
+                   float* P) noexcept
+    void fb_gemm_packed_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A, Py_ssize_t lda,
+                          const double* P, const double* C0, Py_ssize_t ldc0, double* C,
+                          Py_ssize_t ldc) noexcept
+    void fb_gemm_packed_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
+                          const float* P, const float* C0, Py_ssize_t ldc0, float* C,
+                          Py_ssize_t ldc) noexcept
+    Py_ssize_t fb_elman_fwd_d(int nv, int act, Py_ssize_t T, const double* Wt, const double* A,
+                              Py_ssize_t sa, const double* X, Py_ssize_t sx, Py_ssize_t I,
+                              const double* Ut, const double* bias, double* H,
+                              Py_ssize_t sh) noexcept
+    Py_ssize_t fb_elman_fwd_f(int nv, int act, Py_ssize_t T, const float* Wt, const float* A,
+                              Py_ssize_t sa, const float* X, Py_ssize_t sx, Py_ssize_t I,
+                              const float* Ut, const float* bias, float* H, Py_ssize_t sh) noexcept
+    Py_ssize_t fb_elman_bwd_d(int nv, int act, Py_ssize_t T, const double* W, const double* H,
+                              Py_ssize_t sh, const double* dH, Py_ssize_t sg, double* dA,
+                              Py_ssize_t sa, double* dh, const double* X, Py_ssize_t sx,
+                              Py_ssize_t I, double* G, double* db, double* ring) noexcept
+    Py_ssize_t fb_elman_bwd_f(int nv, int act, Py_ssize_t T, const float* W, const float* H,
+                              Py_ssize_t sh, const float* dH, Py_ssize_t sg, float* dA,
+                              Py_ssize_t sa, float* dh, const float* X, Py_ssize_t sx,
+                              Py_ssize_t I, float* G, float* db, float* ring) noexcept
+
+
+cdef inline Py_ssize_t lanes(const floating* p) noexcept nogil:
+    """Elements per vector register (the unit n must be a multiple of for the sequence kernels)."""
+    return 8 if floating is float else 4
+
+
+cdef inline Py_ssize_t pack_size(const floating* p, Py_ssize_t K, Py_ssize_t N) noexcept nogil:
+    """Elements a packed K x N operand takes."""
+    if floating is float:
+        return fb_pack_size_f(K, N)
+    else:
+        return fb_pack_size_d(K, N)
+
+
+cdef inline void pack(const floating* B, Py_ssize_t ldb, bint trans, Py_ssize_t K, Py_ssize_t N,
+                      floating* P) noexcept nogil:
+    """P <- op(B) (K x N) in panels; op(B) = B, or B^T (B then N x K) when trans."""
+    if floating is float:
+        fb_pack_f(B, ldb, trans, K, N, P)
+    else:
+        fb_pack_d(B, ldb, trans, K, N, P)
+
+
+cdef inline void gemm_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
+                             Py_ssize_t lda, const floating* P, const floating* C0, Py_ssize_t ldc0,
+                             floating* C, Py_ssize_t ldc) noexcept nogil:
+    """C (M, N) = C0 + A (M, K) @ op(B), op(B) packed by `pack`; C0 may be NULL or C itself."""
+    if floating is float:
+        fb_gemm_packed_f(M, N, K, A, lda, P, C0, ldc0, C, ldc)
+    else:
+        fb_gemm_packed_d(M, N, K, A, lda, P, C0, ldc0, C, ldc)
+
+
+cdef inline Py_ssize_t elman_seq_forward(int nv, int act, Py_ssize_t T, const floating* Wt,
+                                         const floating* A, Py_ssize_t sa, const floating* X,
+                                         Py_ssize_t sx, Py_ssize_t I, const floating* Ut,
+                                         const floating* bias, floating* H,
+                                         Py_ssize_t sh) noexcept nogil:
+    """One sequence through all T steps; a_t from A, or bias + U x_t when X is not NULL."""
+    if floating is float:
+        return fb_elman_fwd_f(nv, act, T, Wt, A, sa, X, sx, I, Ut, bias, H, sh)
+    else:
+        return fb_elman_fwd_d(nv, act, T, Wt, A, sa, X, sx, I, Ut, bias, H, sh)
+
+
+cdef inline Py_ssize_t elman_seq_backward(int nv, int act, Py_ssize_t T, const floating* W,
+                                          const floating* H, Py_ssize_t sh, const floating* dH,
+                                          Py_ssize_t sg, floating* dA, Py_ssize_t sa, floating* dh,
+                                          const floating* X, Py_ssize_t sx, Py_ssize_t I,
+                                          floating* G, floating* db,
+                                          floating* ring) noexcept nogil:
+    """One sequence backward through all T steps; with G, also dU^T / dW^T (G) and db."""
+    if floating is float:
+        return fb_elman_bwd_f(nv, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring)
+    else:
+        return fb_elman_bwd_d(nv, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring)

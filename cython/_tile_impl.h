@@ -1,0 +1,368 @@
+/* Body of _tile.h, instantiated once per element type (FT, FB_SFX, FB_W and the V* macros set by it).
+ * No include guard: it is meant to be included twice. */
+
+#define FB_NR (2 * FB_W)
+
+/* Elements the packed copy of a K x N operand takes (N rounded up to whole panels). */
+static inline size_t FB_SFX(fb_pack_size)(ptrdiff_t K, ptrdiff_t N) {
+    return (size_t)((N + FB_NR - 1) / FB_NR) * (size_t)K * FB_NR;
+}
+
+/* P <- op(B) (K x N) in panels of NR columns, zero past N.
+ * op(B)[k][j] = B[k * ldb + j], or B[j * ldb + k] when trans. */
+static inline void FB_SFX(fb_pack)(const FT* B, ptrdiff_t ldb, int trans, ptrdiff_t K, ptrdiff_t N,
+                                    FT* P) {
+    ptrdiff_t panels = (N + FB_NR - 1) / FB_NR;
+    for (ptrdiff_t p = 0; p < panels; p++) {
+        FT* dst = P + p * K * FB_NR;
+        for (ptrdiff_t k = 0; k < K; k++) {
+            for (ptrdiff_t c = 0; c < FB_NR; c++) {
+                ptrdiff_t j = p * FB_NR + c;
+                dst[k * FB_NR + c] = j < N ? (trans ? B[j * ldb + k] : B[k * ldb + j]) : (FT)0;
+            }
+        }
+    }
+}
+
+#if FASTBPTT_TILED
+
+/* One mr x NR tile over kb steps of k: C = C0 + A @ panel (C0 may be NULL, or C itself). */
+static inline __attribute__((always_inline)) void FB_SFX(fb_tile)(
+        const int mr, ptrdiff_t kb, const FT* A, ptrdiff_t lda, const FT* Pp, const FT* C0,
+        ptrdiff_t ldc0, FT* C, ptrdiff_t ldc, ptrdiff_t ncols) {
+    VT c0[FB_MR], c1[FB_MR];
+    for (int r = 0; r < mr; r++) {
+        c0[r] = VZERO();
+        c1[r] = VZERO();
+    }
+    for (ptrdiff_t k = 0; k < kb; k++) {
+        VT b0 = VLOAD(Pp + k * FB_NR), b1 = VLOAD(Pp + k * FB_NR + FB_W);
+        for (int r = 0; r < mr; r++) {
+            VT a = VBCAST(A[r * lda + k]);
+            c0[r] = VFMA(a, b0, c0[r]);
+            c1[r] = VFMA(a, b1, c1[r]);
+        }
+    }
+    if (ncols == FB_NR) {
+        for (int r = 0; r < mr; r++) {
+            if (C0) {
+                c0[r] = VADD(c0[r], VLOAD(C0 + r * ldc0));
+                c1[r] = VADD(c1[r], VLOAD(C0 + r * ldc0 + FB_W));
+            }
+            VSTORE(C + r * ldc, c0[r]);
+            VSTORE(C + r * ldc + FB_W, c1[r]);
+        }
+    } else {
+        FT buf[FB_NR];
+        for (int r = 0; r < mr; r++) {
+            VSTORE(buf, c0[r]);
+            VSTORE(buf + FB_W, c1[r]);
+            for (ptrdiff_t j = 0; j < ncols; j++)
+                C[r * ldc + j] = buf[j] + (C0 ? C0[r * ldc0 + j] : (FT)0);
+        }
+    }
+}
+
+/* C (M x N) = C0 + A (M x K) @ op(B), op(B) packed by fb_pack. C0 may be NULL or equal to C. */
+static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
+                                           ptrdiff_t lda, const FT* P, const FT* C0, ptrdiff_t ldc0,
+                                           FT* C, ptrdiff_t ldc) {
+    ptrdiff_t panels = (N + FB_NR - 1) / FB_NR;
+    ptrdiff_t tiles = (M + FB_MR - 1) / FB_MR;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (ptrdiff_t m = 0; m < M; m++)
+            for (ptrdiff_t j = 0; j < N; j++) C[m * ldc + j] = C0 ? C0[m * ldc0 + j] : (FT)0;
+        return;
+    }
+    for (ptrdiff_t kc = 0; kc < K; kc += FB_KC) {
+        ptrdiff_t kb = K - kc < FB_KC ? K - kc : FB_KC;
+        for (ptrdiff_t p = 0; p < panels; p++) {
+            const FT* Pp = P + p * K * FB_NR + kc * FB_NR;
+            ptrdiff_t ncols = N - p * FB_NR < FB_NR ? N - p * FB_NR : FB_NR;
+            ptrdiff_t m = 0;
+            for (ptrdiff_t t = 0; t < tiles; t++) {
+                /* rows spread evenly over the tiles: a 2-row leftover tile would run latency-bound */
+                int mr = (int)((M - m + (tiles - t) - 1) / (tiles - t));
+                const FT* c0;
+                ptrdiff_t ld0;
+                if (kc == 0) {
+                    c0 = C0 ? C0 + m * ldc0 + p * FB_NR : NULL;
+                    ld0 = ldc0;
+                } else {
+                    c0 = C + m * ldc + p * FB_NR;
+                    ld0 = ldc;
+                }
+                const FT* a = A + m * lda + kc;
+                FT* c = C + m * ldc + p * FB_NR;
+                switch (mr) {
+                case 6: FB_SFX(fb_tile)(6, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
+                case 5: FB_SFX(fb_tile)(5, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
+                case 4: FB_SFX(fb_tile)(4, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
+                case 3: FB_SFX(fb_tile)(3, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
+                case 2: FB_SFX(fb_tile)(2, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
+                default: FB_SFX(fb_tile)(1, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
+                }
+                m += mr;
+            }
+        }
+    }
+}
+
+/* ---- Elman recurrence of one sequence, n = NV * width units, the whole time loop in one call ----------
+ * Rows are `s*` elements apart (the batch interleaves sequences). Keeping one sequence through all its
+ * steps avoids any per-step overhead; it is the path for a batch of one or two. */
+
+static inline __attribute__((always_inline)) VT FB_SFX(fb_act)(int act, VT s) {
+    const VT zero = VZERO();
+    if (act == 0) return VTANH(s);
+    if (act == 1) return VMAX(zero, s); /* NaN passes: max returns its second operand */
+    return VAND(VGT(s, zero), VBCAST((FT)1));
+}
+
+/* h_t = f(a_t + W h_{t-1}) for t = 0..T-1 (H points at h_0, rows sh apart). a_t is A's row t, or
+ * bias + U x_t formed here when X is given (Ut = U transposed, I x n). Wt is W transposed.
+ * Returns the first step whose state is not finite, or -1. */
+static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_fwd_nv)(
+        const int NV, int act, ptrdiff_t T, const FT* Wt, const FT* A, ptrdiff_t sa, const FT* X,
+        ptrdiff_t sx, ptrdiff_t I, const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh) {
+    const ptrdiff_t n = (ptrdiff_t)NV * FB_W;
+    const VT zero = VZERO();
+    VT acc0[FB_NV_MAX], acc1[FB_NV_MAX];
+    for (ptrdiff_t t = 0; t < T; t++) {
+        const FT* hp = H + t * sh;
+        FT* hn = H + (t + 1) * sh;
+        if (X) {
+            const FT* x = X + t * sx;
+            for (int v = 0; v < NV; v++) acc0[v] = VLOAD(bias + v * FB_W);
+            for (ptrdiff_t k = 0; k < I; k++) {
+                VT xk = VBCAST(x[k]);
+                for (int v = 0; v < NV; v++) acc0[v] = VFMA(xk, VLOAD(Ut + k * n + v * FB_W), acc0[v]);
+            }
+        } else {
+            for (int v = 0; v < NV; v++) acc0[v] = VLOAD(A + t * sa + v * FB_W);
+        }
+        for (int v = 0; v < NV; v++) acc1[v] = zero;
+        if (NV <= 4) {
+            /* two interleaved sums halve the FMA dependency chain */
+#pragma GCC unroll 64
+            for (ptrdiff_t j = 0; j < n; j += 2) {
+                VT h0 = VBCAST(hp[j]), h1 = VBCAST(hp[j + 1]);
+                for (int v = 0; v < NV; v++) {
+                    acc0[v] = VFMA(h0, VLOAD(Wt + j * n + v * FB_W), acc0[v]);
+                    acc1[v] = VFMA(h1, VLOAD(Wt + (j + 1) * n + v * FB_W), acc1[v]);
+                }
+            }
+        } else {
+            /* wide rows: NV sums are already enough in flight, and 2 NV would not fit in registers */
+#pragma GCC unroll 64
+            for (ptrdiff_t j = 0; j < n; j++) {
+                VT hj = VBCAST(hp[j]);
+                for (int v = 0; v < NV; v++) acc0[v] = VFMA(hj, VLOAD(Wt + j * n + v * FB_W), acc0[v]);
+            }
+        }
+        VT nan = zero;
+        for (int v = 0; v < NV; v++) {
+            VT h = FB_SFX(fb_act)(act, VADD(acc0[v], acc1[v]));
+            VSTORE(hn + v * FB_W, h);
+            nan = VADD(nan, VMUL(h, zero));
+        }
+        if (VANY_NAN(nan)) return t;
+    }
+    return -1;
+}
+
+/* G[k] += sum over the rows of z_r[k] da_r, z_r = (x_r, h_r), for `rows` rows; db += sum of da_r.
+ * G is (I + n) x n: its first I rows are dU transposed, the rest dW transposed. */
+static inline __attribute__((always_inline)) void FB_SFX(fb_wgrad_nv)(
+        const int NV, ptrdiff_t rows, const FT* dA, ptrdiff_t sa, const FT* X, ptrdiff_t sx,
+        ptrdiff_t I, const FT* H, ptrdiff_t sh, FT* G, FT* db) {
+    const ptrdiff_t n = (ptrdiff_t)NV * FB_W, K = I + n;
+    /* kb rows of G at a time: about 12 independent sums cover the FMA latency on both pipes */
+    enum { KB = 12 };
+    static const FT none[1] = {0};
+    VT acc[KB][FB_NV_MAX];
+    const int kb = NV >= 7 ? 1 : 12 / NV;
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += kb) {
+        const FT* z[KB];
+        ptrdiff_t sz[KB];
+        for (int q = 0; q < kb; q++) {
+            ptrdiff_t k = k0 + q;
+            z[q] = k < I ? X + k : k < K ? H + (k - I) : none;
+            sz[q] = k < I ? sx : k < K ? sh : 0;
+            for (int v = 0; v < NV; v++) acc[q][v] = k < K ? VLOAD(G + k * n + v * FB_W) : VZERO();
+        }
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const FT* da = dA + r * sa;
+            for (int q = 0; q < kb; q++) {
+                VT zq = VBCAST(z[q][r * sz[q]]);
+                for (int v = 0; v < NV; v++) acc[q][v] = VFMA(zq, VLOAD(da + v * FB_W), acc[q][v]);
+            }
+        }
+        for (int q = 0; q < kb; q++)
+            if (k0 + q < K)
+                for (int v = 0; v < NV; v++) VSTORE(G + (k0 + q) * n + v * FB_W, acc[q][v]);
+    }
+    for (int v = 0; v < NV; v++) acc[0][v] = VLOAD(db + v * FB_W);
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (int v = 0; v < NV; v++) acc[0][v] = VADD(acc[0][v], VLOAD(dA + r * sa + v * FB_W));
+    for (int v = 0; v < NV; v++) VSTORE(db + v * FB_W, acc[0][v]);
+}
+
+/* Backward through time for one sequence: da_t = (dH_t + dh) f'(a_t), dh <- W^T da_t, for t = T-1..0.
+ * dh holds dh_T on entry and dh_0 on return. H points at h_0 (rows sh apart), dH and dA at step 0.
+ * When G is given, dU^T / dW^T / db are accumulated (fb_wgrad) every FB_TB steps; dA may then be NULL,
+ * and `ring` (FB_TB x n) holds the last block instead. Returns the first bad step, or -1. */
+static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_bwd_nv)(
+        const int NV, int act, ptrdiff_t T, const FT* W, const FT* H, ptrdiff_t sh, const FT* dH,
+        ptrdiff_t sg, FT* dA, ptrdiff_t sa, FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G,
+        FT* db, FT* ring) {
+    const ptrdiff_t n = (ptrdiff_t)NV * FB_W;
+    const VT zero = VZERO(), one = VBCAST((FT)1);
+    VT d[FB_NV_MAX], acc0[FB_NV_MAX], acc1[FB_NV_MAX];
+    ptrdiff_t end = T; /* rows [t + 1, end) are waiting to be folded into G */
+    for (int v = 0; v < NV; v++) d[v] = VLOAD(dh + v * FB_W);
+    for (ptrdiff_t t = T - 1; t >= 0; t--) {
+        const FT* h = H + (t + 1) * sh;
+        const FT* g = dH + t * sg;
+        ptrdiff_t start = end - FB_TB > 0 ? end - FB_TB : 0; /* first row of the current block */
+        FT* da = dA ? dA + t * sa : ring + (t - start) * n;
+        for (int v = 0; v < NV; v++) {
+            VT x = VADD(VLOAD(g + v * FB_W), d[v]);
+            VT hv = VLOAD(h + v * FB_W);
+            x = act == 0 ? VMUL(x, VSUB(one, VMUL(hv, hv))) : VMUL(x, VAND(VGT(hv, zero), one));
+            VSTORE(da + v * FB_W, x);
+            acc0[v] = zero;
+            acc1[v] = zero;
+        }
+        if (NV <= 4) {
+#pragma GCC unroll 64
+            for (ptrdiff_t i = 0; i < n; i += 2) {
+                VT a0 = VBCAST(da[i]), a1 = VBCAST(da[i + 1]);
+                for (int v = 0; v < NV; v++) {
+                    acc0[v] = VFMA(a0, VLOAD(W + i * n + v * FB_W), acc0[v]);
+                    acc1[v] = VFMA(a1, VLOAD(W + (i + 1) * n + v * FB_W), acc1[v]);
+                }
+            }
+        } else {
+#pragma GCC unroll 64
+            for (ptrdiff_t i = 0; i < n; i++) {
+                VT ai = VBCAST(da[i]);
+                for (int v = 0; v < NV; v++) acc0[v] = VFMA(ai, VLOAD(W + i * n + v * FB_W), acc0[v]);
+            }
+        }
+        VT nan = zero;
+        for (int v = 0; v < NV; v++) {
+            d[v] = VADD(acc0[v], acc1[v]);
+            nan = VADD(nan, VMUL(d[v], zero));
+        }
+        if (VANY_NAN(nan)) return t;
+        if (G && t == start) {
+            const FT* rows_dA = dA ? dA + start * sa : ring;
+            FB_SFX(fb_wgrad_nv)(NV, end - start, rows_dA, dA ? sa : n, X ? X + start * sx : X, sx, I,
+                                H + start * sh, sh, G, db);
+            end = start;
+        }
+    }
+    for (int v = 0; v < NV; v++) VSTORE(dh + v * FB_W, d[v]);
+    return -1;
+}
+
+/* The same three, dispatched on NV so each width gets its own fully unrolled copy. */
+#define FB_NV_SWITCH(CALL)                                                                        \
+    switch (nv) {                                                                                 \
+    case 1: return CALL(1); case 2: return CALL(2); case 3: return CALL(3); case 4: return CALL(4); \
+    case 5: return CALL(5); case 6: return CALL(6); case 7: return CALL(7); default: return CALL(8); \
+    }
+
+static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt, const FT* A,
+                                     ptrdiff_t sa, const FT* X, ptrdiff_t sx, ptrdiff_t I,
+                                     const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh) {
+#define FB_CALL(NV) FB_SFX(fb_elman_fwd_nv)(NV, act, T, Wt, A, sa, X, sx, I, Ut, bias, H, sh)
+    FB_NV_SWITCH(FB_CALL)
+#undef FB_CALL
+}
+
+static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,
+                                     ptrdiff_t sh, const FT* dH, ptrdiff_t sg, FT* dA, ptrdiff_t sa,
+                                     FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,
+                                     FT* ring) {
+#define FB_CALL(NV) FB_SFX(fb_elman_bwd_nv)(NV, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring)
+    FB_NV_SWITCH(FB_CALL)
+#undef FB_CALL
+}
+#undef FB_NV_SWITCH
+
+#else
+
+/* Plain C for builds without AVX2 + FMA: the same contracts, n = nv * width units. */
+static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt, const FT* A,
+                                     ptrdiff_t sa, const FT* X, ptrdiff_t sx, ptrdiff_t I,
+                                     const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh) {
+    const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
+    for (ptrdiff_t t = 0; t < T; t++) {
+        const FT* hp = H + t * sh;
+        FT* hn = H + (t + 1) * sh;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            FT s;
+            if (X) {
+                s = bias[i];
+                for (ptrdiff_t k = 0; k < I; k++) s += X[t * sx + k] * Ut[k * n + i];
+            } else {
+                s = A[t * sa + i];
+            }
+            for (ptrdiff_t j = 0; j < n; j++) s += Wt[j * n + i] * hp[j];
+            hn[i] = act == 0 ? (FT)tanh(s) : act == 1 ? (s > 0 || s != s ? s : 0) : (s > 0 ? 1 : 0);
+        }
+        for (ptrdiff_t i = 0; i < n; i++)
+            if (hn[i] * 0 != 0) return t;
+    }
+    return -1;
+}
+
+static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,
+                                     ptrdiff_t sh, const FT* dH, ptrdiff_t sg, FT* dA, ptrdiff_t sa,
+                                     FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,
+                                     FT* ring) {
+    const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
+    for (ptrdiff_t t = T - 1; t >= 0; t--) {
+        const FT* h = H + (t + 1) * sh;
+        FT* da = dA ? dA + t * sa : ring;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            FT x = dH[t * sg + i] + dh[i];
+            da[i] = act == 0 ? x * (1 - h[i] * h[i]) : x * (FT)(h[i] > 0);
+        }
+        for (ptrdiff_t j = 0; j < n; j++) {
+            FT s = 0;
+            for (ptrdiff_t i = 0; i < n; i++) s += W[i * n + j] * da[i];
+            dh[j] = s;
+        }
+        for (ptrdiff_t j = 0; j < n; j++)
+            if (dh[j] * 0 != 0) return t;
+        if (G) {
+            for (ptrdiff_t k = 0; k < I + n; k++) {
+                FT z = k < I ? X[t * sx + k] : H[t * sh + k - I];
+                for (ptrdiff_t i = 0; i < n; i++) G[k * n + i] += z * da[i];
+            }
+            for (ptrdiff_t i = 0; i < n; i++) db[i] += da[i];
+        }
+    }
+    return -1;
+}
+
+static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
+                                           ptrdiff_t lda, const FT* P, const FT* C0, ptrdiff_t ldc0,
+                                           FT* C, ptrdiff_t ldc) {
+    for (ptrdiff_t m = 0; m < M; m++) {
+        for (ptrdiff_t j = 0; j < N; j++) {
+            const FT* col = P + (j / FB_NR) * K * FB_NR + j % FB_NR;
+            FT s = 0;
+            for (ptrdiff_t k = 0; k < K; k++) s += A[m * lda + k] * col[k * FB_NR];
+            C[m * ldc + j] = (C0 ? C0[m * ldc0 + j] : (FT)0) + s;
+        }
+    }
+}
+
+#endif
+
+#undef FB_NR
