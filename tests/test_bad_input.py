@@ -160,7 +160,7 @@ def test_lstm_state_shapes_checked():
     m = fb.RNN(2, 4, 1, cell="lstm")
     with pytest.raises(ValueError, match=r"c0 has shape \(3, 5\); expected \(3, 4\)"):
         m.loss_and_grad(GOOD_X, GOOD_Y, c0=np.zeros((3, 5)))
-    with pytest.raises(ValueError, match=r"h0 has shape \(2, 4\); expected \(3, 4\) for a batch of 3"):
+    with pytest.raises(ValueError, match=r"h0 has shape \(2, 4\); expected \(3, 4\), that is \(B, H\) "):
         m.loss_and_grad(GOOD_X, GOOD_Y, h0=np.zeros((2, 4)))
     gru = fb.RNN(2, 4, 1, cell="gru")
     with pytest.raises(ValueError, match="c0 is only for the lstm cell"):

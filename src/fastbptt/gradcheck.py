@@ -3,27 +3,30 @@
 import numpy as np
 
 
-def gradcheck(model, X, Y, h0=None, c0=None, eps=1e-4, max_entries=None, seed=0):
+def gradcheck(model, X, Y, h0=None, c0=None, lengths=None, eps=1e-4, max_entries=None, seed=0):
     """Worst relative error of `model.loss_and_grad` against central differences, per parameter.
 
-    Runs in float64 on a copy of the model (the model itself is not touched). For each parameter (and h0 /
+    Runs in float64 on a copy of the model (the model itself is not touched), in evaluation mode so
+    that dropout does not redraw its masks between evaluations. For each parameter (and h0 /
     c0 when given) the error is max_i |analytic_i - numeric_i| / max(max_i |analytic_i|, max_i |numeric_i|),
-    the worst entry measured against the scale of that parameter's gradient. `max_entries` checks a seeded
+    the worst entry measured against the scale of that parameter's gradient (at least 1e-3 of the largest
+    parameter's gradient scale, so a vanishing gradient is not judged by its rounding noise). `max_entries` checks a seeded
     random subset of each parameter's entries instead of all of them.
 
     The difference is the fourth-order central stencil (f(x-2e) - 8f(x-e) + 8f(x+e) - f(x+2e)) / 12e:
     with e = 1e-4 its truncation (~e^4) and rounding (~1e-16 / e) errors both stay near 1e-12, where
     the plain two-point stencil cannot get below ~1e-8 at any e.
     """
-    m = model.copy(dtype=np.float64)
+    m = model.copy(dtype=np.float64).eval()
     X = np.asarray(X, dtype=np.float64)
     states = {k: None if v is None else np.array(v, dtype=np.float64) for k, v in
               (("h0", h0), ("c0", c0))}
+    states["lengths"] = lengths
     _, grads = m.loss_and_grad(X, Y, **states)
     rng = np.random.default_rng(seed)
-    errors = {}
+    errors, found = {}, {}
     targets = dict(m.params)
-    targets.update({k: v for k, v in states.items() if v is not None})
+    targets.update({k: v for k, v in states.items() if v is not None and k != "lengths"})
     for name, value in targets.items():
         flat = value.reshape(-1)
         idx = np.arange(flat.size)
@@ -39,7 +42,12 @@ def gradcheck(model, X, Y, h0=None, c0=None, eps=1e-4, max_entries=None, seed=0)
                 f[step] = m.evaluate(X, Y, **states)
             flat[i] = old
             numeric[k] = (f[-2] - 8 * f[-1] + 8 * f[1] - f[2]) / (12 * eps)
-        scale = max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0))
-        err = np.abs(analytic - numeric).max(initial=0.0)
-        errors[name] = 0.0 if scale == 0 else float(err / scale)
+        found[name] = (np.abs(analytic - numeric).max(initial=0.0),
+                       max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0)))
+    # a parameter whose gradient all but vanishes (a dead ReLU unit) is measured against a floor of
+    # 1e-3 of the largest gradient, not against its own rounding noise
+    floor = 1e-3 * max((scale for _, scale in found.values()), default=0.0)
+    for name, (err, scale) in found.items():
+        denom = max(scale, floor)
+        errors[name] = 0.0 if denom == 0 else float(err / denom)
     return errors

@@ -97,8 +97,18 @@ class Head:
             return softmax(o, axis=-1)
         return o
 
-    def loss_and_grad(self, p, Hs, Y, scale=None):
-        """Return (loss, dHs, grads of V and c). `scale` overrides the reduction's divisor."""
+    def loss_and_grad(self, p, Hs, Y, scale=None, mask=None):
+        """Return (loss, dHs, grads of V and c). `scale` overrides the reduction's divisor.
+
+        `mask` (T', B) marks the steps that count (variable lengths): the others add nothing, get a
+        zero gradient, and the mean divides by the number of steps that count.
+        """
+        if mask is not None:
+            idx = np.nonzero(mask)
+            loss, dvalid, grads = self.loss_and_grad(p, Hs[idx][None], Y[idx][None], scale)
+            dHs = np.zeros_like(Hs)
+            dHs[idx] = dvalid[0]
+            return loss, dHs, grads
         T, B, n = Hs.shape
         if scale is None:
             scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0

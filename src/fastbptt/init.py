@@ -21,11 +21,14 @@ b[H:2H] to 1 (gate order i, f, g, o; Gers et al. 2000, Jozefowicz et al. 2015);
 `with_forget_bias(base, value)` does the same for a callable or another value.
 """
 
+import re
+
 import numpy as np
 
 RECURRENT = ("W", "Wh")  # the cell's recurrent matrices: rows are gate blocks of H, columns H
 HEAD = ("V", "c")  # the output layer's parameters
 FORGET_SUFFIX = "+forget_bias"
+_LAYER_SUFFIX = re.compile(r"_l\d+(_reverse)?$")
 
 
 def _fan_in(shape):
@@ -152,6 +155,11 @@ def _resolve(spec):
                      "parameter name")
 
 
+def base_name(name):
+    """The cell's own name of a parameter of any layer or direction: W_l1_reverse -> W."""
+    return _LAYER_SUFFIX.sub("", name)
+
+
 def init_params(shapes, scheme, rng, dtype, hidden_size):
     """Draw every parameter of `shapes` (name -> shape), in the order given, from `rng`."""
     if scheme is None:
@@ -164,7 +172,7 @@ def init_params(shapes, scheme, rng, dtype, hidden_size):
         per_name = {name: scheme.get(name, "default") for name in shapes}
     else:
         per_name = dict.fromkeys(shapes, scheme)
-    has_lstm_bias = any(_is_lstm_bias(n, s, hidden_size) for n, s in shapes.items())
+    has_lstm_bias = any(_is_lstm_bias(base_name(n), s, hidden_size) for n, s in shapes.items())
     out = {}
     for name, shape in shapes.items():
         spec = per_name[name]
@@ -175,7 +183,8 @@ def init_params(shapes, scheme, rng, dtype, hidden_size):
             if isinstance(init, with_forget_bias) and not has_lstm_bias:
                 raise ValueError(f"initialiser {spec!r} sets the LSTM forget-gate bias, but this "
                                  f"model has no lstm bias 'b' of shape ({4 * hidden_size},)")
-            value = init(name, shape, rng, hidden_size)
+            # stacked and reverse layers (W_l1, Wh_l0_reverse) are initialised as their cell's W, Wh
+            value = init(base_name(name), shape, rng, hidden_size)
         value = np.asarray(value, dtype=dtype)
         if value.shape != tuple(shape):
             raise ValueError(f"initialiser for {name!r} gave shape {value.shape}, expected {shape}")

@@ -5,8 +5,9 @@ import numpy as np
 from . import heads as _heads
 from ._backend import resolve_backend
 from ._checks import as_dtype, positive_int, real_array
-from .cells import CELLS, make_cell
+from .cells import CELLS
 from .init import init_params
+from .stack import Stack
 
 
 class Params(dict):
@@ -48,6 +49,14 @@ class Params(dict):
                 raise ValueError(f"parameter {name!r} contains NaN or Inf")
 
 
+class _Call:
+    """One validated call: inputs (sorted by decreasing length when lengths are given)."""
+
+    def __init__(self, X, single, state0, Y):
+        self.X, self.single, self.state0, self.Y = X, single, state0, Y
+        self.lengths = self.batch_sizes = self.order = None
+
+
 class RNN:
     """A recurrent network: one recurrent layer (tanh, relu, step, lstm or gru) and an output head.
 
@@ -57,7 +66,7 @@ class RNN:
 
     def __init__(self, input_size, hidden_size, output_size=None, cell="tanh", output="linear",
                  loss="mse", reduction="mean", target="all", dtype=np.float64, backend=None,
-                 seed=0, init=None, n_threads=1):
+                 seed=0, init=None, n_threads=1, num_layers=1, bidirectional=False, dropout=0.0):
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
         if output is None:
@@ -69,9 +78,26 @@ class RNN:
             output_size = positive_int("output_size", output_size)
         self.output_size = output_size
         self.dtype = as_dtype(dtype)
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; expected one of "
+                             f"{', '.join(repr(c) for c in CELLS)}")
         self.cell_name = cell
-        self.cell = make_cell(cell, self.input_size, self.hidden_size)
-        self.head = _heads.Head(output, loss, reduction, target, self.hidden_size, output_size)
+        self.num_layers = positive_int("num_layers", num_layers)
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise ValueError(f"bidirectional must be True or False, got {bidirectional!r}")
+        self.bidirectional = bool(bidirectional)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) or not (
+                0.0 <= dropout < 1.0):
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        # the recurrent layers; `cell` keeps the name the training loop and older code use
+        self.cell = Stack(cell, self.input_size, self.hidden_size, self.num_layers,
+                          self.bidirectional, self.dropout)
+        if output is None and self.cell.output_size != self.hidden_size:
+            raise ValueError("output=None (the hidden state is the output) needs one direction; "
+                             "use an output layer with bidirectional=True")
+        self.head = _heads.Head(output, loss, reduction, target, self.cell.output_size, output_size)
+        self.training = True
         self.n_threads = positive_int("n_threads", n_threads)
         self._backend_request = backend
         self._backend = resolve_backend(backend)
@@ -81,6 +107,8 @@ class RNN:
         rng = np.random.default_rng(seed)
         values = init_params(shapes, init, rng, self.dtype, self.hidden_size)
         self.params = Params(shapes, self.dtype, values)
+        self._dropout_rng = np.random.default_rng([seed, 1]) if isinstance(seed, int) else \
+            np.random.default_rng()
 
     # -- configuration ---------------------------------------------------------------------------------
 
@@ -126,7 +154,19 @@ class RNN:
             "target": self.target,
             "dtype": self.dtype.name,
             "n_threads": self.n_threads,
+            "num_layers": self.num_layers,
+            "bidirectional": self.bidirectional,
+            "dropout": self.dropout,
         }
+
+    def train(self, mode=True):
+        """Training mode (dropout between layers active in loss_and_grad and fit); returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: no dropout anywhere; returns self."""
+        return self.train(False)
 
     def copy(self, dtype=None):
         """An independent copy (optionally in another dtype) with the same parameters and backend."""
@@ -135,13 +175,17 @@ class RNN:
             cfg["dtype"] = as_dtype(dtype).name
         other = RNN(**cfg, backend=self._backend_request)
         other.params.update({k: v.copy() for k, v in self.params.items()})
+        other.training = self.training
         return other
 
     def __repr__(self):
         return (f"RNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"output_size={self.output_size}, cell={self.cell_name!r}, output={self.output!r}, "
                 f"loss={self.loss!r}, reduction={self.reduction!r}, target={self.target!r}, "
-                f"dtype={self.dtype.name}, backend={self.backend!r})")
+                f"dtype={self.dtype.name}, backend={self.backend!r}"
+                + (f", num_layers={self.num_layers}" if self.num_layers > 1 else "")
+                + (", bidirectional=True" if self.bidirectional else "")
+                + (f", dropout={self.dropout}" if self.dropout else "") + ")")
 
     # -- inputs ----------------------------------------------------------------------------------------
 
@@ -164,108 +208,184 @@ class RNN:
             raise ValueError("X has an empty batch (B = 0); expected at least one sequence")
         return np.ascontiguousarray(X), single
 
+    def _state_shape(self, B):
+        k = self.num_layers * (2 if self.bidirectional else 1)
+        return (B, self.hidden_size) if k == 1 else (k, B, self.hidden_size)
+
     def _initial_state(self, B, single, h0=None, c0=None):
         given = {"h0": h0, "c0": c0}
         if c0 is not None and "c" not in self.cell.state_names:
             raise ValueError(f"c0 is only for the lstm cell; this model's cell is {self.cell_name!r}")
+        shape = self._state_shape(B)
         state = []
         for sname in self.cell.state_names:
             key = sname + "0"
             value = given[key]
             if value is None:
-                state.append(np.zeros((B, self.hidden_size), dtype=self.dtype))
+                state.append(np.zeros(shape, dtype=self.dtype))
                 continue
             arr = real_array(key, value, self.dtype)
-            if single and arr.shape == (self.hidden_size,):
-                arr = arr[None, :]
-            if arr.shape != (B, self.hidden_size):
-                raise ValueError(f"{key} has shape {np.shape(value)}; expected "
-                                 f"({B}, {self.hidden_size}) for a batch of {B}")
+            if single and arr.ndim == len(shape) - 1:
+                arr = np.expand_dims(arr, axis=-2)
+            if arr.shape != shape:
+                layout = "(B, H)" if len(shape) == 2 else "(num_layers * num_directions, B, H)"
+                raise ValueError(f"{key} has shape {np.shape(value)}; expected {shape}, that is "
+                                 f"{layout} for a batch of {B}")
             state.append(np.ascontiguousarray(arr))
         return tuple(state)
+
+    def _lengths(self, lengths, T, B):
+        """Validated lengths (B,) int64, or None when every sequence fills all T steps."""
+        if lengths is None:
+            return None
+        arr = np.asarray(lengths)
+        if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
+            raise TypeError(f"lengths has dtype {arr.dtype}; expected integers")
+        arr = arr.astype(np.int64).reshape(-1) if arr.ndim == 0 else arr.astype(np.int64)
+        if arr.shape != (B,):
+            raise ValueError(f"lengths has shape {np.shape(lengths)}; expected ({B},), one length "
+                             "per sequence")
+        if arr.min() < 1 or arr.max() > T:
+            raise ValueError(f"lengths must lie in [1, T={T}] (empty sequences are not allowed); "
+                             f"got range [{arr.min()}, {arr.max()}]")
+        return None if np.all(arr == T) else arr
 
     # -- forward / backward ------------------------------------------------------------------------------
 
     def _kernels(self):
         return self.cell.kernels(self._backend)
 
-    def _run(self, X, state0):
-        """Forward through the recurrent layer: states H (T+1, B, H) and the cell's cache."""
-        self.params.check_finite()
-        return self.cell.forward(self._kernels(), self.params, X, state0, self.n_threads)
+    def _prepare(self, X, h0=None, c0=None, lengths=None, Y=None):
+        """Validate one call's inputs; with lengths, sort the batch by decreasing length."""
+        X, single = self._inputs(X)
+        T, B, _ = X.shape
+        state0 = self._initial_state(B, single, h0, c0)
+        lengths = self._lengths(lengths, T, B)
+        if Y is not None:
+            Y = self.head.prepare_targets(Y, T, B, single, self.dtype)
+        call = _Call(X, single, state0, Y)
+        if lengths is not None:
+            order = np.argsort(-lengths, kind="stable")
+            call.lengths = np.ascontiguousarray(lengths[order])
+            # at step t only the sequences still running (a prefix, once sorted) are advanced
+            ascending = call.lengths[::-1]
+            call.batch_sizes = (B - np.searchsorted(ascending, np.arange(T), side="right")).astype(
+                np.intp)
+            if np.any(order != np.arange(B)):
+                call.order = order
+                call.X = np.ascontiguousarray(X[:, order])
+                call.state0 = tuple(np.ascontiguousarray(s[..., order, :]) for s in state0)
+                if Y is not None:
+                    call.Y = np.ascontiguousarray(Y[:, order])
+        return call
 
-    def _seen(self, H):
-        """The states the head and loss look at: every step, or only the last."""
-        return H[1:] if self.target == "all" else H[-1:]
+    def _run(self, X, state0, lengths=None, batch_sizes=None, training=None):
+        """Forward through the recurrent layers: the top layer's states Hout (T+1, B, H * D) and a trace."""
+        self.params.check_finite()
+        if training is None:
+            training = self.training
+        return self.cell.forward(self._kernels(), self.params, X, state0, self.n_threads,
+                                 lengths=lengths, batch_sizes=batch_sizes,
+                                 training=training and self.dropout > 0, rng=self._dropout_rng)
+
+    def _seen(self, H, lengths=None):
+        """The states the head and loss look at: every step, or only each sequence's last."""
+        if self.target == "all":
+            return H[1:]
+        if lengths is None:
+            return H[-1:]
+        return H[lengths, np.arange(H.shape[1])][None]
 
     def _backward(self, X, H, cache, dHs, dstate_T=None, need_dX=False):
-        """From the gradient at the seen states, the cell's parameter grads, dstate0 and dX."""
+        """From the gradient at the seen states, the parameter grads, dstate0 and dX."""
         if not self.cell.differentiable:
             raise ValueError(f"the {self.cell_name!r} cell is forward only: it has no useful gradient")
         if self.target == "all":
             dH = np.ascontiguousarray(dHs, dtype=self.dtype)
         else:
             dH = np.zeros((H.shape[0] - 1,) + H.shape[1:], dtype=self.dtype)
-            dH[-1] = dHs[0]
+            lengths = getattr(cache, "lengths", None)
+            if lengths is None:
+                dH[-1] = dHs[0]
+            else:
+                dH[lengths - 1, np.arange(H.shape[1])] = dHs[0]
         if dstate_T is None:
-            dstate_T = tuple(np.zeros(H.shape[1:], dtype=self.dtype) for _ in self.cell.state_names)
+            shape = self._state_shape(H.shape[1])
+            dstate_T = tuple(np.zeros(shape, dtype=self.dtype) for _ in self.cell.state_names)
         return self.cell.backward(self._kernels(), self.params, X, H, cache, dH, dstate_T,
                                   self.n_threads, need_dX)
 
-    def forward(self, X, h0=None, c0=None):
-        """Outputs and final state: (Y_hat, state) with state = (h_T,) or (h_T, c_T) for lstm."""
-        X, single = self._inputs(X)
-        state0 = self._initial_state(X.shape[1], single, h0, c0)
-        H, cache = self._run(X, state0)
-        Y_hat = self.head.forward(self.params, self._seen(H))
-        state = self.cell.final_state(H, cache)
+    def _head_loss(self, call, H):
+        mask = None
+        if call.lengths is not None and self.target == "all":
+            mask = np.arange(H.shape[0] - 1)[:, None] < call.lengths[None, :]
+        return self.head.loss_and_grad(self.params, self._seen(H, call.lengths), call.Y, mask=mask)
+
+    def forward(self, X, h0=None, c0=None, lengths=None):
+        """Outputs and final state: (Y_hat, state), state = (h_T,) or (h_T, c_T) for lstm.
+
+        With `lengths`, outputs at padded steps are zero and the state is each sequence's state after
+        its own last step. States are (B, H), or (num_layers * num_directions, B, H) for stacked or
+        bidirectional models.
+        """
+        call = self._prepare(X, h0, c0, lengths)
+        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False)
+        Y_hat = self.head.forward(self.params, self._seen(H, call.lengths))
+        state = self.cell.final_state(H, trace)
+        if call.lengths is not None and self.target == "all":
+            Y_hat[np.arange(Y_hat.shape[0])[:, None] >= call.lengths[None, :]] = 0
+        if call.order is not None:
+            inverse = np.argsort(call.order)
+            Y_hat = Y_hat[:, inverse]
+            state = tuple(s[..., inverse, :] for s in state)
         if self.target == "last":
             Y_hat = Y_hat[0]
-        if single:
+        if call.single:
             Y_hat = Y_hat[:, 0] if self.target == "all" else Y_hat[0]
-            state = tuple(s[0] for s in state)
+            state = tuple(s[..., 0, :] for s in state)
         return Y_hat, state
 
-    def predict(self, X, h0=None, c0=None):
+    def predict(self, X, h0=None, c0=None, lengths=None):
         """Outputs for X: (T, B, O) for target="all", (B, O) for target="last" (without B for 2-D X)."""
-        return self.forward(X, h0, c0)[0]
+        return self.forward(X, h0, c0, lengths)[0]
 
-    def predict_classes(self, X, h0=None, c0=None):
+    def predict_classes(self, X, h0=None, c0=None, lengths=None):
         """Arg-max class (softmax), 0/1 (sigmoid, threshold 0.5) or 0/1 (linear/None, threshold 0)."""
-        Y_hat = self.predict(X, h0, c0)
+        Y_hat = self.predict(X, h0, c0, lengths)
         if self.output == "softmax":
             return Y_hat.argmax(axis=-1)
         threshold = 0.5 if self.output == "sigmoid" else 0.0
         return (Y_hat > threshold).astype(np.int64)
 
-    def loss_and_grad(self, X, Y, h0=None, c0=None):
+    def loss_and_grad(self, X, Y, h0=None, c0=None, lengths=None):
         """Loss and its gradient for every parameter (and for h0 / c0 when given).
 
-        Returns (loss, grads) with grads keyed like `params` (plus "h0", "c0" for given initial states).
+        Returns (loss, grads) with grads keyed like `params` (plus "h0", "c0" for given initial
+        states). With `lengths` (B,), padded steps add nothing to the loss or the gradients, and
+        reduction="mean" divides by the number of valid steps. In training mode (the default; see
+        `train`/`eval`) dropout between stacked layers is applied.
         """
-        X, single = self._inputs(X)
-        T, B, _ = X.shape
-        state0 = self._initial_state(B, single, h0, c0)
-        Y = self.head.prepare_targets(Y, T, B, single, self.dtype)
-        H, cache = self._run(X, state0)
-        loss, dHs, head_grads = self.head.loss_and_grad(self.params, self._seen(H), Y)
-        grads, dstate0, _ = self._backward(X, H, cache, dHs)
-        grads.update(head_grads)
-        for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0)):
-            if given is not None:
-                grads[name] = value[0] if single and np.ndim(given) == 1 else value
+        call = self._prepare(X, h0, c0, lengths, Y)
+        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes)
+        loss, dHs, head_grads = self._head_loss(call, H)
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss is not finite ({loss})")
+        grads, dstate0, _ = self._backward(call.X, H, trace, dHs)
+        grads.update(head_grads)
+        if call.order is not None:
+            inverse = np.argsort(call.order)
+            dstate0 = tuple(d[..., inverse, :] for d in dstate0)
+        for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0)):
+            if given is not None:
+                grads[name] = value[..., 0, :] if call.single and np.ndim(given) < value.ndim \
+                    else value
         return loss, grads
 
-    def evaluate(self, X, Y, h0=None, c0=None):
-        """The loss alone (no backward pass through time)."""
-        X, single = self._inputs(X)
-        T, B, _ = X.shape
-        state0 = self._initial_state(B, single, h0, c0)
-        Y = self.head.prepare_targets(Y, T, B, single, self.dtype)
-        H, _ = self._run(X, state0)
-        return self.head.loss_and_grad(self.params, self._seen(H), Y)[0]
+    def evaluate(self, X, Y, h0=None, c0=None, lengths=None):
+        """The loss alone (no backward pass through time, no dropout)."""
+        call = self._prepare(X, h0, c0, lengths, Y)
+        H, _ = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False)
+        return self._head_loss(call, H)[0]
 
     # -- training and checkpoints (fastbptt.train, fastbptt.io) -----------------------------------------
 
@@ -275,8 +395,10 @@ class RNN:
 
         return fit(self, X, Y, **kwargs)
 
-    def save(self, path):
-        """Write the model to `path` (.npz, atomically); read it back with fastbptt.load."""
+    def save(self, path, optimizer=None):
+        """Write the model (and an optimizer's state, to resume) to `path` (.npz, atomically).
+
+        Read it back with fastbptt.load."""
         from .io import save
 
-        save(self, path)
+        save(self, path, optimizer=optimizer)

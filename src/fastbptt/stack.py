@@ -1,0 +1,210 @@
+"""The recurrent part of a model: `num_layers` layers of one cell type, each one or two directions.
+
+Layer l > 0 reads the outputs of layer l - 1 (both directions concatenated), so dX of the kernel contract
+flows down the stack in the backward pass. The reverse direction runs the same kernel over each sequence
+reversed within its own length. Dropout (training only) is applied to the outputs of every layer but the
+last.
+
+Parameters of layer 0's forward direction keep the cell's contract names (U, W, b / Wx, Wh, b / ...);
+the others are suffixed like PyTorch's: `_l{k}` for layer k, `_reverse` for the reverse direction
+(`W_l1`, `Wh_l0_reverse`). Initial and final states are (B, H) for one layer and direction, else
+(num_layers * num_directions, B, H), indexed l * num_directions + d as in PyTorch.
+
+Variable lengths: the model sorts the batch by decreasing length, and the kernels advance only the
+first `batch_sizes[t]` sequences at step t (the active batch shrinks as sequences end), so padded steps
+cost nothing and contribute nothing.
+"""
+
+import numpy as np
+
+from .cells import make_cell
+
+
+def param_suffix(layer, direction):
+    if layer == 0 and direction == 0:
+        return ""
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+class Trace:
+    """What the backward pass needs from one forward pass of the stack."""
+
+    __slots__ = ("layers", "masks", "lengths", "batch_sizes", "reverse_index")
+
+    def __init__(self, lengths, batch_sizes, reverse_index):
+        self.layers = []   # per (layer, direction): (X fed to it, its H, its cell cache)
+        self.masks = []    # per layer below the top: dropout mask (scaled) or None
+        self.lengths = lengths
+        self.batch_sizes = batch_sizes
+        self.reverse_index = reverse_index
+
+
+class Stack:
+    """num_layers x num_directions cells; quacks like a single Cell for the model and training loop."""
+
+    def __init__(self, cell, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0):
+        self.cell_name = cell
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_directions = 2 if bidirectional else 1
+        self.dropout = dropout
+        self.cells = []
+        for layer in range(num_layers):
+            n_in = input_size if layer == 0 else hidden_size * self.num_directions
+            self.cells.append([make_cell(cell, n_in, hidden_size)
+                               for _ in range(self.num_directions)])
+        first = self.cells[0][0]
+        self.family = first.family
+        self.state_names = first.state_names
+        self.differentiable = first.differentiable
+        self.gates = first.gates
+
+    @property
+    def single(self):
+        """One layer, one direction: the stack is exactly its cell (states (B, H))."""
+        return self.num_layers * self.num_directions == 1
+
+    @property
+    def output_size(self):
+        return self.hidden_size * self.num_directions
+
+    def kernels(self, backend):
+        return self.cells[0][0].kernels(backend)
+
+    def param_shapes(self):
+        shapes = {}
+        for layer, row in enumerate(self.cells):
+            for direction, cell in enumerate(row):
+                suffix = param_suffix(layer, direction)
+                shapes.update({name + suffix: shape for name, shape in cell.param_shapes().items()})
+        return shapes
+
+    def _view(self, p, layer, direction):
+        """The parameters of one cell under the cell's own names."""
+        suffix = param_suffix(layer, direction)
+        return {name: p[name + suffix] for name in self.cells[layer][direction].param_shapes()}
+
+    def _state(self, states, k):
+        return tuple(s if self.single else s[k] for s in states)
+
+    # -- time reversal within each sequence's length ---------------------------------------------------
+
+    @staticmethod
+    def reverse_index(T, lengths):
+        """idx[t, b]: the step that lands at t when sequence b is reversed within its length."""
+        t = np.arange(T)[:, None]
+        return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+
+    @staticmethod
+    def _reverse(a, idx):
+        if idx is None:
+            return np.ascontiguousarray(a[::-1])
+        return np.ascontiguousarray(np.take_along_axis(a, idx[:, :, None], axis=0))
+
+    # -- forward / backward ------------------------------------------------------------------------------
+
+    def forward(self, kern, p, X, state0, n_threads, lengths=None, batch_sizes=None, training=False,
+                rng=None):
+        """Run every layer; return (Hout (T+1, B, H * D) with the top layer's outputs, Trace)."""
+        T, B, _ = X.shape
+        needs_reverse = self.num_directions == 2
+        rev = self.reverse_index(T, lengths) if needs_reverse and lengths is not None else None
+        trace = Trace(lengths, batch_sizes, rev)
+        inp = X
+        for layer, row in enumerate(self.cells):
+            for direction, cell in enumerate(row):
+                k = layer * self.num_directions + direction
+                Xd = inp if direction == 0 else self._reverse(inp, rev)
+                H, cache = cell.forward(kern, self._view(p, layer, direction), Xd,
+                                        self._state(state0, k), n_threads, **_bs(batch_sizes))
+                trace.layers.append((Xd, H, cache))
+            if self.single:
+                return H, trace
+            out = self._layer_output(trace, layer)
+            if layer < self.num_layers - 1:
+                mask = None
+                if training and self.dropout > 0:
+                    keep = 1.0 - self.dropout
+                    mask = (rng.random(out.shape) < keep).astype(out.dtype) / out.dtype.type(keep)
+                    out = out * mask
+                trace.masks.append(mask)
+                inp = out
+        Hout = np.empty((T + 1, B, self.output_size), dtype=X.dtype)
+        Hout[1:] = out
+        # row 0 stands for the top layer's initial state, never seen by the head
+        Hout[0] = np.concatenate([trace.layers[-self.num_directions + d][1][0]
+                                  for d in range(self.num_directions)], axis=-1)
+        return Hout, trace
+
+    def _layer_output(self, trace, layer):
+        """Outputs (T, B, H * D) of one layer, both directions back in forward time."""
+        D = self.num_directions
+        parts = []
+        for direction in range(D):
+            H = trace.layers[layer * D + direction][1][1:]
+            parts.append(H if direction == 0 else self._reverse(H, trace.reverse_index))
+        return parts[0] if D == 1 else np.concatenate(parts, axis=-1)
+
+    def final_state(self, Hout, trace):
+        """The state after each sequence's last valid step, in the user's layout."""
+        finals = []
+        for (Xd, H, cache), (layer, direction) in zip(trace.layers, self._order()):
+            cell = self.cells[layer][direction]
+            finals.append(_final(cell, H, cache, trace.lengths))
+        if self.single:
+            return finals[0]
+        return tuple(np.stack([f[i] for f in finals]) for i in range(len(self.state_names)))
+
+    def _order(self):
+        return [(layer, d) for layer in range(self.num_layers) for d in range(self.num_directions)]
+
+    def backward(self, kern, p, X, Hout, trace, dHout, dstate_T, n_threads, need_dX=False):
+        """Gradients of every cell's parameters, of the initial states, and dX (or None)."""
+        D, n = self.num_directions, self.hidden_size
+        grads, dstate0 = {}, [[None] * (self.num_layers * D) for _ in self.state_names]
+        dOut = dHout
+        dX = None
+        for layer in range(self.num_layers - 1, -1, -1):
+            dInp = None
+            for direction in range(D):
+                k = layer * D + direction
+                Xd, H, cache = trace.layers[k]
+                dH = dOut if D == 1 else dOut[..., direction * n:(direction + 1) * n]
+                dH = np.ascontiguousarray(dH) if direction == 0 else self._reverse(
+                    dH, trace.reverse_index)
+                below = layer > 0 or need_dX
+                g, ds0, dXd = self.cells[layer][direction].backward(
+                    kern, self._view(p, layer, direction), Xd, H, cache, dH,
+                    self._state(dstate_T, k), n_threads, below, **_bs(trace.batch_sizes))
+                suffix = param_suffix(layer, direction)
+                grads.update({name + suffix: v for name, v in g.items()})
+                for i, v in enumerate(ds0):
+                    dstate0[i][k] = v
+                if dXd is not None:
+                    if direction == 1:
+                        dXd = self._reverse(dXd, trace.reverse_index)
+                    dInp = dXd if dInp is None else dInp + dXd
+            if layer > 0:
+                mask = trace.masks[layer - 1]
+                dOut = dInp if mask is None else dInp * mask
+            else:
+                dX = dInp
+        if self.single:
+            return grads, tuple(d[0] for d in dstate0), dX
+        return grads, tuple(np.stack(d) for d in dstate0), dX
+
+
+def _bs(batch_sizes):
+    return {} if batch_sizes is None else {"batch_sizes": batch_sizes}
+
+
+def _final(cell, H, cache, lengths):
+    """One cell's state after each sequence's last valid step."""
+    if lengths is None:
+        return cell.final_state(H, cache)
+    rows = np.arange(H.shape[1])
+    out = [H[lengths, rows]]
+    if "c" in cell.state_names:
+        out.append(cache[0][lengths, rows])
+    return tuple(out)
