@@ -387,6 +387,23 @@ class RNN:
         H, _ = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False)
         return self._head_loss(call, H)[0]
 
+    # -- PyTorch interop (fastbptt.interop) --------------------------------------------------------------
+
+    @classmethod
+    def from_torch_state_dict(cls, state_dict, cell=None, nonlinearity="tanh", output_size=None,
+                              output="linear", head=None, **kwargs):
+        """An RNN holding a PyTorch RNN / LSTM / GRU's weights; see fastbptt.interop."""
+        from .interop import from_torch_state_dict
+
+        return from_torch_state_dict(cls, state_dict, cell, nonlinearity, output_size, output, head,
+                                     **kwargs)
+
+    def to_torch_state_dict(self):
+        """The recurrent weights keyed like PyTorch's (NumPy arrays); see fastbptt.interop."""
+        from .interop import to_torch_state_dict
+
+        return to_torch_state_dict(self)
+
     # -- training and checkpoints (fastbptt.train, fastbptt.io) -----------------------------------------
 
     def fit(self, X, Y, **kwargs):
