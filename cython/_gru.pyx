@@ -11,14 +11,18 @@ sequential recurrence lives here. HN = gh_n is kept from forward because r's gra
 Layers, as in every kernel module:
   (a) `cdef inline ... noexcept nogil` helpers for one step of a run of consecutive sequences;
   (b) the `def` drivers `forward` / `backward` over typed memoryviews, the whole time loop inside
-      one `with nogil:`, no allocation inside it (the small path mallocs a transposed Wh before it);
+      one `with nogil:`, no allocation inside it (workspaces are malloc'd before it);
   (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
 The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/gru.py.
 
-Each step makes one stacked recurrent product for the whole batch, (B, Hn) x (Hn, 3Hn), by BLAS, or
-by the hand-written loops below for small sizes, where a BLAS call per step costs more than its
-arithmetic.
-All tanh / sigmoid go through _vmath over the longest contiguous runs the layout allows.
+Each step makes one stacked recurrent product for all its sequences, (rows, Hn) x (Hn, 3Hn), by
+BLAS, or by the hand-written loops below for small sizes, where a BLAS call per step costs more
+than its arithmetic. All tanh / sigmoid go through _vmath over the longest contiguous runs the
+layout allows.
+
+Threads: the sequences of a batch never interact, so with n_threads > 1 the batch is cut into
+n_threads blocks of rows and each thread runs the whole (serial) time loop for its block: one
+fork/join per call instead of one per step, whose cost exceeds the work of a step at these sizes.
 """
 
 from cython cimport floating
@@ -35,7 +39,7 @@ cdef Py_ssize_t SMALL_H = 64
 
 
 # ---------------------------------------------------------------------------------------------------
-# (a) one step for `rows` consecutive sequences (the whole batch, or one row under prange)
+# (a) one step for `rows` consecutive sequences (the whole batch or one thread's block)
 # ---------------------------------------------------------------------------------------------------
 
 cdef inline void _add_rows(const floating* X, const floating* v, const floating* y0,
@@ -102,9 +106,9 @@ cdef inline void _finish(const floating* A, const floating* h_prev, floating* G,
             h[m] = nk + gb[n + k] * (h_prev[m] - nk)
 
 
-cdef inline void _forward_rows_small(const floating* wt, const floating* bh, const floating* A,
-                                     const floating* h_prev, floating* G, floating* HN, floating* h,
-                                     Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+cdef inline void _step_small(const floating* wt, const floating* bh, const floating* A,
+                             const floating* h_prev, floating* G, floating* HN, floating* h,
+                             Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
     """One step for `rows` sequences by hand; wt is Wh transposed (n, 3n): contiguous inner loop."""
     cdef Py_ssize_t b, n3 = 3 * n
     cdef floating* z
@@ -151,97 +155,73 @@ cdef inline void _backward_rows(const floating* G, const floating* HN, const flo
             dh[m] = dhk * z
 
 
+# time loops over one block of `rows` consecutive sequences of a batch of B, serial in t; the
+# pointers are set at the block's first row, and step t of a (T, B, k) array starts t * B * k later
 # ---------------------------------------------------------------------------------------------------
-# time loops (serial in t; optionally parallel over the batch inside a step)
-# ---------------------------------------------------------------------------------------------------
 
-cdef Py_ssize_t _forward_small(const floating* wt, const floating* bh, const floating* A,
-                               floating* H, floating* G, floating* HN, Py_ssize_t T, Py_ssize_t B,
-                               Py_ssize_t n, int n_threads) noexcept nogil:
-    cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
-    for t in range(T):
-        if n_threads > 1 and B > 1:
-            for b in prange(B, num_threads=n_threads, schedule="static"):
-                _forward_rows_small(wt, bh, A + t * s3 + b * 3 * n, H + t * s + b * n,
-                                    G + t * s3 + b * 3 * n, HN + t * s + b * n,
-                                    H + (t + 1) * s + b * n, 1, n)
-        else:
-            _forward_rows_small(wt, bh, A + t * s3, H + t * s, G + t * s3, HN + t * s,
-                                H + (t + 1) * s, B, n)
-        if not all_finite(H + (t + 1) * s, s):
-            return t
-    return -1
+cdef Py_ssize_t _forward_block(const floating* Wh, const floating* wt, const floating* bh,
+                               const floating* A, floating* H, floating* G, floating* HN,
+                               Py_ssize_t T, Py_ssize_t B, Py_ssize_t rows,
+                               Py_ssize_t n) noexcept nogil:
+    """Forward through all T steps (by hand when wt, Wh transposed, is given; else by BLAS).
 
-
-cdef Py_ssize_t _forward_blas(const floating* Wh, const floating* bh, const floating* A,
-                              floating* H, floating* G, floating* HN, Py_ssize_t T, Py_ssize_t B,
-                              Py_ssize_t n, int n_threads) noexcept nogil:
+    Returns the first step with a non-finite state, or -1.
+    """
     cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
     cdef floating* g
     for t in range(T):
         g = G + t * s3
-        for b in range(B):
-            memcpy(g + b * 3 * n, bh, 3 * n * sizeof(floating))
-        # g = h_{t-1} @ Wh^T + bh for the whole batch: all three gates in one product
-        gemm(False, True, <int> B, <int> (3 * n), <int> n, 1, H + t * s, <int> n, Wh, <int> n,
-             1, g, <int> (3 * n))
-        if n_threads > 1 and B > 1:
-            for b in prange(B, num_threads=n_threads, schedule="static"):
-                _finish(A + t * s3 + b * 3 * n, H + t * s + b * n, g + b * 3 * n,
-                        HN + t * s + b * n, H + (t + 1) * s + b * n, 1, n)
+        if wt != NULL:
+            _step_small(wt, bh, A + t * s3, H + t * s, g, HN + t * s, H + (t + 1) * s, rows, n)
         else:
-            _finish(A + t * s3, H + t * s, g, HN + t * s, H + (t + 1) * s, B, n)
-        if not all_finite(H + (t + 1) * s, s):
+            for b in range(rows):
+                memcpy(g + b * 3 * n, bh, 3 * n * sizeof(floating))
+            # g = h_{t-1} @ Wh^T + bh for all rows at once: the three gates in one product
+            gemm(False, True, <int> rows, <int> (3 * n), <int> n, 1, H + t * s, <int> n, Wh,
+                 <int> n, 1, g, <int> (3 * n))
+            _finish(A + t * s3, H + t * s, g, HN + t * s, H + (t + 1) * s, rows, n)
+        if not all_finite(H + (t + 1) * s, rows * n):
             return t
     return -1
 
 
-cdef Py_ssize_t _backward_small(const floating* Wh, const floating* H, const floating* G,
-                                const floating* HN, const floating* dH, floating* dA,
-                                floating* dGh, floating* dh, Py_ssize_t T, Py_ssize_t B,
-                                Py_ssize_t n, int n_threads) noexcept nogil:
-    cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
-    for t in range(T - 1, -1, -1):
-        if n_threads > 1 and B > 1:
-            for b in prange(B, num_threads=n_threads, schedule="static"):
-                _backward_rows(G + t * s3 + b * 3 * n, HN + t * s + b * n, H + t * s + b * n,
-                               dH + t * s + b * n, dA + t * s3 + b * 3 * n,
-                               dGh + t * s3 + b * 3 * n, dh + b * n, 1, n)
-                _add_rows(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, dh + b * n, 3 * n, n)
-        else:
-            _backward_rows(G + t * s3, HN + t * s, H + t * s, dH + t * s, dA + t * s3,
-                           dGh + t * s3, dh, B, n)
-            for b in range(B):
-                _add_rows(Wh, dGh + t * s3 + b * 3 * n, dh + b * n, dh + b * n, 3 * n, n)
-        if not all_finite(dh, s):
-            return t
-    return -1
+cdef Py_ssize_t _backward_block(const floating* Wh, bint small, const floating* H,
+                                const floating* G, const floating* HN, const floating* dH,
+                                floating* dA, floating* dGh, floating* dh, Py_ssize_t T,
+                                Py_ssize_t B, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """Backward through all T steps; dh (rows, n) carries dL/dh_t from T down to 0.
 
-
-cdef Py_ssize_t _backward_blas(const floating* Wh, const floating* H, const floating* G,
-                               const floating* HN, const floating* dH, floating* dA,
-                               floating* dGh, floating* dh, Py_ssize_t T, Py_ssize_t B,
-                               Py_ssize_t n, int n_threads) noexcept nogil:
+    Returns the first step (counting down) with a non-finite gradient, or -1.
+    """
     cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
+    cdef floating* dg
     for t in range(T - 1, -1, -1):
-        if n_threads > 1 and B > 1:
-            for b in prange(B, num_threads=n_threads, schedule="static"):
-                _backward_rows(G + t * s3 + b * 3 * n, HN + t * s + b * n, H + t * s + b * n,
-                               dH + t * s + b * n, dA + t * s3 + b * 3 * n,
-                               dGh + t * s3 + b * 3 * n, dh + b * n, 1, n)
+        dg = dGh + t * s3
+        _backward_rows(G + t * s3, HN + t * s, H + t * s, dH + t * s, dA + t * s3, dg, dh,
+                       rows, n)
+        # dh_{t-1} = z * dh_t (already in dh) + dGh[t] @ Wh for all rows
+        if small:
+            for b in range(rows):
+                _add_rows(Wh, dg + b * 3 * n, dh + b * n, dh + b * n, 3 * n, n)
         else:
-            _backward_rows(G + t * s3, HN + t * s, H + t * s, dH + t * s, dA + t * s3,
-                           dGh + t * s3, dh, B, n)
-        # dh_{t-1} = z * dh_t (already in dh) + dGh[t] @ Wh for the whole batch
-        gemm(False, False, <int> B, <int> n, <int> (3 * n), 1, dGh + t * s3, <int> (3 * n), Wh,
-             <int> n, 1, dh, <int> n)
-        if not all_finite(dh, s):
+            gemm(False, False, <int> rows, <int> n, <int> (3 * n), 1, dg, <int> (3 * n), Wh,
+                 <int> n, 1, dh, <int> n)
+        if not all_finite(dh, rows * n):
             return t
     return -1
 
 
 cdef inline bint _small(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     return n <= SMALL_H and B * 3 * n * n <= SMALL_WORK
+
+
+cdef inline Py_ssize_t _earliest(const Py_ssize_t* bad, Py_ssize_t k, bint forward) noexcept nogil:
+    """The step a serial loop would have stopped at, from each block's first bad step (-1: none)."""
+    cdef Py_ssize_t j, first = -1
+    for j in range(k):
+        if bad[j] >= 0 and (first < 0 or (bad[j] < first if forward else bad[j] > first)):
+            first = bad[j]
+    return first
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -264,8 +244,10 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     """Unroll the GRU over all T steps; raise FloatingPointError on a non-finite state."""
     cdef Py_ssize_t n = Wh.shape[1]
     cdef Py_ssize_t T = A.shape[0], B = A.shape[1]
-    cdef Py_ssize_t j, k, bad = -1
+    cdef Py_ssize_t j, k, c, b0, b1, bad = -1
+    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef floating* wt = NULL
+    cdef Py_ssize_t* bad_block
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (3 * n, n))
     _check("bh", (bh.shape[0],), (3 * n,))
     _check("A", (A.shape[0], A.shape[1], A.shape[2]), (T, B, 3 * n))
@@ -275,23 +257,39 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     _check("HN", (HN.shape[0], HN.shape[1], HN.shape[2]), (T, B, n))
     if B == 0 or n == 0:
         return
-    if _small(B, n) and T > 0:
+    memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
+    if T == 0:
+        return
+    cdef const floating* Wp = &Wh[0, 0]
+    cdef const floating* bp = &bh[0]
+    cdef const floating* Ap = &A[0, 0, 0]
+    cdef floating* Hp = &H[0, 0, 0]
+    cdef floating* Gp = &G[0, 0, 0]
+    cdef floating* HNp = &HN[0, 0, 0]
+    bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
+    if bad_block == NULL:
+        raise MemoryError()
+    if _small(B, n):
         wt = <floating*> malloc(3 * n * n * sizeof(floating))
         if wt == NULL:
+            free(bad_block)
             raise MemoryError()
     with nogil:
-        memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
-        if T > 0:
-            if wt != NULL:
-                for k in range(3 * n):
-                    for j in range(n):
-                        wt[j * 3 * n + k] = Wh[k, j]
-                bad = _forward_small(wt, &bh[0], &A[0, 0, 0], &H[0, 0, 0], &G[0, 0, 0],
-                                     &HN[0, 0, 0], T, B, n, n_threads)
-                free(wt)
-            else:
-                bad = _forward_blas(&Wh[0, 0], &bh[0], &A[0, 0, 0], &H[0, 0, 0], &G[0, 0, 0],
-                                    &HN[0, 0, 0], T, B, n, n_threads)
+        if wt != NULL:
+            for k in range(3 * n):
+                for j in range(n):
+                    wt[j * 3 * n + k] = Wp[k * n + j]
+        if blocks > 1:
+            for c in prange(blocks, num_threads=blocks, schedule="static"):
+                b0 = c * B // blocks
+                b1 = (c + 1) * B // blocks
+                bad_block[c] = _forward_block(Wp, wt, bp, Ap + b0 * 3 * n, Hp + b0 * n,
+                                              Gp + b0 * 3 * n, HNp + b0 * n, T, B, b1 - b0, n)
+        else:
+            bad_block[0] = _forward_block(Wp, wt, bp, Ap, Hp, Gp, HNp, T, B, B, n)
+        bad = _earliest(bad_block, blocks, True)
+        free(wt)
+        free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden state at time step {bad}")
 
@@ -308,7 +306,10 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
              int n_threads=1):
     """Backpropagate through time; raise FloatingPointError on a non-finite gradient."""
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
-    cdef Py_ssize_t bad = -1
+    cdef Py_ssize_t c, b0, b1, bad = -1
+    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
+    cdef bint small = _small(B, n)
+    cdef Py_ssize_t* bad_block
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (3 * n, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 3 * n))
@@ -319,17 +320,32 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
     if B == 0 or n == 0:
         return
+    # dh0 doubles as the running gradient dL/dh_t, so the loop needs no buffer of its own
+    memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
+    if T == 0:
+        return
+    cdef const floating* Wp = &Wh[0, 0]
+    cdef const floating* Hp = &H[0, 0, 0]
+    cdef const floating* Gp = &G[0, 0, 0]
+    cdef const floating* HNp = &HN[0, 0, 0]
+    cdef const floating* dHp = &dH[0, 0, 0]
+    cdef floating* dAp = &dA[0, 0, 0]
+    cdef floating* dGp = &dGh[0, 0, 0]
+    cdef floating* dhp = &dh0[0, 0]
+    bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
+    if bad_block == NULL:
+        raise MemoryError()
     with nogil:
-        # dh0 doubles as the running gradient dL/dh_t, so the loop needs no buffer of its own
-        memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
-        if T > 0:
-            if _small(B, n):
-                bad = _backward_small(&Wh[0, 0], &H[0, 0, 0], &G[0, 0, 0], &HN[0, 0, 0],
-                                      &dH[0, 0, 0], &dA[0, 0, 0], &dGh[0, 0, 0], &dh0[0, 0],
-                                      T, B, n, n_threads)
-            else:
-                bad = _backward_blas(&Wh[0, 0], &H[0, 0, 0], &G[0, 0, 0], &HN[0, 0, 0],
-                                     &dH[0, 0, 0], &dA[0, 0, 0], &dGh[0, 0, 0], &dh0[0, 0],
-                                     T, B, n, n_threads)
+        if blocks > 1:
+            for c in prange(blocks, num_threads=blocks, schedule="static"):
+                b0 = c * B // blocks
+                b1 = (c + 1) * B // blocks
+                bad_block[c] = _backward_block(Wp, small, Hp + b0 * n, Gp + b0 * 3 * n,
+                                               HNp + b0 * n, dHp + b0 * n, dAp + b0 * 3 * n,
+                                               dGp + b0 * 3 * n, dhp + b0 * n, T, B, b1 - b0, n)
+        else:
+            bad_block[0] = _backward_block(Wp, small, Hp, Gp, HNp, dHp, dAp, dGp, dhp, T, B, B, n)
+        bad = _earliest(bad_block, blocks, False)
+        free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

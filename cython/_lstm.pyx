@@ -14,10 +14,14 @@ Layers, as in every kernel module:
   (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
 The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/lstm.py.
 
-Each step makes one stacked recurrent product for the whole batch, (B, Hn) x (Hn, 4Hn), by BLAS, or
-by the hand-written loops below for small sizes, where a BLAS call per step costs more than its
-arithmetic.
-All tanh / sigmoid go through _vmath over the longest contiguous runs the layout allows.
+Each step makes one stacked recurrent product for all its sequences, (rows, Hn) x (Hn, 4Hn), by
+BLAS, or by the hand-written loops below for small sizes, where a BLAS call per step costs more
+than its arithmetic. All tanh / sigmoid go through _vmath over the longest contiguous runs the
+layout allows.
+
+Threads: the sequences of a batch never interact, so with n_threads > 1 the batch is cut into
+n_threads blocks of rows and each thread runs the whole (serial) time loop for its block: one
+fork/join per call instead of one per step, whose cost exceeds the work of a step at these sizes.
 """
 
 from cython cimport floating
@@ -34,7 +38,7 @@ cdef Py_ssize_t SMALL_H = 64
 
 
 # ---------------------------------------------------------------------------------------------------
-# (a) one step for `rows` consecutive sequences (the whole batch, or one row under prange)
+# (a) one step for `rows` consecutive sequences (the whole batch or one thread's block)
 # ---------------------------------------------------------------------------------------------------
 
 cdef inline void _add_rows(const floating* X, const floating* v, const floating* y0,
@@ -101,9 +105,9 @@ cdef inline void _cell(const floating* G, const floating* c_prev, floating* c, f
             h[b * n + k] *= gb[k]
 
 
-cdef inline void _forward_rows_small(const floating* wt, const floating* A, const floating* h_prev,
-                                     const floating* c_prev, floating* G, floating* h, floating* c,
-                                     Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+cdef inline void _step_small(const floating* wt, const floating* A, const floating* h_prev,
+                             const floating* c_prev, floating* G, floating* h, floating* c,
+                             Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
     """One step for `rows` sequences by hand: G = act(A + h_prev Wh^T), then c and h.
 
     wt is Wh transposed, (n, 4n), so the inner loop runs contiguous over the 4n gates.
@@ -167,99 +171,74 @@ cdef inline void _matvec_small(const floating* Wh, const floating* da, floating*
     _add_rows(Wh, da, dh, dh, m, n)
 
 
+# time loops over one block of `rows` consecutive sequences of a batch of B, serial in t; the
+# pointers are set at the block's first row, and step t of a (T, B, k) array starts t * B * k later
 # ---------------------------------------------------------------------------------------------------
-# time loops (serial in t; optionally parallel over the batch inside a step)
-# ---------------------------------------------------------------------------------------------------
 
-cdef Py_ssize_t _forward_small(const floating* wt, const floating* A, floating* H, floating* C,
-                               floating* G, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
-                               int n_threads) noexcept nogil:
-    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n
-    for t in range(T):
-        if n_threads > 1 and B > 1:
-            for b in prange(B, num_threads=n_threads, schedule="static"):
-                _forward_rows_small(wt, A + t * s4 + b * 4 * n, H + t * s + b * n,
-                                    C + t * s + b * n, G + t * s4 + b * 4 * n,
-                                    H + (t + 1) * s + b * n, C + (t + 1) * s + b * n, 1, n)
-        else:
-            _forward_rows_small(wt, A + t * s4, H + t * s, C + t * s, G + t * s4,
-                                H + (t + 1) * s, C + (t + 1) * s, B, n)
-        if not (all_finite(C + (t + 1) * s, s) and all_finite(H + (t + 1) * s, s)):
-            return t
-    return -1
+cdef Py_ssize_t _forward_block(const floating* Wh, const floating* wt, const floating* A,
+                               floating* H, floating* C, floating* G, Py_ssize_t T, Py_ssize_t B,
+                               Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """Forward through all T steps (by hand when wt, Wh transposed, is given; else by BLAS).
 
-
-cdef Py_ssize_t _forward_blas(const floating* Wh, const floating* A, floating* H, floating* C,
-                              floating* G, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
-                              int n_threads) noexcept nogil:
-    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n
+    Returns the first step with a non-finite state, or -1.
+    """
+    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n, m = rows * n
     cdef floating* g
     for t in range(T):
         g = G + t * s4
-        memcpy(g, A + t * s4, s4 * sizeof(floating))
-        # g += h_{t-1} @ Wh^T for the whole batch: all four gates in one product
-        gemm(False, True, <int> B, <int> (4 * n), <int> n, 1, H + t * s, <int> n, Wh, <int> n,
-             1, g, <int> (4 * n))
-        if n_threads > 1 and B > 1:
-            for b in prange(B, num_threads=n_threads, schedule="static"):
-                _activate_gates(g + b * 4 * n, n)
-                _cell(g + b * 4 * n, C + t * s + b * n, C + (t + 1) * s + b * n,
-                      H + (t + 1) * s + b * n, 1, n)
+        if wt != NULL:
+            _step_small(wt, A + t * s4, H + t * s, C + t * s, g, H + (t + 1) * s,
+                        C + (t + 1) * s, rows, n)
         else:
-            for b in range(B):
+            memcpy(g, A + t * s4, rows * 4 * n * sizeof(floating))
+            # g += h_{t-1} @ Wh^T for all rows at once: the four gates in one product
+            gemm(False, True, <int> rows, <int> (4 * n), <int> n, 1, H + t * s, <int> n, Wh,
+                 <int> n, 1, g, <int> (4 * n))
+            for b in range(rows):
                 _activate_gates(g + b * 4 * n, n)
-            _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, B, n)
-        if not (all_finite(C + (t + 1) * s, s) and all_finite(H + (t + 1) * s, s)):
+            _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
+        if not (all_finite(C + (t + 1) * s, m) and all_finite(H + (t + 1) * s, m)):
             return t
     return -1
 
 
-cdef Py_ssize_t _backward_small(const floating* Wh, const floating* C, const floating* G,
-                                const floating* dH, floating* dA, floating* dh,
+cdef Py_ssize_t _backward_block(const floating* Wh, bint small, const floating* C,
+                                const floating* G, const floating* dH, floating* dA, floating* dh,
                                 floating* dc, floating* tc, Py_ssize_t T, Py_ssize_t B,
-                                Py_ssize_t n, int n_threads) noexcept nogil:
-    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n
-    for t in range(T - 1, -1, -1):
-        if n_threads > 1 and B > 1:
-            for b in prange(B, num_threads=n_threads, schedule="static"):
-                _backward_rows(G + t * s4 + b * 4 * n, C + t * s + b * n, C + (t + 1) * s + b * n,
-                               dH + t * s + b * n, tc + b * n, dA + t * s4 + b * 4 * n,
-                               dh + b * n, dc + b * n, 1, n)
-                _matvec_small(Wh, dA + t * s4 + b * 4 * n, dh + b * n, 4 * n, n)
-        else:
-            _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, tc, dA + t * s4,
-                           dh, dc, B, n)
-            for b in range(B):
-                _matvec_small(Wh, dA + t * s4 + b * 4 * n, dh + b * n, 4 * n, n)
-        if not (all_finite(dh, s) and all_finite(dc, s)):
-            return t
-    return -1
+                                Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+    """Backward through all T steps; dh, dc (rows, n) carry dL/dh_t, dL/dc_t from T down to 0.
 
-
-cdef Py_ssize_t _backward_blas(const floating* Wh, const floating* C, const floating* G,
-                               const floating* dH, floating* dA, floating* dh,
-                               floating* dc, floating* tc, Py_ssize_t T, Py_ssize_t B,
-                               Py_ssize_t n, int n_threads) noexcept nogil:
-    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n
+    Returns the first step (counting down) with a non-finite gradient, or -1.
+    """
+    cdef Py_ssize_t t, b, s = B * n, s4 = B * 4 * n, m = rows * n
+    cdef floating* da
     for t in range(T - 1, -1, -1):
-        if n_threads > 1 and B > 1:
-            for b in prange(B, num_threads=n_threads, schedule="static"):
-                _backward_rows(G + t * s4 + b * 4 * n, C + t * s + b * n, C + (t + 1) * s + b * n,
-                               dH + t * s + b * n, tc + b * n, dA + t * s4 + b * 4 * n,
-                               dh + b * n, dc + b * n, 1, n)
+        da = dA + t * s4
+        _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, tc, da, dh, dc,
+                       rows, n)
+        # dh_{t-1} = dA[t] @ Wh for all rows (the cell path went into dc above)
+        if small:
+            for b in range(rows):
+                _matvec_small(Wh, da + b * 4 * n, dh + b * n, 4 * n, n)
         else:
-            _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, tc, dA + t * s4,
-                           dh, dc, B, n)
-        # dh_{t-1} = dA[t] @ Wh for the whole batch (the cell path went into dc above)
-        gemm(False, False, <int> B, <int> n, <int> (4 * n), 1, dA + t * s4, <int> (4 * n), Wh,
-             <int> n, 0, dh, <int> n)
-        if not (all_finite(dh, s) and all_finite(dc, s)):
+            gemm(False, False, <int> rows, <int> n, <int> (4 * n), 1, da, <int> (4 * n), Wh,
+                 <int> n, 0, dh, <int> n)
+        if not (all_finite(dh, m) and all_finite(dc, m)):
             return t
     return -1
 
 
 cdef inline bint _small(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     return n <= SMALL_H and B * 4 * n * n <= SMALL_WORK
+
+
+cdef inline Py_ssize_t _earliest(const Py_ssize_t* bad, Py_ssize_t k, bint forward) noexcept nogil:
+    """The step a serial loop would have stopped at, from each block's first bad step (-1: none)."""
+    cdef Py_ssize_t j, first = -1
+    for j in range(k):
+        if bad[j] >= 0 and (first < 0 or (bad[j] < first if forward else bad[j] > first)):
+            first = bad[j]
+    return first
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -282,8 +261,10 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
     """Unroll the LSTM over all T steps; raise FloatingPointError on a non-finite state."""
     cdef Py_ssize_t n = Wh.shape[1]
     cdef Py_ssize_t T = A.shape[0], B = A.shape[1]
-    cdef Py_ssize_t j, k, bad = -1
+    cdef Py_ssize_t j, k, c, b0, b1, bad = -1
+    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef floating* wt = NULL
+    cdef Py_ssize_t* bad_block
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
     _check("A", (A.shape[0], A.shape[1], A.shape[2]), (T, B, 4 * n))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
@@ -293,24 +274,39 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
     _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 4 * n))
     if B == 0 or n == 0:
         return
-    if _small(B, n) and T > 0:
+    memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
+    memcpy(&C[0, 0, 0], &c0[0, 0], B * n * sizeof(floating))
+    if T == 0:
+        return
+    cdef const floating* Wp = &Wh[0, 0]
+    cdef const floating* Ap = &A[0, 0, 0]
+    cdef floating* Hp = &H[0, 0, 0]
+    cdef floating* Cp = &C[0, 0, 0]
+    cdef floating* Gp = &G[0, 0, 0]
+    bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
+    if bad_block == NULL:
+        raise MemoryError()
+    if _small(B, n):
         wt = <floating*> malloc(4 * n * n * sizeof(floating))
         if wt == NULL:
+            free(bad_block)
             raise MemoryError()
     with nogil:
-        memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
-        memcpy(&C[0, 0, 0], &c0[0, 0], B * n * sizeof(floating))
-        if T > 0:
-            if wt != NULL:
-                for k in range(4 * n):
-                    for j in range(n):
-                        wt[j * 4 * n + k] = Wh[k, j]
-                bad = _forward_small(wt, &A[0, 0, 0], &H[0, 0, 0], &C[0, 0, 0], &G[0, 0, 0],
-                                     T, B, n, n_threads)
-                free(wt)
-            else:
-                bad = _forward_blas(&Wh[0, 0], &A[0, 0, 0], &H[0, 0, 0], &C[0, 0, 0], &G[0, 0, 0],
-                                    T, B, n, n_threads)
+        if wt != NULL:
+            for k in range(4 * n):
+                for j in range(n):
+                    wt[j * 4 * n + k] = Wp[k * n + j]
+        if blocks > 1:
+            for c in prange(blocks, num_threads=blocks, schedule="static"):
+                b0 = c * B // blocks
+                b1 = (c + 1) * B // blocks
+                bad_block[c] = _forward_block(Wp, wt, Ap + b0 * 4 * n, Hp + b0 * n, Cp + b0 * n,
+                                              Gp + b0 * 4 * n, T, B, b1 - b0, n)
+        else:
+            bad_block[0] = _forward_block(Wp, wt, Ap, Hp, Cp, Gp, T, B, B, n)
+        bad = _earliest(bad_block, blocks, True)
+        free(wt)
+        free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden or cell state at time step {bad}")
 
@@ -328,8 +324,11 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
              int n_threads=1):
     """Backpropagate through time; raise FloatingPointError on a non-finite gradient."""
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
-    cdef Py_ssize_t bad = -1
-    cdef floating* tc = NULL
+    cdef Py_ssize_t c, b0, b1, bad = -1
+    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
+    cdef bint small = _small(B, n)
+    cdef floating* tc
+    cdef Py_ssize_t* bad_block
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     _check("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, B, n))
@@ -341,23 +340,36 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     _check("dc0", (dc0.shape[0], dc0.shape[1]), (B, n))
     if B == 0 or n == 0:
         return
-    if T > 0:
-        tc = <floating*> malloc(B * n * sizeof(floating))
-        if tc == NULL:
-            raise MemoryError()
+    # dh0 and dc0 double as the running gradients dL/dh_t and dL/dc_t
+    memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
+    memcpy(&dc0[0, 0], &dc_T[0, 0], B * n * sizeof(floating))
+    if T == 0:
+        return
+    cdef const floating* Wp = &Wh[0, 0]
+    cdef const floating* Cp = &C[0, 0, 0]
+    cdef const floating* Gp = &G[0, 0, 0]
+    cdef const floating* dHp = &dH[0, 0, 0]
+    cdef floating* dAp = &dA[0, 0, 0]
+    cdef floating* dhp = &dh0[0, 0]
+    cdef floating* dcp = &dc0[0, 0]
+    bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
+    tc = <floating*> malloc(B * n * sizeof(floating))
+    if bad_block == NULL or tc == NULL:
+        free(bad_block)
+        free(tc)
+        raise MemoryError()
     with nogil:
-        # dh0 and dc0 double as the running gradients dL/dh_t and dL/dc_t
-        memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
-        memcpy(&dc0[0, 0], &dc_T[0, 0], B * n * sizeof(floating))
-        if T > 0:
-            if _small(B, n):
-                bad = _backward_small(&Wh[0, 0], &C[0, 0, 0], &G[0, 0, 0],
-                                      &dH[0, 0, 0], &dA[0, 0, 0], &dh0[0, 0], &dc0[0, 0], tc,
-                                      T, B, n, n_threads)
-            else:
-                bad = _backward_blas(&Wh[0, 0], &C[0, 0, 0], &G[0, 0, 0],
-                                     &dH[0, 0, 0], &dA[0, 0, 0], &dh0[0, 0], &dc0[0, 0], tc,
-                                     T, B, n, n_threads)
-            free(tc)
+        if blocks > 1:
+            for c in prange(blocks, num_threads=blocks, schedule="static"):
+                b0 = c * B // blocks
+                b1 = (c + 1) * B // blocks
+                bad_block[c] = _backward_block(Wp, small, Cp + b0 * n, Gp + b0 * 4 * n,
+                                               dHp + b0 * n, dAp + b0 * 4 * n, dhp + b0 * n,
+                                               dcp + b0 * n, tc + b0 * n, T, B, b1 - b0, n)
+        else:
+            bad_block[0] = _backward_block(Wp, small, Cp, Gp, dHp, dAp, dhp, dcp, tc, T, B, B, n)
+        bad = _earliest(bad_block, blocks, False)
+        free(tc)
+        free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

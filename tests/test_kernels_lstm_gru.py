@@ -85,7 +85,9 @@ RUN = {"lstm": _run_lstm, "gru": _run_gru}
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("backend,n_threads", [("cython", 1), ("cython", 2), ("python", 1)])
+@pytest.mark.parametrize(
+    "backend,n_threads", [("cython", 1), ("cython", 2), ("cython", 3), ("python", 1)]
+)
 def test_backends_agree_with_numpy(backend, n_threads, shape, dtype, cell, rng):
     p = PROBLEM[cell](rng, *shape, dtype)
     ref = RUN[cell](KERNELS[cell]["numpy"], p)
@@ -219,18 +221,24 @@ def test_bad_shapes_name_the_array(which, cell, backend):
             call(*args)
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy", "python"])
+@pytest.mark.parametrize(
+    "backend,n_threads", [("cython", 1), ("cython", 2), ("numpy", 1), ("python", 1)]
+)
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_nan_raises_floating_point_error_naming_the_step(cell, backend, rng):
+def test_nan_raises_floating_point_error_naming_the_step(cell, backend, n_threads, rng):
+    """NaNs in two sequences: the error names the step a serial loop meets first, however the
+    batch is split over threads."""
     kern = KERNELS[cell][backend]
-    p = PROBLEM[cell](rng, 5, 2, 3, np.float64)
+    p = PROBLEM[cell](rng, 6, 2, 3, np.float64)
+    p["A"][4, 0, 0] = np.nan
     p["A"][2, 1, 0] = np.nan
     with pytest.raises(FloatingPointError, match="time step 2"):
-        RUN[cell](kern, p)
-    p = PROBLEM[cell](rng, 5, 2, 3, np.float64)
+        RUN[cell](kern, p, n_threads)
+    p = PROBLEM[cell](rng, 6, 2, 3, np.float64)
+    p["dH"][1, 1, 0] = np.nan
     p["dH"][3, 0, 1] = np.nan
     with pytest.raises(FloatingPointError, match="non-finite gradient at time step 3"):
-        RUN[cell](kern, p)
+        RUN[cell](kern, p, n_threads)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
