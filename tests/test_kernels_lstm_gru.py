@@ -19,8 +19,9 @@ SHAPES = [  # T, B, Hn
     (6, 2, 1),
     (5, 1, 16),
     (7, 3, 37),
-    (4, 8, 80),   # Hn > 64: BLAS path
-    (3, 40, 30),  # B * gates * Hn^2 over the hand-path budget: BLAS path with Hn <= 64
+    (4, 8, 80),   # BLAS path (two blocks of four with n_threads 2: hand path)
+    (3, 40, 30),  # BLAS path, also in blocks
+    (2, 3, 130),  # few sequences, large Hn: hand path
     (0, 2, 4),
 ]
 
