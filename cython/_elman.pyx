@@ -30,7 +30,7 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
 from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
-                   gemm_packed, lanes, pack, pack_size)
+                   gemm_packed, gemm_tn, gemm_tn_work, lanes, pack, pack_size)
 from _vmath cimport all_finite, vtanh, vtanh_fast
 
 import numpy as np
@@ -218,9 +218,25 @@ cdef inline void _da_rows(int act, const floating* g, const floating* dh, const 
             da[k] = (g[k] + dh[k]) * <floating> (h[k] > 0)
 
 
-cdef Py_ssize_t _forward_tiled(int act, const floating* P, const floating* A, floating* H,
+cdef inline void _tiled_rows(int act, const floating* PW, const floating* A, const floating* X,
+                             Py_ssize_t I, const floating* PU, const floating* bias,
+                             const floating* h_prev, floating* h, Py_ssize_t rows,
+                             Py_ssize_t n) noexcept nogil:
+    """h = f(a + h_prev W^T) for `rows` rows of one step; a = A's rows, or bias + X's rows U^T."""
+    if X != NULL:
+        gemm_packed(rows, n, I, X, I, PU, bias, <floating*> NULL, 0, h, n)
+        gemm_packed(rows, n, n, h_prev, n, PW, <floating*> NULL, h, n, h, n)
+    else:
+        gemm_packed(rows, n, n, h_prev, n, PW, <floating*> NULL, A, n, h, n)
+    _activate_fast(act, h, rows * n)
+
+
+cdef Py_ssize_t _forward_tiled(int act, const floating* PW, const floating* A, const floating* X,
+                               Py_ssize_t I, const floating* PU, const floating* bias, floating* H,
                                Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
                                int n_threads) noexcept nogil:
+    """Every step as one tiled product over the batch (rows split over threads); a_t from A, or
+    bias + U x_t formed per step when X is given (PU = U^T packed)."""
     cdef Py_ssize_t t, c, lo, hi, step = B * n
     cdef Py_ssize_t chunks = n_threads if n_threads < B else B
     cdef floating* h
@@ -230,37 +246,91 @@ cdef Py_ssize_t _forward_tiled(int act, const floating* P, const floating* A, fl
             for c in prange(chunks, num_threads=n_threads, schedule="static"):
                 lo = c * B // chunks
                 hi = (c + 1) * B // chunks
-                gemm_packed(hi - lo, n, n, H + t * step + lo * n, n, P, A + t * step + lo * n, n,
-                            h + lo * n, n)
-                _activate_fast(act, h + lo * n, (hi - lo) * n)
+                _tiled_rows(act, PW, A + t * step + lo * n if A != NULL else A,
+                            X + (t * B + lo) * I if X != NULL else X, I, PU, bias,
+                            H + t * step + lo * n, h + lo * n, hi - lo, n)
         else:
-            gemm_packed(B, n, n, H + t * step, n, P, A + t * step, n, h, n)
-            _activate_fast(act, h, step)
+            _tiled_rows(act, PW, A + t * step if A != NULL else A,
+                        X + t * B * I if X != NULL else X, I, PU, bias, H + t * step, h, B, n)
         if not all_finite(h, step):
             return t
     return -1
 
 
+cdef inline void _wgrad_rows(const floating* da, const floating* h, const floating* x,
+                             Py_ssize_t I, floating* dU, floating* dW, floating* db, Py_ssize_t B,
+                             Py_ssize_t n, Py_ssize_t lo, Py_ssize_t hi,
+                             floating* work) noexcept nogil:
+    """Rows lo..hi of dW += da^T h, dU += da^T x and db += the sum of da's rows, over B rows.
+    Every element sums the rows in the same order whatever the split, so threads change nothing."""
+    cdef Py_ssize_t i, r
+    gemm_tn(hi - lo, n, B, da + lo, n, h, n, dW + lo * n, n, work)
+    if I > 0:
+        gemm_tn(hi - lo, I, B, da + lo, n, x, I, dU + lo * I, I, work)
+    for r in range(B):  # row by row, so the adds run along contiguous memory, vectorised
+        for i in range(lo, hi):
+            db[i] += da[r * n + i]
+
+
+cdef inline Py_ssize_t _fold_steps(Py_ssize_t B) noexcept nogil:
+    """Steps of dA folded into the weight gradients at once: about 256 rows, so each product is long
+    enough to run at full speed while its rows are still in L2."""
+    cdef Py_ssize_t steps = (256 + B - 1) // B
+    return steps if steps < 64 else 64
+
+
+cdef inline Py_ssize_t _fold_work(const floating* like, Py_ssize_t I, Py_ssize_t n) noexcept nogil:
+    """Scratch elements one thread's share of _fold needs."""
+    return gemm_tn_work(like, n, n if n > I else I)
+
+
+cdef void _fold(const floating* da, const floating* H, const floating* X, Py_ssize_t I,
+                floating* dU, floating* dW, floating* db, Py_ssize_t rows, Py_ssize_t n,
+                Py_ssize_t chunks, int n_threads, floating* work) noexcept nogil:
+    """Weight gradients of `rows` consecutive batch rows, their gradient rows split over threads
+    (work: chunks x _fold_work elements)."""
+    cdef Py_ssize_t c, wsize = _fold_work(da, I, n)
+    if chunks > 1:
+        for c in prange(chunks, num_threads=n_threads, schedule="static"):
+            _wgrad_rows(da, H, X, I, dU, dW, db, rows, n, c * n // chunks, (c + 1) * n // chunks,
+                        work + c * wsize)
+    else:
+        _wgrad_rows(da, H, X, I, dU, dW, db, rows, n, 0, n, work)
+
+
 cdef Py_ssize_t _backward_tiled(int act, const floating* P, const floating* H, const floating* dH,
-                                floating* dA, floating* dh, Py_ssize_t T, Py_ssize_t B,
-                                Py_ssize_t n, int n_threads) noexcept nogil:
-    cdef Py_ssize_t t, c, lo, hi, step = B * n
+                                floating* dA, floating* dh, const floating* X, Py_ssize_t I,
+                                floating* dU, floating* dW, floating* db, floating* ring,
+                                floating* work, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                                int n_threads) noexcept nogil:
+    """Every step as one tiled product over the batch (rows split over threads). With dW given, every
+    _fold_steps(B) steps the block's dA rows are folded into dU, dW, db while still in cache; dA may
+    then be NULL, with `ring` (_fold_steps(B) steps) holding the current block instead."""
+    cdef Py_ssize_t t, c, lo, hi, step = B * n, start, end = T, span = _fold_steps(B)
     cdef Py_ssize_t chunks = n_threads if n_threads < B else B
+    cdef Py_ssize_t gchunks = n_threads if n_threads < n else n
+    cdef bint grads = dW != NULL
     cdef floating* da
     for t in range(T - 1, -1, -1):
-        da = dA + t * step
+        start = end - span if end - span > 0 else 0
+        da = dA + t * step if dA != NULL else ring + (t - start) * step
         if chunks > 1:
             for c in prange(chunks, num_threads=n_threads, schedule="static"):
                 lo = c * B // chunks
                 hi = (c + 1) * B // chunks
                 _da_rows(act, dH + t * step + lo * n, dh + lo * n, H + (t + 1) * step + lo * n,
                          da + lo * n, (hi - lo) * n)
-                gemm_packed(hi - lo, n, n, da + lo * n, n, P, <floating*> NULL, 0, dh + lo * n, n)
+                gemm_packed(hi - lo, n, n, da + lo * n, n, P, <floating*> NULL, <floating*> NULL, 0,
+                            dh + lo * n, n)
         else:
             _da_rows(act, dH + t * step, dh, H + (t + 1) * step, da, step)
-            gemm_packed(B, n, n, da, n, P, <floating*> NULL, 0, dh, n)
+            gemm_packed(B, n, n, da, n, P, <floating*> NULL, <floating*> NULL, 0, dh, n)
         if not all_finite(dh, step):
             return t
+        if grads and t == start:
+            _fold(dA + start * step if dA != NULL else ring, H + start * step,
+                  X + start * B * I, I, dU, dW, db, (end - start) * B, n, gchunks, n_threads, work)
+            end = start
     return -1
 
 
@@ -303,11 +373,12 @@ cdef Py_ssize_t _forward_seq(int act, int nv, const floating* Wt, const floating
 
 cdef Py_ssize_t _backward_seq(int act, int nv, const floating* W, const floating* H,
                               const floating* dH, floating* dA, floating* dh, const floating* X,
-                              Py_ssize_t I, floating* G, floating* db, floating* ring, Py_ssize_t T,
-                              Py_ssize_t B, Py_ssize_t n, int n_threads) noexcept nogil:
+                              Py_ssize_t I, floating* G, floating* db, floating* ring,
+                              floating* work, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                              int n_threads) noexcept nogil:
     """Each sequence backward through all its steps; with G, sequence b folds its weight gradients
     into its own slices of G, db (and ring), so the sum over the batch is the same for any threads."""
-    cdef Py_ssize_t b, gsize = (I + n) * n
+    cdef Py_ssize_t b, gsize = (I + n) * n, wsize = _fold_work(W, I, n)
     cdef Py_ssize_t bad[4]
     if n_threads > 1 and B > 1:
         for b in prange(B, num_threads=n_threads, schedule="static"):
@@ -316,7 +387,8 @@ cdef Py_ssize_t _backward_seq(int act, int nv, const floating* W, const floating
                 dA + b * n if dA != NULL else dA, B * n, dh + b * n,
                 X + b * I if X != NULL else X, B * I, I,
                 G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
-                ring + b * FB_TB * n if ring != NULL else ring)
+                ring + b * FB_TB * n if ring != NULL else ring,
+                work + b * wsize if work != NULL else work)
     else:
         for b in range(B):
             bad[b] = elman_seq_backward(
@@ -324,7 +396,8 @@ cdef Py_ssize_t _backward_seq(int act, int nv, const floating* W, const floating
                 dA + b * n if dA != NULL else dA, B * n, dh + b * n,
                 X + b * I if X != NULL else X, B * I, I,
                 G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
-                ring + b * FB_TB * n if ring != NULL else ring)
+                ring + b * FB_TB * n if ring != NULL else ring,
+                work + b * wsize if work != NULL else work)
     return _first_bad(bad, B)
 
 
@@ -340,10 +413,17 @@ cdef floating* _transposed(const floating* M, Py_ssize_t rows, Py_ssize_t cols) 
 
 
 cdef floating* _packed(const floating* W, Py_ssize_t n, bint trans) noexcept nogil:
-    """W (trans: W^T) packed for gemm_packed, malloc'd, or NULL when out of memory."""
-    cdef floating* P = <floating*> malloc(pack_size(W, n, n) * sizeof(floating) + 1)
+    """W (n, n) (trans: W^T) packed for gemm_packed, malloc'd, or NULL when out of memory."""
+    return _packed_rect(W, n, n, trans)
+
+
+cdef floating* _packed_rect(const floating* M, Py_ssize_t rows, Py_ssize_t cols,
+                            bint trans) noexcept nogil:
+    """op(M) packed for gemm_packed (op(M) = M^T, (cols, rows), when trans), malloc'd, or NULL."""
+    cdef Py_ssize_t K = cols if trans else rows, N = rows if trans else cols
+    cdef floating* P = <floating*> malloc(pack_size(M, K, N) * sizeof(floating) + 1)
     if P != NULL:
-        pack(W, n, trans, n, n, P)
+        pack(M, cols, trans, K, N, P)
     return P
 
 
@@ -388,7 +468,8 @@ def forward(int act,
             bad = _forward_seq(act, nv, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
                                <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads)
         elif FASTBPTT_TILED:
-            bad = _forward_tiled(act, buf, &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
+            bad = _forward_tiled(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
+                                 <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads)
         elif _small(B, n):
             bad = _forward_small(act, buf, &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
         else:
@@ -433,10 +514,13 @@ def backward(int act,
             if nv:
                 bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
                                     &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
-                                    <floating*> NULL, <floating*> NULL, T, B, n, n_threads)
+                                    <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
+                                    n_threads)
             elif FASTBPTT_TILED:
                 bad = _backward_tiled(act, P, &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0], &dh0[0, 0],
-                                      T, B, n, n_threads)
+                                      <floating*> NULL, 0, <floating*> NULL, <floating*> NULL,
+                                      <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
+                                      n_threads)
                 free(P)
             elif _small(B, n):
                 bad = _backward_small(act, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
@@ -449,8 +533,14 @@ def backward(int act,
 
 
 def fused_ok(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dtype):
-    """True when forward_fused / backward_fused run the sequence path for these sizes. Otherwise they
-    still give the same results, through the contract path and separate GEMMs, and gain nothing."""
+    """True when forward_fused / backward_fused beat the contract path plus separate GEMMs: in every
+    build with the tiled kernels (AVX2 + FMA). They give the same results either way."""
+    return bool(FASTBPTT_TILED)
+
+
+def sequence_path(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dtype):
+    """True when the fused entries run each sequence through all its steps in one call, with the
+    projection and the weight gradients inside (small batch, whole registers, small input)."""
     cdef Py_ssize_t w = 8 if np.dtype(dtype) == np.float32 else 4
     return bool(FASTBPTT_TILED and 1 <= batch <= SEQ_MAX_B and hidden_size % w == 0
                 and hidden_size // w <= FB_NV_MAX and input_size <= FUSED_MAX_I)
@@ -464,8 +554,9 @@ def forward_fused(int act,
                   const floating[:, ::1] h0,      # IN  (B, H) initial state
                   floating[:, :, ::1] H,          # OUT (T+1, B, H) states, H[0] = h0
                   int n_threads=1):
-    """forward() with the projection a_t = U x_t + b formed inside the time loop (no (T, B, H) array of
-    pre-activations); raise FloatingPointError on a non-finite state."""
+    """forward() with the projection a_t = U x_t + b formed step by step inside the time loop (no
+    (T, B, H) array of pre-activations to write and read back); raise FloatingPointError on a
+    non-finite state."""
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], I = X.shape[2], n = W.shape[0]
     cdef Py_ssize_t nv, bad = -1
     cdef floating* wt = NULL
@@ -477,24 +568,32 @@ def forward_fused(int act,
     _check("b", (b.shape[0],), (n,))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
-    if not fused_ok(I, n, B, np.float32 if floating is float else np.float64):
+    if not FASTBPTT_TILED:
         A = np.matmul(np.asarray(X).reshape(T * B, I), np.asarray(U).T).reshape(T, B, n)
         A += np.asarray(b)
         forward(act, W, A, h0, H, n_threads)
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
-    if T == 0:
+    if T == 0 or B == 0 or n == 0:
         return
-    nv = n // lanes(&W[0, 0])
-    wt = _transposed(&W[0, 0], n, n)
-    ut = _transposed(&U[0, 0], n, I)
+    nv = _seq_nv(&W[0, 0], B, n) if I <= FUSED_MAX_I else 0
+    if nv:
+        wt = _transposed(&W[0, 0], n, n)
+        ut = _transposed(&U[0, 0], n, I)
+    else:
+        wt = _packed(&W[0, 0], n, True)
+        ut = _packed_rect(&U[0, 0], n, I, True)  # op = U^T: a_t = b + x_t U^T row by row
     if wt == NULL or ut == NULL:
         free(wt)
         free(ut)
         raise MemoryError()
     with nogil:
-        bad = _forward_seq(act, nv, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0], &H[0, 0, 0],
-                           T, B, n, n_threads)
+        if nv:
+            bad = _forward_seq(act, nv, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
+                               &H[0, 0, 0], T, B, n, n_threads)
+        else:
+            bad = _forward_tiled(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0], &H[0, 0, 0],
+                                 T, B, n, n_threads)
         free(wt)
         free(ut)
     if bad >= 0:
@@ -520,6 +619,7 @@ def backward_fused(int act,
     cdef floating* G = NULL
     cdef floating* gb = NULL
     cdef floating* ring = NULL
+    cdef floating* work = NULL
     cdef floating* dA_ptr = NULL
     cdef floating acc
     if act == STEP:
@@ -536,7 +636,11 @@ def backward_fused(int act,
     _check("dU", (dU.shape[0], dU.shape[1]), (n, I))
     _check("dW", (dW.shape[0], dW.shape[1]), (n, n))
     _check("db", (db.shape[0],), (n,))
-    if not fused_ok(I, n, B, np.float32 if floating is float else np.float64):
+    if FASTBPTT_TILED and B > 0 and n > 0 and not sequence_path(
+            I, n, B, np.float32 if floating is float else np.float64):
+        _backward_fused_tiled(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads)
+        return
+    if not FASTBPTT_TILED or B == 0 or n == 0:
         dA_all = np.asarray(dA) if dA is not None else np.empty((T, B, n), dtype=np.asarray(dh0).dtype)
         backward(act, W, H, dH, dh_T, dA_all, dh0, n_threads)
         dA2 = dA_all.reshape(T * B, n)
@@ -547,20 +651,22 @@ def backward_fused(int act,
     nv = n // lanes(&W[0, 0])
     G = <floating*> calloc(B * gsize, sizeof(floating))
     gb = <floating*> calloc(B * n, sizeof(floating))
+    work = <floating*> malloc(B * _fold_work(&W[0, 0], I, n) * sizeof(floating))
     if dA is None:
         ring = <floating*> malloc(B * FB_TB * n * sizeof(floating))
     else:
         dA_ptr = &dA[0, 0, 0] if T > 0 else NULL
-    if G == NULL or gb == NULL or (dA is None and ring == NULL):
+    if G == NULL or gb == NULL or work == NULL or (dA is None and ring == NULL):
         free(G)
         free(gb)
         free(ring)
+        free(work)
         raise MemoryError()
     with nogil:
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         if T > 0:
             bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], dA_ptr, &dh0[0, 0],
-                                &X[0, 0, 0], I, G, gb, ring, T, B, n, n_threads)
+                                &X[0, 0, 0], I, G, gb, ring, work, T, B, n, n_threads)
         # G holds dU^T over its first I rows and dW^T below; sum the sequences in a fixed order
         for i in range(n):
             for k in range(I):
@@ -580,5 +686,46 @@ def backward_fused(int act,
         free(G)
         free(gb)
         free(ring)
+        free(work)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite gradient at time step {bad}")
+
+
+cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, :, ::1] X,
+                           const floating[:, :, ::1] H, const floating[:, :, ::1] dH,
+                           const floating[:, ::1] dh_T, floating[:, :, ::1] dA,
+                           floating[:, ::1] dh0, floating[:, ::1] dU, floating[:, ::1] dW,
+                           floating[::1] db, int n_threads):
+    """backward_fused for shapes off the sequence path: the tiled loop with the weight gradients
+    folded in step by step (shapes checked by the caller)."""
+    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2], I = X.shape[2]
+    cdef Py_ssize_t bad = -1
+    cdef floating* P = _packed(&W[0, 0], n, False)
+    cdef floating* ring = NULL
+    cdef floating* dA_ptr = NULL
+    cdef Py_ssize_t chunks = max(1, min(n_threads, n))
+    cdef floating* work = <floating*> malloc(chunks * _fold_work(&W[0, 0], I, n) * sizeof(floating))
+    if dA is None:
+        ring = <floating*> malloc(_fold_steps(B) * B * n * sizeof(floating) + 1)
+    elif T > 0:
+        dA_ptr = &dA[0, 0, 0]
+    if P == NULL or work == NULL or (dA is None and ring == NULL):
+        free(P)
+        free(ring)
+        free(work)
+        raise MemoryError()
+    with nogil:
+        memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
+        memset(&dW[0, 0], 0, n * n * sizeof(floating))
+        memset(&db[0], 0, n * sizeof(floating))
+        if I > 0:
+            memset(&dU[0, 0], 0, n * I * sizeof(floating))
+        if T > 0:
+            bad = _backward_tiled(act, P, &H[0, 0, 0], &dH[0, 0, 0], dA_ptr, &dh0[0, 0],
+                                  &X[0, 0, 0], I, &dU[0, 0] if I > 0 else <floating*> NULL,
+                                  &dW[0, 0], &db[0], ring, work, T, B, n, n_threads)
+        free(P)
+        free(ring)
+        free(work)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

@@ -12,6 +12,7 @@
 #define FASTBPTT_TILE_H
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "_vmath.h"

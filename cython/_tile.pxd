@@ -13,11 +13,19 @@ cdef extern from "_tile.h" nogil:
     void fb_pack_f(const float* B, Py_ssize_t ldb, int trans, Py_ssize_t K, Py_ssize_t N,
                    float* P) noexcept
     void fb_gemm_packed_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A, Py_ssize_t lda,
-                          const double* P, const double* C0, Py_ssize_t ldc0, double* C,
-                          Py_ssize_t ldc) noexcept
+                          const double* P, const double* bias, const double* C0, Py_ssize_t ldc0,
+                          double* C, Py_ssize_t ldc) noexcept
     void fb_gemm_packed_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
-                          const float* P, const float* C0, Py_ssize_t ldc0, float* C,
-                          Py_ssize_t ldc) noexcept
+                          const float* P, const float* bias, const float* C0, Py_ssize_t ldc0,
+                          float* C, Py_ssize_t ldc) noexcept
+    size_t fb_gemm_tn_work_d(Py_ssize_t M, Py_ssize_t N) noexcept
+    size_t fb_gemm_tn_work_f(Py_ssize_t M, Py_ssize_t N) noexcept
+    void fb_gemm_tn_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A, Py_ssize_t lda,
+                      const double* B, Py_ssize_t ldb, double* C, Py_ssize_t ldc,
+                      double* work) noexcept
+    void fb_gemm_tn_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
+                      const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc,
+                      float* work) noexcept
     Py_ssize_t fb_elman_fwd_d(int nv, int act, Py_ssize_t T, const double* Wt, const double* A,
                               Py_ssize_t sa, const double* X, Py_ssize_t sx, Py_ssize_t I,
                               const double* Ut, const double* bias, double* H,
@@ -28,11 +36,13 @@ cdef extern from "_tile.h" nogil:
     Py_ssize_t fb_elman_bwd_d(int nv, int act, Py_ssize_t T, const double* W, const double* H,
                               Py_ssize_t sh, const double* dH, Py_ssize_t sg, double* dA,
                               Py_ssize_t sa, double* dh, const double* X, Py_ssize_t sx,
-                              Py_ssize_t I, double* G, double* db, double* ring) noexcept
+                              Py_ssize_t I, double* G, double* db, double* ring,
+                              double* work) noexcept
     Py_ssize_t fb_elman_bwd_f(int nv, int act, Py_ssize_t T, const float* W, const float* H,
                               Py_ssize_t sh, const float* dH, Py_ssize_t sg, float* dA,
                               Py_ssize_t sa, float* dh, const float* X, Py_ssize_t sx,
-                              Py_ssize_t I, float* G, float* db, float* ring) noexcept
+                              Py_ssize_t I, float* G, float* db, float* ring,
+                              float* work) noexcept
 
 
 cdef inline Py_ssize_t lanes(const floating* p) noexcept nogil:
@@ -58,13 +68,35 @@ cdef inline void pack(const floating* B, Py_ssize_t ldb, bint trans, Py_ssize_t 
 
 
 cdef inline void gemm_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
-                             Py_ssize_t lda, const floating* P, const floating* C0, Py_ssize_t ldc0,
-                             floating* C, Py_ssize_t ldc) noexcept nogil:
-    """C (M, N) = C0 + A (M, K) @ op(B), op(B) packed by `pack`; C0 may be NULL or C itself."""
+                             Py_ssize_t lda, const floating* P, const floating* bias,
+                             const floating* C0, Py_ssize_t ldc0, floating* C,
+                             Py_ssize_t ldc) noexcept nogil:
+    """C (M, N) = C0 + bias + A (M, K) @ op(B), op(B) packed by `pack`, bias (N,) added to every row;
+    C0 and bias may be NULL, C0 may be C itself."""
     if floating is float:
-        fb_gemm_packed_f(M, N, K, A, lda, P, C0, ldc0, C, ldc)
+        fb_gemm_packed_f(M, N, K, A, lda, P, bias, C0, ldc0, C, ldc)
     else:
-        fb_gemm_packed_d(M, N, K, A, lda, P, C0, ldc0, C, ldc)
+        fb_gemm_packed_d(M, N, K, A, lda, P, bias, C0, ldc0, C, ldc)
+
+
+cdef inline Py_ssize_t gemm_tn_work(const floating* like, Py_ssize_t M,
+                                    Py_ssize_t N) noexcept nogil:
+    """Elements of scratch gemm_tn needs for an (M, N) result."""
+    if floating is float:
+        return fb_gemm_tn_work_f(M, N)
+    else:
+        return fb_gemm_tn_work_d(M, N)
+
+
+cdef inline void gemm_tn(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
+                         Py_ssize_t lda, const floating* B, Py_ssize_t ldb, floating* C,
+                         Py_ssize_t ldc, floating* work) noexcept nogil:
+    """C (M, N) += A^T B, A (K, M) and B (K, N) row-major: a weight gradient sum_k a_k^T b_k.
+    work: gemm_tn_work(M, N) elements of scratch (NULL works, slower)."""
+    if floating is float:
+        fb_gemm_tn_f(M, N, K, A, lda, B, ldb, C, ldc, work)
+    else:
+        fb_gemm_tn_d(M, N, K, A, lda, B, ldb, C, ldc, work)
 
 
 cdef inline Py_ssize_t elman_seq_forward(int nv, int act, Py_ssize_t T, const floating* Wt,
@@ -83,10 +115,13 @@ cdef inline Py_ssize_t elman_seq_backward(int nv, int act, Py_ssize_t T, const f
                                           const floating* H, Py_ssize_t sh, const floating* dH,
                                           Py_ssize_t sg, floating* dA, Py_ssize_t sa, floating* dh,
                                           const floating* X, Py_ssize_t sx, Py_ssize_t I,
-                                          floating* G, floating* db,
-                                          floating* ring) noexcept nogil:
-    """One sequence backward through all T steps; with G, also dU^T / dW^T (G) and db."""
+                                          floating* G, floating* db, floating* ring,
+                                          floating* work) noexcept nogil:
+    """One sequence backward through all T steps; with G, also dU^T / dW^T (G) and db
+    (work: gemm_tn_work(max(I, n), n) elements)."""
     if floating is float:
-        return fb_elman_bwd_f(nv, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring)
+        return fb_elman_bwd_f(nv, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring,
+                              work)
     else:
-        return fb_elman_bwd_d(nv, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring)
+        return fb_elman_bwd_d(nv, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring,
+                              work)

@@ -28,12 +28,14 @@ static inline void FB_SFX(fb_pack)(const FT* B, ptrdiff_t ldb, int trans, ptrdif
 
 /* One mr x NR tile over kb steps of k: C = C0 + A @ panel (C0 may be NULL, or C itself). */
 static inline __attribute__((always_inline)) void FB_SFX(fb_tile)(
-        const int mr, ptrdiff_t kb, const FT* A, ptrdiff_t lda, const FT* Pp, const FT* C0,
-        ptrdiff_t ldc0, FT* C, ptrdiff_t ldc, ptrdiff_t ncols) {
+        const int mr, ptrdiff_t kb, const FT* A, ptrdiff_t lda, const FT* Pp, const FT* bias,
+        const FT* C0, ptrdiff_t ldc0, FT* C, ptrdiff_t ldc, ptrdiff_t ncols) {
     VT c0[FB_MR], c1[FB_MR];
+    FT bpad[FB_NR] = {0};
+    if (bias) memcpy(bpad, bias, (size_t)ncols * sizeof(FT));
     for (int r = 0; r < mr; r++) {
-        c0[r] = VZERO();
-        c1[r] = VZERO();
+        c0[r] = VLOAD(bpad);
+        c1[r] = VLOAD(bpad + FB_W);
     }
     for (ptrdiff_t k = 0; k < kb; k++) {
         VT b0 = VLOAD(Pp + k * FB_NR), b1 = VLOAD(Pp + k * FB_NR + FB_W);
@@ -63,16 +65,18 @@ static inline __attribute__((always_inline)) void FB_SFX(fb_tile)(
     }
 }
 
-/* C (M x N) = C0 + A (M x K) @ op(B), op(B) packed by fb_pack. C0 may be NULL or equal to C. */
+/* C (M x N) = C0 + bias + A (M x K) @ op(B), op(B) packed by fb_pack; bias (N) is added to every
+ * row. C0 and bias may be NULL; C0 may be C itself. */
 static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
-                                           ptrdiff_t lda, const FT* P, const FT* C0, ptrdiff_t ldc0,
-                                           FT* C, ptrdiff_t ldc) {
+                                           ptrdiff_t lda, const FT* P, const FT* bias, const FT* C0,
+                                           ptrdiff_t ldc0, FT* C, ptrdiff_t ldc) {
     ptrdiff_t panels = (N + FB_NR - 1) / FB_NR;
     ptrdiff_t tiles = (M + FB_MR - 1) / FB_MR;
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         for (ptrdiff_t m = 0; m < M; m++)
-            for (ptrdiff_t j = 0; j < N; j++) C[m * ldc + j] = C0 ? C0[m * ldc0 + j] : (FT)0;
+            for (ptrdiff_t j = 0; j < N; j++)
+                C[m * ldc + j] = (C0 ? C0[m * ldc0 + j] : (FT)0) + (bias ? bias[j] : (FT)0);
         return;
     }
     for (ptrdiff_t kc = 0; kc < K; kc += FB_KC) {
@@ -85,6 +89,7 @@ static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 /* rows spread evenly over the tiles: a 2-row leftover tile would run latency-bound */
                 int mr = (int)((M - m + (tiles - t) - 1) / (tiles - t));
                 const FT* c0;
+                const FT* bp = kc == 0 && bias ? bias + p * FB_NR : NULL;
                 ptrdiff_t ld0;
                 if (kc == 0) {
                     c0 = C0 ? C0 + m * ldc0 + p * FB_NR : NULL;
@@ -96,18 +101,118 @@ static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 const FT* a = A + m * lda + kc;
                 FT* c = C + m * ldc + p * FB_NR;
                 switch (mr) {
-                case 6: FB_SFX(fb_tile)(6, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
-                case 5: FB_SFX(fb_tile)(5, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
-                case 4: FB_SFX(fb_tile)(4, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
-                case 3: FB_SFX(fb_tile)(3, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
-                case 2: FB_SFX(fb_tile)(2, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
-                default: FB_SFX(fb_tile)(1, kb, a, lda, Pp, c0, ld0, c, ldc, ncols); break;
+                case 6: FB_SFX(fb_tile)(6, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
+                case 5: FB_SFX(fb_tile)(5, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
+                case 4: FB_SFX(fb_tile)(4, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
+                case 3: FB_SFX(fb_tile)(3, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
+                case 2: FB_SFX(fb_tile)(2, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
+                default: FB_SFX(fb_tile)(1, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
                 }
                 m += mr;
             }
         }
     }
 }
+
+/* One mr x NR tile of C += A^T B over K rows: the tile's mr values of A's row k at A + k * sa
+ * (sa = mr once packed), B's row k at B + k * ldb (B is read in place). */
+static inline __attribute__((always_inline)) void FB_SFX(fb_tile_tn)(
+        const int mr, ptrdiff_t K, const FT* A, ptrdiff_t sa, const FT* B, ptrdiff_t ldb, FT* C,
+        ptrdiff_t ldc) {
+    VT c0[FB_MR], c1[FB_MR];
+    for (int r = 0; r < mr; r++) {
+        c0[r] = VLOAD(C + r * ldc);
+        c1[r] = VLOAD(C + r * ldc + FB_W);
+    }
+    for (ptrdiff_t k = 0; k < K; k++) {
+        VT b0 = VLOAD(B + k * ldb), b1 = VLOAD(B + k * ldb + FB_W);
+        for (int r = 0; r < mr; r++) {
+            VT a = VBCAST(A[k * sa + r]);
+            c0[r] = VFMA(a, b0, c0[r]);
+            c1[r] = VFMA(a, b1, c1[r]);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        VSTORE(C + r * ldc, c0[r]);
+        VSTORE(C + r * ldc + FB_W, c1[r]);
+    }
+}
+
+#define FB_TN_TILE(MR) FB_SFX(fb_tile_tn)(MR, kb, a, sa, b, sb, c, ldc)
+
+/* Elements of the scratch fb_gemm_tn packs its operands into, for M x N results. */
+static inline size_t FB_SFX(fb_gemm_tn_work)(ptrdiff_t M, ptrdiff_t N) {
+    return (size_t)FB_KC * (size_t)(M + N + FB_NR) + (size_t)((M + FB_MR - 1) / FB_MR + 2) * 2 * FB_W;
+}
+
+/* C (M x N) += A^T B with A (K x M) and B (K x N) row-major: the weight-gradient product
+ * sum_k a_k^T b_k. `work` (fb_gemm_tn_work elements, or NULL to read in place) is scratch: per chunk
+ * of K rows both operands are first packed into it, A's columns tile by tile and
+ * B's panel by panel: rows of the same matrix 2^k bytes apart would otherwise fall into the same few
+ * L1 sets and evict each other. Whole panels of NR columns run tiled, the last N % NR plainly. */
+static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
+                                       ptrdiff_t lda, const FT* B, ptrdiff_t ldb, FT* C,
+                                       ptrdiff_t ldc, FT* work) {
+    ptrdiff_t panels = N / FB_NR, tiles = (M + FB_MR - 1) / FB_MR;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    FT* packed = panels ? work : NULL;
+    FT* bpack = packed ? packed + (size_t)FB_KC * M + (size_t)(tiles + 1) * 2 * FB_W : NULL;
+    for (ptrdiff_t kc = 0; kc < K && panels; kc += FB_KC) {
+        ptrdiff_t kb = K - kc < FB_KC ? K - kc : FB_KC;
+        if (packed) {
+            /* row by row, so each source row is read once, in order; strips are 2W apart so the
+             * whole-register copy of a row's last tile may spill past mr without harm */
+            for (ptrdiff_t k = 0; k < kb; k++) {
+                const FT* src = A + (kc + k) * lda;
+                ptrdiff_t m = 0;
+                for (ptrdiff_t t = 0; t < tiles; t++) {
+                    int mr = (int)((M - m + (tiles - t) - 1) / (tiles - t));
+                    FT* dst = packed + m * kb + t * 2 * FB_W + k * mr;
+                    if (m + 2 * FB_W <= M) {
+                        VSTORE(dst, VLOAD(src + m));
+                        VSTORE(dst + FB_W, VLOAD(src + m + FB_W));
+                    } else {
+                        for (int r = 0; r < mr; r++) dst[r] = src[m + r];
+                    }
+                    m += mr;
+                }
+                const FT* brow = B + (kc + k) * ldb;
+                for (ptrdiff_t p = 0; p < panels; p++) {
+                    VSTORE(bpack + (p * kb + k) * FB_NR, VLOAD(brow + p * FB_NR));
+                    VSTORE(bpack + (p * kb + k) * FB_NR + FB_W, VLOAD(brow + p * FB_NR + FB_W));
+                }
+            }
+        }
+        for (ptrdiff_t p = 0; p < panels; p++) {
+            ptrdiff_t m = 0;
+            for (ptrdiff_t t = 0; t < tiles; t++) {
+                int mr = (int)((M - m + (tiles - t) - 1) / (tiles - t));
+                /* without the packing buffer (out of memory), read both in place */
+                const FT* a = packed ? packed + m * kb + t * 2 * FB_W : A + kc * lda + m;
+                ptrdiff_t sa = packed ? mr : lda;
+                const FT* b = packed ? bpack + p * kb * FB_NR : B + kc * ldb + p * FB_NR;
+                ptrdiff_t sb = packed ? FB_NR : ldb;
+                FT* c = C + m * ldc + p * FB_NR;
+                switch (mr) {
+                case 6: FB_TN_TILE(6); break;
+                case 5: FB_TN_TILE(5); break;
+                case 4: FB_TN_TILE(4); break;
+                case 3: FB_TN_TILE(3); break;
+                case 2: FB_TN_TILE(2); break;
+                default: FB_TN_TILE(1); break;
+                }
+                m += mr;
+            }
+        }
+    }
+    for (ptrdiff_t i = 0; i < M; i++)
+        for (ptrdiff_t j = panels * FB_NR; j < N; j++) {
+            FT s = C[i * ldc + j];
+            for (ptrdiff_t k = 0; k < K; k++) s += A[k * lda + i] * B[k * ldb + j];
+            C[i * ldc + j] = s;
+        }
+}
+#undef FB_TN_TILE
 
 /* ---- Elman recurrence of one sequence, n = NV * width units, the whole time loop in one call ----------
  * Rows are `s*` elements apart (the batch interleaves sequences). Keeping one sequence through all its
@@ -176,8 +281,19 @@ static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_fwd_nv)(
  * G is (I + n) x n: its first I rows are dU transposed, the rest dW transposed. */
 static inline __attribute__((always_inline)) void FB_SFX(fb_wgrad_nv)(
         const int NV, ptrdiff_t rows, const FT* dA, ptrdiff_t sa, const FT* X, ptrdiff_t sx,
-        ptrdiff_t I, const FT* H, ptrdiff_t sh, FT* G, FT* db) {
+        ptrdiff_t I, const FT* H, ptrdiff_t sh, FT* G, FT* db, FT* work) {
     const ptrdiff_t n = (ptrdiff_t)NV * FB_W, K = I + n;
+    if (n % FB_NR == 0) {
+        /* whole panels: the tiled A^T B, dU^T from the inputs and dW^T from the states */
+        if (I > 0) FB_SFX(fb_gemm_tn)(I, n, rows, X, sx, dA, sa, G, n, work);
+        FB_SFX(fb_gemm_tn)(n, n, rows, H, sh, dA, sa, G + I * n, n, work);
+        VT s[FB_NV_MAX];
+        for (int v = 0; v < NV; v++) s[v] = VLOAD(db + v * FB_W);
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (int v = 0; v < NV; v++) s[v] = VADD(s[v], VLOAD(dA + r * sa + v * FB_W));
+        for (int v = 0; v < NV; v++) VSTORE(db + v * FB_W, s[v]);
+        return;
+    }
     /* kb rows of G at a time: about 12 independent sums cover the FMA latency on both pipes */
     enum { KB = 12 };
     static const FT none[1] = {0};
@@ -216,7 +332,7 @@ static inline __attribute__((always_inline)) void FB_SFX(fb_wgrad_nv)(
 static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_bwd_nv)(
         const int NV, int act, ptrdiff_t T, const FT* W, const FT* H, ptrdiff_t sh, const FT* dH,
         ptrdiff_t sg, FT* dA, ptrdiff_t sa, FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G,
-        FT* db, FT* ring) {
+        FT* db, FT* ring, FT* work) {
     const ptrdiff_t n = (ptrdiff_t)NV * FB_W;
     const VT zero = VZERO(), one = VBCAST((FT)1);
     VT d[FB_NV_MAX], acc0[FB_NV_MAX], acc1[FB_NV_MAX];
@@ -260,7 +376,7 @@ static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_bwd_nv)(
         if (G && t == start) {
             const FT* rows_dA = dA ? dA + start * sa : ring;
             FB_SFX(fb_wgrad_nv)(NV, end - start, rows_dA, dA ? sa : n, X ? X + start * sx : X, sx, I,
-                                H + start * sh, sh, G, db);
+                                H + start * sh, sh, G, db, work);
             end = start;
         }
     }
@@ -286,8 +402,9 @@ static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt
 static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,
                                      ptrdiff_t sh, const FT* dH, ptrdiff_t sg, FT* dA, ptrdiff_t sa,
                                      FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,
-                                     FT* ring) {
-#define FB_CALL(NV) FB_SFX(fb_elman_bwd_nv)(NV, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring)
+                                     FT* ring, FT* work) {
+#define FB_CALL(NV) \
+    FB_SFX(fb_elman_bwd_nv)(NV, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring, work)
     FB_NV_SWITCH(FB_CALL)
 #undef FB_CALL
 }
@@ -323,8 +440,9 @@ static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt
 static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,
                                      ptrdiff_t sh, const FT* dH, ptrdiff_t sg, FT* dA, ptrdiff_t sa,
                                      FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,
-                                     FT* ring) {
+                                     FT* ring, FT* work) {
     const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
+    (void)work;
     for (ptrdiff_t t = T - 1; t >= 0; t--) {
         const FT* h = H + (t + 1) * sh;
         FT* da = dA ? dA + t * sa : ring;
@@ -351,16 +469,34 @@ static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W,
 }
 
 static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
-                                           ptrdiff_t lda, const FT* P, const FT* C0, ptrdiff_t ldc0,
-                                           FT* C, ptrdiff_t ldc) {
+                                           ptrdiff_t lda, const FT* P, const FT* bias, const FT* C0,
+                                           ptrdiff_t ldc0, FT* C, ptrdiff_t ldc) {
     for (ptrdiff_t m = 0; m < M; m++) {
         for (ptrdiff_t j = 0; j < N; j++) {
             const FT* col = P + (j / FB_NR) * K * FB_NR + j % FB_NR;
-            FT s = 0;
+            FT s = bias ? bias[j] : (FT)0;
             for (ptrdiff_t k = 0; k < K; k++) s += A[m * lda + k] * col[k * FB_NR];
             C[m * ldc + j] = (C0 ? C0[m * ldc0 + j] : (FT)0) + s;
         }
     }
+}
+
+static inline size_t FB_SFX(fb_gemm_tn_work)(ptrdiff_t M, ptrdiff_t N) {
+    (void)M;
+    (void)N;
+    return 1;
+}
+
+static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
+                                       ptrdiff_t lda, const FT* B, ptrdiff_t ldb, FT* C,
+                                       ptrdiff_t ldc, FT* work) {
+    (void)work;
+    for (ptrdiff_t i = 0; i < M; i++)
+        for (ptrdiff_t j = 0; j < N; j++) {
+            FT s = C[i * ldc + j];
+            for (ptrdiff_t k = 0; k < K; k++) s += A[k * lda + i] * B[k * ldb + j];
+            C[i * ldc + j] = s;
+        }
 }
 
 #endif

@@ -146,6 +146,8 @@ FUSED_SHAPES = [  # T, B, I, H: the sequence path (H a whole number of registers
     (5, 1, 2, 12),    # float32: not a whole register, falls back
     (9, 4, 2, 16),    # B > 3: falls back
     (6, 2, 20, 8),    # I > 16: falls back
+    (4, 7, 5, 37),    # odd width: tiled path with the projection per step
+    (3, 40, 30, 70),  # several row tiles and panels
     (0, 1, 2, 16),
 ]
 
@@ -185,11 +187,13 @@ def test_fused_entries_agree_with_numpy(shape, act, dtype, n_threads, keep_dA, r
         assert_close(got[name], r, dtype, f"fused {name}")
 
 
-def test_fused_ok_names_the_sequence_path():
-    assert _elman.fused_ok(2, 16, 1, np.float64) == bool(_elman.fused_ok(2, 16, 1, np.float32))
-    assert not _elman.fused_ok(2, 16, 4, np.float64)   # batch too large
-    assert not _elman.fused_ok(2, 12, 1, np.float32)   # not a whole number of float registers
-    assert not _elman.fused_ok(40, 16, 1, np.float64)  # projection better as one GEMM
+def test_sequence_path_is_chosen_by_shape():
+    if not _elman.fused_ok(2, 16, 1, np.float64):
+        pytest.skip("built without the tiled kernels (no AVX2 + FMA)")
+    assert _elman.sequence_path(2, 16, 1, np.float64) and _elman.sequence_path(2, 16, 3, np.float32)
+    assert not _elman.sequence_path(2, 16, 4, np.float64)   # batch too large
+    assert not _elman.sequence_path(2, 12, 1, np.float32)   # not a whole number of float registers
+    assert not _elman.sequence_path(40, 16, 1, np.float64)  # projection better outside the loop
 
 
 def test_fused_entries_raise_on_non_finite():
