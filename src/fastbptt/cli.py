@@ -1,11 +1,11 @@
 """The `fastbptt` command: train the seeds' tasks, time the backends, check gradients.
 
-    fastbptt demo                       train 8-bit addition, then time Cython vs NumPy vs pure Python
-    fastbptt train addition --help      one seed experiment (addition, counting, digits)
-    fastbptt adder --check              seed 002's hand-set adder on every pair of 8-bit numbers
-    fastbptt bench --cell lstm          time the backends on one workload
-    fastbptt gradcheck --cell gru       gradients against finite differences on a small random problem
-    fastbptt config                     how fastbptt was built and which kernels run
+    fastbptt demo                   train 8-bit addition, then time Cython vs NumPy vs pure Python
+    fastbptt train addition --help  one seed experiment (addition, counting, digits)
+    fastbptt adder --check          seed 002's hand-set adder on every pair of 8-bit numbers
+    fastbptt bench --cell lstm      time the backends on one workload
+    fastbptt gradcheck --cell gru   gradients against finite differences on a small problem
+    fastbptt config                 how fastbptt was built and which kernels run
 """
 
 import argparse
@@ -30,7 +30,8 @@ def _print_speed(rows):
     base = rows.get("cython")
     print(f"{'backend':>8} {'us/step':>10} {'steps timed':>12}  speed-up of cython")
     for name, row in rows.items():
-        ratio = "" if name == "cython" or base is None else f"{row['us_per_step'] / base['us_per_step']:.0f}x"
+        ratio = ("" if name == "cython" or base is None
+                 else f"{row['us_per_step'] / base['us_per_step']:.0f}x")
         print(f"{name:>8} {row['us_per_step']:10.3f} {row['T']:12,}  {ratio}")
 
 
@@ -78,10 +79,345 @@ def cmd_config(args):
     return 0
 
 
+# -- train, adder, demo --------------------------------------------------------------------------
+
+def _log(args):
+    """Progress lines to stdout, unless --quiet."""
+    return None if args.quiet else (lambda line: print(line, flush=True))
+
+
+def _seeds(args):
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    return range(args.seed, args.seed + args.seeds)
+
+
+def _print_summary(results):
+    """One row per label: runs, final accuracy, how many reached 100 % and the median iterations."""
+    from .experiments import summarize
+
+    summary = summarize(results)
+    has_its = any("reached" in row for row in summary.values())
+    head = f"{'':<24}{'runs':>5}  {'final accuracy: median (min-max)':<34}"
+    if has_its:
+        head += f"{'reached 100 %':>14}{'median iterations':>19}"
+    print(head + f"{'s/run':>8}")
+    for label, row in summary.items():
+        acc = (f"{100 * row['accuracy_median']:.2f} % ({100 * row['accuracy_min']:.2f}-"
+               f"{100 * row['accuracy_max']:.2f})")
+        line = f"{label:<24}{row['runs']:>5}  {acc:<34}"
+        if has_its:
+            med = row["iterations_to_perfect_median"]
+            shown = f"{med:,.0f}" if med is not None else f"> {row['budget']:,}"
+            line += f"{str(row['reached']) + '/' + str(row['runs']):>14}{shown:>19}"
+        print(line + f"{row['seconds_median']:>8.2f}")
+
+
+def _finish(args, results, title):
+    """Print the final figures, then write the plot and the JSON when asked."""
+    from . import experiments as ex
+
+    if len(results) == 1:
+        print(_final_line(results[0]))
+    else:
+        _print_summary(results)
+    if args.plot:
+        ex.plot(results, args.plot, title=args.title or title)
+        print(f"curves plotted to {args.plot}")
+    if args.json:
+        doc = {"command": f"train {args.task}", "title": args.title or title,
+               "results": [ex.to_json(r) for r in results],
+               "summary": ex.to_json(ex.summarize(results))}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def _final_line(r):
+    if r["task"] == "addition":
+        its = r["iterations_to_perfect"]
+        return (f"final held-out accuracy {100 * r['accuracy']:.2f} % of {r['test_pairs']:,} "
+                f"pairs (bits {100 * r['bit_accuracy']:.2f} %); 100 % first at iteration "
+                + (f"{its:,}" if its is not None else "- (never)")
+                + f"; {r['iterations']:,} iterations in {r['seconds']:.2f} s"
+                + (f"; DIVERGED: {r['diverged']}" if r["diverged"] else ""))
+    if r["task"] == "counting":
+        its = r["iterations_to_perfect"]
+        w = r["weights"]
+        return (f"final test accuracy {100 * r['accuracy']:.2f} % of steps (T = "
+                f"{r['config']['T']}, largest error {r['max_error']:.3g}); 100 % first at "
+                f"iteration " + (f"{its:,}" if its is not None else "- (never)")
+                + f"; U = {w['U'][0]:.6g}, W = {w['W'][0]:.6g}, b = {w['b'][0]:.3g}"
+                + f"; {r['iterations']:,} iterations in {r['seconds']:.2f} s"
+                + (f"; DIVERGED: {r['diverged']}" if r["diverged"] else ""))
+    by_step = " ".join(f"{100 * a:.0f}" for a in r["accuracy_by_step"])
+    return (f"{r['label']}: final test accuracy {100 * r['accuracy']:.2f} % of {r['n_test']} "
+            f"images (train {100 * r['train_accuracy']:.2f} %); by rows read (%): {by_step}; "
+            f"{r['epochs']} epochs in {r['seconds']:.2f} s")
+
+
+def _check_outputs(args):
+    """Fail before training, not after, when --plot cannot be drawn."""
+    if args.plot:
+        from .experiments import require_matplotlib
+
+        require_matplotlib()
+
+
+def _run_all(args, runs):
+    """Run every (function, kwargs); one run logs its progress, several log a line each."""
+    from .experiments import run_line
+
+    results = []
+    for fn, kwargs in runs:
+        log = _log(args) if len(runs) == 1 else None
+        result = fn(log=log, **kwargs)
+        if len(runs) > 1 and not args.quiet:
+            print(run_line(result), flush=True)
+        results.append(result)
+    return results
+
+
+def cmd_train_addition(args):
+    from . import experiments as ex
+
+    _check_outputs(args)
+    common = dict(n_bits=args.bits, hidden_size=args.hidden, iterations=args.iterations,
+                  batch_size=args.batch, optimizer=args.optimizer, lr=args.lr, loss=args.loss,
+                  reduction=args.reduction, n_test=args.test_pairs, eval_every=args.eval_every,
+                  stop_at=1.0 if args.stop_at_perfect else None, backend=args.backend,
+                  dtype=args.dtype)
+    runs = [(ex.addition, dict(common, init=init, seed=seed, label=f"init={init}"))
+            for init in args.init for seed in _seeds(args)]
+    results = _run_all(args, runs)
+    return _finish(args, results, f"{args.bits}-bit binary addition, tanh RNN H={args.hidden}, "
+                                  f"{args.optimizer} lr={args.lr:g}")
+
+
+_COUNTING_FLAGS = ("T", "init", "iterations", "optimizer", "lr", "lr_decay", "clip_norm", "tbptt",
+                   "n_train", "n_test", "reduction", "eval_every")
+
+
+def cmd_train_counting(args):
+    from . import experiments as ex
+
+    _check_outputs(args)
+    given = {k: getattr(args, k) for k in _COUNTING_FLAGS if getattr(args, k) is not None}
+    if args.free_bias:
+        given["fix_bias"] = False
+    common = dict(given, backend=args.backend, dtype=args.dtype)
+    runs = []
+    for recipe in args.recipe or [None]:
+        for seed in _seeds(args):
+            if recipe is None:
+                runs.append((ex.counting, dict(common, seed=seed)))
+            else:
+                runs.append((ex.counting_recipe, dict(common, name=recipe, seed=seed)))
+    results = _run_all(args, runs)
+    return _finish(args, results, "counting (seed 003): one ReLU unit, no output layer")
+
+
+def cmd_train_digits(args):
+    from . import experiments as ex
+
+    _check_outputs(args)
+    targets = ["all", "last"] if args.target == "both" else [args.target]
+    runs = [(ex.digits, dict(target=target, hidden_size=args.hidden, epochs=args.epochs,
+                             batch_size=args.batch, optimizer=args.optimizer, lr=args.lr,
+                             clip_norm=args.clip_norm, test_fraction=args.test_fraction,
+                             seed=seed, backend=args.backend, dtype=args.dtype))
+            for target in targets for seed in _seeds(args)]
+    results = _run_all(args, runs)
+    return _finish(args, results, f"8x8 digits row by row (seed 004), tanh RNN H={args.hidden}")
+
+
+def cmd_adder(args):
+    from . import experiments as ex
+    from .tasks import (
+        binary_addition,
+        decode_bits,
+        hand_set_adder,
+        hand_set_adder_weights,
+        sample_pairs,
+    )
+
+    corrected = not args.as_written
+    if not args.check:
+        for name, value in hand_set_adder_weights(corrected).items():
+            print(f"{name} = {np.array2string(value, separator=', ')}")
+        model = hand_set_adder(corrected, backend=args.backend)
+        pairs = sample_pairs(args.examples, args.bits, seed=args.seed)
+        X, _, a, b = binary_addition(None, args.bits, pairs=pairs)
+        got = decode_bits(model.predict(X) > 0)
+        for x, y, s in zip(a, b, got, strict=True):
+            print(f"{x} + {y} = {s}" + ("" if s == x + y else f"   (wrong: {x + y})"))
+        return 0
+    r = ex.adder_check(args.bits, corrected=corrected, backend=args.backend)
+    print(f"{r['label']}: {r['correct']:,} of {r['pairs']:,} pairs of {args.bits}-bit numbers "
+          f"added exactly ({args.bits + 1}-bit sums; bits right {100 * r['bit_accuracy']:.2f} %) "
+          f"in {r['seconds']:.2f} s")
+    for a, b, got, want in r["wrong_examples"]:
+        print(f"  wrong: {a} + {b} gave {got}, not {want}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(ex.to_json(r), f, indent=1)
+    return 0 if r["exact"] else 1
+
+
+def cmd_demo(args):
+    from . import HAVE_CYTHON
+    from . import experiments as ex
+    from .speed import compare_backends
+
+    print(f"1/2  Train {args.bits}-bit binary addition: seed 001's network (tanh RNN, 16 hidden "
+          f"units, sigmoid output, squared error), plain SGD lr 0.1, one fresh random pair per "
+          f"iteration, until every held-out pair is added exactly.", flush=True)
+    r = ex.addition(n_bits=args.bits, iterations=args.iterations, stop_at=1.0, seed=args.seed,
+                    log=_log(args))
+    print(_final_line(r))
+    if r["iterations_to_perfect"] is None:
+        print("demo: addition did not reach 100 % within the budget", file=sys.stderr)
+        return 1
+    backends = ["cython", "numpy", "python"] if HAVE_CYTHON else ["numpy", "python"]
+    print(f"\n2/2  Time forward + full BPTT per time step on the seed network (tanh, I=2, H=16, "
+          f"O=1, B=1, float64), T = {args.steps:,} for Cython, fewer for the slow backends:",
+          flush=True)
+    if not HAVE_CYTHON:
+        print("     (the compiled kernels are not built: python setup.py build_ext --inplace)")
+    rows = compare_backends("tanh", 2, 16, 1, 1, args.steps, np.float64, backends,
+                            repeats=args.repeats)
+    _print_speed(rows)
+    if "cython" in rows:
+        c = rows["cython"]
+        print(f"\nCython is {c['speedup_vs_numpy']:.0f}x faster than NumPy and "
+              f"{c['speedup_vs_python']:.0f}x faster than pure Python per step "
+              f"({c['us_per_step']:.3f} us per step).")
+    return 0
+
+
+def _add_run_args(p):
+    """Options every `train` task shares."""
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the data, the weights and the order (default 0)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run seeds SEED, SEED+1, ... (this many; default 1)")
+    p.add_argument("--backend", choices=["auto", "cython", "numpy", "python"], default=None)
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--plot", metavar="PATH.png", help="save the curves as a PNG (needs matplotlib)")
+    p.add_argument("--json", metavar="PATH", help="save the curves and figures as JSON")
+    p.add_argument("--title", help="the plot's title")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def _add_train_parsers(sub):
+    from .experiments import COUNTING_RECIPES
+    from .init import INITIALIZERS
+
+    train = sub.add_parser("train",
+                           help="train one of the seeds' tasks (addition, counting, digits)")
+    tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
+
+    p = tasks.add_parser("addition",
+                         help="binary addition, accuracy on held-out pairs (seeds 000, 001)",
+                         description="Seed 001's network: tanh RNN(2, H, 1), sigmoid output, mse "
+                         "summed over steps, a fresh random pair per iteration; accuracy = whole "
+                         "sums right on held-out pairs. Several --init (and --seeds) are compared "
+                         "on one plot.")
+    p.add_argument("--bits", type=int, default=8,
+                   help="operand width n; sums have n+1 bits (default 8)")
+    p.add_argument("--hidden", type=int, default=16, help="hidden units (default 16)")
+    p.add_argument("--init", nargs="+", default=["fan_in"], choices=sorted(INITIALIZERS),
+                   help="initialiser(s); seed 001's: fan_in uniform uniform_positive "
+                        "(default fan_in)")
+    p.add_argument("--iterations", type=int, default=3000, help="parameter updates (default 3000)")
+    p.add_argument("--batch", type=int, default=1, help="fresh pairs per update (default 1)")
+    p.add_argument("--optimizer", default="sgd",
+                   choices=["sgd", "momentum", "nesterov", "adagrad", "adam"])
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    p.add_argument("--loss", default="mse", choices=["mse", "bce"])
+    p.add_argument("--reduction", default="sum", choices=["sum", "mean"])
+    p.add_argument("--test-pairs", type=int, help="held-out pairs (default min(4096, 4^n/4))")
+    p.add_argument("--eval-every", type=int, default=100, help="iterations between evaluations")
+    p.add_argument("--stop-at-perfect", action="store_true",
+                   help="stop once every held-out pair is right")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_train_addition)
+
+    p = tasks.add_parser("counting",
+                         help="count the ones seen so far with one ReLU unit (seed 003)",
+                         description="Seed 003: h_t = relu(W h_{t-1} + U x_t), no output layer, "
+                         "loss 0.5 (h_t - count_t)^2 summed; the defaults are the report's set-up "
+                         "(T 5, U and W from U(0, 2), SGD lr 0.001, 1000 iterations, 4 training "
+                         "sequences). A --recipe sets several options at once; flags override it.")
+    p.add_argument("--recipe", nargs="+", choices=list(COUNTING_RECIPES), metavar="NAME",
+                   help="named set-up(s): " + "; ".join(
+                       f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
+                       for k, v in COUNTING_RECIPES.items()))
+    p.add_argument("-T", type=int, help="sequence length (default 5)")
+    p.add_argument("--init", help="report (U, W from U(0, 2); default) | identity (W = 1) | any "
+                                  "fastbptt initialiser")
+    p.add_argument("--iterations", type=int, help="parameter updates (default 1000)")
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "adam"])
+    p.add_argument("--lr", type=float, help="learning rate (default 0.001)")
+    p.add_argument("--lr-decay", type=float, help="divide the rate by 1 + r * step")
+    p.add_argument("--clip-norm", type=float, help="clip the gradient's global norm")
+    p.add_argument("--tbptt", type=int, help="truncated BPTT every K steps (default: full BPTT)")
+    p.add_argument("--train-seqs", dest="n_train", type=int, help="training sequences (default 4)")
+    p.add_argument("--test-seqs", dest="n_test", type=int, help="test sequences (default 500)")
+    p.add_argument("--reduction", choices=["sum", "mean"], help="loss over steps (default sum)")
+    p.add_argument("--eval-every", type=int, help="iterations between evaluations")
+    p.add_argument("--free-bias", action="store_true",
+                   help="train the bias too (the report's unit has none: held at 0 by default)")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_train_counting)
+
+    p = tasks.add_parser("digits", help="8x8 digits read row by row (seed 004; needs scikit-learn)",
+                         description="Seed 004: a tanh RNN reads an 8x8 digit one row per step, "
+                         "softmax + cross-entropy; the loss on every step (the report's, label "
+                         "repeated) or on the last step. Accuracy is the last step's on a "
+                         "held-out split.")
+    p.add_argument("--target", default="both", choices=["all", "last", "both"],
+                   help="loss on every step, the last, or both runs (default both)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
+    p.add_argument("--epochs", type=int, default=50, help="passes over the data (default 50)")
+    p.add_argument("--batch", type=int, default=32, help="minibatch size (default 32)")
+    p.add_argument("--optimizer", default="adam",
+                   choices=["sgd", "momentum", "nesterov", "adagrad", "adam"])
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    p.add_argument("--clip-norm", type=float, help="clip the gradient's global norm")
+    p.add_argument("--test-fraction", type=float, default=0.25, help="held out (default 0.25)")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_train_digits)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastbptt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_train_parsers(sub)
+
+    p = sub.add_parser("adder", help="seed 002's hand-set adder: show it, or --check every pair")
+    p.add_argument("--check", action="store_true",
+                   help="add every pair of --bits numbers, count exact sums (exit 1 if any wrong)")
+    p.add_argument("--bits", type=int, default=8, help="operand width (default 8; --check: <= 12)")
+    p.add_argument("--as-written", action="store_true",
+                   help="the report's weights as written (W all ones), which fail")
+    p.add_argument("--examples", type=int, default=5, help="example sums without --check")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=["auto", "cython", "numpy", "python"], default=None)
+    p.add_argument("--json", metavar="PATH", help="write the check's figures as JSON")
+    p.set_defaults(func=cmd_adder)
+
+    p = sub.add_parser("demo", help="train 8-bit addition to 100 %%, then time the backends")
+    p.add_argument("--bits", type=int, default=8, help="operand width (default 8)")
+    p.add_argument("--iterations", type=int, default=5000, help="training budget (default 5000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=100_000, help="time steps timed (default 100,000)")
+    p.add_argument("--repeats", type=int, default=3, help="median of this many runs (default 3)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines while training")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="time the backends on one workload (forward + full BPTT)")
     _add_workload_args(p)
