@@ -31,6 +31,10 @@
 #define FB_TB 32
 /* K is cut into chunks so one panel chunk (KC x NR) and the A rows it meets stay in L1 */
 #define FB_KC 256
+/* rows of A^T packed at once by fb_gemm_tn: KC x MC stays in L2 while every panel of B passes */
+#define FB_MC 72
+/* columns of B packed at once by fb_gemm_tn (a multiple of both panel widths) */
+#define FB_NC 128
 
 #define FT double
 #define FB_SFX(name) name##_d

@@ -142,7 +142,9 @@ static inline __attribute__((always_inline)) void FB_SFX(fb_tile_tn)(
 
 /* Elements of the scratch fb_gemm_tn packs its operands into, for M x N results. */
 static inline size_t FB_SFX(fb_gemm_tn_work)(ptrdiff_t M, ptrdiff_t N) {
-    return (size_t)FB_KC * (size_t)(M + N + FB_NR) + (size_t)((M + FB_MR - 1) / FB_MR + 2) * 2 * FB_W;
+    (void)M;
+    (void)N;
+    return (size_t)FB_KC * (size_t)(FB_MC + FB_NC) + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W;
 }
 
 /* C (M x N) += A^T B with A (K x M) and B (K x N) row-major: the weight-gradient product
@@ -153,60 +155,74 @@ static inline size_t FB_SFX(fb_gemm_tn_work)(ptrdiff_t M, ptrdiff_t N) {
 static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
                                        ptrdiff_t lda, const FT* B, ptrdiff_t ldb, FT* C,
                                        ptrdiff_t ldc, FT* work) {
-    ptrdiff_t panels = N / FB_NR, tiles = (M + FB_MR - 1) / FB_MR;
+    ptrdiff_t all_panels = N / FB_NR;
     if (M <= 0 || N <= 0 || K <= 0) return;
-    FT* packed = panels ? work : NULL;
-    FT* bpack = packed ? packed + (size_t)FB_KC * M + (size_t)(tiles + 1) * 2 * FB_W : NULL;
-    for (ptrdiff_t kc = 0; kc < K && panels; kc += FB_KC) {
+    FT* packed = all_panels ? work : NULL;
+    FT* bpack = packed ? packed + (size_t)FB_KC * FB_MC + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W
+                       : NULL;
+    /* blocks of FB_NC columns and FB_KC rows of B: the packed block of B and the packed block of A
+     * both stay in L2 */
+    for (ptrdiff_t nc = 0; nc < all_panels * FB_NR; nc += FB_NC)
+    for (ptrdiff_t kc = 0; kc < K; kc += FB_KC) {
         ptrdiff_t kb = K - kc < FB_KC ? K - kc : FB_KC;
+        ptrdiff_t panels = (all_panels * FB_NR - nc < FB_NC ? all_panels * FB_NR - nc : FB_NC) / FB_NR;
         if (packed) {
-            /* row by row, so each source row is read once, in order; strips are 2W apart so the
-             * whole-register copy of a row's last tile may spill past mr without harm */
+            /* B's panels for this block, row by row so each source row is read once, in order */
             for (ptrdiff_t k = 0; k < kb; k++) {
-                const FT* src = A + (kc + k) * lda;
-                ptrdiff_t m = 0;
-                for (ptrdiff_t t = 0; t < tiles; t++) {
-                    int mr = (int)((M - m + (tiles - t) - 1) / (tiles - t));
-                    FT* dst = packed + m * kb + t * 2 * FB_W + k * mr;
-                    if (m + 2 * FB_W <= M) {
-                        VSTORE(dst, VLOAD(src + m));
-                        VSTORE(dst + FB_W, VLOAD(src + m + FB_W));
-                    } else {
-                        for (int r = 0; r < mr; r++) dst[r] = src[m + r];
-                    }
-                    m += mr;
-                }
-                const FT* brow = B + (kc + k) * ldb;
+                const FT* brow = B + (kc + k) * ldb + nc;
                 for (ptrdiff_t p = 0; p < panels; p++) {
                     VSTORE(bpack + (p * kb + k) * FB_NR, VLOAD(brow + p * FB_NR));
                     VSTORE(bpack + (p * kb + k) * FB_NR + FB_W, VLOAD(brow + p * FB_NR + FB_W));
                 }
             }
         }
-        for (ptrdiff_t p = 0; p < panels; p++) {
-            ptrdiff_t m = 0;
-            for (ptrdiff_t t = 0; t < tiles; t++) {
-                int mr = (int)((M - m + (tiles - t) - 1) / (tiles - t));
-                /* without the packing buffer (out of memory), read both in place */
-                const FT* a = packed ? packed + m * kb + t * 2 * FB_W : A + kc * lda + m;
-                ptrdiff_t sa = packed ? mr : lda;
-                const FT* b = packed ? bpack + p * kb * FB_NR : B + kc * ldb + p * FB_NR;
-                ptrdiff_t sb = packed ? FB_NR : ldb;
-                FT* c = C + m * ldc + p * FB_NR;
-                switch (mr) {
-                case 6: FB_TN_TILE(6); break;
-                case 5: FB_TN_TILE(5); break;
-                case 4: FB_TN_TILE(4); break;
-                case 3: FB_TN_TILE(3); break;
-                case 2: FB_TN_TILE(2); break;
-                default: FB_TN_TILE(1); break;
+        /* blocks of FB_MC rows of C, so the packed block of A stays in L2 across B's panels */
+        for (ptrdiff_t mc = 0; mc < M; mc += FB_MC) {
+            ptrdiff_t mb = M - mc < FB_MC ? M - mc : FB_MC;
+            ptrdiff_t tiles = (mb + FB_MR - 1) / FB_MR;
+            if (packed) {
+                /* strips are 2W apart so the whole-register copy of a row may spill past mr */
+                for (ptrdiff_t k = 0; k < kb; k++) {
+                    const FT* src = A + (kc + k) * lda + mc;
+                    ptrdiff_t m = 0;
+                    for (ptrdiff_t t = 0; t < tiles; t++) {
+                        int mr = (int)((mb - m + (tiles - t) - 1) / (tiles - t));
+                        FT* dst = packed + m * kb + t * 2 * FB_W + k * mr;
+                        if (mc + m + 2 * FB_W <= M) {
+                            VSTORE(dst, VLOAD(src + m));
+                            VSTORE(dst + FB_W, VLOAD(src + m + FB_W));
+                        } else {
+                            for (int r = 0; r < mr; r++) dst[r] = src[m + r];
+                        }
+                        m += mr;
+                    }
                 }
-                m += mr;
+            }
+            for (ptrdiff_t p = 0; p < panels; p++) {
+                ptrdiff_t m = 0;
+                for (ptrdiff_t t = 0; t < tiles; t++) {
+                    int mr = (int)((mb - m + (tiles - t) - 1) / (tiles - t));
+                    /* without the scratch, read both in place */
+                    const FT* a = packed ? packed + m * kb + t * 2 * FB_W : A + kc * lda + mc + m;
+                    ptrdiff_t sa = packed ? mr : lda;
+                    const FT* b = packed ? bpack + p * kb * FB_NR : B + kc * ldb + nc + p * FB_NR;
+                    ptrdiff_t sb = packed ? FB_NR : ldb;
+                    FT* c = C + (mc + m) * ldc + nc + p * FB_NR;
+                    switch (mr) {
+                    case 6: FB_TN_TILE(6); break;
+                    case 5: FB_TN_TILE(5); break;
+                    case 4: FB_TN_TILE(4); break;
+                    case 3: FB_TN_TILE(3); break;
+                    case 2: FB_TN_TILE(2); break;
+                    default: FB_TN_TILE(1); break;
+                    }
+                    m += mr;
+                }
             }
         }
     }
     for (ptrdiff_t i = 0; i < M; i++)
-        for (ptrdiff_t j = panels * FB_NR; j < N; j++) {
+        for (ptrdiff_t j = all_panels * FB_NR; j < N; j++) {
             FT s = C[i * ldc + j];
             for (ptrdiff_t k = 0; k < K; k++) s += A[k * lda + i] * B[k * ldb + j];
             C[i * ldc + j] = s;
