@@ -24,8 +24,8 @@ WORKLOADS = {
     "L2": dict(cell="lstm", I=32, H=128, O=10, B=32, T=1_000, dtypes={"float32": 120.0, "float64": 250.0}),
 }
 # Steps the slow baselines are timed on (cost is linear in T, so they are compared per step).
-BASELINE_STEPS = {"numpy": 5_000, "python": 500}
-PEER_STEPS = 20_000
+BASELINE_STEPS = {"numpy": 10_000, "python": 2_000}
+PEER_STEPS = 5_000
 
 
 def gates(cell):
@@ -67,6 +67,22 @@ def time_call(fn, repeats, warmup=1):
         fn()
         times.append(time.perf_counter() - start)
     return {"median": statistics.median(times), "min": min(times), "repeats": repeats}
+
+
+def time_interleaved(fns, repeats, warmup=1):
+    """time_call for several callables, taking turns repeat by repeat, so a change in the machine's
+    load during the run touches all of them alike and their ratios stay fair. fns: name -> callable."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(t), "min": min(t), "repeats": repeats}
+            for name, t in times.items()}
 
 
 @contextlib.contextmanager

@@ -8,8 +8,9 @@ are installed, PyTorch (CPU) and JAX (jit + lax.scan), which are first checked t
     L1 lstm I=2 H=16 O=1 B=1 T=20,000           float64, float32
     L2 lstm I=32 H=128 O=10 B=32 T=1,000        float32, float64
 
-Times are medians of --repeats runs; the slow backends and the peers run on a prefix of the sequence
-(cost is linear in T) and are compared per step. --threads sets fastbptt's n_threads, the BLAS pools and
+Times are medians of --repeats runs, the backends and peers taking turns within each repeat (so a
+change in the machine's load touches them alike); the slow backends and the peers run on a prefix of
+the sequence (cost is linear in T) and are compared per step. --threads sets fastbptt's n_threads, the BLAS pools and
 the peers' threads together; run once with 1 and once with 2 for both columns of the table.
 
     python bench/bench_workloads.py                      # everything, 1 thread
@@ -26,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _peers  # noqa: E402
 from _common import (BASELINE_STEPS, PEER_STEPS, WORKLOADS, blas_threads, data,  # noqa: E402
-                     flops_per_step, gemm_peak, machine, model, pyplot, time_call, write_json)
+                     flops_per_step, gemm_peak, machine, model, pyplot, time_interleaved,
+                     write_json)
 
 # which baselines each row is compared with (the issue's ratios are on W1 and W2)
 BASELINES = {"W1": ("numpy", "python"), "W2": ("numpy",)}
@@ -44,13 +46,12 @@ def run_row(name, dtype, args, peers):
     row = {"row": name, "dtype": dtype, "T": T, **{k: spec[k] for k in ("cell", "I", "H", "O", "B")},
            "target_us": spec["dtypes"][dtype], "threads": args.threads}
     m = model(spec, dtype, "cython", args.threads, args.seed)
-    t = time_call(lambda: m.loss_and_grad(X, Y), args.repeats)
-    row["fastbptt_us"] = _us(t["median"], T)
-    row["fastbptt_us_min"] = _us(t["min"], T)
+    # name -> (callable, steps it covers); timed together, taking turns
+    runs = {"fastbptt": (lambda: m.loss_and_grad(X, Y), T)}
     ref_cache = {}
 
     def reference(steps):
-        """fastbptt's loss and grads on the first `steps` steps (what the peers must reproduce)."""
+        """fastbptt's loss and grads on the first `steps` steps (what the others must reproduce)."""
         if steps not in ref_cache:
             ref_cache[steps] = m.loss_and_grad(X[:steps], Y[:steps])
         return ref_cache[steps]
@@ -62,10 +63,7 @@ def run_row(name, dtype, args, peers):
         ref_loss, _ = reference(steps)
         if not np.isclose(loss, ref_loss, rtol=1e-3 if dtype == "float32" else 1e-9):
             raise AssertionError(f"{backend} backend loss {loss} != fastbptt {ref_loss}")
-        tb = time_call(lambda o=other, s=steps: o.loss_and_grad(X[:s], Y[:s]),
-                       max(1, args.repeats // 2))
-        row[f"{backend}_us"] = _us(tb["median"], steps)
-        row[f"ratio_{backend}"] = row[f"{backend}_us"] / row["fastbptt_us"]
+        runs[backend] = (lambda o=other, s=steps: o.loss_and_grad(X[:s], Y[:s]), steps)
     for peer in peers:
         steps = min(T, PEER_STEPS if not args.tiny else TINY_T)
         check_steps = min(steps, 200)
@@ -80,9 +78,15 @@ def run_row(name, dtype, args, peers):
             row[f"{peer}_error"] = str(exc)
             print(f"  {peer}: {exc}", flush=True)
             continue
-        tp = time_call(fn, max(1, args.repeats // 2))
-        row[f"{peer}_us"] = _us(tp["median"], steps)
-        row[f"ratio_{peer}"] = row[f"{peer}_us"] / row["fastbptt_us"]
+        runs[peer] = (fn, steps)
+    # the slow ones cover fewer steps, so a repeat of all of them costs about the same for each
+    timed = time_interleaved({k: fn for k, (fn, _) in runs.items()}, args.repeats)
+    for key, (_, steps) in runs.items():
+        row[f"{key}_us"] = _us(timed[key]["median"], steps)
+        row[f"{key}_us_min"] = _us(timed[key]["min"], steps)
+        if key != "fastbptt":
+            row[f"{key}_steps"] = steps
+            row[f"ratio_{key}"] = row[f"{key}_us"] / row["fastbptt_us"]
     if name == "W3":
         row["gflop_per_step"] = flops_per_step(spec["cell"], spec["I"], spec["H"], spec["O"],
                                                spec["B"]) / 1e9

@@ -157,7 +157,8 @@ static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
                                        ptrdiff_t ldc, FT* work) {
     ptrdiff_t all_panels = N / FB_NR;
     if (M <= 0 || N <= 0 || K <= 0) return;
-    FT* packed = all_panels ? work : NULL;
+    /* operands that fit in L1 together gain nothing from packing */
+    FT* packed = all_panels && (size_t)K * (size_t)(M + N) * sizeof(FT) > 16384 ? work : NULL;
     FT* bpack = packed ? packed + (size_t)FB_KC * FB_MC + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W
                        : NULL;
     /* blocks of FB_NC columns and FB_KC rows of B: the packed block of B and the packed block of A
