@@ -158,6 +158,7 @@ cdef inline void _backward_rows(const floating* G, const floating* HN, const flo
             dh[m] = dhk * z
 
 
+# ---------------------------------------------------------------------------------------------------
 # time loops over one block of `rows` consecutive sequences of a batch of B, serial in t; the
 # pointers are set at the block's first row, and step t of a (T, B, k) array starts t * B * k later
 # ---------------------------------------------------------------------------------------------------

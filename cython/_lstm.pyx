@@ -174,6 +174,7 @@ cdef inline void _matvec_small(const floating* Wh, const floating* da, floating*
     _add_rows(Wh, da, dh, dh, m, n)
 
 
+# ---------------------------------------------------------------------------------------------------
 # time loops over one block of `rows` consecutive sequences of a batch of B, serial in t; the
 # pointers are set at the block's first row, and step t of a (T, B, k) array starts t * B * k later
 # ---------------------------------------------------------------------------------------------------
