@@ -51,13 +51,21 @@ def _gru_problem(rng, T, B, n, dtype):
     return {k: v.astype(dtype) for k, v in p.items()}
 
 
-def _run_lstm(kern, p, n_threads=1):
+def _freeze(*arrays):
+    for a in arrays:
+        a.flags.writeable = False
+
+
+def _run_lstm(kern, p, n_threads=1, freeze=False):
+    """Forward then backward; freeze makes forward's outputs read-only for backward."""
     T, B, n4 = p["A"].shape
     n, dt = n4 // 4, p["A"].dtype
     H = np.empty((T + 1, B, n), dt)
     C = np.empty((T + 1, B, n), dt)
     G = np.empty((T, B, n4), dt)
     kern.forward(p["Wh"], p["A"], p["h0"], p["c0"], H, C, G, n_threads)
+    if freeze:
+        _freeze(H, C, G)
     dA = np.empty((T, B, n4), dt)
     dh0 = np.empty((B, n), dt)
     dc0 = np.empty((B, n), dt)
@@ -65,13 +73,16 @@ def _run_lstm(kern, p, n_threads=1):
     return {"H": H, "C": C, "G": G, "dA": dA, "dh0": dh0, "dc0": dc0}
 
 
-def _run_gru(kern, p, n_threads=1):
+def _run_gru(kern, p, n_threads=1, freeze=False):
+    """Forward then backward; freeze makes forward's outputs read-only for backward."""
     T, B, n3 = p["A"].shape
     n, dt = n3 // 3, p["A"].dtype
     H = np.empty((T + 1, B, n), dt)
     G = np.empty((T, B, n3), dt)
     HN = np.empty((T, B, n), dt)
     kern.forward(p["Wh"], p["bh"], p["A"], p["h0"], H, G, HN, n_threads)
+    if freeze:
+        _freeze(H, G, HN)
     dA = np.empty((T, B, n3), dt)
     dGh = np.empty((T, B, n3), dt)
     dh0 = np.empty((B, n), dt)
@@ -246,9 +257,8 @@ def test_nan_raises_floating_point_error_naming_the_step(cell, backend, n_thread
 def test_cython_accepts_read_only_inputs(cell, rng):
     p = PROBLEM[cell](rng, 4, 2, 5, np.float64)
     ref = RUN[cell](KERNELS[cell]["numpy"], p)
-    for arr in p.values():
-        arr.flags.writeable = False
-    got = RUN[cell](KERNELS[cell]["cython"], p)
+    _freeze(*p.values())
+    got = RUN[cell](KERNELS[cell]["cython"], p, freeze=True)
     for name, r in ref.items():
         assert_close(got[name], r, np.float64, name)
 
