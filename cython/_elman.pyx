@@ -272,10 +272,12 @@ cdef inline void _wgrad_rows(const floating* da, const floating* h, const floati
             db[i] += da[r * n + i]
 
 
-cdef inline Py_ssize_t _fold_steps(Py_ssize_t B) noexcept nogil:
-    """Steps of dA folded into the weight gradients at once: about 256 rows, so each product is long
-    enough to run at full speed while its rows are still in L2."""
-    cdef Py_ssize_t steps = (256 + B - 1) // B
+cdef inline Py_ssize_t _fold_steps(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
+    """Steps of dA folded into the weight gradients at once: at least 256 rows and at least n, so
+    each product is long enough to run at full speed, and reading and writing dW (n x n) costs
+    little beside it."""
+    cdef Py_ssize_t rows = n if n > 256 else 256
+    cdef Py_ssize_t steps = (rows + B - 1) // B
     return steps if steps < 64 else 64
 
 
@@ -303,10 +305,10 @@ cdef Py_ssize_t _backward_tiled(int act, const floating* P, const floating* H, c
                                 floating* dU, floating* dW, floating* db, floating* ring,
                                 floating* work, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
                                 int n_threads) noexcept nogil:
-    """Every step as one tiled product over the batch (rows split over threads). With dW given, every
-    _fold_steps(B) steps the block's dA rows are folded into dU, dW, db while still in cache; dA may
-    then be NULL, with `ring` (_fold_steps(B) steps) holding the current block instead."""
-    cdef Py_ssize_t t, c, lo, hi, step = B * n, start, end = T, span = _fold_steps(B)
+    """Every step as one tiled product over the batch (rows split over threads). With dW given,
+    every _fold_steps(B, n) steps the block's dA rows are folded into dU, dW, db while still in
+    cache; dA may then be NULL, with `ring` (_fold_steps(B, n) steps) holding the block instead."""
+    cdef Py_ssize_t t, c, lo, hi, step = B * n, start, end = T, span = _fold_steps(B, n)
     cdef Py_ssize_t chunks = n_threads if n_threads < B else B
     cdef Py_ssize_t gchunks = n_threads if n_threads < n else n
     cdef bint grads = dW != NULL
@@ -706,7 +708,7 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, 
     cdef Py_ssize_t chunks = max(1, min(n_threads, n))
     cdef floating* work = <floating*> malloc(chunks * _fold_work(&W[0, 0], I, n) * sizeof(floating))
     if dA is None:
-        ring = <floating*> malloc(_fold_steps(B) * B * n * sizeof(floating) + 1)
+        ring = <floating*> malloc(_fold_steps(B, n) * B * n * sizeof(floating) + 1)
     elif T > 0:
         dA_ptr = &dA[0, 0, 0]
     if P == NULL or work == NULL or (dA is None and ring == NULL):
