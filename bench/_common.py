@@ -1,4 +1,4 @@
-"""Shared by the bench scripts: workloads, timing, thread settings, the machine's description, output."""
+"""Shared by the bench scripts: workloads, timing, thread settings, the machine, output."""
 
 import contextlib
 import json
@@ -14,14 +14,17 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# The issue's named workloads: forward + full BPTT with every gradient, linear head, mse, reduction sum.
+# The issue's named workloads: forward + full BPTT with every gradient, linear head, mse, sum.
 # `target` is the issue's bound in microseconds per time step (None where the bound is a ratio).
 WORKLOADS = {
-    "W1": dict(cell="tanh", I=2, H=16, O=1, B=1, T=100_000, dtypes={"float64": 0.5, "float32": 0.4}),
+    "W1": dict(cell="tanh", I=2, H=16, O=1, B=1, T=100_000,
+               dtypes={"float64": 0.5, "float32": 0.4}),
     "W2": dict(cell="tanh", I=32, H=128, O=10, B=32, T=1_000, dtypes={"float32": 60.0}),
-    "W3": dict(cell="tanh", I=256, H=512, O=10, B=64, T=200, dtypes={"float32": None, "float64": None}),
+    "W3": dict(cell="tanh", I=256, H=512, O=10, B=64, T=200,
+               dtypes={"float32": None, "float64": None}),
     "L1": dict(cell="lstm", I=2, H=16, O=1, B=1, T=20_000, dtypes={"float64": 1.5, "float32": 1.2}),
-    "L2": dict(cell="lstm", I=32, H=128, O=10, B=32, T=1_000, dtypes={"float32": 120.0, "float64": 250.0}),
+    "L2": dict(cell="lstm", I=32, H=128, O=10, B=32, T=1_000,
+               dtypes={"float32": 120.0, "float64": 250.0}),
 }
 # Steps the slow baselines are timed on (cost is linear in T, so they are compared per step).
 BASELINE_STEPS = {"numpy": 10_000, "python": 2_000}
@@ -33,9 +36,9 @@ def gates(cell):
 
 
 def flops_per_step(cell, I, H, O, B):
-    """Multiply-adds x 2 of one step of forward + full BPTT (GEMM-shaped work only, elementwise left out):
-    projection, recurrent product, head; then the head's two gradients, the recurrent product backward
-    and the three weight-gradient products."""
+    """Multiply-adds x 2 of one step of forward + full BPTT, GEMM-shaped work only (elementwise work
+    left out): projection, recurrent product, head; then the head's two gradients, the recurrent
+    product backward and the three weight-gradient products."""
     G = gates(cell) * H
     forward = I * G + H * G + H * O
     backward = 2 * H * O + H * G + H * G + I * G
@@ -70,8 +73,8 @@ def time_call(fn, repeats, warmup=1):
 
 
 def time_interleaved(fns, repeats, warmup=1):
-    """time_call for several callables, taking turns repeat by repeat, so a change in the machine's
-    load during the run touches all of them alike and their ratios stay fair. fns: name -> callable."""
+    """time_call for several callables (name -> callable), taking turns repeat by repeat, so a
+    change in the machine's load during the run touches all of them alike: fair ratios."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -98,7 +101,7 @@ def blas_threads(n):
 
 
 def gemm_peak(dtype, threads, size=1536, repeats=5):
-    """GFLOP/s of one large square NumPy matmul: the machine's GEMM peak under these thread settings."""
+    """GFLOP/s of one large square NumPy matmul: the GEMM peak under these thread settings."""
     rng = np.random.default_rng(0)
     a = rng.normal(size=(size, size)).astype(dtype)
     b = rng.normal(size=(size, size)).astype(dtype)
@@ -109,7 +112,7 @@ def gemm_peak(dtype, threads, size=1536, repeats=5):
 
 
 def machine():
-    """What the figures were measured on: CPU, cores, thread settings, BLAS, fastbptt's build, peers."""
+    """What the figures were measured on: CPU, cores, threads, BLAS, fastbptt's build, peers."""
     import fastbptt
 
     info = {"platform": platform.platform(), "processor": _cpu_name(), "cores": os.cpu_count(),
@@ -142,7 +145,7 @@ def write_json(name, payload, out=None):
 
 
 def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend, or None when matplotlib is not installed."""
+    """matplotlib's pyplot on the file-only Agg backend, or None without matplotlib."""
     try:
         import matplotlib
 

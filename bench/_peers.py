@@ -1,9 +1,9 @@
-"""PyTorch (CPU) and JAX (jit + lax.scan) computing the same loss as fastbptt, for the bench scripts.
+"""PyTorch (CPU) and JAX (jit + lax.scan) computing the same loss as fastbptt, for the benches.
 
-Both are optional: `available()` lists the ones installed. Each runner is built from a fastbptt model's
-parameters, so the three compute the same thing: a tanh/relu or LSTM layer from h0 = 0, a linear head,
-0.5 * squared error summed over every step, output unit and sequence; `check` compares the loss and every
-gradient with fastbptt's before anything is timed.
+Both are optional: `available()` lists the ones installed. Each runner is built from a fastbptt
+model's parameters, so the three compute the same thing: a tanh/relu or LSTM layer from h0 = 0, a
+linear head, 0.5 * squared error summed over every step, output unit and sequence; `check` compares
+the loss and every gradient with fastbptt's before anything is timed.
 """
 
 import importlib.util
@@ -20,7 +20,7 @@ def available():
 
 
 def configure_threads(n):
-    """Thread settings that must be in place before the peers are imported (JAX reads XLA_FLAGS once)."""
+    """Thread settings needed before the peers are imported (JAX reads XLA_FLAGS once)."""
     if n == 1:
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_cpu_multi_thread_eigen" not in flags:
@@ -33,7 +33,7 @@ def _names(cell):
 
 
 def torch_runner(cell, params, X, Y, threads):
-    """fn() runs forward + backward once; returns (fn, loss, grads as NumPy, keyed like fastbptt)."""
+    """fn() runs forward + backward once; returns (fn, loss, NumPy grads keyed like fastbptt's)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -123,8 +123,8 @@ RUNNERS = {"torch": torch_runner, "jax": jax_runner}
 
 
 def check(name, loss, grads, ref_loss, ref_grads, dtype):
-    """Largest relative disagreement with fastbptt over the loss and every gradient; raise when it is
-    beyond the dtype's tolerance (a peer that computes something else must not be timed)."""
+    """Largest relative disagreement with fastbptt over the loss and every gradient; raise when it
+    is beyond the dtype's tolerance (a peer that computes something else must not be timed)."""
     worst = abs(loss - ref_loss) / max(1.0, abs(ref_loss))
     for key, ref in ref_grads.items():
         if key not in grads:

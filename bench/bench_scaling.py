@@ -18,8 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _peers  # noqa: E402
-from _common import (WORKLOADS, blas_threads, data, machine, model, pyplot,  # noqa: E402
-                     time_call, write_json)
+from _common import WORKLOADS, blas_threads, data, machine, model, pyplot, time_call, write_json  # noqa: E402
 
 
 def grid(lo, hi):
@@ -35,7 +34,7 @@ def grid(lo, hi):
 
 def slope(Ts, seconds, from_T=1000):
     """Least-squares slope of log(seconds) against log(T) for T >= from_T (None with < 2 points)."""
-    pts = [(np.log(T), np.log(s)) for T, s in zip(Ts, seconds) if T >= from_T]
+    pts = [(np.log(T), np.log(s)) for T, s in zip(Ts, seconds, strict=True) if T >= from_T]
     if len(pts) < 2:
         return None
     x, y = np.array(pts).T
@@ -48,7 +47,8 @@ def repeats_for(T, base):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--row", default="W1", choices=list(WORKLOADS))
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--min-T", type=int, default=100)
@@ -65,7 +65,8 @@ def main(argv=None):
     p.add_argument("--out", help="directory for the JSON and PNG (default bench/results)")
     args = p.parse_args(argv)
     if args.tiny:
-        args.min_T, args.max_T, args.max_numpy, args.max_python, args.max_peer = 10, 300, 300, 30, 30
+        args.min_T, args.max_T, args.max_numpy = 10, 300, 300
+        args.max_python = args.max_peer = 30
         args.repeats = 1
     _peers.configure_threads(args.threads)
     peers = _peers.available() if args.peers is None else args.peers
@@ -95,13 +96,14 @@ def main(argv=None):
                     fn = _peers.RUNNERS[backend](spec["cell"], dict(fast.params), X[:T], Y[:T],
                                                  args.threads)[0]
                 else:
-                    fn = (lambda m=m, T=T: m.loss_and_grad(X[:T], Y[:T]))
+                    def fn(m=m, T=T):
+                        return m.loss_and_grad(X[:T], Y[:T])
                 t = time_call(fn, repeats_for(T, args.repeats))
                 Ts.append(T)
                 secs.append(t["median"])
                 print(f"{backend:>7} T={T:>9,}: {t['median'] / T * 1e6:10.3f} us/step", flush=True)
             series[backend] = {"T": Ts, "seconds": secs,
-                               "us_per_step": [s / T * 1e6 for T, s in zip(Ts, secs)],
+                               "us_per_step": [s / T * 1e6 for T, s in zip(Ts, secs, strict=True)],
                                "slope": slope(Ts, secs)}
             if series[backend]["slope"] is not None:
                 print(f"{backend:>7} slope of log(time) on log(T), T >= 1,000: "

@@ -1,6 +1,6 @@
-"""The issue's named workloads: microseconds per time step of forward + full BPTT with every gradient
-(linear head, mse, reduction sum), fastbptt against its NumPy and pure-Python backends and, when they
-are installed, PyTorch (CPU) and JAX (jit + lax.scan), which are first checked to agree with fastbptt.
+"""The issue's named workloads: microseconds per time step of forward + full BPTT with every
+gradient (linear head, mse, reduction sum), fastbptt against its NumPy and pure-Python backends and,
+when they are installed, PyTorch (CPU) and JAX (jit + lax.scan), first checked to agree with it.
 
     W1 tanh I=2 H=16 O=1 B=1 T=100,000          float64, float32
     W2 tanh I=32 H=128 O=10 B=32 T=1,000        float32
@@ -10,8 +10,8 @@ are installed, PyTorch (CPU) and JAX (jit + lax.scan), which are first checked t
 
 Times are medians of --repeats runs, the backends and peers taking turns within each repeat (so a
 change in the machine's load touches them alike); the slow backends and the peers run on a prefix of
-the sequence (cost is linear in T) and are compared per step. --threads sets fastbptt's n_threads, the BLAS pools and
-the peers' threads together; run once with 1 and once with 2 for both columns of the table.
+the sequence (cost is linear in T) and are compared per step. --threads sets fastbptt's n_threads,
+the BLAS pools and the peers' threads together; run with 1 and with 2 for both columns of the table.
 
     python bench/bench_workloads.py                      # everything, 1 thread
     python bench/bench_workloads.py --threads 2 --rows W2 W3
@@ -26,9 +26,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _peers  # noqa: E402
-from _common import (BASELINE_STEPS, PEER_STEPS, WORKLOADS, blas_threads, data,  # noqa: E402
-                     flops_per_step, gemm_peak, machine, model, pyplot, time_interleaved,
-                     write_json)
+from _common import (  # noqa: E402
+    BASELINE_STEPS,
+    PEER_STEPS,
+    WORKLOADS,
+    blas_threads,
+    data,
+    flops_per_step,
+    gemm_peak,
+    machine,
+    model,
+    pyplot,
+    time_interleaved,
+    write_json,
+)
 
 # which baselines each row is compared with (the issue's ratios are on W1 and W2)
 BASELINES = {"W1": ("numpy", "python"), "W2": ("numpy",)}
@@ -43,7 +54,8 @@ def run_row(name, dtype, args, peers):
     spec = dict(WORKLOADS[name])
     T = min(spec["T"], TINY_T) if args.tiny else spec["T"]
     X, Y = data(spec, dtype, args.seed, T)
-    row = {"row": name, "dtype": dtype, "T": T, **{k: spec[k] for k in ("cell", "I", "H", "O", "B")},
+    row = {"row": name, "dtype": dtype, "T": T,
+           **{k: spec[k] for k in ("cell", "I", "H", "O", "B")},
            "target_us": spec["dtypes"][dtype], "threads": args.threads}
     m = model(spec, dtype, "cython", args.threads, args.seed)
     # name -> (callable, steps it covers); timed together, taking turns
@@ -72,7 +84,8 @@ def run_row(name, dtype, args, peers):
             _, loss, grads = runner(spec["cell"], dict(m.params), X[:check_steps], Y[:check_steps],
                                     args.threads)
             ref_loss, ref_grads = reference(check_steps)
-            row[f"{peer}_max_rel_diff"] = _peers.check(peer, loss, grads, ref_loss, ref_grads, dtype)
+            row[f"{peer}_max_rel_diff"] = _peers.check(peer, loss, grads, ref_loss, ref_grads,
+                                                       dtype)
             fn = runner(spec["cell"], dict(m.params), X[:steps], Y[:steps], args.threads)[0]
         except AssertionError as exc:
             row[f"{peer}_error"] = str(exc)
@@ -135,7 +148,8 @@ def plot(rows, path, threads):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"],
                    choices=["float64", "float32"], help="restrict the rows' dtypes")

@@ -1,4 +1,4 @@
-"""Each bench script runs end to end on a tiny size and writes what its README promises, so none can rot.
+"""Each bench script runs end to end on a tiny size and writes what its README promises.
 
 (bench_memory_tbptt.py has its own test, test_bench_memory.py.)
 """
@@ -33,7 +33,8 @@ def test_bench_workloads_tiny_writes_json_and_png(tmp_path):
         ["--tiny", "--rows", "W1", "W2", "W3", "--repeats", "1", "--peers", "--out", str(tmp_path)])
     rows = payload["rows"]
     assert [(r["row"], r["dtype"]) for r in rows] == [
-        ("W1", "float64"), ("W1", "float32"), ("W2", "float32"), ("W3", "float32"), ("W3", "float64")]
+        ("W1", "float64"), ("W1", "float32"), ("W2", "float32"), ("W3", "float32"),
+        ("W3", "float64")]
     for r in rows:
         assert r["fastbptt_us"] > 0 and np.isfinite(r["fastbptt_us"])
     w1 = rows[0]
@@ -47,6 +48,10 @@ def test_bench_workloads_tiny_writes_json_and_png(tmp_path):
     assert saved["machine"]["fastbptt"]["compiled_kernels"]
     if _has("matplotlib"):
         assert (tmp_path / "workloads_t1_tiny.png").stat().st_size > 1000
+    text = _script("table").main([str(tmp_path / "workloads_t1_tiny.json")])
+    lines = text.splitlines()
+    assert len(lines) == 2 + 5 and lines[2].startswith("| W1 | float64 | 0.5 |")
+    assert "% of" in lines[5]
 
 
 def test_bench_workloads_lstm_rows_run(tmp_path):
