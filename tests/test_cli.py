@@ -55,6 +55,20 @@ def test_train_addition_prints_progress_and_writes_plot_and_json(capsys, tmp_pat
     assert doc["summary"]["init=fan_in"]["reached"] == 1
 
 
+def test_plot_redraws_a_json_file(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    js, png = tmp_path / "count.json", tmp_path / "count.png"
+    code, _, _ = run(capsys, "train", "counting", "--recipe", "seed003", "clip-T10",
+                     "--iterations", "30", "-q", "--json", str(js))
+    assert code == 0
+    code, out, _ = run(capsys, "plot", str(js), str(png), "--title", "again")
+    assert code == 0 and png.read_bytes()[:8] == PNG_MAGIC and str(png) in out
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    code, _, err = run(capsys, "plot", str(bad), str(png))
+    assert code == 1 and "not a results file" in err
+
+
 def test_train_addition_compares_inits_in_a_table(capsys):
     code, out, _ = run(capsys, "train", "addition", "--init", "fan_in", "uniform_positive",
                        "--bits", "4", "--iterations", "200", "--test-pairs", "16", "--seeds", "2")

@@ -3,6 +3,7 @@
     fastbptt demo                   train 8-bit addition, then time Cython vs NumPy vs pure Python
     fastbptt train addition --help  one seed experiment (addition, counting, digits)
     fastbptt adder --check          seed 002's hand-set adder on every pair of 8-bit numbers
+    fastbptt plot RESULTS.json X.png  draw the curves of a `train ... --json` file again
     fastbptt bench --cell lstm      time the backends on one workload
     fastbptt gradcheck --cell gru   gradients against finite differences on a small problem
     fastbptt config                 how fastbptt was built and which kernels run
@@ -265,6 +266,18 @@ def cmd_adder(args):
     return 0 if r["exact"] else 1
 
 
+def cmd_plot(args):
+    from .experiments import plot
+
+    with open(args.results) as f:
+        doc = json.load(f)
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        raise ValueError(f"{args.results} is not a results file of `fastbptt train ... --json`")
+    plot(doc["results"], args.output, title=args.title or doc.get("title"))
+    print(f"curves plotted to {args.output}")
+    return 0
+
+
 def cmd_demo(args):
     from . import HAVE_CYTHON
     from . import experiments as ex
@@ -380,7 +393,7 @@ def _add_train_parsers(sub):
     p.add_argument("--target", default="both", choices=["all", "last", "both"],
                    help="loss on every step, the last, or both runs (default both)")
     p.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
-    p.add_argument("--epochs", type=int, default=50, help="passes over the data (default 50)")
+    p.add_argument("--epochs", type=int, default=80, help="passes over the data (default 80)")
     p.add_argument("--batch", type=int, default=32, help="minibatch size (default 32)")
     p.add_argument("--optimizer", default="adam",
                    choices=["sgd", "momentum", "nesterov", "adagrad", "adam"])
@@ -409,6 +422,12 @@ def build_parser():
     p.add_argument("--backend", choices=["auto", "cython", "numpy", "python"], default=None)
     p.add_argument("--json", metavar="PATH", help="write the check's figures as JSON")
     p.set_defaults(func=cmd_adder)
+
+    p = sub.add_parser("plot", help="draw the curves of a `train ... --json` file again")
+    p.add_argument("results", metavar="RESULTS.json", help="written by fastbptt train ... --json")
+    p.add_argument("output", metavar="PATH.png", help="where to save the figure")
+    p.add_argument("--title", help="the plot's title (default: the one stored with the results)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("demo", help="train 8-bit addition to 100 %%, then time the backends")
     p.add_argument("--bits", type=int, default=8, help="operand width (default 8)")

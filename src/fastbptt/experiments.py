@@ -16,7 +16,9 @@ trained "model" and fit's "history". `to_json(result)` keeps the JSON-able part,
 matplotlib, the `plot` extra).
 """
 
+import io
 import math
+import os
 import statistics
 import time
 
@@ -357,7 +359,7 @@ class _EpochTracker(Callback):
         return None
 
 
-def digits(target="all", hidden_size=64, epochs=50, batch_size=32, optimizer="adam", lr=0.01,
+def digits(target="all", hidden_size=64, epochs=80, batch_size=32, optimizer="adam", lr=0.01,
            clip_norm=None, test_fraction=0.25, seed=0, backend=None, dtype=np.float64, log=None,
            label=None):
     """Seed 004 on scikit-learn's 8x8 digits: a tanh RNN reads an image one row (8 pixels) per
@@ -588,7 +590,9 @@ def plot(results, path=None, title=None, dpi=90):
             ax.set_xlabel("iteration (parameter update)")
         if task == "counting":
             _draw_runs(axes[2], groups, "step", "W")
-            axes[2].set_yscale("symlog", linthresh=1.0)
+            largest = max(abs(w) for r in results for w in r["curves"]["W"])
+            if largest > 10:  # weights that blew up: log scale both ways, linear within +-1
+                axes[2].set_yscale("symlog", linthresh=1.0)
             axes[2].axhline(1.0, color="0.5", lw=0.8, ls=":")
             axes[2].set_ylabel("recurrent weight W (exact: 1)")
     else:
@@ -603,13 +607,34 @@ def plot(results, path=None, title=None, dpi=90):
         axes[1].set_xlabel("rows read")
         axes[1].set_ylabel("test accuracy of the prediction")
     handles, labels = axes[0].get_legend_handles_labels()
+    # about 15 small characters per inch: as many columns as fit the figure's width
+    ncols = int(fig.get_figwidth() * 15 // (max(len(text) for text in labels) + 6))
     # below the panels: inside them it would hide the curves of the runs that fail
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)),
+    fig.legend(handles, labels, loc="outside lower center", ncols=max(1, min(ncols, len(labels))),
                fontsize="small", frameon=False)
     for ax in axes:
         ax.grid(True, alpha=0.3)
     if title:
         fig.suptitle(title)
     if path is not None:
-        fig.savefig(path, dpi=dpi)
+        _save(fig, path, dpi)
     return fig
+
+
+def _save(fig, path, dpi):
+    """Save the figure; a PNG goes through a 256-colour palette (curves need no more), which makes
+    it several times smaller, when Pillow (a matplotlib dependency) is there."""
+    if not os.fspath(path).lower().endswith(".png"):
+        fig.savefig(path, dpi=dpi)
+        return
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    try:
+        from PIL import Image
+    except ImportError:
+        with open(path, "wb") as f:
+            f.write(buffer.getvalue())
+        return
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(colors=256).save(path, optimize=True)
