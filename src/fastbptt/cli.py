@@ -341,8 +341,8 @@ def _add_train_parsers(sub):
                    help="operand width n; sums have n+1 bits (default 8)")
     p.add_argument("--hidden", type=int, default=16, help="hidden units (default 16)")
     p.add_argument("--init", nargs="+", default=["fan_in"], choices=sorted(INITIALIZERS),
-                   help="initialiser(s); seed 001's: fan_in uniform uniform_positive "
-                        "(default fan_in)")
+                   metavar="NAME", help="initialiser(s) among " + ", ".join(sorted(INITIALIZERS))
+                   + "; seed 001's: fan_in uniform uniform_positive (default fan_in)")
     p.add_argument("--iterations", type=int, default=3000, help="parameter updates (default 3000)")
     p.add_argument("--batch", type=int, default=1, help="fresh pairs per update (default 1)")
     p.add_argument("--optimizer", default="sgd",

@@ -45,9 +45,6 @@ COUNTING_RECIPES = {
                       iterations=3000),
 }
 
-COUNTING_INITS = ("report", "identity")
-
-
 def _data_rng(seed):
     """The data's stream: from `seed`, but independent of the model's RNN(seed=seed) draws."""
     return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
@@ -97,7 +94,7 @@ class _Tracker(Callback):
             return None
         values = self.record(step, model)
         if self.stop_at is not None and values["accuracy"] >= self.stop_at:
-            raise StopTraining(f"held-out accuracy reached {values['accuracy']:.4g} at step {step}")
+            raise StopTraining(f"accuracy reached {values['accuracy']:.4g} at step {step}")
         return None
 
     def finish(self, model):
