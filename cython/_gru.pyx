@@ -15,10 +15,10 @@ Layers, as in every kernel module:
   (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
 The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/gru.py.
 
-Each step makes one stacked recurrent product for all its sequences, (rows, Hn) x (Hn, 3Hn), by
-BLAS, or by the hand-written loops below for small sizes, where a BLAS call per step costs more
-than its arithmetic. All tanh / sigmoid go through _vmath over the longest contiguous runs the
-layout allows.
+Each step makes one stacked recurrent product for all its sequences, (rows, Hn) x (Hn, 3Hn): by
+the register tiles of _tile.pxd over Wh packed once per call (a BLAS call would pack it again at
+every step), or by the hand-written loops below for a single sequence. All tanh / sigmoid go
+through _vmath over the longest contiguous runs the layout allows.
 
 Threads: the sequences of a batch never interact, so with n_threads > 1 the batch is cut into
 n_threads blocks of rows and each thread runs the whole (serial) time loop for its block: one
@@ -30,15 +30,12 @@ from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from _blas cimport gemm
+from _tile cimport gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh
 
-# The hand-written path beats a BLAS call per step while the call's fixed costs (packing Wh, every
-# step) are not amortised over enough sequences; measured on AVX2 with OpenBLAS: always for one
-# sequence per block, for up to SMALL_ROWS at Hn <= SMALL_ROWS_H, and for rows * Hn^2 <= SMALL_WORK.
-cdef Py_ssize_t SMALL_ROWS = 4
-cdef Py_ssize_t SMALL_ROWS_H = 256
-cdef Py_ssize_t SMALL_WORK = 4096
+# The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
+# one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
+# (measured on AVX2: up to 2x at Hn=256 B=4, 1.2-1.4x slower than by hand at B=1).
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -163,37 +160,37 @@ cdef inline void _backward_rows(const floating* G, const floating* HN, const flo
 # pointers are set at the block's first row, and step t of a (T, B, k) array starts t * B * k later
 # ---------------------------------------------------------------------------------------------------
 
-cdef Py_ssize_t _forward_block(const floating* Wh, const floating* wt, const floating* bh,
+cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floating* bh,
                                const floating* A, floating* H, floating* G, floating* HN,
                                Py_ssize_t T, Py_ssize_t B, Py_ssize_t rows,
                                Py_ssize_t n) noexcept nogil:
-    """Forward through all T steps (by hand when wt, Wh transposed, is given; else by BLAS).
+    """Forward through all T steps: by hand when wt (Wh transposed) is given, else by the register
+    tiles over P (Wh^T packed).
 
     Returns the first step with a non-finite state, or -1.
     """
-    cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
+    cdef Py_ssize_t t, s = B * n, s3 = B * 3 * n
     cdef floating* g
     for t in range(T):
         g = G + t * s3
         if wt != NULL:
             _step_small(wt, bh, A + t * s3, H + t * s, g, HN + t * s, H + (t + 1) * s, rows, n)
         else:
-            for b in range(rows):
-                memcpy(g + b * 3 * n, bh, 3 * n * sizeof(floating))
             # g = h_{t-1} @ Wh^T + bh for all rows at once: the three gates in one product
-            gemm(False, True, <int> rows, <int> (3 * n), <int> n, 1, H + t * s, <int> n, Wh,
-                 <int> n, 1, g, <int> (3 * n))
+            gemm_packed(rows, 3 * n, n, H + t * s, n, P, bh, NULL, 0, g, 3 * n)
             _finish(A + t * s3, H + t * s, g, HN + t * s, H + (t + 1) * s, rows, n)
         if not all_finite(H + (t + 1) * s, rows * n):
             return t
     return -1
 
 
-cdef Py_ssize_t _backward_block(const floating* Wh, bint small, const floating* H,
+cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const floating* H,
                                 const floating* G, const floating* HN, const floating* dH,
                                 floating* dA, floating* dGh, floating* dh, Py_ssize_t T,
                                 Py_ssize_t B, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
     """Backward through all T steps; dh (rows, n) carries dL/dh_t from T down to 0.
+
+    By hand over Wh when P is NULL, else by the register tiles over P (Wh packed).
 
     Returns the first step (counting down) with a non-finite gradient, or -1.
     """
@@ -204,21 +201,19 @@ cdef Py_ssize_t _backward_block(const floating* Wh, bint small, const floating* 
         _backward_rows(G + t * s3, HN + t * s, H + t * s, dH + t * s, dA + t * s3, dg, dh,
                        rows, n)
         # dh_{t-1} = z * dh_t (already in dh) + dGh[t] @ Wh for all rows
-        if small:
+        if P == NULL:
             for b in range(rows):
                 _add_rows(Wh, dg + b * 3 * n, dh + b * n, dh + b * n, 3 * n, n)
         else:
-            gemm(False, False, <int> rows, <int> n, <int> (3 * n), 1, dg, <int> (3 * n), Wh,
-                 <int> n, 1, dh, <int> n)
+            gemm_packed(rows, n, 3 * n, dg, 3 * n, P, NULL, dh, n, dh, n)
         if not all_finite(dh, rows * n):
             return t
     return -1
 
 
-cdef inline bint _small(Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+cdef inline bint _small(Py_ssize_t rows) noexcept nogil:
     """Whether a block of `rows` sequences takes the hand-written path."""
-    return (rows == 1 or (rows <= SMALL_ROWS and n <= SMALL_ROWS_H)
-            or rows * n * n <= SMALL_WORK)
+    return rows == 1
 
 
 cdef inline Py_ssize_t _earliest(const Py_ssize_t* bad, Py_ssize_t k, bint forward) noexcept nogil:
@@ -253,6 +248,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     cdef Py_ssize_t j, k, c, b0, b1, bad = -1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef floating* wt = NULL
+    cdef floating* P = NULL
     cdef Py_ssize_t* bad_block
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (3 * n, n))
     _check("bh", (bh.shape[0],), (3 * n,))
@@ -276,26 +272,31 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     if bad_block == NULL:
         raise MemoryError()
     # blocks differ by at most one row; all take the path of the largest
-    if _small((B + blocks - 1) // blocks, n):
+    if _small((B + blocks - 1) // blocks):
         wt = <floating*> malloc(3 * n * n * sizeof(floating))
-        if wt == NULL:
-            free(bad_block)
-            raise MemoryError()
+    else:
+        P = <floating*> malloc(pack_size(Wp, n, 3 * n) * sizeof(floating))
+    if wt == NULL and P == NULL:
+        free(bad_block)
+        raise MemoryError()
     with nogil:
         if wt != NULL:
             for k in range(3 * n):
                 for j in range(n):
                     wt[j * 3 * n + k] = Wp[k * n + j]
+        else:
+            pack(Wp, n, True, n, 3 * n, P)
         if blocks > 1:
             for c in prange(blocks, num_threads=blocks, schedule="static"):
                 b0 = c * B // blocks
                 b1 = (c + 1) * B // blocks
-                bad_block[c] = _forward_block(Wp, wt, bp, Ap + b0 * 3 * n, Hp + b0 * n,
+                bad_block[c] = _forward_block(P, wt, bp, Ap + b0 * 3 * n, Hp + b0 * n,
                                               Gp + b0 * 3 * n, HNp + b0 * n, T, B, b1 - b0, n)
         else:
-            bad_block[0] = _forward_block(Wp, wt, bp, Ap, Hp, Gp, HNp, T, B, B, n)
+            bad_block[0] = _forward_block(P, wt, bp, Ap, Hp, Gp, HNp, T, B, B, n)
         bad = _earliest(bad_block, blocks, True)
         free(wt)
+        free(P)
         free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden state at time step {bad}")
@@ -315,7 +316,8 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
     cdef Py_ssize_t c, b0, b1, bad = -1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
-    cdef bint small = _small((B + blocks - 1) // blocks, n)
+    cdef bint small = _small((B + blocks - 1) // blocks)
+    cdef floating* P = NULL
     cdef Py_ssize_t* bad_block
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (3 * n, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
@@ -340,19 +342,26 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
     cdef floating* dGp = &dGh[0, 0, 0]
     cdef floating* dhp = &dh0[0, 0]
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
-    if bad_block == NULL:
+    if not small:
+        P = <floating*> malloc(pack_size(Wp, 3 * n, n) * sizeof(floating))
+    if bad_block == NULL or (P == NULL and not small):
+        free(bad_block)
+        free(P)
         raise MemoryError()
     with nogil:
+        if P != NULL:
+            pack(Wp, n, False, 3 * n, n, P)
         if blocks > 1:
             for c in prange(blocks, num_threads=blocks, schedule="static"):
                 b0 = c * B // blocks
                 b1 = (c + 1) * B // blocks
-                bad_block[c] = _backward_block(Wp, small, Hp + b0 * n, Gp + b0 * 3 * n,
+                bad_block[c] = _backward_block(Wp, P, Hp + b0 * n, Gp + b0 * 3 * n,
                                                HNp + b0 * n, dHp + b0 * n, dAp + b0 * 3 * n,
                                                dGp + b0 * 3 * n, dhp + b0 * n, T, B, b1 - b0, n)
         else:
-            bad_block[0] = _backward_block(Wp, small, Hp, Gp, HNp, dHp, dAp, dGp, dhp, T, B, B, n)
+            bad_block[0] = _backward_block(Wp, P, Hp, Gp, HNp, dHp, dAp, dGp, dhp, T, B, B, n)
         bad = _earliest(bad_block, blocks, False)
+        free(P)
         free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

@@ -14,10 +14,10 @@ Layers, as in every kernel module:
   (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
 The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/lstm.py.
 
-Each step makes one stacked recurrent product for all its sequences, (rows, Hn) x (Hn, 4Hn), by
-BLAS, or by the hand-written loops below for small sizes, where a BLAS call per step costs more
-than its arithmetic. All tanh / sigmoid go through _vmath over the longest contiguous runs the
-layout allows.
+Each step makes one stacked recurrent product for all its sequences, (rows, Hn) x (Hn, 4Hn): by
+the register tiles of _tile.pxd over Wh packed once per call (a BLAS call would pack it again at
+every step), or by the hand-written loops below for a single sequence. All tanh / sigmoid go
+through _vmath over the longest contiguous runs the layout allows.
 
 Threads: the sequences of a batch never interact, so with n_threads > 1 the batch is cut into
 n_threads blocks of rows and each thread runs the whole (serial) time loop for its block: one
@@ -29,15 +29,12 @@ from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from _blas cimport gemm
+from _tile cimport gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh
 
-# The hand-written path beats a BLAS call per step while the call's fixed costs (packing Wh, every
-# step) are not amortised over enough sequences; measured on AVX2 with OpenBLAS: always for one
-# sequence per block, for up to SMALL_ROWS at Hn <= SMALL_ROWS_H, and for rows * Hn^2 <= SMALL_WORK.
-cdef Py_ssize_t SMALL_ROWS = 4
-cdef Py_ssize_t SMALL_ROWS_H = 256
-cdef Py_ssize_t SMALL_WORK = 4096
+# The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
+# one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
+# (measured on AVX2: up to 2x at Hn=256 B=4, 1.2-1.4x slower than by hand at B=1).
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -179,10 +176,11 @@ cdef inline void _matvec_small(const floating* Wh, const floating* da, floating*
 # pointers are set at the block's first row, and step t of a (T, B, k) array starts t * B * k later
 # ---------------------------------------------------------------------------------------------------
 
-cdef Py_ssize_t _forward_block(const floating* Wh, const floating* wt, const floating* A,
+cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floating* A,
                                floating* H, floating* C, floating* G, Py_ssize_t T, Py_ssize_t B,
                                Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
-    """Forward through all T steps (by hand when wt, Wh transposed, is given; else by BLAS).
+    """Forward through all T steps: by hand when wt (Wh transposed) is given, else by the register
+    tiles over P (Wh^T packed).
 
     Returns the first step with a non-finite state, or -1.
     """
@@ -194,10 +192,8 @@ cdef Py_ssize_t _forward_block(const floating* Wh, const floating* wt, const flo
             _step_small(wt, A + t * s4, H + t * s, C + t * s, g, H + (t + 1) * s,
                         C + (t + 1) * s, rows, n)
         else:
-            memcpy(g, A + t * s4, rows * 4 * n * sizeof(floating))
-            # g += h_{t-1} @ Wh^T for all rows at once: the four gates in one product
-            gemm(False, True, <int> rows, <int> (4 * n), <int> n, 1, H + t * s, <int> n, Wh,
-                 <int> n, 1, g, <int> (4 * n))
+            # g = A[t] + h_{t-1} @ Wh^T for all rows at once: the four gates in one product
+            gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, A + t * s4, 4 * n, g, 4 * n)
             for b in range(rows):
                 _activate_gates(g + b * 4 * n, n)
             _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
@@ -206,11 +202,13 @@ cdef Py_ssize_t _forward_block(const floating* Wh, const floating* wt, const flo
     return -1
 
 
-cdef Py_ssize_t _backward_block(const floating* Wh, bint small, const floating* C,
+cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const floating* C,
                                 const floating* G, const floating* dH, floating* dA, floating* dh,
                                 floating* dc, floating* tc, Py_ssize_t T, Py_ssize_t B,
                                 Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
     """Backward through all T steps; dh, dc (rows, n) carry dL/dh_t, dL/dc_t from T down to 0.
+
+    By hand over Wh when P is NULL, else by the register tiles over P (Wh packed).
 
     Returns the first step (counting down) with a non-finite gradient, or -1.
     """
@@ -221,21 +219,19 @@ cdef Py_ssize_t _backward_block(const floating* Wh, bint small, const floating* 
         _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, tc, da, dh, dc,
                        rows, n)
         # dh_{t-1} = dA[t] @ Wh for all rows (the cell path went into dc above)
-        if small:
+        if P == NULL:
             for b in range(rows):
                 _matvec_small(Wh, da + b * 4 * n, dh + b * n, 4 * n, n)
         else:
-            gemm(False, False, <int> rows, <int> n, <int> (4 * n), 1, da, <int> (4 * n), Wh,
-                 <int> n, 0, dh, <int> n)
+            gemm_packed(rows, n, 4 * n, da, 4 * n, P, NULL, NULL, 0, dh, n)
         if not (all_finite(dh, m) and all_finite(dc, m)):
             return t
     return -1
 
 
-cdef inline bint _small(Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+cdef inline bint _small(Py_ssize_t rows) noexcept nogil:
     """Whether a block of `rows` sequences takes the hand-written path."""
-    return (rows == 1 or (rows <= SMALL_ROWS and n <= SMALL_ROWS_H)
-            or rows * n * n <= SMALL_WORK)
+    return rows == 1
 
 
 cdef inline Py_ssize_t _earliest(const Py_ssize_t* bad, Py_ssize_t k, bint forward) noexcept nogil:
@@ -270,6 +266,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
     cdef Py_ssize_t j, k, c, b0, b1, bad = -1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef floating* wt = NULL
+    cdef floating* P = NULL
     cdef Py_ssize_t* bad_block
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
     _check("A", (A.shape[0], A.shape[1], A.shape[2]), (T, B, 4 * n))
@@ -293,26 +290,31 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
     if bad_block == NULL:
         raise MemoryError()
     # blocks differ by at most one row; all take the path of the largest
-    if _small((B + blocks - 1) // blocks, n):
+    if _small((B + blocks - 1) // blocks):
         wt = <floating*> malloc(4 * n * n * sizeof(floating))
-        if wt == NULL:
-            free(bad_block)
-            raise MemoryError()
+    else:
+        P = <floating*> malloc(pack_size(Wp, n, 4 * n) * sizeof(floating))
+    if wt == NULL and P == NULL:
+        free(bad_block)
+        raise MemoryError()
     with nogil:
         if wt != NULL:
             for k in range(4 * n):
                 for j in range(n):
                     wt[j * 4 * n + k] = Wp[k * n + j]
+        else:
+            pack(Wp, n, True, n, 4 * n, P)
         if blocks > 1:
             for c in prange(blocks, num_threads=blocks, schedule="static"):
                 b0 = c * B // blocks
                 b1 = (c + 1) * B // blocks
-                bad_block[c] = _forward_block(Wp, wt, Ap + b0 * 4 * n, Hp + b0 * n, Cp + b0 * n,
+                bad_block[c] = _forward_block(P, wt, Ap + b0 * 4 * n, Hp + b0 * n, Cp + b0 * n,
                                               Gp + b0 * 4 * n, T, B, b1 - b0, n)
         else:
-            bad_block[0] = _forward_block(Wp, wt, Ap, Hp, Cp, Gp, T, B, B, n)
+            bad_block[0] = _forward_block(P, wt, Ap, Hp, Cp, Gp, T, B, B, n)
         bad = _earliest(bad_block, blocks, True)
         free(wt)
+        free(P)
         free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden or cell state at time step {bad}")
@@ -333,7 +335,8 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
     cdef Py_ssize_t c, b0, b1, bad = -1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
-    cdef bint small = _small((B + blocks - 1) // blocks, n)
+    cdef bint small = _small((B + blocks - 1) // blocks)
+    cdef floating* P = NULL
     cdef floating* tc
     cdef Py_ssize_t* bad_block
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
@@ -361,21 +364,27 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef floating* dcp = &dc0[0, 0]
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     tc = <floating*> malloc(B * n * sizeof(floating))
-    if bad_block == NULL or tc == NULL:
+    if not small:
+        P = <floating*> malloc(pack_size(Wp, 4 * n, n) * sizeof(floating))
+    if bad_block == NULL or tc == NULL or (P == NULL and not small):
         free(bad_block)
         free(tc)
+        free(P)
         raise MemoryError()
     with nogil:
+        if P != NULL:
+            pack(Wp, n, False, 4 * n, n, P)
         if blocks > 1:
             for c in prange(blocks, num_threads=blocks, schedule="static"):
                 b0 = c * B // blocks
                 b1 = (c + 1) * B // blocks
-                bad_block[c] = _backward_block(Wp, small, Cp + b0 * n, Gp + b0 * 4 * n,
+                bad_block[c] = _backward_block(Wp, P, Cp + b0 * n, Gp + b0 * 4 * n,
                                                dHp + b0 * n, dAp + b0 * 4 * n, dhp + b0 * n,
                                                dcp + b0 * n, tc + b0 * n, T, B, b1 - b0, n)
         else:
-            bad_block[0] = _backward_block(Wp, small, Cp, Gp, dHp, dAp, dhp, dcp, tc, T, B, B, n)
+            bad_block[0] = _backward_block(Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, tc, T, B, B, n)
         bad = _earliest(bad_block, blocks, False)
+        free(P)
         free(tc)
         free(bad_block)
     if bad >= 0:

@@ -14,14 +14,14 @@ KERNELS = {
     "lstm": {"cython": _lstm, "numpy": lstm_np, "python": lstm_pure},
     "gru": {"cython": _gru, "numpy": gru_np, "python": gru_pure},
 }
-SHAPES = [  # T, B, Hn
+SHAPES = [  # T, B, Hn: one sequence per thread takes the hand path, more take the register tiles
     (1, 1, 1),
     (6, 2, 1),
     (5, 1, 16),
     (7, 3, 37),
-    (4, 8, 80),   # BLAS path (two blocks of four with n_threads 2: hand path)
-    (3, 40, 30),  # BLAS path, also in blocks
-    (2, 3, 130),  # few sequences, large Hn: hand path
+    (4, 8, 80),
+    (3, 40, 30),
+    (2, 3, 130),  # backward products over K = 3Hn, 4Hn > 256: the tiles cut K into chunks
     (0, 2, 4),
 ]
 
