@@ -31,7 +31,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from _tile cimport gemm_packed, pack, pack_size
-from _vmath cimport all_finite, vsigmoid, vtanh
+from _vmath cimport all_finite, vsigmoid, vtanh_fast
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
@@ -96,7 +96,7 @@ cdef inline void _finish(const floating* A, const floating* h_prev, floating* G,
         # n's pre-activation goes to h's storage so tanh runs once over the whole (rows, n) block
         for k in range(n):
             h[b * n + k] = ab[2 * n + k] + gb[k] * gb[2 * n + k]
-    vtanh(h, rows * n)
+    vtanh_fast(h, rows * n)
     for b in range(rows):
         gb = G + b * 3 * n
         for k in range(n):

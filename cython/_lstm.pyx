@@ -30,7 +30,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from _tile cimport gemm_packed, pack, pack_size
-from _vmath cimport all_finite, vsigmoid, vtanh
+from _vmath cimport all_finite, vsigmoid, vtanh_fast
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
@@ -81,7 +81,7 @@ cdef inline void _add_rows(const floating* X, const floating* v, const floating*
 cdef inline void _activate_gates(floating* g, Py_ssize_t n) noexcept nogil:
     """Pre-activations [i, f, g, o] of one sequence (4n) -> activated gates, in place."""
     vsigmoid(g, 2 * n)
-    vtanh(g + 2 * n, n)
+    vtanh_fast(g + 2 * n, n)
     vsigmoid(g + 3 * n, n)
 
 
@@ -98,7 +98,7 @@ cdef inline void _cell(const floating* G, const floating* c_prev, floating* c, f
             c[b * n + k] = ck
             h[b * n + k] = ck
     # tanh(c) over the whole (rows, n) block in one run, computed in h's storage
-    vtanh(h, rows * n)
+    vtanh_fast(h, rows * n)
     for b in range(rows):
         gb = G + b * 4 * n + 3 * n
         for k in range(n):
@@ -158,7 +158,7 @@ cdef inline void _backward_rows(const floating* G, const floating* c_prev, const
     """
     cdef Py_ssize_t b
     memcpy(tc, c, rows * n * sizeof(floating))
-    vtanh(tc, rows * n)
+    vtanh_fast(tc, rows * n)
     for b in range(rows):
         _backward_row(G + b * 4 * n, c_prev + b * n, tc + b * n, dh_out + b * n, dh + b * n,
                       dc + b * n, dA + b * 4 * n, n)
