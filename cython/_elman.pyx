@@ -30,8 +30,9 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
 from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
-                   gemm_packed, gemm_tn, gemm_tn_work, lanes, pack, pack_size)
-from _vmath cimport all_finite, vtanh, vtanh_fast
+                   elman_tiled_backward, elman_tiled_forward, gemm_tn_work, lanes, pack,
+                   pack_size, tile_chunks)
+from _vmath cimport all_finite, vtanh
 
 import numpy as np
 
@@ -62,19 +63,6 @@ cdef inline void _activate(int act, floating* h, Py_ssize_t n) noexcept nogil:
     elif act == 1:
         for i in range(n):
             h[i] = h[i] if h[i] > 0 else 0
-    else:
-        for i in range(n):
-            h[i] = 1 if h[i] > 0 else 0
-
-
-cdef inline void _activate_fast(int act, floating* h, Py_ssize_t n) noexcept nogil:
-    """h <- f(h) in place, tanh through the inlined vector tanh."""
-    cdef Py_ssize_t i
-    if act == 0:
-        vtanh_fast(h, n)
-    elif act == 1:
-        for i in range(n):
-            h[i] = h[i] if not h[i] <= 0 else 0  # NaN passes, as in NumPy's maximum
     else:
         for i in range(n):
             h[i] = 1 if h[i] > 0 else 0
@@ -206,72 +194,6 @@ cdef inline bint _small(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     return n <= SMALL_H and B * n * n <= SMALL_WORK
 
 
-cdef inline void _da_rows(int act, const floating* g, const floating* dh, const floating* h,
-                          floating* da, Py_ssize_t m) noexcept nogil:
-    """da = (g + dh) * f'(a) over m contiguous elements (relu multiplies by 0/1, so NaN passes)."""
-    cdef Py_ssize_t k
-    if act == 0:
-        for k in range(m):
-            da[k] = (g[k] + dh[k]) * (1 - h[k] * h[k])
-    else:
-        for k in range(m):
-            da[k] = (g[k] + dh[k]) * <floating> (h[k] > 0)
-
-
-cdef inline void _tiled_rows(int act, const floating* PW, const floating* A, const floating* X,
-                             Py_ssize_t I, const floating* PU, const floating* bias,
-                             const floating* h_prev, floating* h, Py_ssize_t rows,
-                             Py_ssize_t n) noexcept nogil:
-    """h = f(a + h_prev W^T) for `rows` rows of one step; a = A's rows, or bias + X's rows U^T."""
-    if X != NULL:
-        gemm_packed(rows, n, I, X, I, PU, bias, <floating*> NULL, 0, h, n)
-        gemm_packed(rows, n, n, h_prev, n, PW, <floating*> NULL, h, n, h, n)
-    else:
-        gemm_packed(rows, n, n, h_prev, n, PW, <floating*> NULL, A, n, h, n)
-    _activate_fast(act, h, rows * n)
-
-
-cdef Py_ssize_t _forward_tiled(int act, const floating* PW, const floating* A, const floating* X,
-                               Py_ssize_t I, const floating* PU, const floating* bias, floating* H,
-                               Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
-                               int n_threads) noexcept nogil:
-    """Every step as one tiled product over the batch (rows split over threads); a_t from A, or
-    bias + U x_t formed per step when X is given (PU = U^T packed)."""
-    cdef Py_ssize_t t, c, lo, hi, step = B * n
-    cdef Py_ssize_t chunks = n_threads if n_threads < B else B
-    cdef floating* h
-    for t in range(T):
-        h = H + (t + 1) * step
-        if chunks > 1:
-            for c in prange(chunks, num_threads=n_threads, schedule="static"):
-                lo = c * B // chunks
-                hi = (c + 1) * B // chunks
-                _tiled_rows(act, PW, A + t * step + lo * n if A != NULL else A,
-                            X + (t * B + lo) * I if X != NULL else X, I, PU, bias,
-                            H + t * step + lo * n, h + lo * n, hi - lo, n)
-        else:
-            _tiled_rows(act, PW, A + t * step if A != NULL else A,
-                        X + t * B * I if X != NULL else X, I, PU, bias, H + t * step, h, B, n)
-        if not all_finite(h, step):
-            return t
-    return -1
-
-
-cdef inline void _wgrad_rows(const floating* da, const floating* h, const floating* x,
-                             Py_ssize_t I, floating* dU, floating* dW, floating* db, Py_ssize_t B,
-                             Py_ssize_t n, Py_ssize_t lo, Py_ssize_t hi,
-                             floating* work) noexcept nogil:
-    """Rows lo..hi of dW += da^T h, dU += da^T x and db += the sum of da's rows, over B rows.
-    Every element sums the rows in the same order whatever the split, so threads change nothing."""
-    cdef Py_ssize_t i, r
-    gemm_tn(hi - lo, n, B, da + lo, n, h, n, dW + lo * n, n, work)
-    if I > 0:
-        gemm_tn(hi - lo, I, B, da + lo, n, x, I, dU + lo * I, I, work)
-    for r in range(B):  # row by row, so the adds run along contiguous memory, vectorised
-        for i in range(lo, hi):
-            db[i] += da[r * n + i]
-
-
 cdef inline Py_ssize_t _fold_steps(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     """Steps of dA folded into the weight gradients at once: at least 256 rows and at least n, so
     each product is long enough to run at full speed, and reading and writing dW (n x n) costs
@@ -282,58 +204,8 @@ cdef inline Py_ssize_t _fold_steps(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline Py_ssize_t _fold_work(const floating* like, Py_ssize_t I, Py_ssize_t n) noexcept nogil:
-    """Scratch elements one thread's share of _fold needs."""
+    """Scratch elements one chunk of the weight-gradient fold needs."""
     return gemm_tn_work(like, n, n if n > I else I)
-
-
-cdef void _fold(const floating* da, const floating* H, const floating* X, Py_ssize_t I,
-                floating* dU, floating* dW, floating* db, Py_ssize_t rows, Py_ssize_t n,
-                Py_ssize_t chunks, int n_threads, floating* work) noexcept nogil:
-    """Weight gradients of `rows` consecutive batch rows, their gradient rows split over threads
-    (work: chunks x _fold_work elements)."""
-    cdef Py_ssize_t c, wsize = _fold_work(da, I, n)
-    if chunks > 1:
-        for c in prange(chunks, num_threads=n_threads, schedule="static"):
-            _wgrad_rows(da, H, X, I, dU, dW, db, rows, n, c * n // chunks, (c + 1) * n // chunks,
-                        work + c * wsize)
-    else:
-        _wgrad_rows(da, H, X, I, dU, dW, db, rows, n, 0, n, work)
-
-
-cdef Py_ssize_t _backward_tiled(int act, const floating* P, const floating* H, const floating* dH,
-                                floating* dA, floating* dh, const floating* X, Py_ssize_t I,
-                                floating* dU, floating* dW, floating* db, floating* ring,
-                                floating* work, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
-                                int n_threads) noexcept nogil:
-    """Every step as one tiled product over the batch (rows split over threads). With dW given,
-    every _fold_steps(B, n) steps the block's dA rows are folded into dU, dW, db while still in
-    cache; dA may then be NULL, with `ring` (_fold_steps(B, n) steps) holding the block instead."""
-    cdef Py_ssize_t t, c, lo, hi, step = B * n, start, end = T, span = _fold_steps(B, n)
-    cdef Py_ssize_t chunks = n_threads if n_threads < B else B
-    cdef Py_ssize_t gchunks = n_threads if n_threads < n else n
-    cdef bint grads = dW != NULL
-    cdef floating* da
-    for t in range(T - 1, -1, -1):
-        start = end - span if end - span > 0 else 0
-        da = dA + t * step if dA != NULL else ring + (t - start) * step
-        if chunks > 1:
-            for c in prange(chunks, num_threads=n_threads, schedule="static"):
-                lo = c * B // chunks
-                hi = (c + 1) * B // chunks
-                _da_rows(act, dH + t * step + lo * n, dh + lo * n, H + (t + 1) * step + lo * n,
-                         da + lo * n, (hi - lo) * n)
-                gemm_packed(hi - lo, n, n, da + lo * n, n, P, <floating*> NULL, <floating*> NULL, 0,
-                            dh + lo * n, n)
-        else:
-            _da_rows(act, dH + t * step, dh, H + (t + 1) * step, da, step)
-            gemm_packed(B, n, n, da, n, P, <floating*> NULL, <floating*> NULL, 0, dh, n)
-        if not all_finite(dh, step):
-            return t
-        if grads and t == start:
-            _fold(dA + start * step if dA != NULL else ring, H + start * step,
-                  X + start * B * I, I, dU, dW, db, (end - start) * B, n, gchunks, n_threads, work)
-            end = start
-    return -1
 
 
 cdef Py_ssize_t _seq_nv(const floating* like, Py_ssize_t B, Py_ssize_t n) noexcept nogil:
@@ -470,8 +342,8 @@ def forward(int act,
             bad = _forward_seq(act, nv, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
                                <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads)
         elif FASTBPTT_TILED:
-            bad = _forward_tiled(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
-                                 <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads)
+            bad = elman_tiled_forward(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
+                                      <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads)
         elif _small(B, n):
             bad = _forward_small(act, buf, &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
         else:
@@ -519,10 +391,10 @@ def backward(int act,
                                     <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
                                     n_threads)
             elif FASTBPTT_TILED:
-                bad = _backward_tiled(act, P, &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0], &dh0[0, 0],
-                                      <floating*> NULL, 0, <floating*> NULL, <floating*> NULL,
-                                      <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
-                                      n_threads)
+                bad = elman_tiled_backward(act, P, &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
+                                           &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
+                                           <floating*> NULL, <floating*> NULL, <floating*> NULL,
+                                           <floating*> NULL, 1, T, B, n, n_threads)
                 free(P)
             elif _small(B, n):
                 bad = _backward_small(act, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
@@ -594,8 +466,8 @@ def forward_fused(int act,
             bad = _forward_seq(act, nv, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
                                &H[0, 0, 0], T, B, n, n_threads)
         else:
-            bad = _forward_tiled(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0], &H[0, 0, 0],
-                                 T, B, n, n_threads)
+            bad = elman_tiled_forward(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
+                                      &H[0, 0, 0], T, B, n, n_threads)
         free(wt)
         free(ut)
     if bad >= 0:
@@ -705,7 +577,7 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, 
     cdef floating* P = _packed(&W[0, 0], n, False)
     cdef floating* ring = NULL
     cdef floating* dA_ptr = NULL
-    cdef Py_ssize_t chunks = max(1, min(n_threads, n))
+    cdef Py_ssize_t chunks = tile_chunks(n_threads, n)
     cdef floating* work = <floating*> malloc(chunks * _fold_work(&W[0, 0], I, n) * sizeof(floating))
     if dA is None:
         ring = <floating*> malloc(_fold_steps(B, n) * B * n * sizeof(floating) + 1)
@@ -723,9 +595,9 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, 
         if I > 0:
             memset(&dU[0, 0], 0, n * I * sizeof(floating))
         if T > 0:
-            bad = _backward_tiled(act, P, &H[0, 0, 0], &dH[0, 0, 0], dA_ptr, &dh0[0, 0],
-                                  &X[0, 0, 0], I, &dU[0, 0] if I > 0 else <floating*> NULL,
-                                  &dW[0, 0], &db[0], ring, work, T, B, n, n_threads)
+            bad = elman_tiled_backward(act, P, &H[0, 0, 0], &dH[0, 0, 0], dA_ptr, &dh0[0, 0],
+                                       &X[0, 0, 0], I, &dU[0, 0], &dW[0, 0], &db[0], ring, work,
+                                       _fold_steps(B, n), T, B, n, n_threads)
         free(P)
         free(ring)
         free(work)

@@ -55,7 +55,11 @@
 #define VANY_NAN(v) _mm256_movemask_pd(_mm256_cmp_pd(v, v, _CMP_UNORD_Q))
 #define VTANH fb_tanh4
 #endif
+#define FB_TANH_ARRAY fb_tanh_d
+#define FB_ALL_FINITE fb_all_finite_d
 #include "_tile_impl.h"
+#undef FB_TANH_ARRAY
+#undef FB_ALL_FINITE
 #undef FT
 #undef FB_SFX
 #undef FB_W
@@ -95,7 +99,11 @@
 #define VANY_NAN(v) _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))
 #define VTANH fb_tanh8f
 #endif
+#define FB_TANH_ARRAY fb_tanh_f
+#define FB_ALL_FINITE fb_all_finite_f
 #include "_tile_impl.h"
+#undef FB_TANH_ARRAY
+#undef FB_ALL_FINITE
 #undef FT
 #undef FB_SFX
 #undef FB_W

@@ -26,6 +26,25 @@ cdef extern from "_tile.h" nogil:
     void fb_gemm_tn_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
                       const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc,
                       float* work) noexcept
+    Py_ssize_t fb_chunks_d(int n_threads, Py_ssize_t rows) noexcept
+    Py_ssize_t fb_elman_fwd_tiled_d(int act, const double* PW, const double* A, const double* X,
+                                    Py_ssize_t I, const double* PU, const double* bias, double* H,
+                                    Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                                    int n_threads) noexcept
+    Py_ssize_t fb_elman_fwd_tiled_f(int act, const float* PW, const float* A, const float* X,
+                                    Py_ssize_t I, const float* PU, const float* bias, float* H,
+                                    Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                                    int n_threads) noexcept
+    Py_ssize_t fb_elman_bwd_tiled_d(int act, const double* P, const double* H, const double* dH,
+                                    double* dA, double* dh, const double* X, Py_ssize_t I,
+                                    double* dU, double* dW, double* db, double* ring,
+                                    double* work, Py_ssize_t span, Py_ssize_t T, Py_ssize_t B,
+                                    Py_ssize_t n, int n_threads) noexcept
+    Py_ssize_t fb_elman_bwd_tiled_f(int act, const float* P, const float* H, const float* dH,
+                                    float* dA, float* dh, const float* X, Py_ssize_t I,
+                                    float* dU, float* dW, float* db, float* ring, float* work,
+                                    Py_ssize_t span, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                                    int n_threads) noexcept
     Py_ssize_t fb_elman_fwd_d(int nv, int act, Py_ssize_t T, const double* Wt, const double* A,
                               Py_ssize_t sa, const double* X, Py_ssize_t sx, Py_ssize_t I,
                               const double* Ut, const double* bias, double* H,
@@ -125,3 +144,36 @@ cdef inline Py_ssize_t elman_seq_backward(int nv, int act, Py_ssize_t T, const f
     else:
         return fb_elman_bwd_d(nv, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring,
                               work)
+
+
+cdef inline Py_ssize_t tile_chunks(int n_threads, Py_ssize_t rows) noexcept nogil:
+    """Chunks the tiled loops cut `rows` into for n_threads (1: no tasks)."""
+    return fb_chunks_d(n_threads, rows)
+
+
+cdef inline Py_ssize_t elman_tiled_forward(int act, const floating* PW, const floating* A,
+                                           const floating* X, Py_ssize_t I, const floating* PU,
+                                           const floating* bias, floating* H, Py_ssize_t T,
+                                           Py_ssize_t B, Py_ssize_t n,
+                                           int n_threads) noexcept nogil:
+    """All T steps of the batch, one tiled product per step (chunks as OpenMP tasks)."""
+    if floating is float:
+        return fb_elman_fwd_tiled_f(act, PW, A, X, I, PU, bias, H, T, B, n, n_threads)
+    else:
+        return fb_elman_fwd_tiled_d(act, PW, A, X, I, PU, bias, H, T, B, n, n_threads)
+
+
+cdef inline Py_ssize_t elman_tiled_backward(int act, const floating* P, const floating* H,
+                                            const floating* dH, floating* dA, floating* dh,
+                                            const floating* X, Py_ssize_t I, floating* dU,
+                                            floating* dW, floating* db, floating* ring,
+                                            floating* work, Py_ssize_t span, Py_ssize_t T,
+                                            Py_ssize_t B, Py_ssize_t n,
+                                            int n_threads) noexcept nogil:
+    """Backward through all T steps of the batch; with dW, the weight gradients folded in."""
+    if floating is float:
+        return fb_elman_bwd_tiled_f(act, P, H, dH, dA, dh, X, I, dU, dW, db, ring, work, span, T,
+                                    B, n, n_threads)
+    else:
+        return fb_elman_bwd_tiled_d(act, P, H, dH, dA, dh, X, I, dU, dW, db, ring, work, span, T,
+                                    B, n, n_threads)

@@ -427,6 +427,136 @@ static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W,
 }
 #undef FB_NV_SWITCH
 
+/* ---- Elman recurrence of a whole batch, one tiled product per step ------------------------------
+ * With n_threads > 1 each step's rows are cut into chunks run as OpenMP tasks inside one parallel
+ * region for the whole loop: the thread that waits for a step runs any chunk nobody has started, so
+ * a helper thread that the OS has parked on a busy machine delays nothing (a barrier per step, as a
+ * prange per step has, waits for it). Chunks never share an output element, and every element is
+ * computed the same way whichever thread runs it: results do not depend on the thread count. */
+
+/* Chunks to cut `rows` into for n_threads (1: no tasks). */
+static inline ptrdiff_t FB_SFX(fb_chunks)(int n_threads, ptrdiff_t rows) {
+    ptrdiff_t c = n_threads > 1 ? 2 * (ptrdiff_t)n_threads : 1;
+    return c < rows ? c : (rows > 0 ? rows : 1);
+}
+
+static inline void FB_SFX(fb_activate)(int act, FT* h, ptrdiff_t m) {
+    if (act == 0) {
+        FB_TANH_ARRAY(h, m);
+    } else if (act == 1) {
+        for (ptrdiff_t i = 0; i < m; i++) h[i] = h[i] <= 0 ? (FT)0 : h[i]; /* NaN passes */
+    } else {
+        for (ptrdiff_t i = 0; i < m; i++) h[i] = h[i] > 0 ? (FT)1 : (FT)0;
+    }
+}
+
+/* h = f(a + h_prev W^T) for `rows` rows of one step; a = A's rows, or bias + X's rows U^T (PU). */
+static inline void FB_SFX(fb_tiled_rows)(int act, const FT* PW, const FT* A, const FT* X, ptrdiff_t I,
+                                        const FT* PU, const FT* bias, const FT* h_prev, FT* h,
+                                        ptrdiff_t rows, ptrdiff_t n) {
+    if (X) {
+        FB_SFX(fb_gemm_packed)(rows, n, I, X, I, PU, bias, NULL, 0, h, n);
+        FB_SFX(fb_gemm_packed)(rows, n, n, h_prev, n, PW, NULL, h, n, h, n);
+    } else {
+        FB_SFX(fb_gemm_packed)(rows, n, n, h_prev, n, PW, NULL, A, n, h, n);
+    }
+    FB_SFX(fb_activate)(act, h, rows * n);
+}
+
+/* Forward over T steps of B rows: PW = W^T packed; a_t from A, or bias + U x_t when X is given
+ * (PU = U^T packed). H points at h_0. Returns the first step whose state is not finite, or -1. */
+static ptrdiff_t FB_SFX(fb_elman_fwd_tiled)(int act, const FT* PW, const FT* A, const FT* X,
+                                           ptrdiff_t I, const FT* PU, const FT* bias, FT* H,
+                                           ptrdiff_t T, ptrdiff_t B, ptrdiff_t n, int n_threads) {
+    const ptrdiff_t step = B * n, chunks = FB_SFX(fb_chunks)(n_threads, B);
+    ptrdiff_t bad = -1;
+#pragma omp parallel num_threads(n_threads) if (chunks > 1)
+#pragma omp single
+    for (ptrdiff_t t = 0; t < T; t++) {
+        FT* h = H + (t + 1) * step;
+        for (ptrdiff_t c = 0; c < chunks; c++) {
+#pragma omp task if (chunks > 1)
+            {
+                ptrdiff_t lo = c * B / chunks, hi = (c + 1) * B / chunks;
+                FB_SFX(fb_tiled_rows)(act, PW, A ? A + t * step + lo * n : NULL,
+                                      X ? X + (t * B + lo) * I : NULL, I, PU, bias,
+                                      H + t * step + lo * n, h + lo * n, hi - lo, n);
+            }
+        }
+#pragma omp taskwait
+        if (!FB_ALL_FINITE(h, step)) {
+            bad = t;
+            break;
+        }
+    }
+    return bad;
+}
+
+/* Rows lo..hi of dW += da^T h, dU += da^T x, db += the sum of da's rows, over `rows` batch rows. */
+static inline void FB_SFX(fb_wgrad_rows)(const FT* da, const FT* h, const FT* x, ptrdiff_t I,
+                                        FT* dU, FT* dW, FT* db, ptrdiff_t rows, ptrdiff_t n,
+                                        ptrdiff_t lo, ptrdiff_t hi, FT* work) {
+    FB_SFX(fb_gemm_tn)(hi - lo, n, rows, da + lo, n, h, n, dW + lo * n, n, work);
+    if (I > 0) FB_SFX(fb_gemm_tn)(hi - lo, I, rows, da + lo, n, x, I, dU + lo * I, I, work);
+    for (ptrdiff_t r = 0; r < rows; r++) /* row by row: contiguous, vectorised adds */
+        for (ptrdiff_t i = lo; i < hi; i++) db[i] += da[r * n + i];
+}
+
+/* Backward over T steps of B rows: P = W packed; dh holds dh_T on entry, dh_0 on return. With dW,
+ * every `span` steps the block's dA rows are folded into dU, dW, db (which the caller zeroed) while
+ * they are in cache, their output rows cut into chunks (work: fb_chunks(n_threads, n) times
+ * fb_gemm_tn_work(n, max(n, I)) elements); dA may then be NULL, `ring` (span steps) holding the
+ * block instead. Returns the first step whose gradient is not finite, or -1. */
+static ptrdiff_t FB_SFX(fb_elman_bwd_tiled)(int act, const FT* P, const FT* H, const FT* dH, FT* dA,
+                                           FT* dh, const FT* X, ptrdiff_t I, FT* dU, FT* dW,
+                                           FT* db, FT* ring, FT* work, ptrdiff_t span, ptrdiff_t T,
+                                           ptrdiff_t B, ptrdiff_t n, int n_threads) {
+    const ptrdiff_t step = B * n, chunks = FB_SFX(fb_chunks)(n_threads, B);
+    const ptrdiff_t gchunks = FB_SFX(fb_chunks)(n_threads, n);
+    const size_t wsize = FB_SFX(fb_gemm_tn_work)(n, n > I ? n : I);
+    ptrdiff_t bad = -1, end = T;
+#pragma omp parallel num_threads(n_threads) if (chunks > 1 || gchunks > 1)
+#pragma omp single
+    for (ptrdiff_t t = T - 1; t >= 0; t--) {
+        ptrdiff_t start = end - span > 0 ? end - span : 0;
+        FT* da = dA ? dA + t * step : ring + (t - start) * step;
+        for (ptrdiff_t c = 0; c < chunks; c++) {
+#pragma omp task if (chunks > 1)
+            {
+                ptrdiff_t lo = c * B / chunks, hi = (c + 1) * B / chunks;
+                const FT* g = dH + t * step + lo * n;
+                const FT* h = H + (t + 1) * step + lo * n;
+                FT* d = dh + lo * n;
+                FT* a = da + lo * n;
+                ptrdiff_t m = (hi - lo) * n;
+                if (act == 0) {
+                    for (ptrdiff_t k = 0; k < m; k++) a[k] = (g[k] + d[k]) * (1 - h[k] * h[k]);
+                } else {
+                    for (ptrdiff_t k = 0; k < m; k++) a[k] = (g[k] + d[k]) * (FT)(h[k] > 0);
+                }
+                FB_SFX(fb_gemm_packed)(hi - lo, n, n, a, n, P, NULL, NULL, 0, d, n);
+            }
+        }
+#pragma omp taskwait
+        if (!FB_ALL_FINITE(dh, step)) {
+            bad = t;
+            break;
+        }
+        if (dW && t == start) {
+            const FT* blk = dA ? dA + start * step : ring;
+            for (ptrdiff_t c = 0; c < gchunks; c++) {
+#pragma omp task if (gchunks > 1)
+                FB_SFX(fb_wgrad_rows)(blk, H + start * step, X + start * B * I, I, dU, dW, db,
+                                      (end - start) * B, n, c * n / gchunks, (c + 1) * n / gchunks,
+                                      work + c * wsize);
+            }
+#pragma omp taskwait
+            end = start;
+        }
+    }
+    return bad;
+}
+
 #else
 
 /* Plain C for builds without AVX2 + FMA: the same contracts, n = nv * width units. */
