@@ -43,6 +43,12 @@ class Params(dict):
         for name, value in checked.items():
             super().__setitem__(name, value)
 
+    def _commit(self, values):
+        """Store new values the caller has already checked (names, shapes, finiteness): the
+        optimizer's step, which must not pay for the checks twice."""
+        for name, value in values.items():
+            super().__setitem__(name, np.ascontiguousarray(value, dtype=self._dtype))
+
     def check_finite(self):
         for name, value in self.items():
             if not np.isfinite(value).all():

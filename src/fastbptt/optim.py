@@ -95,8 +95,8 @@ class Optimizer:
             name = next(k for k, v in new_params.items() if not np.isfinite(v).all())
             raise FloatingPointError(f"the {self.name} step would make parameter {name!r} "
                                      f"non-finite (lr={lr:g}); parameters left unchanged")
-        if hasattr(params, "_shapes"):  # the model's checked dict: all-or-nothing assignment
-            params.update(new_params)
+        if hasattr(params, "_commit"):  # the model's dict: shapes and finiteness checked above
+            params._commit(new_params)
         else:
             for name, value in new_params.items():
                 params[name] = value
