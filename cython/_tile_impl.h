@@ -120,9 +120,10 @@ static inline __attribute__((always_inline)) void FB_SFX(fb_tile_tn)(
         const int mr, ptrdiff_t K, const FT* A, ptrdiff_t sa, const FT* B, ptrdiff_t ldb, FT* C,
         ptrdiff_t ldc) {
     VT c0[FB_MR], c1[FB_MR];
+    /* sums start from zero and C is added at the end, so no FMA waits for C to arrive from memory */
     for (int r = 0; r < mr; r++) {
-        c0[r] = VLOAD(C + r * ldc);
-        c1[r] = VLOAD(C + r * ldc + FB_W);
+        c0[r] = VZERO();
+        c1[r] = VZERO();
     }
     for (ptrdiff_t k = 0; k < K; k++) {
         VT b0 = VLOAD(B + k * ldb), b1 = VLOAD(B + k * ldb + FB_W);
@@ -133,8 +134,8 @@ static inline __attribute__((always_inline)) void FB_SFX(fb_tile_tn)(
         }
     }
     for (int r = 0; r < mr; r++) {
-        VSTORE(C + r * ldc, c0[r]);
-        VSTORE(C + r * ldc + FB_W, c1[r]);
+        VSTORE(C + r * ldc, VADD(VLOAD(C + r * ldc), c0[r]));
+        VSTORE(C + r * ldc + FB_W, VADD(VLOAD(C + r * ldc + FB_W), c1[r]));
     }
 }
 
@@ -434,10 +435,13 @@ static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W,
  * prange per step has, waits for it). Chunks never share an output element, and every element is
  * computed the same way whichever thread runs it: results do not depend on the thread count. */
 
-/* Chunks to cut `rows` into for n_threads (1: no tasks). */
+/* Chunks to cut `rows` into for n_threads (1: no tasks): one per thread, as long as each keeps at
+ * least two full row tiles (smaller chunks run the product on short, latency-bound tiles). */
 static inline ptrdiff_t FB_SFX(fb_chunks)(int n_threads, ptrdiff_t rows) {
-    ptrdiff_t c = n_threads > 1 ? 2 * (ptrdiff_t)n_threads : 1;
-    return c < rows ? c : (rows > 0 ? rows : 1);
+    ptrdiff_t c = n_threads > 1 ? (ptrdiff_t)n_threads : 1;
+    ptrdiff_t most = rows / (2 * FB_MR);
+    if (c > most) c = most;
+    return c > 1 ? c : 1;
 }
 
 static inline void FB_SFX(fb_activate)(int act, FT* h, ptrdiff_t m) {
