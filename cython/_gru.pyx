@@ -12,7 +12,8 @@ Layers, as in every kernel module:
   (a) `cdef inline ... noexcept nogil` helpers for one step of a run of consecutive sequences;
   (b) the `def` drivers `forward` / `backward` over typed memoryviews, the whole time loop inside
       one `with nogil:`, no allocation inside it (workspaces are malloc'd before it);
-  (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
+  (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty (np.zeros with
+      batch_sizes) and dispatches.
 The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/gru.py.
 
 Each step makes one stacked recurrent product for all its sequences, (rows, Hn) x (Hn, 3Hn): by
@@ -23,6 +24,13 @@ through _vmath over the longest contiguous runs the layout allows.
 Threads: the sequences of a batch never interact, so with n_threads > 1 the batch is cut into
 n_threads blocks of rows and each thread runs the whole (serial) time loop for its block: one
 fork/join per call instead of one per step, whose cost exceeds the work of a step at these sizes.
+
+Variable lengths: with batch_sizes (T,), non-increasing (the batch sorted by decreasing length),
+step t advances only rows [0, batch_sizes[t]); rows beyond are neither read nor written at that
+step, so H, G, HN (forward) and dA, dGh (backward) keep what the caller put there, and the running
+gradient of a finished row waits in dh0 until its last step comes round going backward. The active
+batch just shrinks: no mask, no copy. With threads, the blocks are cut so that each gets about the
+same number of valid steps, and a block stops its forward loop once all its rows are done.
 """
 
 from cython cimport floating
@@ -32,6 +40,8 @@ from libc.string cimport memcpy
 
 from _tile cimport gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh_fast
+
+import numpy as np
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
@@ -162,16 +172,20 @@ cdef inline void _backward_rows(const floating* G, const floating* HN, const flo
 
 cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floating* bh,
                                const floating* A, floating* H, floating* G, floating* HN,
-                               Py_ssize_t T, Py_ssize_t B, Py_ssize_t rows,
-                               Py_ssize_t n) noexcept nogil:
+                               const Py_ssize_t* bs, Py_ssize_t b0, Py_ssize_t T, Py_ssize_t B,
+                               Py_ssize_t block_rows, Py_ssize_t n) noexcept nogil:
     """Forward through all T steps: by hand when wt (Wh transposed) is given, else by the register
-    tiles over P (Wh^T packed).
+    tiles over P (Wh^T packed). bs (or NULL): batch_sizes; b0: the block's first batch row.
 
     Returns the first step with a non-finite state, or -1.
     """
-    cdef Py_ssize_t t, s = B * n, s3 = B * 3 * n
+    cdef Py_ssize_t t, rows, s = B * n, s3 = B * 3 * n
     cdef floating* g
     for t in range(T):
+        rows = _active(bs, t, b0, block_rows)
+        if rows == 0:
+            # batch_sizes never grows: every row of the block is done
+            break
         g = G + t * s3
         if wt != NULL:
             _step_small(wt, bh, A + t * s3, H + t * s, g, HN + t * s, H + (t + 1) * s, rows, n)
@@ -186,17 +200,22 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
 
 cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const floating* H,
                                 const floating* G, const floating* HN, const floating* dH,
-                                floating* dA, floating* dGh, floating* dh, Py_ssize_t T,
-                                Py_ssize_t B, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+                                floating* dA, floating* dGh, floating* dh, const Py_ssize_t* bs,
+                                Py_ssize_t b0, Py_ssize_t T, Py_ssize_t B, Py_ssize_t block_rows,
+                                Py_ssize_t n) noexcept nogil:
     """Backward through all T steps; dh (rows, n) carries dL/dh_t from T down to 0.
 
-    By hand over Wh when P is NULL, else by the register tiles over P (Wh packed).
+    By hand over Wh when P is NULL, else by the register tiles over P (Wh packed). bs (or NULL):
+    batch_sizes; a row inactive at step t keeps its dh untouched.
 
     Returns the first step (counting down) with a non-finite gradient, or -1.
     """
-    cdef Py_ssize_t t, b, s = B * n, s3 = B * 3 * n
+    cdef Py_ssize_t t, b, rows, s = B * n, s3 = B * 3 * n
     cdef floating* dg
     for t in range(T - 1, -1, -1):
+        rows = _active(bs, t, b0, block_rows)
+        if rows == 0:
+            continue
         dg = dGh + t * s3
         _backward_rows(G + t * s3, HN + t * s, H + t * s, dH + t * s, dA + t * s3, dg, dh,
                        rows, n)
@@ -209,6 +228,16 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
         if not all_finite(dh, rows * n):
             return t
     return -1
+
+
+cdef inline Py_ssize_t _active(const Py_ssize_t* bs, Py_ssize_t t, Py_ssize_t b0,
+                               Py_ssize_t rows) noexcept nogil:
+    """Rows of the block starting at batch row b0 that step t advances (all without batch_sizes)."""
+    cdef Py_ssize_t r
+    if bs == NULL:
+        return rows
+    r = bs[t] - b0
+    return 0 if r < 0 else (rows if r > rows else r)
 
 
 cdef inline bint _small(Py_ssize_t rows) noexcept nogil:
@@ -234,6 +263,44 @@ def _check(name, shape, expected):
         raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
 
 
+def _batch_sizes(batch_sizes, Py_ssize_t T, Py_ssize_t B):
+    """batch_sizes as a C-contiguous intp array after checking it, or None."""
+    if batch_sizes is None:
+        return None
+    bs = np.asarray(batch_sizes)
+    if bs.dtype.kind not in "iu":
+        raise ValueError(f"batch_sizes has dtype {bs.dtype}, expected integers (intp)")
+    _check("batch_sizes", bs.shape, (T,))
+    if T and (bs.min() < 0 or bs.max() > B):
+        raise ValueError(f"batch_sizes must lie in [0, B={B}], got range [{bs.min()}, {bs.max()}]")
+    if T > 1 and np.any(bs[1:] > bs[:T - 1]):
+        raise ValueError("batch_sizes must be non-increasing "
+                         "(the batch sorted by decreasing length)")
+    return np.ascontiguousarray(bs, dtype=np.intp)
+
+
+def _block_starts(bs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t blocks):
+    """First row of each block and B at the end (blocks + 1 entries, each block at least one row).
+
+    Equal row counts without batch_sizes; with them, about equal numbers of valid steps, since the
+    longest sequences come first and would otherwise leave the first thread working alone.
+    """
+    starts = (np.arange(blocks + 1) * B // blocks).astype(np.intp)
+    if bs is None or blocks == 1:
+        return starts
+    # row j runs for the steps whose batch size exceeds j
+    lengths = T - np.searchsorted(bs[::-1], np.arange(B), side="right")
+    work = np.concatenate(([0], np.cumsum(lengths)))
+    if work[B] == 0:
+        return starts
+    starts[1:blocks] = np.searchsorted(work, work[B] * np.arange(1, blocks) / blocks)
+    for c in range(1, blocks):
+        starts[c] = max(starts[c], starts[c - 1] + 1)
+    for c in range(blocks - 1, 0, -1):
+        starts[c] = min(starts[c], starts[c + 1] - 1)
+    return starts
+
+
 def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, gate rows r, z, n
             const floating[::1] bh,          # IN  (3Hn,) recurrent bias
             const floating[:, :, ::1] A,     # IN  (T, B, 3Hn) input projections X Wx^T + bx
@@ -241,15 +308,19 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
             floating[:, :, ::1] H,           # OUT (T+1, B, Hn) states, H[0] = h0
             floating[:, :, ::1] G,           # OUT (T, B, 3Hn) activated gates r, z, n
             floating[:, :, ::1] HN,          # OUT (T, B, Hn) Wh_n h_{t-1} + bh_n
-            int n_threads=1):
+            int n_threads=1,
+            batch_sizes=None):               # IN  (T,) intp or None: rows advanced at each step
     """Unroll the GRU over all T steps; raise FloatingPointError on a non-finite state."""
     cdef Py_ssize_t n = Wh.shape[1]
     cdef Py_ssize_t T = A.shape[0], B = A.shape[1]
-    cdef Py_ssize_t j, k, c, b0, b1, bad = -1
+    cdef Py_ssize_t j, k, c, b0, bad = -1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef floating* wt = NULL
     cdef floating* P = NULL
     cdef Py_ssize_t* bad_block
+    cdef const Py_ssize_t[::1] bs_view
+    cdef const Py_ssize_t* bs = NULL
+    cdef const Py_ssize_t[::1] starts
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (3 * n, n))
     _check("bh", (bh.shape[0],), (3 * n,))
     _check("A", (A.shape[0], A.shape[1], A.shape[2]), (T, B, 3 * n))
@@ -257,11 +328,17 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 3 * n))
     _check("HN", (HN.shape[0], HN.shape[1], HN.shape[2]), (T, B, n))
+    bs_arr = _batch_sizes(batch_sizes, T, B)
     if B == 0 or n == 0:
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
     if T == 0:
         return
+    if bs_arr is not None:
+        bs_view = bs_arr
+        bs = &bs_view[0]
+    starts_arr = _block_starts(bs_arr, T, B, blocks)
+    starts = starts_arr
     cdef const floating* Wp = &Wh[0, 0]
     cdef const floating* bp = &bh[0]
     cdef const floating* Ap = &A[0, 0, 0]
@@ -271,8 +348,8 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     if bad_block == NULL:
         raise MemoryError()
-    # blocks differ by at most one row; all take the path of the largest
-    if _small((B + blocks - 1) // blocks):
+    # all blocks take the path of the largest
+    if _small(np.diff(starts_arr).max()):
         wt = <floating*> malloc(3 * n * n * sizeof(floating))
     else:
         P = <floating*> malloc(pack_size(Wp, n, 3 * n) * sizeof(floating))
@@ -288,12 +365,12 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
             pack(Wp, n, True, n, 3 * n, P)
         if blocks > 1:
             for c in prange(blocks, num_threads=blocks, schedule="static"):
-                b0 = c * B // blocks
-                b1 = (c + 1) * B // blocks
+                b0 = starts[c]
                 bad_block[c] = _forward_block(P, wt, bp, Ap + b0 * 3 * n, Hp + b0 * n,
-                                              Gp + b0 * 3 * n, HNp + b0 * n, T, B, b1 - b0, n)
+                                              Gp + b0 * 3 * n, HNp + b0 * n, bs, b0, T, B,
+                                              starts[c + 1] - b0, n)
         else:
-            bad_block[0] = _forward_block(P, wt, bp, Ap, Hp, Gp, HNp, T, B, B, n)
+            bad_block[0] = _forward_block(P, wt, bp, Ap, Hp, Gp, HNp, bs, 0, T, B, B, n)
         bad = _earliest(bad_block, blocks, True)
         free(wt)
         free(P)
@@ -311,14 +388,21 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
              floating[:, :, ::1] dA,         # OUT (T, B, 3Hn) gradient w.r.t. A
              floating[:, :, ::1] dGh,        # OUT (T, B, 3Hn) gradient w.r.t. Wh h_{t-1} + bh
              floating[:, ::1] dh0,           # OUT (B, Hn) gradient at h0
-             int n_threads=1):
-    """Backpropagate through time; raise FloatingPointError on a non-finite gradient."""
+             int n_threads=1,
+             batch_sizes=None):              # IN  (T,) intp or None: rows advanced at each step
+    """Backpropagate through time; raise FloatingPointError on a non-finite gradient.
+
+    With batch_sizes, dh_T of a row reaches back to its last valid step, t = length - 1.
+    """
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
-    cdef Py_ssize_t c, b0, b1, bad = -1
+    cdef Py_ssize_t c, b0, bad = -1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
-    cdef bint small = _small((B + blocks - 1) // blocks)
+    cdef bint small
     cdef floating* P = NULL
     cdef Py_ssize_t* bad_block
+    cdef const Py_ssize_t[::1] bs_view
+    cdef const Py_ssize_t* bs = NULL
+    cdef const Py_ssize_t[::1] starts
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (3 * n, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 3 * n))
@@ -327,12 +411,19 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
     _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, 3 * n))
     _check("dGh", (dGh.shape[0], dGh.shape[1], dGh.shape[2]), (T, B, 3 * n))
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
+    bs_arr = _batch_sizes(batch_sizes, T, B)
     if B == 0 or n == 0:
         return
     # dh0 doubles as the running gradient dL/dh_t, so the loop needs no buffer of its own
     memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
     if T == 0:
         return
+    if bs_arr is not None:
+        bs_view = bs_arr
+        bs = &bs_view[0]
+    starts_arr = _block_starts(bs_arr, T, B, blocks)
+    starts = starts_arr
+    small = _small(np.diff(starts_arr).max())
     cdef const floating* Wp = &Wh[0, 0]
     cdef const floating* Hp = &H[0, 0, 0]
     cdef const floating* Gp = &G[0, 0, 0]
@@ -353,13 +444,14 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
             pack(Wp, n, False, 3 * n, n, P)
         if blocks > 1:
             for c in prange(blocks, num_threads=blocks, schedule="static"):
-                b0 = c * B // blocks
-                b1 = (c + 1) * B // blocks
+                b0 = starts[c]
                 bad_block[c] = _backward_block(Wp, P, Hp + b0 * n, Gp + b0 * 3 * n,
                                                HNp + b0 * n, dHp + b0 * n, dAp + b0 * 3 * n,
-                                               dGp + b0 * 3 * n, dhp + b0 * n, T, B, b1 - b0, n)
+                                               dGp + b0 * 3 * n, dhp + b0 * n, bs, b0, T, B,
+                                               starts[c + 1] - b0, n)
         else:
-            bad_block[0] = _backward_block(Wp, P, Hp, Gp, HNp, dHp, dAp, dGp, dhp, T, B, B, n)
+            bad_block[0] = _backward_block(Wp, P, Hp, Gp, HNp, dHp, dAp, dGp, dhp, bs, 0, T, B, B,
+                                           n)
         bad = _earliest(bad_block, blocks, False)
         free(P)
         free(bad_block)

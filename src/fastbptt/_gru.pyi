@@ -1,5 +1,6 @@
 # Stub for the compiled GRU kernel (cython/_gru.pyx). Arrays are C-contiguous, all float32 or all
 # float64 within a call; OUT arrays are preallocated by the caller and filled in place.
+# With batch_sizes (T,), non-increasing, step t advances only rows [0, batch_sizes[t]).
 import numpy as np
 import numpy.typing as npt
 
@@ -14,6 +15,7 @@ def forward(
     G: _Array,  # OUT (T, B, 3Hn) activated gates r, z, n
     HN: _Array,  # OUT (T, B, Hn) Wh_n h_{t-1} + bh_n
     n_threads: int = 1,
+    batch_sizes: npt.NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
 ) -> None: ...
 def backward(
     Wh: _Array,  # IN  (3Hn, Hn)
@@ -26,4 +28,5 @@ def backward(
     dGh: _Array,  # OUT (T, B, 3Hn) gradient w.r.t. Wh h_{t-1} + bh
     dh0: _Array,  # OUT (B, Hn)
     n_threads: int = 1,
+    batch_sizes: npt.NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
 ) -> None: ...

@@ -1,5 +1,6 @@
 # Stub for the compiled LSTM kernel (cython/_lstm.pyx). Arrays are C-contiguous, all float32 or all
 # float64 within a call; OUT arrays are preallocated by the caller and filled in place.
+# With batch_sizes (T,), non-increasing, step t advances only rows [0, batch_sizes[t]).
 import numpy as np
 import numpy.typing as npt
 
@@ -14,6 +15,7 @@ def forward(
     C: _Array,  # OUT (T+1, B, Hn) cell states, C[0] = c0
     G: _Array,  # OUT (T, B, 4Hn) activated gates i, f, g, o
     n_threads: int = 1,
+    batch_sizes: npt.NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
 ) -> None: ...
 def backward(
     Wh: _Array,  # IN  (4Hn, Hn)
@@ -27,4 +29,5 @@ def backward(
     dh0: _Array,  # OUT (B, Hn)
     dc0: _Array,  # OUT (B, Hn)
     n_threads: int = 1,
+    batch_sizes: npt.NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
 ) -> None: ...

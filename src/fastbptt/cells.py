@@ -101,6 +101,52 @@ class ElmanCell(Cell):
         return grads, (dh0,), self.input_grads(dA, p["U"], need_dX)
 
 
+# -- variable lengths: the time-parallel work on the valid steps only ------------------------------
+# With batch_sizes (T,), non-increasing, the valid (t, b) are rows [0, batch_sizes[t]) of each step.
+# Padded steps cost nothing in the kernels, so the GEMMs around them should not pay for them either.
+
+def _given(batch_sizes):
+    """The kernels' trailing batch_sizes argument: passed only when there is one, so kernels
+    without it keep working for full batches."""
+    return () if batch_sizes is None else (batch_sizes,)
+
+
+def _valid(batch_sizes, B):
+    """(T, B) mask of the valid steps."""
+    return np.arange(B)[None, :] < np.asarray(batch_sizes)[:, None]
+
+
+def _runs(batch_sizes):
+    """(t0, t1, b): the runs of consecutive steps with the same batch size b > 0."""
+    T = len(batch_sizes)
+    edges = np.flatnonzero(np.diff(batch_sizes)) + 1
+    starts = np.concatenate(([0], edges))
+    ends = np.concatenate((edges, [T]))
+    return [(int(t0), int(t1), int(batch_sizes[t0])) for t0, t1 in zip(starts, ends, strict=True)
+            if batch_sizes[t0] > 0]
+
+
+def _project_valid(X, Wx, b, batch_sizes):
+    """A = X Wx^T + b at the valid steps, zero elsewhere: one strided GEMM per run of steps of
+    equal batch size (a few dozen at most), not one per step."""
+    T, B, _ = X.shape
+    A = np.zeros((T, B, Wx.shape[0]), dtype=X.dtype)
+    for t0, t1, rows in _runs(batch_sizes):
+        out = A[t0:t1, :rows]
+        np.matmul(X[t0:t1, :rows], Wx.T, out=out)
+        out += b
+    return A
+
+
+def _input_grads_valid(dA2, Wx, mask, need_dX):
+    """dX = dA Wx from the valid rows dA2 = dA[mask], zero at padded steps."""
+    if not need_dX:
+        return None
+    dX = np.zeros(mask.shape + (Wx.shape[1],), dtype=dA2.dtype)
+    dX[mask] = dA2 @ Wx
+    return dX
+
+
 class LSTMCell(Cell):
     """PyTorch's LSTM: gates i, f, g, o from Wx x_t + Wh h_{t-1} + b."""
 
@@ -112,29 +158,43 @@ class LSTMCell(Cell):
         I, n = self.input_size, self.hidden_size
         return {"Wx": (4 * n, I), "Wh": (4 * n, n), "b": (4 * n,)}
 
-    def forward(self, kern, p, X, state0, n_threads):
+    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None):
+        """States H (T+1, B, H) and the cache (C, G); with batch_sizes, zero past each end."""
         h0, c0 = state0
-        A = _project(X, p["Wx"], p["b"])
-        T1 = X.shape[0] + 1
-        H = np.empty((T1,) + h0.shape, dtype=X.dtype)
-        C = np.empty_like(H)
-        G = np.empty_like(A)
-        kern.forward(p["Wh"], A, h0, c0, H, C, G, n_threads)
+        if batch_sizes is None:
+            A = _project(X, p["Wx"], p["b"])
+            alloc = np.empty
+        else:
+            A = _project_valid(X, p["Wx"], p["b"], batch_sizes)
+            alloc = np.zeros
+        H = alloc((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        C = alloc(H.shape, dtype=X.dtype)
+        G = alloc(A.shape, dtype=X.dtype)
+        kern.forward(p["Wh"], A, h0, c0, H, C, G, n_threads, *_given(batch_sizes))
         return H, (C, G)
 
     def final_state(self, H, cache):
         return (H[-1].copy(), cache[0][-1].copy())
 
-    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False):
+    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False,
+                 batch_sizes=None):
+        """Parameter grads, (dh0, dc0) and dX (or None); with batch_sizes, from the valid steps."""
         C, G = cache
         dh_T, dc_T = dstate_T
-        dA = np.empty_like(G)
+        dA = (np.empty_like if batch_sizes is None else np.zeros_like)(G)
         dh0 = np.empty_like(dh_T)
         dc0 = np.empty_like(dc_T)
-        kern.backward(p["Wh"], H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads)
-        dA2 = _flat(dA)
-        grads = {"Wx": dA2.T @ _flat(X), "Wh": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
-        return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
+        kern.backward(p["Wh"], H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads,
+                      *_given(batch_sizes))
+        if batch_sizes is None:
+            dA2 = _flat(dA)
+            grads = {"Wx": dA2.T @ _flat(X), "Wh": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
+            return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
+        # the valid rows gathered once: cheaper than GEMMs over the padding's zero rows
+        mask = _valid(batch_sizes, X.shape[1])
+        dA2 = dA[mask]
+        grads = {"Wx": dA2.T @ X[mask], "Wh": dA2.T @ H[:-1][mask], "b": dA2.sum(axis=0)}
+        return grads, (dh0, dc0), _input_grads_valid(dA2, p["Wx"], mask, need_dX)
 
 
 class GRUCell(Cell):
@@ -147,33 +207,49 @@ class GRUCell(Cell):
         I, n = self.input_size, self.hidden_size
         return {"Wx": (3 * n, I), "Wh": (3 * n, n), "bx": (3 * n,), "bh": (3 * n,)}
 
-    def forward(self, kern, p, X, state0, n_threads):
+    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None):
+        """States H (T+1, B, H) and the cache (G, HN); with batch_sizes, zero past each end."""
         (h0,) = state0
-        A = _project(X, p["Wx"], p["bx"])
-        H = np.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
-        G = np.empty_like(A)
-        HN = np.empty((X.shape[0],) + h0.shape, dtype=X.dtype)
-        kern.forward(p["Wh"], p["bh"], A, h0, H, G, HN, n_threads)
+        if batch_sizes is None:
+            A = _project(X, p["Wx"], p["bx"])
+            alloc = np.empty
+        else:
+            A = _project_valid(X, p["Wx"], p["bx"], batch_sizes)
+            alloc = np.zeros
+        H = alloc((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        G = alloc(A.shape, dtype=X.dtype)
+        HN = alloc((X.shape[0],) + h0.shape, dtype=X.dtype)
+        kern.forward(p["Wh"], p["bh"], A, h0, H, G, HN, n_threads, *_given(batch_sizes))
         return H, (G, HN)
 
     def final_state(self, H, cache):
         return (H[-1].copy(),)
 
-    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False):
+    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False,
+                 batch_sizes=None):
+        """Parameter grads, (dh0,) and dX (or None); with batch_sizes, from the valid steps."""
         G, HN = cache
         (dh_T,) = dstate_T
-        dA = np.empty_like(G)
-        dGh = np.empty_like(G)
+        alloc = np.empty_like if batch_sizes is None else np.zeros_like
+        dA = alloc(G)
+        dGh = alloc(G)
         dh0 = np.empty_like(dh_T)
-        kern.backward(p["Wh"], H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads)
-        dA2, dGh2 = _flat(dA), _flat(dGh)
+        kern.backward(p["Wh"], H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads, *_given(batch_sizes))
+        if batch_sizes is None:
+            dA2, dGh2, X2, H2 = _flat(dA), _flat(dGh), _flat(X), _flat(H[:-1])
+        else:
+            # the valid rows gathered once: cheaper than GEMMs over the padding's zero rows
+            mask = _valid(batch_sizes, X.shape[1])
+            dA2, dGh2, X2, H2 = dA[mask], dGh[mask], X[mask], H[:-1][mask]
         grads = {
-            "Wx": dA2.T @ _flat(X),
-            "Wh": dGh2.T @ _flat(H[:-1]),
+            "Wx": dA2.T @ X2,
+            "Wh": dGh2.T @ H2,
             "bx": dA2.sum(axis=0),
             "bh": dGh2.sum(axis=0),
         }
-        return grads, (dh0,), self.input_grads(dA, p["Wx"], need_dX)
+        if batch_sizes is None:
+            return grads, (dh0,), self.input_grads(dA, p["Wx"], need_dX)
+        return grads, (dh0,), _input_grads_valid(dA2, p["Wx"], mask, need_dX)
 
 
 def make_cell(name, input_size, hidden_size):

@@ -3,10 +3,15 @@
     gh = h_{t-1} Wh^T + bh                        (gate order r, z, n)
     r = sigmoid(A_r + gh_r),  z = sigmoid(A_z + gh_z),  n = tanh(A_n + r * gh_n)
     h_t = (1 - z) * n + z * h_{t-1}
+
+Variable lengths: with batch_sizes (T,), non-increasing, step t advances only the rows
+[0, batch_sizes[t]) and leaves the others' entries of the outputs as they were.
 """
 
 import numpy as np
 from scipy.special import expit
+
+from .lstm import check_batch_sizes
 
 
 def _check(name, shape, expected):
@@ -14,9 +19,10 @@ def _check(name, shape, expected):
         raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
 
 
-def forward(Wh, bh, A, h0, H, G, HN, n_threads=1):
+def forward(Wh, bh, A, h0, H, G, HN, n_threads=1, batch_sizes=None):
     """Fill H (T+1, B, Hn) with the states (row 0 = h0), G (T, B, 3Hn) with the activated gates and
-    HN (T, B, Hn) with gh_n. n_threads is unused (the Cython signature)."""
+    HN (T, B, Hn) with gh_n. n_threads is unused (the Cython signature). With batch_sizes, step t
+    fills only rows [0, batch_sizes[t]) of H[t+1], G[t] and HN[t]."""
     n = Wh.shape[1]
     T, B = A.shape[:2]
     _check("Wh", Wh.shape, (3 * n, n))
@@ -26,25 +32,30 @@ def forward(Wh, bh, A, h0, H, G, HN, n_threads=1):
     _check("H", H.shape, (T + 1, B, n))
     _check("G", G.shape, (T, B, 3 * n))
     _check("HN", HN.shape, (T, B, n))
+    bs = check_batch_sizes(batch_sizes, T, B)
     H[0] = h0
     for t in range(T):
-        gh = H[t] @ Wh.T + bh
-        r = expit(A[t, :, :n] + gh[:, :n])
-        z = expit(A[t, :, n:2 * n] + gh[:, n:2 * n])
-        nn = np.tanh(A[t, :, 2 * n:] + r * gh[:, 2 * n:])
-        H[t + 1] = (1 - z) * nn + z * H[t]
-        G[t] = np.concatenate([r, z, nn], axis=1)
-        HN[t] = gh[:, 2 * n:]
-        if not np.isfinite(H[t + 1]).all():
+        b = bs[t]
+        gh = H[t, :b] @ Wh.T + bh
+        r = expit(A[t, :b, :n] + gh[:, :n])
+        z = expit(A[t, :b, n:2 * n] + gh[:, n:2 * n])
+        nn = np.tanh(A[t, :b, 2 * n:] + r * gh[:, 2 * n:])
+        H[t + 1, :b] = (1 - z) * nn + z * H[t, :b]
+        G[t, :b] = np.concatenate([r, z, nn], axis=1)
+        HN[t, :b] = gh[:, 2 * n:]
+        if not np.isfinite(H[t + 1, :b]).all():
             raise FloatingPointError(f"non-finite hidden state at time step {t}")
 
 
-def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1):
+def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1, batch_sizes=None):
     """Fill dA and dGh (T, B, 3Hn) and dh0 (B, Hn) from dH (T, B, Hn), the gradient reaching each
     h_t, and dh_T, the gradient arriving at the last state from a later chunk.
 
     dA is the gradient w.r.t. A, dGh w.r.t. the recurrent pre-activation gh = h_{t-1} Wh^T + bh: the
     same for r and z, dA_n * r for n (gh_n enters through r * gh_n).
+
+    With batch_sizes, step t fills only rows [0, batch_sizes[t]) of dA[t] and dGh[t]; a row's
+    running gradient waits (dh_T as given) until its last valid step.
     """
     T, B, n = dH.shape
     _check("Wh", Wh.shape, (3 * n, n))
@@ -55,16 +66,19 @@ def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1):
     _check("dA", dA.shape, (T, B, 3 * n))
     _check("dGh", dGh.shape, (T, B, 3 * n))
     _check("dh0", dh0.shape, (B, n))
-    dh = dh_T.copy()
+    bs = check_batch_sizes(batch_sizes, T, B)
+    dh_all = dh_T.copy()
     for t in range(T - 1, -1, -1):
-        r, z, nn = (G[t, :, k * n:(k + 1) * n] for k in range(3))
-        dh = dH[t] + dh
+        b = bs[t]
+        r, z, nn = (G[t, :b, k * n:(k + 1) * n] for k in range(3))
+        dh = dH[t, :b] + dh_all[:b]
         da_n = dh * (1 - z) * (1 - nn**2)
-        da_r = da_n * HN[t] * r * (1 - r)
-        da_z = dh * (H[t] - nn) * z * (1 - z)
-        dA[t] = np.concatenate([da_r, da_z, da_n], axis=1)
-        dGh[t] = np.concatenate([da_r, da_z, da_n * r], axis=1)
-        dh = dh * z + dGh[t] @ Wh
+        da_r = da_n * HN[t, :b] * r * (1 - r)
+        da_z = dh * (H[t, :b] - nn) * z * (1 - z)
+        dA[t, :b] = np.concatenate([da_r, da_z, da_n], axis=1)
+        dGh[t, :b] = np.concatenate([da_r, da_z, da_n * r], axis=1)
+        dh = dh * z + dGh[t, :b] @ Wh
+        dh_all[:b] = dh
         if not np.isfinite(dh).all():
             raise FloatingPointError(f"non-finite gradient at time step {t}")
-    dh0[...] = dh
+    dh0[...] = dh_all

@@ -6,6 +6,7 @@ The benchmarks' baseline: what the GRU recurrence costs written plainly in Pytho
 import math
 
 from .gru import _check
+from .lstm import check_batch_sizes
 
 
 def _sigmoid(x):
@@ -20,8 +21,9 @@ def _finite(row):
     return all(math.isfinite(v) for v in row)
 
 
-def forward(Wh, bh, A, h0, H, G, HN, n_threads=1):
-    """Fill H (T+1, B, Hn) with the states, G (T, B, 3Hn) with the gates, HN (T, B, Hn) = gh_n."""
+def forward(Wh, bh, A, h0, H, G, HN, n_threads=1, batch_sizes=None):
+    """Fill H (T+1, B, Hn) with the states, G (T, B, 3Hn) with the gates, HN (T, B, Hn) = gh_n;
+    with batch_sizes, only rows [0, batch_sizes[t]) at step t."""
     n = Wh.shape[1]
     T, B = A.shape[:2]
     _check("Wh", Wh.shape, (3 * n, n))
@@ -31,6 +33,7 @@ def forward(Wh, bh, A, h0, H, G, HN, n_threads=1):
     _check("H", H.shape, (T + 1, B, n))
     _check("G", G.shape, (T, B, 3 * n))
     _check("HN", HN.shape, (T, B, n))
+    bs = check_batch_sizes(batch_sizes, T, B).tolist()
     if B == 0:  # every array is empty
         return
     w = Wh.tolist()
@@ -40,7 +43,7 @@ def forward(Wh, bh, A, h0, H, G, HN, n_threads=1):
     gates, hns = [], []
     for t in range(T):
         h_step, g_step, hn_step = [], [], []
-        for b in range(B):
+        for b in range(bs[t]):
             h_prev = hs[t][b]
             a = a_all[t][b]
             gh = []
@@ -63,14 +66,24 @@ def forward(Wh, bh, A, h0, H, G, HN, n_threads=1):
         hs.append(h_step)
         gates.append(g_step)
         hns.append(hn_step)
-    H[...] = hs
-    if T:
-        G[...] = gates
-        HN[...] = hns
+    if batch_sizes is None:
+        H[...] = hs
+        if T:
+            G[...] = gates
+            HN[...] = hns
+        return
+    H[0] = hs[0]
+    for t in range(T):
+        b = bs[t]
+        if b:
+            H[t + 1, :b] = hs[t + 1]
+            G[t, :b] = gates[t]
+            HN[t, :b] = hns[t]
 
 
-def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1):
-    """Fill dA and dGh (T, B, 3Hn) and dh0 (B, Hn)."""
+def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1, batch_sizes=None):
+    """Fill dA and dGh (T, B, 3Hn) and dh0 (B, Hn); with batch_sizes, only rows [0, batch_sizes[t])
+    of dA[t] and dGh[t], a row's running gradient waiting until its last valid step."""
     T, B, n = dH.shape
     _check("Wh", Wh.shape, (3 * n, n))
     _check("H", H.shape, (T + 1, B, n))
@@ -80,6 +93,7 @@ def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1):
     _check("dA", dA.shape, (T, B, 3 * n))
     _check("dGh", dGh.shape, (T, B, 3 * n))
     _check("dh0", dh0.shape, (B, n))
+    bs = check_batch_sizes(batch_sizes, T, B).tolist()
     if B == 0:
         return
     w = Wh.tolist()
@@ -92,7 +106,7 @@ def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1):
     dgh_all = [None] * T
     for t in range(T - 1, -1, -1):
         da_step, dgh_step = [], []
-        for b in range(B):
+        for b in range(bs[t]):
             gates = g_all[t][b]
             hn = hn_all[t][b]
             h_prev = h_all[t][b]
@@ -121,7 +135,13 @@ def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1):
             dgh_step.append(dgh)
         da_all[t] = da_step
         dgh_all[t] = dgh_step
-    if T:
-        dA[...] = da_all
-        dGh[...] = dgh_all
+    if batch_sizes is None:
+        if T:
+            dA[...] = da_all
+            dGh[...] = dgh_all
+    else:
+        for t in range(T):
+            if bs[t]:
+                dA[t, :bs[t]] = da_all[t]
+                dGh[t, :bs[t]] = dgh_all[t]
     dh0[...] = dh

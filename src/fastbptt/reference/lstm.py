@@ -2,6 +2,9 @@
 
     i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of  A[t] + h_{t-1} Wh^T     (gate order i, f, g, o)
     c_t = f * c_{t-1} + i * g,    h_t = o * tanh(c_t)
+
+Variable lengths: with batch_sizes (T,), non-increasing, step t advances only the rows
+[0, batch_sizes[t]) and leaves the others' entries of the outputs as they were.
 """
 
 import numpy as np
@@ -13,9 +16,27 @@ def _check(name, shape, expected):
         raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
 
 
-def forward(Wh, A, h0, c0, H, C, G, n_threads=1):
+def check_batch_sizes(batch_sizes, T, B):
+    """batch_sizes as an intp array after checking it (shape (T,), values in [0, B],
+    non-increasing), or all B (every row at every step) when it is None."""
+    if batch_sizes is None:
+        return np.full(T, B, dtype=np.intp)
+    bs = np.asarray(batch_sizes)
+    if bs.dtype.kind not in "iu":
+        raise ValueError(f"batch_sizes has dtype {bs.dtype}, expected integers (intp)")
+    _check("batch_sizes", bs.shape, (T,))
+    if T and (bs.min() < 0 or bs.max() > B):
+        raise ValueError(f"batch_sizes must lie in [0, B={B}], got range [{bs.min()}, {bs.max()}]")
+    if np.any(bs[1:] > bs[:-1]):
+        raise ValueError("batch_sizes must be non-increasing "
+                         "(the batch sorted by decreasing length)")
+    return bs.astype(np.intp)
+
+
+def forward(Wh, A, h0, c0, H, C, G, n_threads=1, batch_sizes=None):
     """Fill H, C (T+1, B, Hn) with the states (row 0 = h0, c0) and G (T, B, 4Hn) with the activated
-    gates. n_threads is unused (the Cython signature)."""
+    gates. n_threads is unused (the Cython signature). With batch_sizes, step t fills only rows
+    [0, batch_sizes[t]) of H[t+1], C[t+1] and G[t]."""
     n = Wh.shape[1]
     T, B = A.shape[:2]
     _check("Wh", Wh.shape, (4 * n, n))
@@ -25,24 +46,29 @@ def forward(Wh, A, h0, c0, H, C, G, n_threads=1):
     _check("H", H.shape, (T + 1, B, n))
     _check("C", C.shape, (T + 1, B, n))
     _check("G", G.shape, (T, B, 4 * n))
+    bs = check_batch_sizes(batch_sizes, T, B)
     H[0] = h0
     C[0] = c0
     for t in range(T):
-        z = A[t] + H[t] @ Wh.T
+        b = bs[t]
+        z = A[t, :b] + H[t, :b] @ Wh.T
         i = expit(z[:, :n])
         f = expit(z[:, n:2 * n])
         g = np.tanh(z[:, 2 * n:3 * n])
         o = expit(z[:, 3 * n:])
-        C[t + 1] = f * C[t] + i * g
-        H[t + 1] = o * np.tanh(C[t + 1])
-        G[t] = np.concatenate([i, f, g, o], axis=1)
-        if not (np.isfinite(C[t + 1]).all() and np.isfinite(H[t + 1]).all()):
+        C[t + 1, :b] = f * C[t, :b] + i * g
+        H[t + 1, :b] = o * np.tanh(C[t + 1, :b])
+        G[t, :b] = np.concatenate([i, f, g, o], axis=1)
+        if not (np.isfinite(C[t + 1, :b]).all() and np.isfinite(H[t + 1, :b]).all()):
             raise FloatingPointError(f"non-finite hidden or cell state at time step {t}")
 
 
-def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1):
+def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1, batch_sizes=None):
     """Fill dA (T, B, 4Hn), dh0 and dc0 (B, Hn) from dH (T, B, Hn), the gradient reaching each h_t,
-    and dh_T, dc_T, the gradients arriving at the last state from a later chunk."""
+    and dh_T, dc_T, the gradients arriving at the last state from a later chunk.
+
+    With batch_sizes, step t fills only rows [0, batch_sizes[t]) of dA[t]; a row's running gradient
+    waits (dh_T, dc_T as given) until its last valid step."""
     T, B, n = dH.shape
     _check("Wh", Wh.shape, (4 * n, n))
     _check("H", H.shape, (T + 1, B, n))
@@ -53,20 +79,24 @@ def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1):
     _check("dA", dA.shape, (T, B, 4 * n))
     _check("dh0", dh0.shape, (B, n))
     _check("dc0", dc0.shape, (B, n))
-    dh = dh_T.copy()
-    dc = dc_T.copy()
+    bs = check_batch_sizes(batch_sizes, T, B)
+    dh_all = dh_T.copy()
+    dc_all = dc_T.copy()
     for t in range(T - 1, -1, -1):
-        i, f, g, o = (G[t, :, k * n:(k + 1) * n] for k in range(4))
-        tanh_c = np.tanh(C[t + 1])
-        dh = dH[t] + dh
-        dc = dc + dh * o * (1 - tanh_c**2)
-        dA[t, :, :n] = dc * g * i * (1 - i)
-        dA[t, :, n:2 * n] = dc * C[t] * f * (1 - f)
-        dA[t, :, 2 * n:3 * n] = dc * i * (1 - g**2)
-        dA[t, :, 3 * n:] = dh * tanh_c * o * (1 - o)
+        b = bs[t]
+        i, f, g, o = (G[t, :b, k * n:(k + 1) * n] for k in range(4))
+        tanh_c = np.tanh(C[t + 1, :b])
+        dh = dH[t, :b] + dh_all[:b]
+        dc = dc_all[:b] + dh * o * (1 - tanh_c**2)
+        dA[t, :b, :n] = dc * g * i * (1 - i)
+        dA[t, :b, n:2 * n] = dc * C[t, :b] * f * (1 - f)
+        dA[t, :b, 2 * n:3 * n] = dc * i * (1 - g**2)
+        dA[t, :b, 3 * n:] = dh * tanh_c * o * (1 - o)
         dc = dc * f
-        dh = dA[t] @ Wh
+        dh = dA[t, :b] @ Wh
+        dh_all[:b] = dh
+        dc_all[:b] = dc
         if not (np.isfinite(dh).all() and np.isfinite(dc).all()):
             raise FloatingPointError(f"non-finite gradient at time step {t}")
-    dh0[...] = dh
-    dc0[...] = dc
+    dh0[...] = dh_all
+    dc0[...] = dc_all

@@ -5,7 +5,7 @@ The benchmarks' baseline: what the LSTM recurrence costs written plainly in Pyth
 
 import math
 
-from .lstm import _check
+from .lstm import _check, check_batch_sizes
 
 
 def _sigmoid(x):
@@ -20,8 +20,9 @@ def _finite(row):
     return all(math.isfinite(v) for v in row)
 
 
-def forward(Wh, A, h0, c0, H, C, G, n_threads=1):
-    """Fill H, C (T+1, B, Hn) with the states and G (T, B, 4Hn) with the activated gates."""
+def forward(Wh, A, h0, c0, H, C, G, n_threads=1, batch_sizes=None):
+    """Fill H, C (T+1, B, Hn) with the states and G (T, B, 4Hn) with the activated gates; with
+    batch_sizes, only rows [0, batch_sizes[t]) at step t."""
     n = Wh.shape[1]
     T, B = A.shape[:2]
     _check("Wh", Wh.shape, (4 * n, n))
@@ -31,6 +32,7 @@ def forward(Wh, A, h0, c0, H, C, G, n_threads=1):
     _check("H", H.shape, (T + 1, B, n))
     _check("C", C.shape, (T + 1, B, n))
     _check("G", G.shape, (T, B, 4 * n))
+    bs = check_batch_sizes(batch_sizes, T, B).tolist()
     if B == 0:  # every array is empty
         return
     w = Wh.tolist()
@@ -40,7 +42,7 @@ def forward(Wh, A, h0, c0, H, C, G, n_threads=1):
     gates = []
     for t in range(T):
         h_step, c_step, g_step = [], [], []
-        for b in range(B):
+        for b in range(bs[t]):
             h_prev = hs[t][b]
             c_prev = cs[t][b]
             a = a_all[t][b]
@@ -65,14 +67,25 @@ def forward(Wh, A, h0, c0, H, C, G, n_threads=1):
         hs.append(h_step)
         cs.append(c_step)
         gates.append(g_step)
-    H[...] = hs
-    C[...] = cs
-    if T:
-        G[...] = gates
+    if batch_sizes is None:
+        H[...] = hs
+        C[...] = cs
+        if T:
+            G[...] = gates
+        return
+    H[0] = hs[0]
+    C[0] = cs[0]
+    for t in range(T):
+        b = bs[t]
+        if b:
+            H[t + 1, :b] = hs[t + 1]
+            C[t + 1, :b] = cs[t + 1]
+            G[t, :b] = gates[t]
 
 
-def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1):
-    """Fill dA (T, B, 4Hn), dh0 and dc0 (B, Hn)."""
+def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1, batch_sizes=None):
+    """Fill dA (T, B, 4Hn), dh0 and dc0 (B, Hn); with batch_sizes, only rows [0, batch_sizes[t])
+    of dA[t], a row's running gradient waiting until its last valid step."""
     T, B, n = dH.shape
     _check("Wh", Wh.shape, (4 * n, n))
     _check("H", H.shape, (T + 1, B, n))
@@ -83,6 +96,7 @@ def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1):
     _check("dA", dA.shape, (T, B, 4 * n))
     _check("dh0", dh0.shape, (B, n))
     _check("dc0", dc0.shape, (B, n))
+    bs = check_batch_sizes(batch_sizes, T, B).tolist()
     if B == 0:
         return
     w = Wh.tolist()
@@ -94,7 +108,7 @@ def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1):
     da_all = [None] * T
     for t in range(T - 1, -1, -1):
         da_step = []
-        for b in range(B):
+        for b in range(bs[t]):
             gates = g_all[t][b]
             c = c_all[t + 1][b]
             c_prev = c_all[t][b]
@@ -121,7 +135,12 @@ def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1):
             dh[b] = new
             da_step.append(da)
         da_all[t] = da_step
-    if T:
-        dA[...] = da_all
+    if batch_sizes is None:
+        if T:
+            dA[...] = da_all
+    else:
+        for t in range(T):
+            if bs[t]:
+                dA[t, :bs[t]] = da_all[t]
     dh0[...] = dh
     dc0[...] = dc

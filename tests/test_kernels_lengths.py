@@ -1,0 +1,196 @@
+"""LSTM / GRU kernels with batch_sizes (variable lengths): a padded batch gives, for every sequence,
+exactly what that sequence gives alone, and the kernels neither read nor write a finished row."""
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+from fastbptt import _gru, _lstm
+from fastbptt.reference import gru as gru_np
+from fastbptt.reference import gru_pure, lstm_pure
+from fastbptt.reference import lstm as lstm_np
+
+KERNELS = {
+    "lstm": {"cython": _lstm, "numpy": lstm_np, "python": lstm_pure},
+    "gru": {"cython": _gru, "numpy": gru_np, "python": gru_pure},
+}
+GATES = {"lstm": 4, "gru": 3}
+# (T, n, lengths), lengths sorted decreasing as the model passes them
+CASES = [
+    (5, 3, [5]),                  # B = 1, full length
+    (6, 4, [2]),                  # B = 1, padded
+    (4, 5, [4, 4, 4]),            # every length equals T
+    (3, 2, [1, 1, 1, 1]),         # lengths of 1
+    (7, 37, [7, 7, 5, 3, 1]),     # odd Hn, one sequence per length band
+    (9, 16, [9, 8, 8, 6, 6, 6, 4, 2, 1, 1]),  # enough rows for the register tiles
+    (6, 4, [4, 2]),               # T beyond the longest: batch size 0 at the end
+]
+BACKENDS = [("cython", 1), ("cython", 2), ("cython", 3), ("numpy", 1), ("python", 1)]
+
+
+def batch_sizes_of(lengths, T):
+    lengths = np.asarray(lengths)
+    return (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.intp)
+
+
+def _problem(rng, cell, T, B, n, dtype, lengths):
+    k = GATES[cell]
+    p = {
+        "Wh": rng.normal(0, 0.8 / np.sqrt(n), (k * n, n)),
+        "bh": rng.normal(0, 0.5, (k * n,)),
+        "A": rng.normal(0, 1.0, (T, B, k * n)),
+        "h0": rng.normal(0, 0.5, (B, n)),
+        "c0": rng.normal(0, 1.0, (B, n)),
+        "dH": rng.normal(0, 1.0, (T, B, n)),
+        "dh_T": rng.normal(0, 1.0, (B, n)),
+        "dc_T": rng.normal(0, 1.0, (B, n)),
+    }
+    p = {key: v.astype(dtype) for key, v in p.items()}
+    # what lies past a sequence's end must never be read: NaN there would poison any result
+    for b, length in enumerate(lengths):
+        p["A"][length:, b] = np.nan
+        p["dH"][length:, b] = np.nan
+    return p
+
+
+def _outputs(cell, T, B, n, dtype, fill):
+    k = GATES[cell]
+    shapes = {"H": (T + 1, B, n), "G": (T, B, k * n), "dA": (T, B, k * n), "dh0": (B, n)}
+    if cell == "lstm":
+        shapes.update(C=(T + 1, B, n), dc0=(B, n))
+    else:
+        shapes.update(HN=(T, B, n), dGh=(T, B, k * n))
+    return {name: np.full(shape, fill, dtype) for name, shape in shapes.items()}
+
+
+def _run(cell, kern, p, n_threads=1, batch_sizes=None, fill=np.nan):
+    """Forward then backward into OUT arrays prefilled with `fill`; returns them."""
+    T, B, _ = p["A"].shape
+    n = p["Wh"].shape[1]
+    o = _outputs(cell, T, B, n, p["A"].dtype, fill)
+    extra = () if batch_sizes is None else (batch_sizes,)
+    if cell == "lstm":
+        kern.forward(p["Wh"], p["A"], p["h0"], p["c0"], o["H"], o["C"], o["G"], n_threads, *extra)
+        kern.backward(p["Wh"], o["H"], o["C"], o["G"], p["dH"], p["dh_T"], p["dc_T"], o["dA"],
+                      o["dh0"], o["dc0"], n_threads, *extra)
+    else:
+        kern.forward(p["Wh"], p["bh"], p["A"], p["h0"], o["H"], o["G"], o["HN"], n_threads, *extra)
+        kern.backward(p["Wh"], o["H"], o["G"], o["HN"], p["dH"], p["dh_T"], o["dA"], o["dGh"],
+                      o["dh0"], n_threads, *extra)
+    return o
+
+
+def _alone(p, b, length):
+    """Sequence b's own problem: its valid steps only, a batch of one."""
+    one = {}
+    for key, v in p.items():
+        if key in ("Wh", "bh"):
+            one[key] = v
+        elif key in ("A", "dH"):
+            one[key] = np.ascontiguousarray(v[:length, b:b + 1])
+        else:
+            one[key] = np.ascontiguousarray(v[b:b + 1])
+    return one
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"T{c[0]}_n{c[1]}_B{len(c[2])}")
+@pytest.mark.parametrize("backend,n_threads", BACKENDS, ids=lambda x: str(x))
+def test_each_sequence_as_if_alone(backend, n_threads, case, dtype, cell, rng):
+    T, n, lengths = case
+    B = len(lengths)
+    p = _problem(rng, cell, T, B, n, dtype, lengths)
+    kern = KERNELS[cell][backend]
+    got = _run(cell, kern, p, n_threads, batch_sizes_of(lengths, T))
+    for b, length in enumerate(lengths):
+        ref = _run(cell, kern, _alone(p, b, length), n_threads)
+        what = f"{cell} {backend} t{n_threads} row {b} (length {length})"
+        for name, r in ref.items():
+            g = got[name][:, b] if got[name].ndim == 3 else got[name][b]
+            if name in ("H", "C"):
+                g = g[:length + 1]
+            elif g.ndim == 2:
+                g = g[:length]
+            assert_close(g, r[:, 0] if r.ndim == 3 else r[0], dtype, f"{what} {name}")
+        # past its end a sequence's rows are exactly as allocated: neither read nor written
+        for name in got:
+            if got[name].ndim == 3:
+                start = length + 1 if name in ("H", "C") else length
+                assert np.isnan(got[name][start:, b]).all(), f"{what}: {name} written past the end"
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("backend,n_threads", BACKENDS, ids=lambda x: str(x))
+def test_full_batch_sizes_change_nothing(backend, n_threads, cell, rng):
+    T, B, n = 5, 4, 6
+    p = _problem(rng, cell, T, B, n, np.float64, [T] * B)
+    kern = KERNELS[cell][backend]
+    plain = _run(cell, kern, p, n_threads)
+    full = _run(cell, kern, p, n_threads, np.full(T, B, dtype=np.intp))
+    for name in plain:
+        np.testing.assert_array_equal(full[name], plain[name], err_msg=f"{cell} {backend} {name}")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("backend", ["cython", "numpy", "python"])
+def test_backends_agree_on_a_ragged_batch(backend, cell, rng):
+    """Against the NumPy reference on the same ragged batch, zero-filled OUT arrays (the cell's
+    allocation), larger sizes than above."""
+    T, n = 12, 24
+    lengths = [12, 11, 9, 9, 7, 4, 4, 2, 1]
+    p = _problem(rng, cell, T, len(lengths), n, np.float64, lengths)
+    bs = batch_sizes_of(lengths, T)
+    ref = _run(cell, KERNELS[cell]["numpy"], p, 1, bs, fill=0.0)
+    for n_threads in (1, 2) if backend == "cython" else (1,):
+        got = _run(cell, KERNELS[cell][backend], p, n_threads, bs, fill=0.0)
+        for name in ref:
+            assert_close(got[name], ref[name], np.float64, f"{cell} {backend} {name}")
+
+
+BAD = [
+    (np.array([3, 2], dtype=np.intp), "shape"),            # T = 3 steps
+    (np.array([3.0, 2.0, 1.0]), "integers"),
+    (np.array([True, True, False]), "integers"),
+    (np.array([4, 2, 1], dtype=np.intp), r"\[0, B=3\]"),
+    (np.array([3, 2, -1], dtype=np.intp), r"\[0, B=3\]"),
+    (np.array([2, 3, 1], dtype=np.intp), "non-increasing"),
+    (np.array([[3, 2, 1]], dtype=np.intp), "shape"),
+]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("backend", ["cython", "numpy", "python"])
+@pytest.mark.parametrize("bad,match", BAD, ids=[m for _, m in BAD])
+def test_bad_batch_sizes_refused(bad, match, backend, cell, rng):
+    T, B, n = 3, 3, 2
+    p = _problem(rng, cell, T, B, n, np.float64, [T] * B)
+    kern = KERNELS[cell][backend]
+    o = _outputs(cell, T, B, n, np.float64, 0.0)
+    if cell == "lstm":
+        fwd = (p["Wh"], p["A"], p["h0"], p["c0"], o["H"], o["C"], o["G"], 1, bad)
+        bwd = (p["Wh"], o["H"], o["C"], o["G"], p["dH"], p["dh_T"], p["dc_T"], o["dA"], o["dh0"],
+               o["dc0"], 1, bad)
+    else:
+        fwd = (p["Wh"], p["bh"], p["A"], p["h0"], o["H"], o["G"], o["HN"], 1, bad)
+        bwd = (p["Wh"], o["H"], o["G"], o["HN"], p["dH"], p["dh_T"], o["dA"], o["dGh"], o["dh0"],
+               1, bad)
+    with pytest.raises(ValueError, match="batch_sizes") as err:
+        kern.forward(*fwd)
+    assert err.match(match)
+    with pytest.raises(ValueError, match="batch_sizes") as err:
+        kern.backward(*bwd)
+    assert err.match(match)
+    # refused before anything is written
+    assert not o["H"].any() and not o["dA"].any()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_int32_batch_sizes_accepted(cell, rng):
+    T, lengths = 5, [5, 3, 2]
+    p = _problem(rng, cell, T, 3, 4, np.float64, lengths)
+    bs = batch_sizes_of(lengths, T)
+    ref = _run(cell, _lstm if cell == "lstm" else _gru, p, 1, bs)
+    got = _run(cell, _lstm if cell == "lstm" else _gru, p, 1, bs.astype(np.int32))
+    for name in ref:
+        np.testing.assert_array_equal(got[name], ref[name])
