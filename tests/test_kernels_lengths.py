@@ -194,3 +194,48 @@ def test_int32_batch_sizes_accepted(cell, rng):
     got = _run(cell, _lstm if cell == "lstm" else _gru, p, 1, bs.astype(np.int32))
     for name in ref:
         np.testing.assert_array_equal(got[name], ref[name])
+
+
+# -- the cells' time-parallel work on the valid steps only (fastbptt.cells) ------------------------
+
+@pytest.mark.parametrize("chunk_bytes", [1, 1000, 1 << 22])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_packed_products_match_masked_ones(chunk_bytes, dtype, rng, monkeypatch):
+    """Chunks of one step (1 byte), chunks that cut runs of steps (1000 bytes), one chunk."""
+    from fastbptt import cells
+
+    monkeypatch.setattr(cells, "_CHUNK_BYTES", chunk_bytes)
+    T, k, m = 11, 5, 3
+    lengths = [11, 9, 9, 6, 3, 3, 1]
+    B = len(lengths)
+    bs = batch_sizes_of(lengths, T)
+    mask = np.arange(B)[None, :] < bs[:, None]
+    X = rng.normal(size=(T, B, k)).astype(dtype)
+    Y = rng.normal(size=(T, B, m)).astype(dtype)
+    W = rng.normal(size=(k, m)).astype(dtype)
+    bias = rng.normal(size=m).astype(dtype)
+    out = cells._rows_times(X, W, bs, bias)
+    expected = np.where(mask[:, :, None], X @ W + bias, 0)
+    assert_close(out, expected, dtype, "rows_times")
+    assert not out[~mask].any(), "padded steps stay zero"
+    (xy, xx), (sx, sy) = cells._valid_grads(bs, (X, Y), ((0, 1), (0, 0)), (0, 1))
+    Xv, Yv = X[mask], Y[mask]
+    assert_close(xy, Xv.T @ Yv, dtype, "X^T Y")
+    assert_close(xx, Xv.T @ Xv, dtype, "X^T X")
+    assert_close(sx, Xv.sum(axis=0), dtype, "sum X")
+    assert_close(sy, Yv.sum(axis=0), dtype, "sum Y")
+
+
+def test_chunks_cover_every_valid_step_once():
+    from fastbptt import cells
+
+    lengths = np.array([9, 7, 7, 4, 2, 1])
+    T = 12  # batch size 0 at the end
+    bs = batch_sizes_of(lengths, T)
+    for rows in (6, 7, 10, 64):
+        seen = np.zeros((T, len(lengths)), dtype=int)
+        for chunk in cells._chunks(bs, rows):
+            assert sum((t1 - t0) * b for t0, t1, b in chunk) <= rows
+            for t0, t1, b in chunk:
+                seen[t0:t1, :b] += 1
+        np.testing.assert_array_equal(seen, np.arange(len(lengths))[None, :] < bs[:, None])

@@ -103,7 +103,12 @@ class ElmanCell(Cell):
 
 # -- variable lengths: the time-parallel work on the valid steps only ------------------------------
 # With batch_sizes (T,), non-increasing, the valid (t, b) are rows [0, batch_sizes[t]) of each step.
-# Padded steps cost nothing in the kernels, so the GEMMs around them should not pay for them either.
+# Padded steps cost nothing in the kernels, so the GEMMs around them should not pay for them either:
+# the valid rows are packed, a chunk at a time, into buffers small enough to stay in cache, and each
+# chunk is one GEMM (faster than one GEMM over the whole padded array, zero rows included).
+
+_CHUNK_BYTES = 1 << 22
+
 
 def _given(batch_sizes):
     """The kernels' trailing batch_sizes argument: passed only when there is one, so kernels
@@ -111,40 +116,91 @@ def _given(batch_sizes):
     return () if batch_sizes is None else (batch_sizes,)
 
 
-def _valid(batch_sizes, B):
-    """(T, B) mask of the valid steps."""
-    return np.arange(B)[None, :] < np.asarray(batch_sizes)[:, None]
-
-
 def _runs(batch_sizes):
     """(t0, t1, b): the runs of consecutive steps with the same batch size b > 0."""
-    T = len(batch_sizes)
     edges = np.flatnonzero(np.diff(batch_sizes)) + 1
     starts = np.concatenate(([0], edges))
-    ends = np.concatenate((edges, [T]))
-    return [(int(t0), int(t1), int(batch_sizes[t0])) for t0, t1 in zip(starts, ends, strict=True)
-            if batch_sizes[t0] > 0]
+    ends = np.concatenate((edges, [len(batch_sizes)]))
+    return [(int(t0), int(t1), int(batch_sizes[t0]))
+            for t0, t1 in zip(starts, ends, strict=True) if batch_sizes[t0] > 0]
 
 
-def _project_valid(X, Wx, b, batch_sizes):
-    """A = X Wx^T + b at the valid steps, zero elsewhere: one strided GEMM per run of steps of
-    equal batch size (a few dozen at most), not one per step."""
+def _chunk_rows(arrays, B):
+    """Rows per chunk: the packed rows of all `arrays` in about _CHUNK_BYTES, at least one step."""
+    row_bytes = sum(a.shape[-1] * a.itemsize for a in arrays)
+    return max(B, _CHUNK_BYTES // max(row_bytes, 1))
+
+
+def _chunks(batch_sizes, rows):
+    """The valid steps as chunks of at most `rows` packed rows, in time order; each chunk is a list
+    of pieces (t0, t1, b): steps t0..t1-1, rows [0, b) of each."""
+    chunk, fill = [], 0
+    for t0, t1, b in _runs(batch_sizes):
+        t = t0
+        while t < t1:
+            if fill + b > rows:
+                yield chunk
+                chunk, fill = [], 0
+            steps = min(t1 - t, (rows - fill) // b)
+            chunk.append((t, t + steps, b))
+            fill += steps * b
+            t += steps
+    if chunk:
+        yield chunk
+
+
+def _pack(a, chunk, buf):
+    """The valid rows of a (T, B, k) named by chunk, packed into buf; returns the filled part."""
+    n = 0
+    for t0, t1, b in chunk:
+        m = (t1 - t0) * b
+        buf[n:n + m].reshape(t1 - t0, b, -1)[...] = a[t0:t1, :b]
+        n += m
+    return buf[:n]
+
+
+def _unpack(packed, chunk, a):
+    """The inverse of _pack: packed rows back to their places in a (T, B, k)."""
+    n = 0
+    for t0, t1, b in chunk:
+        m = (t1 - t0) * b
+        a[t0:t1, :b] = packed[n:n + m].reshape(t1 - t0, b, -1)
+        n += m
+
+
+def _rows_times(X, W, batch_sizes, bias=None):
+    """X (T, B, k) @ W (k, m) (+ bias) at the valid steps, zero elsewhere: (T, B, m)."""
     T, B, _ = X.shape
-    A = np.zeros((T, B, Wx.shape[0]), dtype=X.dtype)
-    for t0, t1, rows in _runs(batch_sizes):
-        out = A[t0:t1, :rows]
-        np.matmul(X[t0:t1, :rows], Wx.T, out=out)
-        out += b
-    return A
+    out = np.zeros((T, B, W.shape[1]), dtype=X.dtype)
+    rows = _chunk_rows((X, out), B)
+    xbuf = np.empty((rows, X.shape[2]), dtype=X.dtype)
+    obuf = np.empty((rows, W.shape[1]), dtype=X.dtype)
+    for chunk in _chunks(batch_sizes, rows):
+        x = _pack(X, chunk, xbuf)
+        o = obuf[:len(x)]
+        np.matmul(x, W, out=o)
+        if bias is not None:
+            o += bias
+        _unpack(o, chunk, out)
+    return out
 
 
-def _input_grads_valid(dA2, Wx, mask, need_dX):
-    """dX = dA Wx from the valid rows dA2 = dA[mask], zero at padded steps."""
-    if not need_dX:
-        return None
-    dX = np.zeros(mask.shape + (Wx.shape[1],), dtype=dA2.dtype)
-    dX[mask] = dA2 @ Wx
-    return dX
+def _valid_grads(batch_sizes, arrays, products, sums):
+    """Over the valid steps of the (T, B, k) `arrays`: arrays[i]^T arrays[j] for each (i, j) in
+    products and the column sum of arrays[i] for each i in sums."""
+    B = arrays[0].shape[1]
+    dtype = arrays[0].dtype
+    rows = _chunk_rows(arrays, B)
+    bufs = [np.empty((rows, a.shape[2]), dtype=dtype) for a in arrays]
+    prods = [np.zeros((arrays[i].shape[2], arrays[j].shape[2]), dtype=dtype) for i, j in products]
+    totals = [np.zeros(arrays[i].shape[2], dtype=dtype) for i in sums]
+    for chunk in _chunks(batch_sizes, rows):
+        packed = [_pack(a, chunk, buf) for a, buf in zip(arrays, bufs, strict=True)]
+        for out, (i, j) in zip(prods, products, strict=True):
+            out += packed[i].T @ packed[j]
+        for out, i in zip(totals, sums, strict=True):
+            out += packed[i].sum(axis=0)
+    return prods, totals
 
 
 class LSTMCell(Cell):
@@ -165,7 +221,7 @@ class LSTMCell(Cell):
             A = _project(X, p["Wx"], p["b"])
             alloc = np.empty
         else:
-            A = _project_valid(X, p["Wx"], p["b"], batch_sizes)
+            A = _rows_times(X, p["Wx"].T, batch_sizes, p["b"])
             alloc = np.zeros
         H = alloc((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
         C = alloc(H.shape, dtype=X.dtype)
@@ -181,7 +237,8 @@ class LSTMCell(Cell):
         """Parameter grads, (dh0, dc0) and dX (or None); with batch_sizes, from the valid steps."""
         C, G = cache
         dh_T, dc_T = dstate_T
-        dA = (np.empty_like if batch_sizes is None else np.zeros_like)(G)
+        # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
+        dA = np.empty_like(G) if batch_sizes is None else np.zeros(G.shape, G.dtype)
         dh0 = np.empty_like(dh_T)
         dc0 = np.empty_like(dc_T)
         kern.backward(p["Wh"], H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads,
@@ -190,11 +247,9 @@ class LSTMCell(Cell):
             dA2 = _flat(dA)
             grads = {"Wx": dA2.T @ _flat(X), "Wh": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
             return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
-        # the valid rows gathered once: cheaper than GEMMs over the padding's zero rows
-        mask = _valid(batch_sizes, X.shape[1])
-        dA2 = dA[mask]
-        grads = {"Wx": dA2.T @ X[mask], "Wh": dA2.T @ H[:-1][mask], "b": dA2.sum(axis=0)}
-        return grads, (dh0, dc0), _input_grads_valid(dA2, p["Wx"], mask, need_dX)
+        (dWx, dWh), (db,) = _valid_grads(batch_sizes, (dA, X, H[:-1]), ((0, 1), (0, 2)), (0,))
+        dX = _rows_times(dA, p["Wx"], batch_sizes) if need_dX else None
+        return {"Wx": dWx, "Wh": dWh, "b": db}, (dh0, dc0), dX
 
 
 class GRUCell(Cell):
@@ -214,7 +269,7 @@ class GRUCell(Cell):
             A = _project(X, p["Wx"], p["bx"])
             alloc = np.empty
         else:
-            A = _project_valid(X, p["Wx"], p["bx"], batch_sizes)
+            A = _rows_times(X, p["Wx"].T, batch_sizes, p["bx"])
             alloc = np.zeros
         H = alloc((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
         G = alloc(A.shape, dtype=X.dtype)
@@ -230,26 +285,25 @@ class GRUCell(Cell):
         """Parameter grads, (dh0,) and dX (or None); with batch_sizes, from the valid steps."""
         G, HN = cache
         (dh_T,) = dstate_T
-        alloc = np.empty_like if batch_sizes is None else np.zeros_like
-        dA = alloc(G)
-        dGh = alloc(G)
+        # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
+        alloc = np.empty if batch_sizes is None else np.zeros
+        dA = alloc(G.shape, G.dtype)
+        dGh = alloc(G.shape, G.dtype)
         dh0 = np.empty_like(dh_T)
         kern.backward(p["Wh"], H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads, *_given(batch_sizes))
-        if batch_sizes is None:
-            dA2, dGh2, X2, H2 = _flat(dA), _flat(dGh), _flat(X), _flat(H[:-1])
-        else:
-            # the valid rows gathered once: cheaper than GEMMs over the padding's zero rows
-            mask = _valid(batch_sizes, X.shape[1])
-            dA2, dGh2, X2, H2 = dA[mask], dGh[mask], X[mask], H[:-1][mask]
+        if batch_sizes is not None:
+            (dWx, dWh), (dbx, dbh) = _valid_grads(batch_sizes, (dA, dGh, X, H[:-1]),
+                                                  ((0, 2), (1, 3)), (0, 1))
+            dX = _rows_times(dA, p["Wx"], batch_sizes) if need_dX else None
+            return {"Wx": dWx, "Wh": dWh, "bx": dbx, "bh": dbh}, (dh0,), dX
+        dA2, dGh2 = _flat(dA), _flat(dGh)
         grads = {
-            "Wx": dA2.T @ X2,
-            "Wh": dGh2.T @ H2,
+            "Wx": dA2.T @ _flat(X),
+            "Wh": dGh2.T @ _flat(H[:-1]),
             "bx": dA2.sum(axis=0),
             "bh": dGh2.sum(axis=0),
         }
-        if batch_sizes is None:
-            return grads, (dh0,), self.input_grads(dA, p["Wx"], need_dX)
-        return grads, (dh0,), _input_grads_valid(dA2, p["Wx"], mask, need_dX)
+        return grads, (dh0,), self.input_grads(dA, p["Wx"], need_dX)
 
 
 def make_cell(name, input_size, hidden_size):
