@@ -128,7 +128,7 @@ def plot(rows, path, threads):
         return None
     keys = [k for k in ("fastbptt", "numpy", "python", "torch", "jax")
             if any(f"{k}_us" in r for r in rows)]
-    fig, ax = plt.subplots(figsize=(9, max(2.5, 1.2 + 0.3 * len(rows) * len(keys))))
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 1.2 + 0.16 * len(rows) * len(keys))))
     height = 0.8 / len(keys)
     for j, key in enumerate(keys):
         ys = [i + j * height for i in range(len(rows))]

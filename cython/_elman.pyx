@@ -1,24 +1,27 @@
 """Elman recurrence: h_t = f(a_t + W h_{t-1}) forward, and its backward pass through time.
 
-The caller (fastbptt.cells) has already formed a_t = U x_t + b for every step in one GEMM, and forms the
-weight gradients from dA in single GEMMs afterwards; only the sequential recurrence lives here.
+Two pairs of entry points:
+  - forward / backward, the kernel contract shared with the NumPy and pure-Python twins: the caller
+    has formed a_t = U x_t + b for every step in one GEMM, and forms the weight gradients from dA;
+  - forward_fused / backward_fused (used by fastbptt.cells when fused_ok): the projection is formed
+    step by step inside the loop, and dU, dW, db are folded in while each block of dA is still in
+    cache, so no (T, B, H) array of pre-activations or of their gradients is written and read back.
 
 Layers, as in every kernel module:
-  (a) `cdef inline ... noexcept nogil` helpers for one step of one sequence;
-  (b) the `def` drivers `forward` / `backward` over typed memoryviews, the whole time loop inside one
-      `with nogil:`, no allocation inside it (the small path mallocs one transposed W before it);
+  (a) `cdef inline ... noexcept nogil` helpers, and the C loops of cython/_tile.h (register tiles);
+  (b) the `def` drivers over typed memoryviews, the whole time loop inside one `with nogil:`, no
+      allocation inside it (packed or transposed copies of the weights are made before it);
   (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
-The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/elman.py.
+The NumPy twins with the same signatures, the ground truth, are in src/fastbptt/reference/elman.py.
 
 Paths, chosen per call from the shapes (results agree across them within rounding):
   - sequence: a batch of one to three sequences whose width n is a whole number of vector registers
-    (n = 4..32 doubles, 8..64 floats): each sequence runs all its steps in one C call (cython/_tile.h),
-    threads split the batch;
-  - tiled: every other shape with AVX2 + FMA: per step one register-tiled product against W packed once
-    per call (no BLAS call per step, no repacking), then the activation over the step;
+    (n = 4..32 doubles, 8..64 floats): each sequence runs all its steps in one C call, threads split
+    the batch;
+  - tiled: every other shape with AVX2 + FMA: per step one register-tiled product against W packed
+    once per call (no BLAS call per step, no repacking); threads split each step's rows as OpenMP
+    tasks, so a helper thread parked by a busy machine delays nothing;
   - without AVX2 + FMA: hand-written loops for small sizes, a BLAS call per step for large ones.
-forward_fused / backward_fused also take the input projection and the weight gradients into the sequence
-path (a_t = U x_t + b formed in the loop; dU, dW, db folded in while each block of dA is still in cache).
 
 Activations: 0 tanh, 1 relu, 2 step (Heaviside, h = 1 where a > 0; forward only).
 """
