@@ -100,6 +100,16 @@ def blas_threads(n):
         yield True
 
 
+def pin_to_cores(n):
+    """Keep the process on n of the cores it may use (Linux), so no library in it, however it
+    sizes its own thread pool, runs on more than n: one-thread comparisons stay fair."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))[:n]
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
 def gemm_peak(dtype, threads, size=1536, repeats=5):
     """GFLOP/s of one large square NumPy matmul: the GEMM peak under these thread settings."""
     rng = np.random.default_rng(0)

@@ -18,7 +18,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _peers  # noqa: E402
-from _common import WORKLOADS, blas_threads, data, machine, model, pyplot, time_call, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    WORKLOADS,
+    blas_threads,
+    data,
+    machine,
+    model,
+    pin_to_cores,
+    pyplot,
+    time_call,
+    write_json,
+)
 
 
 def grid(lo, hi):
@@ -61,6 +71,9 @@ def main(argv=None):
     p.add_argument("--peers", nargs="*", default=None, choices=list(_peers.PEERS),
                    help="peers to time (default: every one installed; none with an empty list)")
     p.add_argument("--tiny", action="store_true", help="T from 10 to 300: a smoke run in seconds")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not pin the process to --threads cores (pinning keeps peers that size "
+                        "their own thread pools, such as XLA's, to the same cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="directory for the JSON and PNG (default bench/results)")
     args = p.parse_args(argv)
@@ -68,6 +81,8 @@ def main(argv=None):
         args.min_T, args.max_T, args.max_numpy = 10, 300, 300
         args.max_python = args.max_peer = 30
         args.repeats = 1
+    if args.pin:
+        args.cores = pin_to_cores(args.threads)
     _peers.configure_threads(args.threads)
     peers = _peers.available() if args.peers is None else args.peers
     spec = WORKLOADS[args.row]
@@ -108,10 +123,11 @@ def main(argv=None):
             if series[backend]["slope"] is not None:
                 print(f"{backend:>7} slope of log(time) on log(T), T >= 1,000: "
                       f"{series[backend]['slope']:.3f}")
+        where = machine()  # inside the limits, so the BLAS thread counts are the ones used
     out = Path(args.out) if args.out else None
     stem = f"scaling_{args.row}_{args.dtype}_t{args.threads}" + ("_tiny" if args.tiny else "")
     payload = {"settings": vars(args), "workload": spec, "peers": peers, "series": series,
-               "machine": machine()}
+               "machine": where}
     path = write_json(stem, payload, out / f"{stem}.json" if out else None)
     png = plot(series, (out or path.parent) / f"{stem}.png", args)
     print(f"wrote {path}" + (f" and {png}" if png else ""))

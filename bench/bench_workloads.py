@@ -36,6 +36,7 @@ from _common import (  # noqa: E402
     gemm_peak,
     machine,
     model,
+    pin_to_cores,
     pyplot,
     time_interleaved,
     write_json,
@@ -161,9 +162,14 @@ def main(argv=None):
     p.add_argument("--peers", nargs="*", default=None, choices=list(_peers.PEERS),
                    help="peers to time (default: every one installed; none with an empty list)")
     p.add_argument("--tiny", action="store_true", help=f"T <= {TINY_T}: a smoke run in seconds")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not pin the process to --threads cores (pinning keeps peers that size "
+                        "their own thread pools, such as XLA's, to the same cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="directory for the JSON and PNG (default bench/results)")
     args = p.parse_args(argv)
+    if args.pin:
+        args.cores = pin_to_cores(args.threads)
     _peers.configure_threads(args.threads)
     peers = _peers.available() if args.peers is None else args.peers
     rows = []
@@ -173,9 +179,10 @@ def main(argv=None):
                 if dtype in args.dtypes:
                     rows.append(run_row(name, dtype, args, peers))
                     print(describe(rows[-1]), flush=True)
+        where = machine()  # inside the limits, so the BLAS thread counts are the ones used
     out = Path(args.out) if args.out else None
     stem = f"workloads_t{args.threads}" + ("_tiny" if args.tiny else "")
-    payload = {"settings": vars(args), "peers": peers, "rows": rows, "machine": machine()}
+    payload = {"settings": vars(args), "peers": peers, "rows": rows, "machine": where}
     path = write_json(stem, payload, out / f"{stem}.json" if out else None)
     png = plot(rows, (out or path.parent) / f"{stem}.png", args.threads)
     print(f"wrote {path}" + (f" and {png}" if png else ""))

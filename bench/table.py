@@ -46,8 +46,9 @@ def table(runs):
         cells = [key[0], key[1], _fmt(any_row["target_us"]) if any_row["target_us"] else "-"]
         cells += [_cell(ix.get(key), "fastbptt") for ix in index]
         for base in ("numpy", "python"):
-            cells.append(f"{first[f'ratio_{base}']:.0f}x" if first and f"ratio_{base}" in first
-                         else "-")
+            ratio = first.get(f"ratio_{base}") if first else None
+            text = "-" if ratio is None else f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
+            cells.append(text)
         for peer in PEERS:
             if first and f"{peer}_us" in first:
                 cells.append(f"{_fmt(first[f'{peer}_us'])} ({first[f'ratio_{peer}']:.1f}x)")

@@ -30,7 +30,8 @@ def _has(module):
 
 def test_bench_workloads_tiny_writes_json_and_png(tmp_path):
     payload = _script("bench_workloads").main(
-        ["--tiny", "--rows", "W1", "W2", "W3", "--repeats", "1", "--peers", "--out", str(tmp_path)])
+        ["--tiny", "--rows", "W1", "W2", "W3", "--repeats", "1", "--peers", "--no-pin",
+         "--out", str(tmp_path)])
     rows = payload["rows"]
     assert [(r["row"], r["dtype"]) for r in rows] == [
         ("W1", "float64"), ("W1", "float32"), ("W2", "float32"), ("W3", "float32"),
@@ -56,7 +57,7 @@ def test_bench_workloads_tiny_writes_json_and_png(tmp_path):
 
 def test_bench_workloads_lstm_rows_run(tmp_path):
     payload = _script("bench_workloads").main(
-        ["--tiny", "--rows", "L1", "--dtypes", "float64", "--repeats", "1", "--peers",
+        ["--tiny", "--rows", "L1", "--dtypes", "float64", "--repeats", "1", "--peers", "--no-pin",
          "--out", str(tmp_path)])
     assert payload["rows"][0]["cell"] == "lstm" and payload["rows"][0]["fastbptt_us"] > 0
 
@@ -67,7 +68,7 @@ def test_bench_workloads_peer_agrees_and_is_timed(peer, tmp_path):
         pytest.skip(f"{peer} is not installed (the bench extra's optional peer)")
     payload = _script("bench_workloads").main(
         ["--tiny", "--rows", "W1", "--dtypes", "float64", "--repeats", "1", "--no-baselines",
-         "--peers", peer, "--out", str(tmp_path)])
+         "--peers", peer, "--no-pin", "--out", str(tmp_path)])
     row = payload["rows"][0]
     assert f"{peer}_error" not in row
     assert row[f"{peer}_max_rel_diff"] < 1e-7
@@ -75,7 +76,8 @@ def test_bench_workloads_peer_agrees_and_is_timed(peer, tmp_path):
 
 
 def test_bench_scaling_tiny_fits_a_slope(tmp_path):
-    payload = _script("bench_scaling").main(["--tiny", "--peers", "--out", str(tmp_path)])
+    payload = _script("bench_scaling").main(
+        ["--tiny", "--peers", "--no-pin", "--out", str(tmp_path)])
     series = payload["series"]
     assert set(series) == {"cython", "numpy", "python"}
     assert series["cython"]["T"] == [10, 30, 100, 300]
