@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import blas_threads, machine, time_interleaved, write_json  # noqa: E402
+from _common import blas_threads, machine, pin_to_cores, time_interleaved, write_json  # noqa: E402
 
 BOUND = 1.2  # issue 7: ragged at most 1.2x the full batch of the same valid steps
 
@@ -56,11 +56,15 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="n_threads of the kernels and the BLAS pool size")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not pin the process to --threads cores")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="JSON path (default bench/results/<name>.json)")
     args = p.parse_args(argv)
     if not 1 <= args.min_length <= args.max_length:
         p.error("need 1 <= --min-length <= --max-length")
+    if args.pin:
+        args.cores = pin_to_cores(args.threads)
 
     import fastbptt as fb
 
@@ -80,6 +84,7 @@ def main(argv=None):
           f"steps; dense batch of {Xd.shape[0]} steps ({steps['dense']})", flush=True)
     with blas_threads(args.threads):
         times = time_interleaved(calls, args.repeats)
+        where = machine()  # inside the limits, so the BLAS thread counts are the ones used
     results = {}
     for name, t in times.items():
         results[name] = dict(t, valid_steps=steps[name],
@@ -102,7 +107,7 @@ def main(argv=None):
         "within_bound": bool(ratio <= BOUND),
         "speedup_vs_padded": saved,
         "backend": model.backend,
-        "machine": machine(),
+        "machine": where,
     }
     path = write_json(name, payload, args.out)
     print(f"wrote {path}")
