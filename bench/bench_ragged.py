@@ -56,8 +56,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="n_threads of the kernels and the BLAS pool size")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--no-pin", dest="pin", action="store_false",
-                   help="do not pin the process to --threads cores")
+    p.add_argument("--pin", action="store_true",
+                   help="pin the process to its first --threads cores (no peers here to keep in "
+                        "check, and on a shared machine those cores may be the busy ones)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="JSON path (default bench/results/<name>.json)")
     args = p.parse_args(argv)

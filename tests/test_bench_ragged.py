@@ -25,7 +25,7 @@ def test_bench_ragged_tiny_writes_json(cell, tmp_path, capsys):
     out = tmp_path / "ragged.json"
     payload = _script().main(["--cell", cell, "--batch", "5", "--input", "3", "--hidden", "8",
                               "--output", "2", "--min-length", "2", "--max-length", "30",
-                              "--repeats", "2", "--seed", "3", "--no-pin", "--out", str(out)])
+                              "--repeats", "2", "--seed", "3", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["workload"]["cell"] == cell and saved["workload"]["batch"] == 5
     lengths = np.array(saved["lengths"]["values"])
