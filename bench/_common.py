@@ -90,13 +90,14 @@ def time_interleaved(fns, repeats, warmup=1):
 
 @contextlib.contextmanager
 def blas_threads(n):
-    """Limit the BLAS (and OpenMP) pools to n threads for the block, when threadpoolctl is there."""
+    """Limit the BLAS pools to n threads for the block, when threadpoolctl is there (fastbptt's
+    kernels take n_threads explicitly, the peers their own settings)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         yield False
         return
-    with threadpool_limits(limits=n):
+    with threadpool_limits(limits=n, user_api="blas"):
         yield True
 
 
@@ -110,15 +111,21 @@ def pin_to_cores(n):
     return cores
 
 
-def gemm_peak(dtype, threads, size=1536, repeats=5):
-    """GFLOP/s of one large square NumPy matmul: the GEMM peak under these thread settings."""
+def gemm_call(dtype, size=1536):
+    """(fn, flops): one large square NumPy matmul, whose speed is the machine's GEMM peak."""
     rng = np.random.default_rng(0)
     a = rng.normal(size=(size, size)).astype(dtype)
     b = rng.normal(size=(size, size)).astype(dtype)
     out = np.empty_like(a)
+    return (lambda: np.matmul(a, b, out=out)), 2 * size**3
+
+
+def gemm_peak(dtype, threads, size=1536, repeats=5):
+    """GFLOP/s of one large square NumPy matmul: the GEMM peak under these thread settings."""
+    fn, flops = gemm_call(dtype, size)
     with blas_threads(threads):
-        t = time_call(lambda: np.matmul(a, b, out=out), repeats)
-    return 2 * size**3 / t["min"] / 1e9
+        t = time_call(fn, repeats)
+    return flops / t["min"] / 1e9
 
 
 def machine():

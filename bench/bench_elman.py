@@ -5,7 +5,8 @@ The workload is the whole training step: input projection, recurrence, linear he
 backends run on a prefix of the sequence (--t-numpy, --t-python) and are compared per step.
 
     python bench/bench_elman.py                   # W1: I=2 H=16 O=1 B=1 T=100,000, float64
-    python bench/bench_elman.py --dtype float32 --hidden 128 --batch 32 --input 32 --output 10 -T 1000
+    python bench/bench_elman.py --dtype float32 --hidden 128 --batch 32 --input 32 --output 10 \
+        -T 1000
 """
 
 import argparse
@@ -26,10 +27,12 @@ def _print_row(backend, row):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-T", type=int, default=100_000, help="sequence length for the Cython backend")
     p.add_argument("--t-numpy", type=int, default=20_000, help="steps timed for the NumPy backend")
-    p.add_argument("--t-python", type=int, default=2_000, help="steps timed for the pure-Python backend")
+    p.add_argument("--t-python", type=int, default=2_000,
+                   help="steps timed for the pure-Python backend")
     p.add_argument("--input", type=int, default=2)
     p.add_argument("--hidden", type=int, default=16)
     p.add_argument("--output", type=int, default=1)
@@ -52,7 +55,8 @@ def main(argv=None):
             print(f"cython is {value:8.1f}x {key[len('speedup_vs_'):]}")
     name = (f"{args.cell}_I{args.input}_H{args.hidden}_B{args.batch}_T{args.T}_{args.dtype}"
             f"_t{args.threads}")
-    path = write_json(name, {"workload": vars(args), "results": rows, "machine": machine()}, args.out)
+    payload = {"workload": vars(args), "results": rows, "machine": machine()}
+    path = write_json(name, payload, args.out)
     print(f"wrote {path}")
     return rows
 

@@ -1,6 +1,6 @@
 """The results table of bench/README.md, in Markdown, from bench_workloads.py's JSON files.
 
-    python bench/table.py              # bench/results/workloads_t1.json and workloads_t2.json
+    python bench/table.py              # bench/results/workloads_t1.json and workloads_t2_blas1.json
     python bench/table.py results/workloads_t1.json other.json
 """
 
@@ -29,7 +29,10 @@ def _cell(row, key):
 def table(runs):
     """Markdown table: one line per (row, dtype), a fastbptt column per thread setting, the ratios
     and the peers of the first run, and W3's share of the GEMM peak per run."""
-    threads = [run["settings"]["threads"] for run in runs]
+    threads = [str(run["settings"]["threads"]) + (
+        f" (BLAS {run['settings']['blas_threads']})"
+        if run["settings"].get("blas_threads", run["settings"]["threads"])
+        != run["settings"]["threads"] else "") for run in runs]
     index = [{(r["row"], r["dtype"]): r for r in run["rows"]} for run in runs]
     keys = list(index[0])
     for other in index[1:]:
@@ -67,8 +70,8 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="*", help="bench_workloads.py JSON files, one per thread setting")
     args = p.parse_args(argv)
-    files = args.files or [f for f in (RESULTS / "workloads_t1.json", RESULTS / "workloads_t2.json")
-                           if f.exists()]
+    files = args.files or [f for f in (RESULTS / "workloads_t1.json",
+                                       RESULTS / "workloads_t2_blas1.json") if f.exists()]
     if not files:
         sys.exit("no results: run bench/bench_workloads.py first")
     runs = [json.loads(Path(f).read_text()) for f in files]
