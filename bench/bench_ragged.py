@@ -53,8 +53,10 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--min-length", type=int, default=10)
     p.add_argument("--max-length", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=1,
-                   help="n_threads of the kernels and the BLAS pool size")
+    p.add_argument("--threads", type=int, default=1, help="n_threads of the kernels")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="BLAS threads (default --threads): with two kernel threads on two cores, "
+                        "one BLAS thread keeps the two pools from fighting")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--pin", action="store_true",
                    help="pin the process to its first --threads cores (no peers here to keep in "
@@ -66,6 +68,8 @@ def main(argv=None):
         p.error("need 1 <= --min-length <= --max-length")
     if args.pin:
         args.cores = pin_to_cores(args.threads)
+    if args.blas_threads is None:
+        args.blas_threads = args.threads
 
     import fastbptt as fb
 
@@ -83,7 +87,7 @@ def main(argv=None):
     print(f"{args.cell} {args.dtype} I={args.input} H={args.hidden} B={args.batch}, lengths "
           f"{args.min_length}..{args.max_length}: longest {lengths.max()}, {steps['ragged']} valid "
           f"steps; dense batch of {Xd.shape[0]} steps ({steps['dense']})", flush=True)
-    with blas_threads(args.threads):
+    with blas_threads(args.blas_threads):
         times = time_interleaved(calls, args.repeats)
         where = machine()  # inside the limits, so the BLAS thread counts are the ones used
     results = {}
@@ -98,6 +102,8 @@ def main(argv=None):
           f"{'within' if ratio <= BOUND else 'OVER'}); padding computed would cost {saved:.2f}x")
     name = (f"ragged_{args.cell}_I{args.input}_H{args.hidden}_B{args.batch}_L{args.min_length}-"
             f"{args.max_length}_{args.dtype}_t{args.threads}")
+    if args.blas_threads != args.threads:
+        name += f"_blas{args.blas_threads}"
     payload = {
         "workload": vars(args),
         "lengths": {"longest": int(lengths.max()), "mean": float(lengths.mean()),
