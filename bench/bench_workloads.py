@@ -114,8 +114,9 @@ def run_row(name, dtype, args, peers):
     if name == "W3":
         row["gflop_per_step"] = flops_per_step(spec["cell"], spec["I"], spec["H"], spec["O"],
                                                spec["B"]) / 1e9
-        row["gemm_peak_gflops"] = gemm_flops / timed["gemm"]["median"] / 1e9
-        row["gemm_best_gflops"] = gemm_flops / timed["gemm"]["min"] / 1e9
+        # the peak is the GEMM's best repeat; fastbptt is taken at its median (conservative)
+        row["gemm_peak_gflops"] = gemm_flops / timed["gemm"]["min"] / 1e9
+        row["gemm_median_gflops"] = gemm_flops / timed["gemm"]["median"] / 1e9
         row["gflops"] = row["gflop_per_step"] / (row["fastbptt_us"] * 1e-6)
         row["pct_of_peak"] = 100 * row["gflops"] / row["gemm_peak_gflops"]
     return row
