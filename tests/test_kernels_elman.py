@@ -50,7 +50,7 @@ def test_backends_agree_with_numpy(backend, n_threads, shape, act, dtype, rng):
     problem = _problem(rng, *shape, dtype, act)
     ref = _run(elman_np, act, *problem, 1)
     got = _run(BACKENDS[backend], act, *problem, n_threads)
-    for name, r, g in zip(("H", "dA", "dh0"), ref, got):
+    for name, r, g in zip(("H", "dA", "dh0"), ref, got, strict=True):
         if r is None:
             continue
         assert g.dtype == dtype
@@ -63,7 +63,7 @@ def test_numpy_backward_matches_finite_differences(rng):
     for act in (0, 1):
         W, A, h0, R, r_T = _problem(rng, T, B, n, np.float64, act)
 
-        def objective(W, A, h0):
+        def objective(W, A, h0, act=act, R=R, r_T=r_T):
             H = np.empty((T + 1, B, n))
             elman_np.forward(act, W, A, h0, H)
             return float(np.sum(H[1:] * R) + np.sum(H[-1] * r_T))

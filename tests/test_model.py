@@ -171,7 +171,7 @@ def test_gated_cells_carry_state_across_calls(cell, rng):
     Y_b, state_b = m.forward(X[5:], **kw)
     assert len(state) == (2 if cell == "lstm" else 1)
     assert_close(np.concatenate([Y_a, Y_b]), Y_all, np.float64)
-    for s_full, s_chunk in zip(state, state_b):
+    for s_full, s_chunk in zip(state, state_b, strict=True):
         assert_close(s_chunk, s_full, np.float64)
 
 

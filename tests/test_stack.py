@@ -81,7 +81,7 @@ def test_state_carry_in_stacked_model(rng):
     Y_a, (h, c) = m.forward(X[:3])
     Y_b, state_b = m.forward(X[3:], h0=h, c0=c)
     assert_close(np.concatenate([Y_a, Y_b]), Y_all, np.float64)
-    for a, b in zip(state, state_b):
+    for a, b in zip(state, state_b, strict=True):
         assert a.shape == (3, 2, 4)
         assert_close(b, a, np.float64)
 

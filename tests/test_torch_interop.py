@@ -55,7 +55,7 @@ def test_outputs_and_gradients_match_pytorch(cell, rng):
     assert abs(loss - loss_t) <= 1e-10 * max(1.0, abs(loss_t))
     _, state = m.forward(X)
     state_t = state_t if isinstance(state_t, tuple) else (state_t,)
-    for ours, theirs in zip(state, state_t):
+    for ours, theirs in zip(state, state_t, strict=True):
         assert_close(ours, theirs.detach().numpy(), np.float64, "final state")
     torch_grads = {k: v.grad.numpy() for k, v in module.named_parameters()}
     ours = fb.RNN.to_torch_state_dict(_as_model_with(m, grads))

@@ -13,7 +13,6 @@ from .model import RNN
 from .train import EarlyStopping, History, StopTraining
 
 
-
 def load(path, backend=None, with_optimizer=False):
     """Read a model written by RNN.save (no pickle; corrupt or incompatible files are refused).
 

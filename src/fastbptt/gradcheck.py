@@ -9,9 +9,9 @@ def gradcheck(model, X, Y, h0=None, c0=None, lengths=None, eps=1e-4, max_entries
     Runs in float64 on a copy of the model (the model itself is not touched), in evaluation mode so
     that dropout does not redraw its masks between evaluations. For each parameter (and h0 /
     c0 when given) the error is max_i |analytic_i - numeric_i| / max(max_i |analytic_i|, max_i |numeric_i|),
-    the worst entry measured against the scale of that parameter's gradient (at least 1e-3 of the largest
-    parameter's gradient scale, so a vanishing gradient is not judged by its rounding noise). `max_entries` checks a seeded
-    random subset of each parameter's entries instead of all of them.
+    the worst entry measured against the scale of that parameter's gradient (at least 1e-3 of the
+    largest parameter's gradient scale, so a vanishing gradient is not judged by its rounding noise).
+    `max_entries` checks a seeded random subset of each parameter's entries instead of all of them.
 
     The difference is the fourth-order central stencil (f(x-2e) - 8f(x-e) + 8f(x+e) - f(x+2e)) / 12e:
     with e = 1e-4 its truncation (~e^4) and rounding (~1e-16 / e) errors both stay near 1e-12, where

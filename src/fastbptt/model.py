@@ -381,7 +381,7 @@ class RNN:
         if call.order is not None:
             inverse = np.argsort(call.order)
             dstate0 = tuple(d[..., inverse, :] for d in dstate0)
-        for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0)):
+        for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0), strict=False):
             if given is not None:
                 grads[name] = value[..., 0, :] if call.single and np.ndim(given) < value.ndim \
                     else value

@@ -149,7 +149,7 @@ class Stack:
     def final_state(self, Hout, trace):
         """The state after each sequence's last valid step, in the user's layout."""
         finals = []
-        for (Xd, H, cache), (layer, direction) in zip(trace.layers, self._order()):
+        for (_, H, cache), (layer, direction) in zip(trace.layers, self._order(), strict=True):
             cell = self.cells[layer][direction]
             finals.append(_final(cell, H, cache, trace.lengths))
         if self.single:
