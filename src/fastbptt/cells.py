@@ -70,35 +70,80 @@ class ElmanCell(Cell):
         ok = getattr(kern, "fused_ok", None)
         return ok is not None and ok(X.shape[2], self.hidden_size, X.shape[1], X.dtype)
 
-    def forward(self, kern, p, X, state0, n_threads):
-        """Return the states H (T+1, B, H) and the cache backward needs."""
+    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None):
+        """Return the states H (T+1, B, H) and the cache backward needs (with batch_sizes, zero
+        past each sequence's end)."""
         (h0,) = state0
+        if batch_sizes is not None:
+            return self._forward_runs(kern, p, X, h0, n_threads, batch_sizes), None
         H = np.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        self._forward_block(kern, p, X, h0, H, n_threads)
+        return H, None
+
+    def _forward_block(self, kern, p, X, h0, H, n_threads):
+        """H (T+1, B, H) of one contiguous block, through the fused entry when the kernel has one."""
         if self._fused(kern, X):
             kern.forward_fused(self.act, p["U"], p["b"], p["W"], X, h0, H, n_threads)
-            return H, None
-        A = _project(X, p["U"], p["b"])
-        kern.forward(self.act, p["W"], A, h0, H, n_threads)
-        return H, None
+        else:
+            kern.forward(self.act, p["W"], _project(X, p["U"], p["b"]), h0, H, n_threads)
+
+    def _forward_runs(self, kern, p, X, h0, n_threads, batch_sizes):
+        """Each run of steps with the same active batch b is one kernel call on rows [0, b): the
+        rows are independent, and finished ones are neither read nor written (their states stay 0)."""
+        T, B, _ = X.shape
+        H = np.zeros((T + 1, B, self.hidden_size), dtype=X.dtype)
+        H[0] = h0
+        for t0, t1, b in _runs(batch_sizes):
+            block = np.empty((t1 - t0 + 1, b, self.hidden_size), dtype=X.dtype)
+            self._forward_block(kern, p, np.ascontiguousarray(X[t0:t1, :b]),
+                                np.ascontiguousarray(H[t0, :b]), block, n_threads)
+            H[t0 + 1:t1 + 1, :b] = block[1:]
+        return H
 
     def final_state(self, H, cache):
         return (H[-1].copy(),)
 
-    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False):
+    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False,
+                 batch_sizes=None):
         """Return (grads of U, W, b), the gradient at the initial state, and dX (or None)."""
         (dh_T,) = dstate_T
+        if batch_sizes is not None:
+            return self._backward_runs(kern, p, X, H, dH, dh_T, n_threads, need_dX, batch_sizes)
+        grads, dh0, dA = self._backward_block(kern, p, X, H, dH, dh_T, n_threads, need_dX)
+        return grads, (dh0,), self.input_grads(dA, p["U"], need_dX)
+
+    def _backward_block(self, kern, p, X, H, dH, dh_T, n_threads, need_dX):
+        """(grads, dh0, dA or None) of one contiguous block."""
         dh0 = np.empty_like(dh_T)
         if self._fused(kern, X):
             dA = np.empty_like(dH) if need_dX else None
             grads = {k: np.empty_like(p[k]) for k in ("U", "W", "b")}
             kern.backward_fused(self.act, p["W"], X, H, dH, dh_T, dA, dh0, grads["U"], grads["W"],
                                 grads["b"], n_threads)
-            return grads, (dh0,), self.input_grads(dA, p["U"], need_dX)
+            return grads, dh0, dA
         dA = np.empty_like(dH)
         kern.backward(self.act, p["W"], H, dH, dh_T, dA, dh0, n_threads)
         dA2 = _flat(dA)
         grads = {"U": dA2.T @ _flat(X), "W": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
-        return grads, (dh0,), self.input_grads(dA, p["U"], need_dX)
+        return grads, dh0, dA
+
+    def _backward_runs(self, kern, p, X, H, dH, dh_T, n_threads, need_dX, batch_sizes):
+        """The runs of forward in reverse: a finished row's gradient passes its padded steps
+        untouched, and enters the kernel at the run holding its last valid step."""
+        dh = dh_T.copy()
+        grads = {k: np.zeros_like(p[k]) for k in ("U", "W", "b")}
+        dX = np.zeros_like(X) if need_dX else None
+        for t0, t1, b in reversed(_runs(batch_sizes)):
+            g, dh0, dA = self._backward_block(
+                kern, p, np.ascontiguousarray(X[t0:t1, :b]), np.ascontiguousarray(H[t0:t1 + 1, :b]),
+                np.ascontiguousarray(dH[t0:t1, :b]), np.ascontiguousarray(dh[:b]), n_threads,
+                need_dX)
+            for k in grads:
+                grads[k] += g[k]
+            dh[:b] = dh0
+            if need_dX:
+                dX[t0:t1, :b] = self.input_grads(dA, p["U"], True)
+        return grads, (dh,), dX
 
 
 # -- variable lengths: the time-parallel work on the valid steps only ------------------------------
