@@ -23,6 +23,15 @@ Paths, chosen per call from the shapes (results agree across them within roundin
     tasks, so a helper thread parked by a busy machine delays nothing;
   - without AVX2 + FMA: hand-written loops for small sizes, a BLAS call per step for large ones.
 
+Variable lengths: every entry point takes batch_sizes (T,), non-increasing (the batch sorted by
+decreasing length): step t advances only rows [0, batch_sizes[t]); rows beyond are neither read nor
+written at that step, so H (forward) and dA (backward) keep what the caller put there, and the
+running gradient of a finished row waits in dh0 until its last step comes round going backward. On
+the sequence path each sequence simply runs its own number of steps; otherwise a loop over blocks of
+rows (one per thread, cut so that each gets about the same number of valid steps) advances each step
+the active rows of its block by one register-tiled product (by hand for one row per block). The
+fused entries off the sequence path form the projection and the weight gradients around that loop.
+
 Activations: 0 tanh, 1 relu, 2 step (Heaviside, h = 1 where a > 0; forward only).
 """
 
@@ -33,8 +42,8 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
 from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
-                   elman_tiled_backward, elman_tiled_forward, gemm_tn_work, lanes, pack,
-                   pack_size, tile_chunks)
+                   elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_work, lanes,
+                   pack, pack_size, tile_chunks)
 from _vmath cimport all_finite, vtanh
 
 import numpy as np
@@ -231,18 +240,21 @@ cdef Py_ssize_t _first_bad(Py_ssize_t* bad, Py_ssize_t B) noexcept nogil:
 cdef Py_ssize_t _forward_seq(int act, int nv, const floating* Wt, const floating* A,
                              const floating* X, Py_ssize_t I, const floating* Ut,
                              const floating* bias, floating* H, Py_ssize_t T, Py_ssize_t B,
-                             Py_ssize_t n, int n_threads) noexcept nogil:
-    """Each sequence through all its steps; a_t from A, or bias + U x_t when X is given."""
+                             Py_ssize_t n, int n_threads, const Py_ssize_t* lengths) noexcept nogil:
+    """Each sequence through all its steps (lengths[b] of them when lengths is not NULL); a_t from
+    A, or bias + U x_t when X is given."""
     cdef Py_ssize_t b
     cdef Py_ssize_t bad[4]
     if n_threads > 1 and B > 1:
         for b in prange(B, num_threads=n_threads, schedule="static"):
-            bad[b] = elman_seq_forward(nv, act, T, Wt, A + b * n if A != NULL else A, B * n,
+            bad[b] = elman_seq_forward(nv, act, lengths[b] if lengths != NULL else T, Wt,
+                                       A + b * n if A != NULL else A, B * n,
                                        X + b * I if X != NULL else X, B * I, I, Ut, bias,
                                        H + b * n, B * n)
     else:
         for b in range(B):
-            bad[b] = elman_seq_forward(nv, act, T, Wt, A + b * n if A != NULL else A, B * n,
+            bad[b] = elman_seq_forward(nv, act, lengths[b] if lengths != NULL else T, Wt,
+                                       A + b * n if A != NULL else A, B * n,
                                        X + b * I if X != NULL else X, B * I, I, Ut, bias,
                                        H + b * n, B * n)
     return _first_bad(bad, B)
@@ -252,15 +264,17 @@ cdef Py_ssize_t _backward_seq(int act, int nv, const floating* W, const floating
                               const floating* dH, floating* dA, floating* dh, const floating* X,
                               Py_ssize_t I, floating* G, floating* db, floating* ring,
                               floating* work, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
-                              int n_threads) noexcept nogil:
-    """Each sequence backward through all its steps; with G, sequence b folds its weight gradients
-    into its own slices of G, db (and ring), so the sum over the batch is the same for any threads."""
+                              int n_threads, const Py_ssize_t* lengths) noexcept nogil:
+    """Each sequence backward through all its steps (from step lengths[b] - 1 when lengths is not
+    NULL); with G, sequence b folds its weight gradients into its own slices of G, db (and ring), so
+    the sum over the batch is the same for any threads."""
     cdef Py_ssize_t b, gsize = (I + n) * n, wsize = _fold_work(W, I, n)
     cdef Py_ssize_t bad[4]
     if n_threads > 1 and B > 1:
         for b in prange(B, num_threads=n_threads, schedule="static"):
             bad[b] = elman_seq_backward(
-                nv, act, T, W, H + b * n, B * n, dH + b * n, B * n,
+                nv, act, lengths[b] if lengths != NULL else T, W, H + b * n, B * n, dH + b * n,
+                B * n,
                 dA + b * n if dA != NULL else dA, B * n, dh + b * n,
                 X + b * I if X != NULL else X, B * I, I,
                 G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
@@ -269,13 +283,81 @@ cdef Py_ssize_t _backward_seq(int act, int nv, const floating* W, const floating
     else:
         for b in range(B):
             bad[b] = elman_seq_backward(
-                nv, act, T, W, H + b * n, B * n, dH + b * n, B * n,
+                nv, act, lengths[b] if lengths != NULL else T, W, H + b * n, B * n, dH + b * n,
+                B * n,
                 dA + b * n if dA != NULL else dA, B * n, dh + b * n,
                 X + b * I if X != NULL else X, B * I, I,
                 G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
                 ring + b * FB_TB * n if ring != NULL else ring,
                 work + b * wsize if work != NULL else work)
     return _first_bad(bad, B)
+
+
+cdef inline Py_ssize_t _active(const Py_ssize_t* bs, Py_ssize_t t, Py_ssize_t b0,
+                               Py_ssize_t rows) noexcept nogil:
+    """Rows of the block starting at batch row b0 that step t advances."""
+    cdef Py_ssize_t r = bs[t] - b0
+    return 0 if r < 0 else (rows if r > rows else r)
+
+
+cdef Py_ssize_t _forward_ragged(int act, const floating* P, const floating* wt, const floating* A,
+                                floating* H, const Py_ssize_t* bs, Py_ssize_t b0, Py_ssize_t T,
+                                Py_ssize_t B, Py_ssize_t block_rows, Py_ssize_t n) noexcept nogil:
+    """Forward over the rows of one block (pointers at its first row b0) that each step keeps
+    active: one tiled product over P (W^T packed), or by hand over wt (W^T) when P is NULL."""
+    cdef Py_ssize_t t, b, rows, step = B * n
+    cdef floating* h
+    for t in range(T):
+        rows = _active(bs, t, b0, block_rows)
+        if rows == 0:
+            # batch_sizes never grows: every row of the block is done
+            break
+        h = H + (t + 1) * step
+        if P != NULL:
+            gemm_packed(rows, n, n, H + t * step, n, P, NULL, A + t * step, n, h, n)
+            _activate(act, h, rows * n)
+        else:
+            for b in range(rows):
+                _step_small(act, wt, A + t * step + b * n, H + t * step + b * n, h + b * n, n)
+        if not all_finite(h, rows * n):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _backward_ragged(int act, const floating* W, const floating* P, const floating* H,
+                                 const floating* dH, floating* dA, floating* dh,
+                                 const Py_ssize_t* bs, Py_ssize_t b0, Py_ssize_t T, Py_ssize_t B,
+                                 Py_ssize_t block_rows, Py_ssize_t n) noexcept nogil:
+    """Backward over the active rows of one block: one tiled product over P (W packed) per step, or
+    by hand over W when P is NULL; an inactive row keeps its dh."""
+    cdef Py_ssize_t t, b, k, rows, step = B * n
+    cdef floating* da
+    for t in range(T - 1, -1, -1):
+        rows = _active(bs, t, b0, block_rows)
+        if rows == 0:
+            continue
+        da = dA + t * step
+        if P != NULL:
+            for k in range(rows * n):
+                da[k] = dH[t * step + k] + dh[k]
+            _times_fprime(act, H + (t + 1) * step, da, rows * n)
+            gemm_packed(rows, n, n, da, n, P, NULL, NULL, 0, dh, n)
+        else:
+            for b in range(rows):
+                _back_small(act, W, H + (t + 1) * step + b * n, dH + t * step + b * n,
+                            da + b * n, dh + b * n, n)
+        if not all_finite(dh, rows * n):
+            return t
+    return -1
+
+
+cdef Py_ssize_t _earliest(const Py_ssize_t* bad, Py_ssize_t k, bint forward) noexcept nogil:
+    """The step a serial loop would have stopped at, from each block's first bad step (-1: none)."""
+    cdef Py_ssize_t j, first = -1
+    for j in range(k):
+        if bad[j] >= 0 and (first < 0 or (bad[j] < first if forward else bad[j] > first)):
+            first = bad[j]
+    return first
 
 
 cdef floating* _transposed(const floating* M, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
@@ -313,12 +395,176 @@ def _check(name, shape, expected):
         raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
 
 
+def _batch_sizes(batch_sizes, Py_ssize_t T, Py_ssize_t B):
+    """batch_sizes as a C-contiguous intp array after checking it, or None."""
+    if batch_sizes is None:
+        return None
+    bs = np.asarray(batch_sizes)
+    if bs.dtype.kind not in "iu":
+        raise ValueError(f"batch_sizes has dtype {bs.dtype}, expected integers (intp)")
+    _check("batch_sizes", bs.shape, (T,))
+    if T and (bs.min() < 0 or bs.max() > B):
+        raise ValueError(f"batch_sizes must lie in [0, B={B}], got range [{bs.min()}, {bs.max()}]")
+    if T > 1 and np.any(bs[1:] > bs[:T - 1]):
+        raise ValueError("batch_sizes must be non-increasing "
+                         "(the batch sorted by decreasing length)")
+    return np.ascontiguousarray(bs, dtype=np.intp)
+
+
+def _lengths_of(bs, Py_ssize_t T, Py_ssize_t B):
+    """Each row's number of steps: how many batch sizes exceed its index (intp, (B,))."""
+    return (T - np.searchsorted(bs[::-1], np.arange(B), side="right")).astype(np.intp)
+
+
+def _block_starts(bs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t blocks):
+    """First row of each block and B at the end (blocks + 1 entries, each block at least one row),
+    with about equal numbers of valid steps: the longest sequences come first and would otherwise
+    leave the first thread working alone."""
+    starts = (np.arange(blocks + 1) * B // blocks).astype(np.intp)
+    work = np.concatenate(([0], np.cumsum(_lengths_of(bs, T, B))))
+    if blocks == 1 or work[B] == 0:
+        return starts
+    starts[1:blocks] = np.searchsorted(work, work[B] * np.arange(1, blocks) / blocks)
+    for c in range(1, blocks):
+        starts[c] = max(starts[c], starts[c - 1] + 1)
+    for c in range(blocks - 1, 0, -1):
+        starts[c] = min(starts[c], starts[c + 1] - 1)
+    return starts
+
+
+cdef _forward_lengths(int act, const floating[:, ::1] W, const floating[:, :, ::1] A,
+                      floating[:, :, ::1] H, bs_arr, int n_threads):
+    """forward() with batch_sizes (checked, T > 0, B > 0 and H[0] set by the caller)."""
+    cdef Py_ssize_t T = A.shape[0], B = A.shape[1], n = A.shape[2]
+    cdef Py_ssize_t nv = _seq_nv(&W[0, 0], B, n), c, b0, bad = -1
+    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
+    cdef const Py_ssize_t[::1] bs = bs_arr
+    cdef const Py_ssize_t[::1] lengths
+    cdef const Py_ssize_t[::1] starts
+    cdef floating* wt = NULL
+    cdef floating* P = NULL
+    cdef Py_ssize_t* bad_block = NULL
+    if nv:
+        lengths = _lengths_of(bs_arr, T, B)
+        wt = _transposed(&W[0, 0], n, n)
+        if wt == NULL:
+            raise MemoryError()
+        with nogil:
+            bad = _forward_seq(act, nv, wt, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
+                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads, &lengths[0])
+            free(wt)
+    else:
+        starts_arr = _block_starts(bs_arr, T, B, blocks)
+        starts = starts_arr
+        # all blocks take the path of the largest: by hand for one row, else the tiled product
+        if np.diff(starts_arr).max() == 1:
+            wt = _transposed(&W[0, 0], n, n)
+        else:
+            P = _packed(&W[0, 0], n, True)
+        bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
+        if bad_block == NULL or (wt == NULL and P == NULL):
+            free(wt)
+            free(P)
+            free(bad_block)
+            raise MemoryError()
+        with nogil:
+            if blocks > 1:
+                for c in prange(blocks, num_threads=blocks, schedule="static"):
+                    b0 = starts[c]
+                    bad_block[c] = _forward_ragged(act, P, wt, &A[0, 0, 0] + b0 * n,
+                                                   &H[0, 0, 0] + b0 * n, &bs[0], b0, T, B,
+                                                   starts[c + 1] - b0, n)
+            else:
+                bad_block[0] = _forward_ragged(act, P, wt, &A[0, 0, 0], &H[0, 0, 0], &bs[0], 0, T,
+                                               B, B, n)
+            bad = _earliest(bad_block, blocks, True)
+            free(wt)
+            free(P)
+            free(bad_block)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite hidden state at time step {bad}")
+
+
+cdef _backward_lengths(int act, const floating[:, ::1] W, const floating[:, :, ::1] H,
+                       const floating[:, :, ::1] dH, floating[:, :, ::1] dA, floating[:, ::1] dh0,
+                       bs_arr, int n_threads):
+    """backward() with batch_sizes (checked, T > 0, B > 0 and dh0 = dh_T set by the caller)."""
+    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
+    cdef Py_ssize_t nv = _seq_nv(&W[0, 0], B, n), c, b0, bad = -1
+    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
+    cdef const Py_ssize_t[::1] bs = bs_arr
+    cdef const Py_ssize_t[::1] lengths
+    cdef const Py_ssize_t[::1] starts
+    cdef floating* P = NULL
+    cdef Py_ssize_t* bad_block = NULL
+    if nv:
+        lengths = _lengths_of(bs_arr, T, B)
+        with nogil:
+            bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
+                                &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
+                                <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
+                                n_threads, &lengths[0])
+    else:
+        starts_arr = _block_starts(bs_arr, T, B, blocks)
+        starts = starts_arr
+        if np.diff(starts_arr).max() > 1:
+            P = _packed(&W[0, 0], n, False)  # op = W: dh = da W row by row
+            if P == NULL:
+                raise MemoryError()
+        bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
+        if bad_block == NULL:
+            free(P)
+            raise MemoryError()
+        with nogil:
+            if blocks > 1:
+                for c in prange(blocks, num_threads=blocks, schedule="static"):
+                    b0 = starts[c]
+                    bad_block[c] = _backward_ragged(act, &W[0, 0], P, &H[0, 0, 0] + b0 * n,
+                                                    &dH[0, 0, 0] + b0 * n, &dA[0, 0, 0] + b0 * n,
+                                                    &dh0[0, 0] + b0 * n, &bs[0], b0, T, B,
+                                                    starts[c + 1] - b0, n)
+            else:
+                bad_block[0] = _backward_ragged(act, &W[0, 0], P, &H[0, 0, 0], &dH[0, 0, 0],
+                                                &dA[0, 0, 0], &dh0[0, 0], &bs[0], 0, T, B, B, n)
+            bad = _earliest(bad_block, blocks, False)
+            free(P)
+            free(bad_block)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite gradient at time step {bad}")
+
+
+def _projection(X, U, b, bs):
+    """A = X U^T + b, (T, B, H); with batch_sizes bs, at the valid steps only and zero elsewhere."""
+    X = np.asarray(X)
+    U = np.asarray(U)
+    T, B, I = X.shape
+    if bs is None:
+        A = np.matmul(X.reshape(T * B, I), U.T).reshape(T, B, U.shape[0])
+        A += np.asarray(b)
+        return A
+    mask = np.arange(B)[None, :] < bs[:, None]
+    A = np.zeros((T, B, U.shape[0]), dtype=X.dtype)
+    A[mask] = X[mask] @ U.T + np.asarray(b)
+    return A
+
+
+def _valid_weight_grads(dA, X, H, bs, dU, dW, db):
+    """dU, dW, db from the valid rows only (what lies past a sequence's end is never read)."""
+    T, B = dA.shape[:2]
+    mask = np.arange(B)[None, :] < bs[:, None]
+    dA_valid = dA[mask]
+    np.matmul(dA_valid.T, np.asarray(X)[mask], out=np.asarray(dU))
+    np.matmul(dA_valid.T, np.asarray(H)[:T][mask], out=np.asarray(dW))
+    np.sum(dA_valid, axis=0, out=np.asarray(db))
+
+
 def forward(int act,
             const floating[:, ::1] W,       # IN  (H, H) recurrent weights
             const floating[:, :, ::1] A,    # IN  (T, B, H) input projections U x_t + b
             const floating[:, ::1] h0,      # IN  (B, H) initial state
             floating[:, :, ::1] H,          # OUT (T+1, B, H) states, H[0] = h0
-            int n_threads=1):
+            int n_threads=1,
+            batch_sizes=None):              # IN  (T,) intp or None: rows advanced at each step
     """Unroll h_t = f(A[t] + W h_{t-1}) over all T steps; raise FloatingPointError on a non-finite state."""
     cdef Py_ssize_t T = A.shape[0], B = A.shape[1], n = A.shape[2]
     cdef Py_ssize_t nv, bad = -1
@@ -328,10 +574,14 @@ def forward(int act,
     _check("W", (W.shape[0], W.shape[1]), (n, n))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    bs_arr = _batch_sizes(batch_sizes, T, B)
     if B == 0 or n == 0:
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
     if T == 0:
+        return
+    if bs_arr is not None:
+        _forward_lengths(act, W, A, H, bs_arr, n_threads)
         return
     nv = _seq_nv(&W[0, 0], B, n)
     if nv or (not FASTBPTT_TILED and _small(B, n)):
@@ -343,7 +593,7 @@ def forward(int act,
     with nogil:
         if nv:
             bad = _forward_seq(act, nv, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
-                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads)
+                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads, NULL)
         elif FASTBPTT_TILED:
             bad = elman_tiled_forward(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
                                       <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads)
@@ -363,8 +613,12 @@ def backward(int act,
              const floating[:, ::1] dh_T,    # IN  (B, H) gradient arriving from a later chunk
              floating[:, :, ::1] dA,         # OUT (T, B, H) gradient at every pre-activation
              floating[:, ::1] dh0,           # OUT (B, H) gradient at the initial state
-             int n_threads=1):
-    """Backpropagate through time; raise FloatingPointError on a non-finite gradient."""
+             int n_threads=1,
+             batch_sizes=None):              # IN  (T,) intp or None: rows advanced at each step
+    """Backpropagate through time; raise FloatingPointError on a non-finite gradient.
+
+    With batch_sizes, dh_T of a row reaches back to its last valid step, t = length - 1.
+    """
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
     cdef Py_ssize_t nv, bad = -1
     cdef floating* P = NULL
@@ -377,7 +631,14 @@ def backward(int act,
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
     _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n))
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
+    bs_arr = _batch_sizes(batch_sizes, T, B)
     if B == 0 or n == 0:
+        return
+    if bs_arr is not None:
+        # dh0 doubles as the running gradient; a row waits there until its last step
+        memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
+        if T > 0:
+            _backward_lengths(act, W, H, dH, dA, dh0, bs_arr, n_threads)
         return
     nv = _seq_nv(&W[0, 0], B, n)
     if T > 0 and not nv and FASTBPTT_TILED:
@@ -392,7 +653,7 @@ def backward(int act,
                 bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
                                     &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
                                     <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
-                                    n_threads)
+                                    n_threads, NULL)
             elif FASTBPTT_TILED:
                 bad = elman_tiled_backward(act, P, &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
                                            &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
@@ -430,14 +691,18 @@ def forward_fused(int act,
                   const floating[:, :, ::1] X,    # IN  (T, B, I) inputs
                   const floating[:, ::1] h0,      # IN  (B, H) initial state
                   floating[:, :, ::1] H,          # OUT (T+1, B, H) states, H[0] = h0
-                  int n_threads=1):
+                  int n_threads=1,
+                  batch_sizes=None):              # IN  (T,) intp or None: rows advanced at step t
     """forward() with the projection a_t = U x_t + b formed step by step inside the time loop (no
     (T, B, H) array of pre-activations to write and read back); raise FloatingPointError on a
-    non-finite state."""
+    non-finite state. With batch_sizes off the sequence path: the projection of the valid steps,
+    then forward()."""
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], I = X.shape[2], n = W.shape[0]
     cdef Py_ssize_t nv, bad = -1
     cdef floating* wt = NULL
     cdef floating* ut = NULL
+    cdef const Py_ssize_t[::1] lengths
+    cdef const Py_ssize_t* lengths_ptr = NULL
     if act not in (TANH, RELU, STEP):
         raise ValueError(f"unknown activation code {act}")
     _check("W", (W.shape[0], W.shape[1]), (n, n))
@@ -445,14 +710,17 @@ def forward_fused(int act,
     _check("b", (b.shape[0],), (n,))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
-    if not FASTBPTT_TILED:
-        A = np.matmul(np.asarray(X).reshape(T * B, I), np.asarray(U).T).reshape(T, B, n)
-        A += np.asarray(b)
-        forward(act, W, A, h0, H, n_threads)
+    bs_arr = _batch_sizes(batch_sizes, T, B)
+    if not FASTBPTT_TILED or (bs_arr is not None and not sequence_path(
+            I, n, B, np.float32 if floating is float else np.float64)):
+        forward(act, W, _projection(X, U, b, bs_arr), h0, H, n_threads, bs_arr)
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
     if T == 0 or B == 0 or n == 0:
         return
+    if bs_arr is not None:
+        lengths = _lengths_of(bs_arr, T, B)
+        lengths_ptr = &lengths[0]
     nv = _seq_nv(&W[0, 0], B, n) if I <= FUSED_MAX_I else 0
     if nv:
         wt = _transposed(&W[0, 0], n, n)
@@ -467,7 +735,7 @@ def forward_fused(int act,
     with nogil:
         if nv:
             bad = _forward_seq(act, nv, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
-                               &H[0, 0, 0], T, B, n, n_threads)
+                               &H[0, 0, 0], T, B, n, n_threads, lengths_ptr)
         else:
             bad = elman_tiled_forward(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
                                       &H[0, 0, 0], T, B, n, n_threads)
@@ -488,9 +756,11 @@ def backward_fused(int act,
                    floating[:, ::1] dU,            # OUT (H, I) = sum_t dA_t^T X_t
                    floating[:, ::1] dW,            # OUT (H, H) = sum_t dA_t^T H_t
                    floating[::1] db,               # OUT (H,) = sum_t dA_t
-                   int n_threads=1):
+                   int n_threads=1,
+                   batch_sizes=None):              # IN  (T,) intp or None: rows advanced at step t
     """backward() with the weight gradients folded in while each block of dA is still in cache;
-    dA=None skips writing it. Raise FloatingPointError on a non-finite gradient."""
+    dA=None skips writing it. Raise FloatingPointError on a non-finite gradient. With batch_sizes
+    off the sequence path: backward(), then the weight gradients of the valid steps."""
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2], I = X.shape[2]
     cdef Py_ssize_t nv, bad = -1, i, k, s, gsize = (I + n) * n
     cdef floating* G = NULL
@@ -499,6 +769,8 @@ def backward_fused(int act,
     cdef floating* work = NULL
     cdef floating* dA_ptr = NULL
     cdef floating acc
+    cdef const Py_ssize_t[::1] lengths
+    cdef const Py_ssize_t* lengths_ptr = NULL
     if act == STEP:
         raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
     if act not in (TANH, RELU):
@@ -513,19 +785,28 @@ def backward_fused(int act,
     _check("dU", (dU.shape[0], dU.shape[1]), (n, I))
     _check("dW", (dW.shape[0], dW.shape[1]), (n, n))
     _check("db", (db.shape[0],), (n,))
-    if FASTBPTT_TILED and B > 0 and n > 0 and not sequence_path(
-            I, n, B, np.float32 if floating is float else np.float64):
+    bs_arr = _batch_sizes(batch_sizes, T, B)
+    seq = FASTBPTT_TILED and B > 0 and n > 0 and sequence_path(
+        I, n, B, np.float32 if floating is float else np.float64)
+    if FASTBPTT_TILED and B > 0 and n > 0 and not seq and bs_arr is None:
         _backward_fused_tiled(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads)
         return
-    if not FASTBPTT_TILED or B == 0 or n == 0:
-        dA_all = np.asarray(dA) if dA is not None else np.empty((T, B, n), dtype=np.asarray(dh0).dtype)
-        backward(act, W, H, dH, dh_T, dA_all, dh0, n_threads)
+    if not seq:
+        dA_all = np.asarray(dA) if dA is not None else np.zeros((T, B, n),
+                                                                dtype=np.asarray(dh0).dtype)
+        backward(act, W, H, dH, dh_T, dA_all, dh0, n_threads, bs_arr)
+        if bs_arr is not None:
+            _valid_weight_grads(dA_all, X, H, bs_arr, dU, dW, db)
+            return
         dA2 = dA_all.reshape(T * B, n)
         np.matmul(dA2.T, np.asarray(X).reshape(T * B, I), out=np.asarray(dU))
         np.matmul(dA2.T, np.asarray(H)[:T].reshape(T * B, n), out=np.asarray(dW))
         np.sum(dA2, axis=0, out=np.asarray(db))
         return
     nv = n // lanes(&W[0, 0])
+    if bs_arr is not None and T > 0:
+        lengths = _lengths_of(bs_arr, T, B)
+        lengths_ptr = &lengths[0]
     G = <floating*> calloc(B * gsize, sizeof(floating))
     gb = <floating*> calloc(B * n, sizeof(floating))
     work = <floating*> malloc(B * _fold_work(&W[0, 0], I, n) * sizeof(floating))
@@ -543,7 +824,8 @@ def backward_fused(int act,
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         if T > 0:
             bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], dA_ptr, &dh0[0, 0],
-                                &X[0, 0, 0], I, G, gb, ring, work, T, B, n, n_threads)
+                                &X[0, 0, 0], I, G, gb, ring, work, T, B, n, n_threads,
+                                lengths_ptr)
         # G holds dU^T over its first I rows and dW^T below; sum the sequences in a fixed order
         for i in range(n):
             for k in range(I):

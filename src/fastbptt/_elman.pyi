@@ -1,4 +1,7 @@
-"""Type stub for the compiled Elman kernels (cython/_elman.pyx)."""
+"""Type stub for the compiled Elman kernels (cython/_elman.pyx).
+
+With batch_sizes (T,), non-increasing, step t advances only rows [0, batch_sizes[t]).
+"""
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,6 +17,7 @@ def forward(
     h0: NDArray[np.floating],  # IN  (B, H)
     H: NDArray[np.floating],   # OUT (T+1, B, H)
     n_threads: int = 1,
+    batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
 ) -> None: ...
 def backward(
     act: int,
@@ -24,6 +28,7 @@ def backward(
     dA: NDArray[np.floating],    # OUT (T, B, H)
     dh0: NDArray[np.floating],   # OUT (B, H)
     n_threads: int = 1,
+    batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
 ) -> None: ...
 def fused_ok(input_size: int, hidden_size: int, batch: int, dtype: object) -> bool: ...
 def sequence_path(input_size: int, hidden_size: int, batch: int, dtype: object) -> bool: ...
@@ -36,6 +41,7 @@ def forward_fused(
     h0: NDArray[np.floating],  # IN  (B, H)
     H: NDArray[np.floating],   # OUT (T+1, B, H)
     n_threads: int = 1,
+    batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
 ) -> None: ...
 def backward_fused(
     act: int,
@@ -50,4 +56,5 @@ def backward_fused(
     dW: NDArray[np.floating],           # OUT (H, H)
     db: NDArray[np.floating],           # OUT (H,)
     n_threads: int = 1,
+    batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
 ) -> None: ...

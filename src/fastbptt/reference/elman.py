@@ -1,6 +1,12 @@
-"""NumPy twin of cython/_elman.pyx: h_t = f(a_t + W h_{t-1}) and its backward pass through time."""
+"""NumPy twin of cython/_elman.pyx: h_t = f(a_t + W h_{t-1}) and its backward pass through time.
+
+Variable lengths: with batch_sizes (T,), non-increasing, step t advances only the rows
+[0, batch_sizes[t]) and leaves the others' entries of the outputs as they were.
+"""
 
 import numpy as np
+
+from .lstm import check_batch_sizes
 
 TANH = 0
 RELU = 1
@@ -27,24 +33,29 @@ def _check(name, shape, expected):
         raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
 
 
-def forward(act, W, A, h0, H, n_threads=1):
-    """Fill H (T+1, B, H) with the states; H[0] = h0. n_threads is unused (the Cython signature)."""
+def forward(act, W, A, h0, H, n_threads=1, batch_sizes=None):
+    """Fill H (T+1, B, H) with the states; H[0] = h0. n_threads is unused (the Cython signature).
+    With batch_sizes, step t fills only rows [0, batch_sizes[t]) of H[t+1]."""
     if act not in (TANH, RELU, STEP):
         raise ValueError(f"unknown activation code {act}")
     T, B, n = A.shape
     _check("W", W.shape, (n, n))
     _check("h0", h0.shape, (B, n))
     _check("H", H.shape, (T + 1, B, n))
+    bs = check_batch_sizes(batch_sizes, T, B)
     H[0] = h0
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as an error below
         for t in range(T):
-            H[t + 1] = _activate(act, A[t] + H[t] @ W.T)
-            if not np.isfinite(H[t + 1]).all():
+            b = bs[t]
+            H[t + 1, :b] = _activate(act, A[t, :b] + H[t, :b] @ W.T)
+            if not np.isfinite(H[t + 1, :b]).all():
                 raise FloatingPointError(f"non-finite hidden state at time step {t}")
 
 
-def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1):
-    """Fill dA (T, B, H) and dh0 (B, H) from dH (T, B, H), the gradient reaching each h_t, and dh_T."""
+def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1, batch_sizes=None):
+    """Fill dA (T, B, H) and dh0 (B, H) from dH (T, B, H), the gradient reaching each h_t, and dh_T.
+    With batch_sizes, step t fills only rows [0, batch_sizes[t]) of dA[t]; a row's running
+    gradient waits (dh_T as given) until its last valid step."""
     if act == STEP:
         raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
     if act not in (TANH, RELU):
@@ -55,39 +66,56 @@ def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1):
     _check("dh_T", dh_T.shape, (B, n))
     _check("dA", dA.shape, (T, B, n))
     _check("dh0", dh0.shape, (B, n))
+    bs = check_batch_sizes(batch_sizes, T, B)
     dh = dh_T.copy()
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as an error below
         for t in range(T - 1, -1, -1):
-            dA[t] = (dH[t] + dh) * _fprime(act, H[t + 1])
-            dh = dA[t] @ W
-            if not np.isfinite(dh).all():
+            b = bs[t]
+            dA[t, :b] = (dH[t, :b] + dh[:b]) * _fprime(act, H[t + 1, :b])
+            dh[:b] = dA[t, :b] @ W
+            if not np.isfinite(dh[:b]).all():
                 raise FloatingPointError(f"non-finite gradient at time step {t}")
     dh0[...] = dh
 
 
-def forward_fused(act, U, b, W, X, h0, H, n_threads=1):
+def _valid(batch_sizes, T, B):
+    """(T, B) mask of the steps batch_sizes keeps (all of them when None)."""
+    return np.arange(B)[None, :] < check_batch_sizes(batch_sizes, T, B)[:, None]
+
+
+def forward_fused(act, U, b, W, X, h0, H, n_threads=1, batch_sizes=None):
     """forward() from the inputs: a_t = U x_t + b, then the recurrence (twin of the Cython entry that
     forms a_t inside its time loop)."""
     T, B, I = X.shape
     n = W.shape[0]
     _check("U", U.shape, (n, I))
     _check("b", b.shape, (n,))
-    A = (X.reshape(T * B, I) @ U.T + b).reshape(T, B, n)
-    forward(act, W, A, h0, H, n_threads)
+    if batch_sizes is None:
+        A = (X.reshape(T * B, I) @ U.T + b).reshape(T, B, n)
+    else:
+        valid = _valid(batch_sizes, T, B)
+        A = np.zeros((T, B, n), dtype=X.dtype)
+        A[valid] = X[valid] @ U.T + b
+    forward(act, W, A, h0, H, n_threads, batch_sizes)
 
 
-def backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads=1):
+def backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads=1, batch_sizes=None):
     """backward() plus the weight gradients dU = sum_t dA_t^T X_t, dW = sum_t dA_t^T H_t,
-    db = sum_t dA_t; dA may be None (then it is not returned)."""
+    db = sum_t dA_t (over the valid steps with batch_sizes); dA may be None (then it is not
+    returned)."""
     T, B, n = dH.shape
     I = X.shape[2]
     _check("X", X.shape[:2], (T, B))
     _check("dU", dU.shape, (n, I))
     _check("dW", dW.shape, (n, n))
     _check("db", db.shape, (n,))
-    out = np.empty((T, B, n), dtype=dH.dtype) if dA is None else dA
-    backward(act, W, H, dH, dh_T, out, dh0, n_threads)
-    dA2 = out.reshape(T * B, n)
-    dU[...] = dA2.T @ X.reshape(T * B, I)
-    dW[...] = dA2.T @ H[:-1].reshape(T * B, n)
+    out = np.zeros((T, B, n), dtype=dH.dtype) if dA is None else dA
+    backward(act, W, H, dH, dh_T, out, dh0, n_threads, batch_sizes)
+    if batch_sizes is None:
+        dA2, X2, H2 = out.reshape(T * B, n), X.reshape(T * B, I), H[:-1].reshape(T * B, n)
+    else:
+        valid = _valid(batch_sizes, T, B)
+        dA2, X2, H2 = out[valid], X[valid], H[:-1][valid]
+    dU[...] = dA2.T @ X2
+    dW[...] = dA2.T @ H2
     db[...] = dA2.sum(axis=0)
