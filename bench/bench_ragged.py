@@ -9,8 +9,9 @@ sequences:
   padded  the ragged batch without `lengths=`: every padded step computed (what lengths save)
 
 Figures are per valid step, so the ratio ragged / dense is what the variable lengths cost beyond
-the work itself (issue 7's bound: at most 1.2). Each figure is the median of --repeats runs, the
-three batches taking turns within each repeat.
+the work itself (issue 7's bound: at most 1.2). Each figure is the median of --repeats runs; ragged
+and dense take turns within each repeat, padded is timed after them (run in the same turns, it
+slowed whichever call came next by a few per cent).
 
     python bench/bench_ragged.py                  # LSTM float32, I=32 H=128 B=32, lengths 10..1000
     python bench/bench_ragged.py --cell gru --threads 2
@@ -23,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import blas_threads, machine, pin_to_cores, time_interleaved, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    blas_threads,
+    machine,
+    pin_to_cores,
+    time_call,
+    time_interleaved,
+    write_json,
+)
 
 BOUND = 1.2  # issue 7: ragged at most 1.2x the full batch of the same valid steps
 
@@ -57,7 +65,7 @@ def main(argv=None):
     p.add_argument("--blas-threads", type=int, default=None,
                    help="BLAS threads (default --threads): with two kernel threads on two cores, "
                         "one BLAS thread keeps the two pools from fighting")
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=11)
     p.add_argument("--pin", action="store_true",
                    help="pin the process to its first --threads cores (no peers here to keep in "
                         "check, and on a shared machine those cores may be the busy ones)")
@@ -79,16 +87,17 @@ def main(argv=None):
                    seed=args.seed)
     steps = {"ragged": int(lengths.sum()), "dense": Xd.shape[0] * args.batch,
              "padded": int(lengths.sum())}
-    calls = {
+    compared = {
         "ragged": lambda: model.loss_and_grad(X, Y, lengths=lengths),
         "dense": lambda: model.loss_and_grad(Xd, Yd),
-        "padded": lambda: model.loss_and_grad(X, Y),
     }
     print(f"{args.cell} {args.dtype} I={args.input} H={args.hidden} B={args.batch}, lengths "
           f"{args.min_length}..{args.max_length}: longest {lengths.max()}, {steps['ragged']} valid "
           f"steps; dense batch of {Xd.shape[0]} steps ({steps['dense']})", flush=True)
     with blas_threads(args.blas_threads):
-        times = time_interleaved(calls, args.repeats)
+        times = time_interleaved(compared, args.repeats)
+        # on its own: whichever call follows the padded one in a turn runs a few % slower
+        times["padded"] = time_call(lambda: model.loss_and_grad(X, Y), args.repeats)
         where = machine()  # inside the limits, so the BLAS thread counts are the ones used
     results = {}
     for name, t in times.items():
