@@ -47,6 +47,7 @@ from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_
 from _vmath cimport all_finite, vtanh
 
 import numpy as np
+from fastbptt._kernel_args import check_batch_sizes, check_shape as _check
 
 TANH = 0
 RELU = 1
@@ -390,27 +391,6 @@ cdef floating* _packed_rect(const floating* M, Py_ssize_t rows, Py_ssize_t cols,
 # (b) drivers
 # ---------------------------------------------------------------------------------------------------
 
-def _check(name, shape, expected):
-    if tuple(shape) != tuple(expected):
-        raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
-
-
-def _batch_sizes(batch_sizes, Py_ssize_t T, Py_ssize_t B):
-    """batch_sizes as a C-contiguous intp array after checking it, or None."""
-    if batch_sizes is None:
-        return None
-    bs = np.asarray(batch_sizes)
-    if bs.dtype.kind not in "iu":
-        raise ValueError(f"batch_sizes has dtype {bs.dtype}, expected integers (intp)")
-    _check("batch_sizes", bs.shape, (T,))
-    if T and (bs.min() < 0 or bs.max() > B):
-        raise ValueError(f"batch_sizes must lie in [0, B={B}], got range [{bs.min()}, {bs.max()}]")
-    if T > 1 and np.any(bs[1:] > bs[:T - 1]):
-        raise ValueError("batch_sizes must be non-increasing "
-                         "(the batch sorted by decreasing length)")
-    return np.ascontiguousarray(bs, dtype=np.intp)
-
-
 def _lengths_of(bs, Py_ssize_t T, Py_ssize_t B):
     """Each row's number of steps: how many batch sizes exceed its index (intp, (B,))."""
     return (T - np.searchsorted(bs[::-1], np.arange(B), side="right")).astype(np.intp)
@@ -574,7 +554,7 @@ def forward(int act,
     _check("W", (W.shape[0], W.shape[1]), (n, n))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
-    bs_arr = _batch_sizes(batch_sizes, T, B)
+    bs_arr = check_batch_sizes(batch_sizes, T, B)
     if B == 0 or n == 0:
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
@@ -631,7 +611,7 @@ def backward(int act,
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
     _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n))
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
-    bs_arr = _batch_sizes(batch_sizes, T, B)
+    bs_arr = check_batch_sizes(batch_sizes, T, B)
     if B == 0 or n == 0:
         return
     if bs_arr is not None:
@@ -710,7 +690,7 @@ def forward_fused(int act,
     _check("b", (b.shape[0],), (n,))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
-    bs_arr = _batch_sizes(batch_sizes, T, B)
+    bs_arr = check_batch_sizes(batch_sizes, T, B)
     if not FASTBPTT_TILED or (bs_arr is not None and not sequence_path(
             I, n, B, np.float32 if floating is float else np.float64)):
         forward(act, W, _projection(X, U, b, bs_arr), h0, H, n_threads, bs_arr)
@@ -785,7 +765,7 @@ def backward_fused(int act,
     _check("dU", (dU.shape[0], dU.shape[1]), (n, I))
     _check("dW", (dW.shape[0], dW.shape[1]), (n, n))
     _check("db", (db.shape[0],), (n,))
-    bs_arr = _batch_sizes(batch_sizes, T, B)
+    bs_arr = check_batch_sizes(batch_sizes, T, B)
     seq = FASTBPTT_TILED and B > 0 and n > 0 and sequence_path(
         I, n, B, np.float32 if floating is float else np.float64)
     if FASTBPTT_TILED and B > 0 and n > 0 and not seq and bs_arr is None:

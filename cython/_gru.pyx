@@ -42,6 +42,7 @@ from _tile cimport gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh_fast
 
 import numpy as np
+from fastbptt._kernel_args import check_batch_sizes, check_shape as _check
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
@@ -258,27 +259,6 @@ cdef inline Py_ssize_t _earliest(const Py_ssize_t* bad, Py_ssize_t k, bint forwa
 # (b) drivers
 # ---------------------------------------------------------------------------------------------------
 
-def _check(name, shape, expected):
-    if tuple(shape) != tuple(expected):
-        raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
-
-
-def _batch_sizes(batch_sizes, Py_ssize_t T, Py_ssize_t B):
-    """batch_sizes as a C-contiguous intp array after checking it, or None."""
-    if batch_sizes is None:
-        return None
-    bs = np.asarray(batch_sizes)
-    if bs.dtype.kind not in "iu":
-        raise ValueError(f"batch_sizes has dtype {bs.dtype}, expected integers (intp)")
-    _check("batch_sizes", bs.shape, (T,))
-    if T and (bs.min() < 0 or bs.max() > B):
-        raise ValueError(f"batch_sizes must lie in [0, B={B}], got range [{bs.min()}, {bs.max()}]")
-    if T > 1 and np.any(bs[1:] > bs[:T - 1]):
-        raise ValueError("batch_sizes must be non-increasing "
-                         "(the batch sorted by decreasing length)")
-    return np.ascontiguousarray(bs, dtype=np.intp)
-
-
 def _block_starts(bs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t blocks):
     """First row of each block and B at the end (blocks + 1 entries, each block at least one row).
 
@@ -328,7 +308,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 3 * n))
     _check("HN", (HN.shape[0], HN.shape[1], HN.shape[2]), (T, B, n))
-    bs_arr = _batch_sizes(batch_sizes, T, B)
+    bs_arr = check_batch_sizes(batch_sizes, T, B)
     if B == 0 or n == 0:
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
@@ -411,7 +391,7 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
     _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, 3 * n))
     _check("dGh", (dGh.shape[0], dGh.shape[1], dGh.shape[2]), (T, B, 3 * n))
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
-    bs_arr = _batch_sizes(batch_sizes, T, B)
+    bs_arr = check_batch_sizes(batch_sizes, T, B)
     if B == 0 or n == 0:
         return
     # dh0 doubles as the running gradient dL/dh_t, so the loop needs no buffer of its own

@@ -6,6 +6,7 @@ Variable lengths: with batch_sizes (T,), non-increasing, step t advances only th
 
 import numpy as np
 
+from .._kernel_args import check_shape as _check
 from .lstm import check_batch_sizes
 
 TANH = 0
@@ -27,10 +28,6 @@ def _fprime(act, h):
         return 1 - h * h
     return (h > 0).astype(h.dtype)
 
-
-def _check(name, shape, expected):
-    if tuple(shape) != tuple(expected):
-        raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
 
 
 def forward(act, W, A, h0, H, n_threads=1, batch_sizes=None):

@@ -11,12 +11,8 @@ Variable lengths: with batch_sizes (T,), non-increasing, step t advances only th
 import numpy as np
 from scipy.special import expit
 
+from .._kernel_args import check_shape as _check
 from .lstm import check_batch_sizes
-
-
-def _check(name, shape, expected):
-    if tuple(shape) != tuple(expected):
-        raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
 
 
 def forward(Wh, bh, A, h0, H, G, HN, n_threads=1, batch_sizes=None):

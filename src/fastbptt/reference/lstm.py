@@ -10,27 +10,13 @@ Variable lengths: with batch_sizes (T,), non-increasing, step t advances only th
 import numpy as np
 from scipy.special import expit
 
-
-def _check(name, shape, expected):
-    if tuple(shape) != tuple(expected):
-        raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
+from .. import _kernel_args as _args
+from .._kernel_args import check_shape as _check
 
 
 def check_batch_sizes(batch_sizes, T, B):
-    """batch_sizes as an intp array after checking it (shape (T,), values in [0, B],
-    non-increasing), or all B (every row at every step) when it is None."""
-    if batch_sizes is None:
-        return np.full(T, B, dtype=np.intp)
-    bs = np.asarray(batch_sizes)
-    if bs.dtype.kind not in "iu":
-        raise ValueError(f"batch_sizes has dtype {bs.dtype}, expected integers (intp)")
-    _check("batch_sizes", bs.shape, (T,))
-    if T and (bs.min() < 0 or bs.max() > B):
-        raise ValueError(f"batch_sizes must lie in [0, B={B}], got range [{bs.min()}, {bs.max()}]")
-    if np.any(bs[1:] > bs[:-1]):
-        raise ValueError("batch_sizes must be non-increasing "
-                         "(the batch sorted by decreasing length)")
-    return bs.astype(np.intp)
+    """batch_sizes checked, as intp; all B (every row at every step) when it is None."""
+    return _args.check_batch_sizes(batch_sizes, T, B, full_if_none=True)
 
 
 def forward(Wh, A, h0, c0, H, C, G, n_threads=1, batch_sizes=None):
