@@ -148,9 +148,11 @@ class Head:
                 g = s - Y
                 loss = 0.5 * np.sum(np.square(g), dtype=np.float64)
                 dO = s * (g - np.sum(g * s, axis=-1, keepdims=True))
-        dO = dO * o.dtype.type(scale)
+        if scale != 1:
+            dO *= o.dtype.type(scale)  # every branch above made dO a fresh array
         dO2 = dO.reshape(T * B, -1)
         grads = {"V": dO2.T @ Hs.reshape(T * B, n), "c": dO2.sum(axis=0)}
-        dHs = (dO2 @ p["V"]).reshape(T, B, n)
-        return float(loss) * scale, dHs, grads
+        # one output unit: a broadcast product writes dHs in one pass, a K=1 matmul is slower
+        dHs = dO2 * p["V"] if dO2.shape[1] == 1 else dO2 @ p["V"]
+        return float(loss) * scale, dHs.reshape(T, B, n), grads
 
