@@ -40,9 +40,10 @@ from libc.string cimport memcpy
 
 from _tile cimport gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh_fast
+from _blocks cimport active_rows, earliest_bad
 
 import numpy as np
-from fastbptt._kernel_args import check_batch_sizes, check_shape as _check
+from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape as _check
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
@@ -183,7 +184,7 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
     cdef Py_ssize_t t, rows, s = B * n, s3 = B * 3 * n
     cdef floating* g
     for t in range(T):
-        rows = _active(bs, t, b0, block_rows)
+        rows = active_rows(bs, t, b0, block_rows)
         if rows == 0:
             # batch_sizes never grows: every row of the block is done
             break
@@ -214,7 +215,7 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
     cdef Py_ssize_t t, b, rows, s = B * n, s3 = B * 3 * n
     cdef floating* dg
     for t in range(T - 1, -1, -1):
-        rows = _active(bs, t, b0, block_rows)
+        rows = active_rows(bs, t, b0, block_rows)
         if rows == 0:
             continue
         dg = dGh + t * s3
@@ -231,55 +232,14 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
     return -1
 
 
-cdef inline Py_ssize_t _active(const Py_ssize_t* bs, Py_ssize_t t, Py_ssize_t b0,
-                               Py_ssize_t rows) noexcept nogil:
-    """Rows of the block starting at batch row b0 that step t advances (all without batch_sizes)."""
-    cdef Py_ssize_t r
-    if bs == NULL:
-        return rows
-    r = bs[t] - b0
-    return 0 if r < 0 else (rows if r > rows else r)
-
-
 cdef inline bint _small(Py_ssize_t rows) noexcept nogil:
     """Whether a block of `rows` sequences takes the hand-written path."""
     return rows == 1
 
 
-cdef inline Py_ssize_t _earliest(const Py_ssize_t* bad, Py_ssize_t k, bint forward) noexcept nogil:
-    """The step a serial loop would have stopped at, from each block's first bad step (-1: none)."""
-    cdef Py_ssize_t j, first = -1
-    for j in range(k):
-        if bad[j] >= 0 and (first < 0 or (bad[j] < first if forward else bad[j] > first)):
-            first = bad[j]
-    return first
-
-
 # ---------------------------------------------------------------------------------------------------
 # (b) drivers
 # ---------------------------------------------------------------------------------------------------
-
-def _block_starts(bs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t blocks):
-    """First row of each block and B at the end (blocks + 1 entries, each block at least one row).
-
-    Equal row counts without batch_sizes; with them, about equal numbers of valid steps, since the
-    longest sequences come first and would otherwise leave the first thread working alone.
-    """
-    starts = (np.arange(blocks + 1) * B // blocks).astype(np.intp)
-    if bs is None or blocks == 1:
-        return starts
-    # row j runs for the steps whose batch size exceeds j
-    lengths = T - np.searchsorted(bs[::-1], np.arange(B), side="right")
-    work = np.concatenate(([0], np.cumsum(lengths)))
-    if work[B] == 0:
-        return starts
-    starts[1:blocks] = np.searchsorted(work, work[B] * np.arange(1, blocks) / blocks)
-    for c in range(1, blocks):
-        starts[c] = max(starts[c], starts[c - 1] + 1)
-    for c in range(blocks - 1, 0, -1):
-        starts[c] = min(starts[c], starts[c + 1] - 1)
-    return starts
-
 
 def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, gate rows r, z, n
             const floating[::1] bh,          # IN  (3Hn,) recurrent bias
@@ -317,7 +277,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     if bs_arr is not None:
         bs_view = bs_arr
         bs = &bs_view[0]
-    starts_arr = _block_starts(bs_arr, T, B, blocks)
+    starts_arr = block_starts(bs_arr, T, B, blocks)
     starts = starts_arr
     cdef const floating* Wp = &Wh[0, 0]
     cdef const floating* bp = &bh[0]
@@ -351,7 +311,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
                                               starts[c + 1] - b0, n)
         else:
             bad_block[0] = _forward_block(P, wt, bp, Ap, Hp, Gp, HNp, bs, 0, T, B, B, n)
-        bad = _earliest(bad_block, blocks, True)
+        bad = earliest_bad(bad_block, blocks, True)
         free(wt)
         free(P)
         free(bad_block)
@@ -401,7 +361,7 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
     if bs_arr is not None:
         bs_view = bs_arr
         bs = &bs_view[0]
-    starts_arr = _block_starts(bs_arr, T, B, blocks)
+    starts_arr = block_starts(bs_arr, T, B, blocks)
     starts = starts_arr
     small = _small(np.diff(starts_arr).max())
     cdef const floating* Wp = &Wh[0, 0]
@@ -432,7 +392,7 @@ def backward(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
         else:
             bad_block[0] = _backward_block(Wp, P, Hp, Gp, HNp, dHp, dAp, dGp, dhp, bs, 0, T, B, B,
                                            n)
-        bad = _earliest(bad_block, blocks, False)
+        bad = earliest_bad(bad_block, blocks, False)
         free(P)
         free(bad_block)
     if bad >= 0:

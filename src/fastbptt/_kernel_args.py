@@ -1,4 +1,5 @@
-"""Argument checks shared by every kernel: the Cython drivers and their NumPy and pure-Python twins."""
+"""What every kernel shares at the Python level: argument checks (shapes, batch_sizes) and how a
+batch is cut into per-thread blocks. Used by the Cython drivers and their NumPy and pure-Python twins."""
 
 import numpy as np
 
@@ -24,3 +25,25 @@ def check_batch_sizes(batch_sizes, T, B, full_if_none=False):
         raise ValueError("batch_sizes must be non-increasing "
                          "(the batch sorted by decreasing length)")
     return np.ascontiguousarray(bs, dtype=np.intp)
+
+
+def block_starts(bs, T, B, blocks):
+    """First row of each block and B at the end (blocks + 1 entries, each block at least one row).
+
+    Equal row counts without batch_sizes; with them, about equal numbers of valid steps, since the
+    longest sequences come first and would otherwise leave the first thread working alone.
+    """
+    starts = (np.arange(blocks + 1) * B // blocks).astype(np.intp)
+    if bs is None or blocks == 1:
+        return starts
+    # row j runs for the steps whose batch size exceeds j
+    lengths = T - np.searchsorted(bs[::-1], np.arange(B), side="right")
+    work = np.concatenate(([0], np.cumsum(lengths)))
+    if work[B] == 0:
+        return starts
+    starts[1:blocks] = np.searchsorted(work, work[B] * np.arange(1, blocks) / blocks)
+    for c in range(1, blocks):
+        starts[c] = max(starts[c], starts[c - 1] + 1)
+    for c in range(blocks - 1, 0, -1):
+        starts[c] = min(starts[c], starts[c + 1] - 1)
+    return starts
