@@ -40,7 +40,7 @@ from libc.string cimport memcpy
 
 from _tile cimport gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh_fast
-from _blocks cimport active_rows, earliest_bad
+from _blocks cimport active_rows, add_rows, earliest_bad
 
 import numpy as np
 from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape as _check
@@ -53,43 +53,6 @@ from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape a
 # ---------------------------------------------------------------------------------------------------
 # (a) one step for `rows` consecutive sequences (the whole batch or one thread's block)
 # ---------------------------------------------------------------------------------------------------
-
-cdef inline void _add_rows(const floating* X, const floating* v, const floating* y0,
-                           floating* y, Py_ssize_t p, Py_ssize_t m) noexcept nogil:
-    """y (m) = y0 (m) + v (p) @ X (p, m), X row-major; y0 may be y itself.
-
-    The inner loop runs contiguous along rows of X, four rows per pass, so y is loaded and stored
-    once per four rows (a store-to-load chain through y per row is what limits the plain loop at
-    small sizes). The first pass reads y0, so the caller needs no copy into y beforehand.
-    """
-    cdef Py_ssize_t j, k
-    cdef floating v0, v1, v2, v3
-    cdef const floating* src = y0
-    cdef const floating* x0
-    cdef const floating* x1
-    cdef const floating* x2
-    cdef const floating* x3
-    for j in range(0, p - 3, 4):
-        v0 = v[j]
-        v1 = v[j + 1]
-        v2 = v[j + 2]
-        v3 = v[j + 3]
-        x0 = X + j * m
-        x1 = x0 + m
-        x2 = x1 + m
-        x3 = x2 + m
-        for k in range(m):
-            y[k] = src[k] + (x0[k] * v0 + x1[k] * v1 + x2[k] * v2 + x3[k] * v3)
-        src = y
-    for j in range(p - p % 4, p):
-        v0 = v[j]
-        x0 = X + j * m
-        for k in range(m):
-            y[k] = src[k] + x0[k] * v0
-        src = y
-    if src != y:
-        memcpy(y, src, m * sizeof(floating))
-
 
 cdef inline void _finish(const floating* A, const floating* h_prev, floating* G, floating* HN,
                          floating* h, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
@@ -126,7 +89,7 @@ cdef inline void _step_small(const floating* wt, const floating* bh, const float
     cdef floating* z
     for b in range(rows):
         z = G + b * n3
-        _add_rows(wt, h_prev + b * n, bh, z, n, n3)
+        add_rows(wt, h_prev + b * n, bh, z, n, n3)
     _finish(A, h_prev, G, HN, h, rows, n)
 
 
@@ -224,7 +187,7 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
         # dh_{t-1} = z * dh_t (already in dh) + dGh[t] @ Wh for all rows
         if P == NULL:
             for b in range(rows):
-                _add_rows(Wh, dg + b * 3 * n, dh + b * n, dh + b * n, 3 * n, n)
+                add_rows(Wh, dg + b * 3 * n, dh + b * n, dh + b * n, 3 * n, n)
         else:
             gemm_packed(rows, n, 3 * n, dg, 3 * n, P, NULL, dh, n, dh, n)
         if not all_finite(dh, rows * n):
