@@ -34,10 +34,10 @@ about the same number of valid steps, and a block stops its forward loop once al
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from _tile cimport gemm_packed, pack, pack_size
+from _tile cimport gemm_packed, lanes, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh_fast
 from _blocks cimport active_rows, add_rows, earliest_bad
 
@@ -152,15 +152,18 @@ cdef inline void _matvec_small(const floating* Wh, const floating* da, floating*
 # ---------------------------------------------------------------------------------------------------
 
 cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floating* A,
-                               floating* H, floating* C, floating* G, const Py_ssize_t* bs,
-                               Py_ssize_t b0, Py_ssize_t T, Py_ssize_t B, Py_ssize_t block_rows,
-                               Py_ssize_t n) noexcept nogil:
+                               const floating* X, const floating* PX, const floating* wxt,
+                               const floating* bias, Py_ssize_t I, floating* H, floating* C,
+                               floating* G, const Py_ssize_t* bs, Py_ssize_t b0, Py_ssize_t T,
+                               Py_ssize_t B, Py_ssize_t block_rows, Py_ssize_t n) noexcept nogil:
     """Forward through all T steps: by hand when wt (Wh transposed) is given, else by the register
-    tiles over P (Wh^T packed). bs (or NULL): batch_sizes; b0: the block's first batch row.
+    tiles over P (Wh^T packed). The pre-activations come from A, or when A is NULL are formed here
+    as bias + x_t Wx^T (from PX, Wx^T packed, or by hand from wxt, Wx transposed). bs (or NULL):
+    batch_sizes; b0: the block's first batch row.
 
     Returns the first step with a non-finite state, or -1.
     """
-    cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n
+    cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I
     cdef floating* g
     for t in range(T):
         rows = active_rows(bs, t, b0, block_rows)
@@ -170,11 +173,21 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
         m = rows * n
         g = G + t * s4
         if wt != NULL:
-            _step_small(wt, A + t * s4, H + t * s, C + t * s, g, H + (t + 1) * s,
-                        C + (t + 1) * s, rows, n)
+            if A != NULL:
+                _step_small(wt, A + t * s4, H + t * s, C + t * s, g, H + (t + 1) * s,
+                            C + (t + 1) * s, rows, n)
+            else:
+                for b in range(rows):
+                    add_rows(wxt, X + t * sx + b * I, bias, g + b * 4 * n, I, 4 * n)
+                _step_small(wt, g, H + t * s, C + t * s, g, H + (t + 1) * s, C + (t + 1) * s,
+                            rows, n)
         else:
             # g = A[t] + h_{t-1} @ Wh^T for all rows at once: the four gates in one product
-            gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, A + t * s4, 4 * n, g, 4 * n)
+            if A != NULL:
+                gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, A + t * s4, 4 * n, g, 4 * n)
+            else:
+                gemm_packed(rows, 4 * n, I, X + t * sx, I, PX, bias, NULL, 0, g, 4 * n)
+                gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, g, 4 * n, g, 4 * n)
             for b in range(rows):
                 _activate_gates(g + b * 4 * n, n)
             _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
@@ -183,28 +196,77 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
     return -1
 
 
+cdef inline void _pack_panels(const floating* D, Py_ssize_t K, Py_ssize_t N,
+                             floating* P) noexcept nogil:
+    """P <- D (K, N) in the panels gemm_packed reads (NR = 2 vector widths of columns, zero past N),
+    a whole panel row per copy."""
+    cdef Py_ssize_t k, p, c, nr = 2 * lanes(D), full = N // nr, rest = N % nr
+    for k in range(K):
+        for p in range(full):
+            memcpy(P + (p * K + k) * nr, D + k * N + p * nr, nr * sizeof(floating))
+        if rest:
+            for c in range(nr):
+                P[(full * K + k) * nr + c] = D[k * N + full * nr + c] if c < rest else 0
+
+
+cdef inline void _fold(const floating* Zt, Py_ssize_t cap, const floating* D, Py_ssize_t k,
+                       Py_ssize_t kz, Py_ssize_t n4, floating* Gt, floating* panels) noexcept nogil:
+    """Gt (kz, n4) += Zt[:, :k] D[:k]: the rows z_r = (x_r, h_r, 1) of k (input, state) pairs,
+    stored as the columns of Zt (kz, cap), times their gate gradients d_r. One register-tiled
+    product gives dWx^T, dWh^T and (from the ones) db together; D is packed into `panels` first."""
+    _pack_panels(D, k, n4, panels)
+    gemm_packed(kz, n4, k, Zt, cap, panels, NULL, Gt, n4, Gt, n4)
+
+
 cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const floating* C,
                                 const floating* G, const floating* dH, floating* dA, floating* dh,
-                                floating* dc, floating* tc, const Py_ssize_t* bs, Py_ssize_t b0,
-                                Py_ssize_t T, Py_ssize_t B, Py_ssize_t block_rows,
+                                floating* dc, floating* tc, const floating* X, const floating* H,
+                                Py_ssize_t I, floating* ring_z, floating* ring_d, Py_ssize_t cap,
+                                floating* Gt, floating* panels, const Py_ssize_t* bs,
+                                Py_ssize_t b0, Py_ssize_t T, Py_ssize_t B, Py_ssize_t block_rows,
                                 Py_ssize_t n) noexcept nogil:
     """Backward through all T steps; dh, dc (rows, n) carry dL/dh_t, dL/dc_t from T down to 0.
 
     By hand over Wh when P is NULL, else by the register tiles over P (Wh packed). bs (or NULL):
     batch_sizes; a row inactive at step t keeps its dh, dc untouched.
+    With ring_d, the weight gradients are folded in as well: each step's gate gradients go to
+    ring_d (cap, 4n) as rows and its (x_t, h_{t-1}, 1) to ring_z (I + n + 1, cap) as columns, and
+    whenever the rings are full they are folded into Gt (I + n + 1, 4n), i.e. (dWx | dWh | db)^T,
+    while still in cache; dA (or NULL) then only receives a copy. Without ring_d, the gate
+    gradients are written to dA.
 
     Returns the first step (counting down) with a non-finite gradient, or -1.
     """
-    cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n
+    cdef Py_ssize_t t, b, k, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I
+    cdef Py_ssize_t kz = I + n + 1, fill = 0
     cdef floating* da
+    cdef const floating* src
     for t in range(T - 1, -1, -1):
         rows = active_rows(bs, t, b0, block_rows)
         if rows == 0:
             continue
         m = rows * n
-        da = dA + t * s4
+        if ring_d != NULL:
+            if fill + rows > cap:
+                _fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels)
+                fill = 0
+            da = ring_d + fill * 4 * n
+            # the ring's columns fill..fill+rows: x_t, then h_{t-1} (row-contiguous per unit)
+            src = X + t * sx
+            for k in range(I):
+                for b in range(rows):
+                    ring_z[k * cap + fill + b] = src[b * I + k]
+            src = H + t * s
+            for k in range(n):
+                for b in range(rows):
+                    ring_z[(I + k) * cap + fill + b] = src[b * n + k]
+            fill += rows
+        else:
+            da = dA + t * s4
         _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, tc, da, dh, dc,
                        rows, n)
+        if ring_d != NULL and dA != NULL:
+            memcpy(dA + t * s4, da, rows * 4 * n * sizeof(floating))
         # dh_{t-1} = dA[t] @ Wh for all rows (the cell path went into dc above)
         if P == NULL:
             for b in range(rows):
@@ -213,6 +275,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
             gemm_packed(rows, n, 4 * n, da, 4 * n, P, NULL, NULL, 0, dh, n)
         if not (all_finite(dh, m) and all_finite(dc, m)):
             return t
+    if fill > 0:
+        _fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels)
     return -1
 
 
@@ -290,11 +354,12 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
         if blocks > 1:
             for c in prange(blocks, num_threads=blocks, schedule="static"):
                 b0 = starts[c]
-                bad_block[c] = _forward_block(P, wt, Ap + b0 * 4 * n, Hp + b0 * n, Cp + b0 * n,
-                                              Gp + b0 * 4 * n, bs, b0, T, B, starts[c + 1] - b0,
-                                              n)
+                bad_block[c] = _forward_block(P, wt, Ap + b0 * 4 * n, NULL, NULL, NULL, NULL, 0,
+                                              Hp + b0 * n, Cp + b0 * n, Gp + b0 * 4 * n, bs, b0,
+                                              T, B, starts[c + 1] - b0, n)
         else:
-            bad_block[0] = _forward_block(P, wt, Ap, Hp, Cp, Gp, bs, 0, T, B, B, n)
+            bad_block[0] = _forward_block(P, wt, Ap, NULL, NULL, NULL, NULL, 0, Hp, Cp, Gp, bs, 0,
+                                          T, B, B, n)
         bad = earliest_bad(bad_block, blocks, True)
         free(wt)
         free(P)
@@ -376,14 +441,259 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                 b0 = starts[c]
                 bad_block[c] = _backward_block(Wp, P, Cp + b0 * n, Gp + b0 * 4 * n,
                                                dHp + b0 * n, dAp + b0 * 4 * n, dhp + b0 * n,
-                                               dcp + b0 * n, tc + b0 * n, bs, b0, T, B,
+                                               dcp + b0 * n, tc + b0 * n, NULL, NULL, 0, NULL,
+                                               NULL, 0, NULL, NULL, bs, b0, T, B,
                                                starts[c + 1] - b0, n)
         else:
-            bad_block[0] = _backward_block(Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, tc, bs, 0, T, B, B,
-                                           n)
+            bad_block[0] = _backward_block(Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, tc, NULL, NULL, 0,
+                                           NULL, NULL, 0, NULL, NULL, bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, False)
         free(P)
         free(tc)
+        free(bad_block)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite gradient at time step {bad}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# fused entries: the input projection and the weight gradients inside the time loops
+# ---------------------------------------------------------------------------------------------------
+
+# Rows of (x, h) and gate gradients a block gathers before folding them into its weight gradients:
+# enough for the fold to run as a full-speed product, few enough for the rings to stay in L2.
+cdef Py_ssize_t FOLD_ROWS = 512
+
+
+cdef inline Py_ssize_t _fold_cap(Py_ssize_t block_rows) noexcept nogil:
+    """Ring capacity in rows for a block: whole steps, at least one."""
+    cdef Py_ssize_t steps = FOLD_ROWS // block_rows
+    return (steps if steps > 1 else 1) * block_rows
+
+
+def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, gate rows i, f, g, o
+                  const floating[::1] b,          # IN  (4Hn,) bias
+                  const floating[:, ::1] Wh,      # IN  (4Hn, Hn) recurrent weights
+                  const floating[:, :, ::1] X,    # IN  (T, B, I) inputs
+                  const floating[:, ::1] h0,      # IN  (B, Hn) initial hidden state
+                  const floating[:, ::1] c0,      # IN  (B, Hn) initial cell state
+                  floating[:, :, ::1] H,          # OUT (T+1, B, Hn) hidden states, H[0] = h0
+                  floating[:, :, ::1] C,          # OUT (T+1, B, Hn) cell states, C[0] = c0
+                  floating[:, :, ::1] G,          # OUT (T, B, 4Hn) activated gates i, f, g, o
+                  int n_threads=1,
+                  batch_sizes=None):              # IN  (T,) intp or None: rows advanced at step t
+    """forward() with the pre-activations X Wx^T + b formed step by step inside the time loop, so
+    no (T, B, 4Hn) array of them is written and read back; raise FloatingPointError on a
+    non-finite state."""
+    cdef Py_ssize_t n = Wh.shape[1], I = Wx.shape[1]
+    cdef Py_ssize_t T = X.shape[0], B = X.shape[1]
+    cdef Py_ssize_t j, k, c, b0, bad = -1
+    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
+    cdef floating* wt = NULL
+    cdef floating* wxt = NULL
+    cdef floating* P = NULL
+    cdef floating* PX = NULL
+    cdef Py_ssize_t* bad_block
+    cdef const Py_ssize_t[::1] bs_view
+    cdef const Py_ssize_t* bs = NULL
+    cdef const Py_ssize_t[::1] starts
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
+    _check("Wx", (Wx.shape[0], Wx.shape[1]), (4 * n, I))
+    _check("b", (b.shape[0],), (4 * n,))
+    _check("X", (X.shape[0], X.shape[1], X.shape[2]), (T, B, I))
+    _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
+    _check("c0", (c0.shape[0], c0.shape[1]), (B, n))
+    _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    _check("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, B, n))
+    _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 4 * n))
+    bs_arr = check_batch_sizes(batch_sizes, T, B)
+    if B == 0 or n == 0:
+        return
+    memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
+    memcpy(&C[0, 0, 0], &c0[0, 0], B * n * sizeof(floating))
+    if T == 0:
+        return
+    if bs_arr is not None:
+        bs_view = bs_arr
+        bs = &bs_view[0]
+    starts_arr = block_starts(bs_arr, T, B, blocks)
+    starts = starts_arr
+    cdef const floating* Wp = &Wh[0, 0]
+    # an empty input (I = 0) has no element to point at; nothing reads it then
+    cdef const floating* Wxp = &Wx[0, 0] if I > 0 else NULL
+    cdef const floating* Xp = &X[0, 0, 0] if I > 0 else &b[0]
+    cdef const floating* bp = &b[0]
+    cdef floating* Hp = &H[0, 0, 0]
+    cdef floating* Cp = &C[0, 0, 0]
+    cdef floating* Gp = &G[0, 0, 0]
+    bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
+    if bad_block == NULL:
+        raise MemoryError()
+    if _small(np.diff(starts_arr).max()):
+        wt = <floating*> malloc(4 * n * n * sizeof(floating))
+        wxt = <floating*> malloc((4 * n * I + 1) * sizeof(floating))
+    else:
+        P = <floating*> malloc(pack_size(Wp, n, 4 * n) * sizeof(floating))
+        PX = <floating*> malloc((pack_size(Wp, I, 4 * n) + 1) * sizeof(floating))
+    if (wt == NULL or wxt == NULL) and (P == NULL or PX == NULL):
+        free(bad_block)
+        free(wt)
+        free(wxt)
+        free(P)
+        free(PX)
+        raise MemoryError()
+    with nogil:
+        if wt != NULL:
+            for k in range(4 * n):
+                for j in range(n):
+                    wt[j * 4 * n + k] = Wp[k * n + j]
+                for j in range(I):
+                    wxt[j * 4 * n + k] = Wxp[k * I + j]
+        else:
+            pack(Wp, n, True, n, 4 * n, P)
+            if I > 0:
+                pack(Wxp, I, True, I, 4 * n, PX)
+        if blocks > 1:
+            for c in prange(blocks, num_threads=blocks, schedule="static"):
+                b0 = starts[c]
+                bad_block[c] = _forward_block(P, wt, NULL, Xp + b0 * I, PX, wxt, bp, I,
+                                              Hp + b0 * n, Cp + b0 * n, Gp + b0 * 4 * n, bs, b0,
+                                              T, B, starts[c + 1] - b0, n)
+        else:
+            bad_block[0] = _forward_block(P, wt, NULL, Xp, PX, wxt, bp, I, Hp, Cp, Gp, bs, 0, T,
+                                          B, B, n)
+        bad = earliest_bad(bad_block, blocks, True)
+        free(wt)
+        free(wxt)
+        free(P)
+        free(PX)
+        free(bad_block)
+    if bad >= 0:
+        raise FloatingPointError(f"non-finite hidden or cell state at time step {bad}")
+
+
+def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
+                   const floating[:, :, ::1] X,    # IN  (T, B, I) inputs
+                   const floating[:, :, ::1] H,    # IN  (T+1, B, Hn) hidden states from forward
+                   const floating[:, :, ::1] C,    # IN  (T+1, B, Hn) cell states from forward
+                   const floating[:, :, ::1] G,    # IN  (T, B, 4Hn) activated gates from forward
+                   const floating[:, :, ::1] dH,   # IN  (T, B, Hn) loss gradient reaching h_t
+                   const floating[:, ::1] dh_T,    # IN  (B, Hn) gradient at h_T from a later chunk
+                   const floating[:, ::1] dc_T,    # IN  (B, Hn) gradient at c_T from a later chunk
+                   floating[:, ::1] dh0,           # OUT (B, Hn) gradient at h0
+                   floating[:, ::1] dc0,           # OUT (B, Hn) gradient at c0
+                   floating[:, ::1] dWx,           # OUT (4Hn, I) sum_t dA_t^T x_t
+                   floating[:, ::1] dWh,           # OUT (4Hn, Hn) sum_t dA_t^T h_{t-1}
+                   floating[::1] db,               # OUT (4Hn,) sum_t of dA_t's rows
+                   int n_threads=1,
+                   batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
+                   floating[:, :, ::1] dA=None):   # OUT (T, B, 4Hn) or None: gate gradients
+    """backward() with the weight gradients folded in while each few steps of gate gradients are
+    still in cache, so no (T, B, 4Hn) array of them is needed (dA, for the gradient at the inputs,
+    is filled only when given; with batch_sizes only at the valid rows). Sums over the valid steps
+    only; raise FloatingPointError on a non-finite gradient."""
+    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2], I = X.shape[2]
+    cdef Py_ssize_t c, b0, j, k, bad = -1, n4 = 4 * n, kz = I + n + 1
+    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
+    cdef Py_ssize_t cap, most, per_block
+    cdef bint small
+    cdef floating* P = NULL
+    cdef floating* space
+    cdef floating* Gt
+    cdef floating* tc
+    cdef Py_ssize_t* bad_block
+    cdef const Py_ssize_t[::1] bs_view
+    cdef const Py_ssize_t* bs = NULL
+    cdef const Py_ssize_t[::1] starts
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (n4, n))
+    _check("X", (X.shape[0], X.shape[1], X.shape[2]), (T, B, I))
+    _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    _check("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, B, n))
+    _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, n4))
+    _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
+    _check("dc_T", (dc_T.shape[0], dc_T.shape[1]), (B, n))
+    _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
+    _check("dc0", (dc0.shape[0], dc0.shape[1]), (B, n))
+    _check("dWx", (dWx.shape[0], dWx.shape[1]), (n4, I))
+    _check("dWh", (dWh.shape[0], dWh.shape[1]), (n4, n))
+    _check("db", (db.shape[0],), (n4,))
+    if dA is not None:
+        _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n4))
+    bs_arr = check_batch_sizes(batch_sizes, T, B)
+    if n == 0:
+        return
+    dWx[...] = 0
+    dWh[...] = 0
+    db[...] = 0
+    if B == 0:
+        return
+    memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
+    memcpy(&dc0[0, 0], &dc_T[0, 0], B * n * sizeof(floating))
+    if T == 0:
+        return
+    if bs_arr is not None:
+        bs_view = bs_arr
+        bs = &bs_view[0]
+    starts_arr = block_starts(bs_arr, T, B, blocks)
+    starts = starts_arr
+    most = np.diff(starts_arr).max()
+    small = _small(most)
+    cap = _fold_cap(most)
+    cdef const floating* Wp = &Wh[0, 0]
+    cdef const floating* Xp = &X[0, 0, 0] if I > 0 else &db[0]
+    cdef const floating* Hp = &H[0, 0, 0]
+    cdef const floating* Cp = &C[0, 0, 0]
+    cdef const floating* Gp = &G[0, 0, 0]
+    cdef const floating* dHp = &dH[0, 0, 0]
+    cdef floating* dAp = &dA[0, 0, 0] if dA is not None else NULL
+    cdef floating* dhp = &dh0[0, 0]
+    cdef floating* dcp = &dc0[0, 0]
+    # per block: its gradients Gt (I + n + 1, 4n), ring_z (I + n + 1, cap) whose last row is all
+    # ones, ring_d (cap, 4n), the packed panels of ring_d, and tanh(c) for its rows
+    cdef Py_ssize_t o_z = kz * n4, o_d = o_z + kz * cap, o_p = o_d + cap * n4
+    cdef Py_ssize_t o_t = o_p + pack_size(Wp, cap, n4)
+    per_block = o_t + most * n
+    bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
+    space = <floating*> calloc(blocks * per_block, sizeof(floating))
+    if not small:
+        P = <floating*> malloc(pack_size(Wp, n4, n) * sizeof(floating))
+    if bad_block == NULL or space == NULL or (P == NULL and not small):
+        free(bad_block)
+        free(space)
+        free(P)
+        raise MemoryError()
+    with nogil:
+        if P != NULL:
+            pack(Wp, n, False, n4, n, P)
+        for c in range(blocks):
+            for j in range(cap):
+                space[c * per_block + o_z + (kz - 1) * cap + j] = 1
+        if blocks > 1:
+            for c in prange(blocks, num_threads=blocks, schedule="static"):
+                b0 = starts[c]
+                Gt = space + c * per_block
+                bad_block[c] = _backward_block(
+                    Wp, P, Cp + b0 * n, Gp + b0 * n4, dHp + b0 * n,
+                    dAp + b0 * n4 if dAp != NULL else NULL, dhp + b0 * n, dcp + b0 * n, Gt + o_t,
+                    Xp + b0 * I, Hp + b0 * n, I, Gt + o_z, Gt + o_d, cap, Gt, Gt + o_p, bs, b0, T,
+                    B, starts[c + 1] - b0, n)
+        else:
+            Gt = space
+            bad_block[0] = _backward_block(
+                Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, Gt + o_t, Xp, Hp, I, Gt + o_z, Gt + o_d, cap,
+                Gt, Gt + o_p, bs, 0, T, B, B, n)
+        bad = earliest_bad(bad_block, blocks, False)
+        if bad < 0:
+            # the blocks' partial sums, in block order, transposed back into dWx | dWh | db
+            for c in range(blocks):
+                Gt = space + c * per_block
+                for j in range(n4):
+                    for k in range(I):
+                        dWx[j, k] += Gt[k * n4 + j]
+                    for k in range(n):
+                        dWh[j, k] += Gt[(I + k) * n4 + j]
+                    db[j] += Gt[(I + n) * n4 + j]
+        free(P)
+        free(space)
         free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

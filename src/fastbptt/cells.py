@@ -155,6 +155,12 @@ class ElmanCell(Cell):
 _CHUNK_BYTES = 1 << 22
 
 
+def _has_fused(kern):
+    """Whether a gated cell's kernel module forms the projection and the weight gradients inside
+    its time loops (forward_fused / backward_fused)."""
+    return hasattr(kern, "forward_fused")
+
+
 def _given(batch_sizes):
     """The kernels' trailing batch_sizes argument: passed only when there is one, so kernels
     without it keep working for full batches."""
@@ -262,15 +268,20 @@ class LSTMCell(Cell):
     def forward(self, kern, p, X, state0, n_threads, batch_sizes=None):
         """States H (T+1, B, H) and the cache (C, G); with batch_sizes, zero past each end."""
         h0, c0 = state0
+        T, B, _ = X.shape
+        n = self.hidden_size
+        alloc = np.empty if batch_sizes is None else np.zeros
+        H = alloc((T + 1, B, n), dtype=X.dtype)
+        C = alloc(H.shape, dtype=X.dtype)
+        G = alloc((T, B, 4 * n), dtype=X.dtype)
+        if _has_fused(kern):
+            kern.forward_fused(p["Wx"], p["b"], p["Wh"], X, h0, c0, H, C, G, n_threads,
+                               *_given(batch_sizes))
+            return H, (C, G)
         if batch_sizes is None:
             A = _project(X, p["Wx"], p["b"])
-            alloc = np.empty
         else:
             A = _rows_times(X, p["Wx"].T, batch_sizes, p["b"])
-            alloc = np.zeros
-        H = alloc((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
-        C = alloc(H.shape, dtype=X.dtype)
-        G = alloc(A.shape, dtype=X.dtype)
         kern.forward(p["Wh"], A, h0, c0, H, C, G, n_threads, *_given(batch_sizes))
         return H, (C, G)
 
@@ -282,10 +293,16 @@ class LSTMCell(Cell):
         """Parameter grads, (dh0, dc0) and dX (or None); with batch_sizes, from the valid steps."""
         C, G = cache
         dh_T, dc_T = dstate_T
-        # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
-        dA = np.empty_like(G) if batch_sizes is None else np.zeros(G.shape, G.dtype)
         dh0 = np.empty_like(dh_T)
         dc0 = np.empty_like(dc_T)
+        if _has_fused(kern):
+            grads = {k: np.empty_like(p[k]) for k in ("Wx", "Wh", "b")}
+            # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
+            dA = None if not need_dX else np.zeros(G.shape, G.dtype)
+            kern.backward_fused(p["Wh"], X, H, C, G, dH, dh_T, dc_T, dh0, dc0, grads["Wx"],
+                                grads["Wh"], grads["b"], n_threads, batch_sizes, dA)
+            return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
+        dA = np.empty_like(G) if batch_sizes is None else np.zeros(G.shape, G.dtype)
         kern.backward(p["Wh"], H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads,
                       *_given(batch_sizes))
         if batch_sizes is None:

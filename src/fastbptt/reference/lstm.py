@@ -86,3 +86,40 @@ def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1, batch_sizes
             raise FloatingPointError(f"non-finite gradient at time step {t}")
     dh0[...] = dh_all
     dc0[...] = dc_all
+
+
+def forward_fused(Wx, b, Wh, X, h0, c0, H, C, G, n_threads=1, batch_sizes=None):
+    """forward() from the inputs: the pre-activations X Wx^T + b are formed here (the Cython twin
+    forms them step by step inside its loop)."""
+    n = Wh.shape[1]
+    T, B, I = X.shape
+    _check("Wx", Wx.shape, (4 * n, I))
+    _check("b", b.shape, (4 * n,))
+    A = (X.reshape(T * B, I) @ Wx.T + b).reshape(T, B, 4 * n)
+    forward(Wh, A, h0, c0, H, C, G, n_threads, batch_sizes)
+
+
+def backward_fused(Wh, X, H, C, G, dH, dh_T, dc_T, dh0, dc0, dWx, dWh, db, n_threads=1,
+                   batch_sizes=None, dA=None):
+    """backward() and the weight gradients over the valid steps: dWx = sum dA_t^T x_t,
+    dWh = sum dA_t^T h_{t-1}, db = sum of dA_t's rows. dA (or None) receives the gate gradients
+    at the valid rows."""
+    T, B, n = dH.shape
+    I = X.shape[2]
+    _check("X", X.shape, (T, B, I))
+    _check("dWx", dWx.shape, (4 * n, I))
+    _check("dWh", dWh.shape, (4 * n, n))
+    _check("db", db.shape, (4 * n,))
+    if dA is not None:
+        _check("dA", dA.shape, (T, B, 4 * n))
+    gates = np.zeros((T, B, 4 * n), dtype=dH.dtype)
+    backward(Wh, H, C, G, dH, dh_T, dc_T, gates, dh0, dc0, n_threads, batch_sizes)
+    flat = gates.reshape(T * B, 4 * n)
+    # rows past each sequence's end are zero in `gates`, so they add nothing
+    dWx[...] = flat.T @ X.reshape(T * B, I)
+    dWh[...] = flat.T @ H[:-1].reshape(T * B, n)
+    db[...] = flat.sum(axis=0)
+    if dA is not None:
+        bs = check_batch_sizes(batch_sizes, T, B)
+        for t in range(T):
+            dA[t, :bs[t]] = gates[t, :bs[t]]
