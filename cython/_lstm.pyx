@@ -484,7 +484,7 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     """forward() with the pre-activations X Wx^T + b formed step by step inside the time loop, so
     no (T, B, 4Hn) array of them is written and read back; raise FloatingPointError on a
     non-finite state."""
-    cdef Py_ssize_t n = Wh.shape[1], I = Wx.shape[1]
+    cdef Py_ssize_t n = Wh.shape[1], I = X.shape[2]
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1]
     cdef Py_ssize_t j, k, c, b0, bad = -1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
@@ -591,7 +591,7 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     still in cache, so no (T, B, 4Hn) array of them is needed (dA, for the gradient at the inputs,
     is filled only when given; with batch_sizes only at the valid rows). Sums over the valid steps
     only; raise FloatingPointError on a non-finite gradient."""
-    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2], I = X.shape[2]
+    cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n = Wh.shape[1], I = X.shape[2]
     cdef Py_ssize_t c, b0, j, k, bad = -1, n4 = 4 * n, kz = I + n + 1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef Py_ssize_t cap, most, per_block
@@ -605,10 +605,10 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef const Py_ssize_t* bs = NULL
     cdef const Py_ssize_t[::1] starts
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (n4, n))
-    _check("X", (X.shape[0], X.shape[1], X.shape[2]), (T, B, I))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     _check("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, B, n))
     _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, n4))
+    _check("dH", (dH.shape[0], dH.shape[1], dH.shape[2]), (T, B, n))
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
     _check("dc_T", (dc_T.shape[0], dc_T.shape[1]), (B, n))
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))

@@ -93,6 +93,7 @@ def forward_fused(Wx, b, Wh, X, h0, c0, H, C, G, n_threads=1, batch_sizes=None):
     forms them step by step inside its loop)."""
     n = Wh.shape[1]
     T, B, I = X.shape
+    _check("Wh", Wh.shape, (4 * n, n))
     _check("Wx", Wx.shape, (4 * n, I))
     _check("b", b.shape, (4 * n,))
     A = (X.reshape(T * B, I) @ Wx.T + b).reshape(T, B, 4 * n)
@@ -104,9 +105,9 @@ def backward_fused(Wh, X, H, C, G, dH, dh_T, dc_T, dh0, dc0, dWx, dWh, db, n_thr
     """backward() and the weight gradients over the valid steps: dWx = sum dA_t^T x_t,
     dWh = sum dA_t^T h_{t-1}, db = sum of dA_t's rows. dA (or None) receives the gate gradients
     at the valid rows."""
-    T, B, n = dH.shape
-    I = X.shape[2]
-    _check("X", X.shape, (T, B, I))
+    T, B, I = X.shape
+    n = Wh.shape[1]
+    _check("dH", dH.shape, (T, B, n))
     _check("dWx", dWx.shape, (4 * n, I))
     _check("dWh", dWh.shape, (4 * n, n))
     _check("db", db.shape, (4 * n,))

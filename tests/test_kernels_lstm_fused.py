@@ -1,0 +1,166 @@
+"""The LSTM's fused entries (projection inside the forward loop, weight gradients folded inside the
+backward loop) agree with the NumPy twin, which is the contract path plus the weight-gradient GEMMs,
+across paths, threads, variable lengths and the optional dA; bad input fails cleanly."""
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+from fastbptt import _lstm
+from fastbptt.reference import lstm as lstm_np
+
+SHAPES = [  # T, B, I, Hn: one row per block takes the hand path, more take the register tiles
+    (1, 1, 1, 1),
+    (7, 1, 3, 5),
+    (9, 2, 3, 16),
+    (13, 5, 4, 37),
+    (6, 40, 0, 9),  # no input: the pre-activations are the bias alone
+    (20, 32, 32, 128),
+    (70, 33, 7, 24),  # more rows than one fold holds: several folds per block
+    (3, 3, 5, 130),  # products over K = 4Hn > 256 and rows of the fold past one panel
+]
+
+
+def _lengths(rng, T, B):
+    lengths = np.sort(rng.integers(1, T + 1, B))[::-1]
+    lengths[0] = T
+    return np.array([(lengths > t).sum() for t in range(T)], dtype=np.intp)
+
+
+def _problem(rng, T, B, I, n, dtype):
+    p = {
+        "Wx": rng.normal(0, 0.5, (4 * n, I)),
+        "b": rng.normal(0, 0.3, (4 * n,)),
+        "Wh": rng.normal(0, 0.8 / np.sqrt(n), (4 * n, n)),
+        "X": rng.normal(0, 1.0, (T, B, I)),
+        "h0": rng.normal(0, 0.5, (B, n)),
+        "c0": rng.normal(0, 1.0, (B, n)),
+        "dH": rng.normal(0, 1.0, (T, B, n)),
+        "dh_T": rng.normal(0, 1.0, (B, n)),
+        "dc_T": rng.normal(0, 1.0, (B, n)),
+    }
+    return {k: v.astype(dtype) for k, v in p.items()}
+
+
+def _run(kern, p, n_threads=1, batch_sizes=None, want_dA=False):
+    T, B, _ = p["X"].shape
+    n, dt = p["Wh"].shape[1], p["X"].dtype
+    # zeros: with batch_sizes the kernels leave the padded entries as they were
+    H = np.zeros((T + 1, B, n), dt)
+    C = np.zeros((T + 1, B, n), dt)
+    G = np.zeros((T, B, 4 * n), dt)
+    kern.forward_fused(p["Wx"], p["b"], p["Wh"], p["X"], p["h0"], p["c0"], H, C, G, n_threads,
+                       batch_sizes)
+    out = {"H": H, "C": C, "G": G}
+    for name in ("dh0", "dc0"):
+        out[name] = np.full((B, n), np.nan, dt)
+    for name in ("Wx", "Wh", "b"):
+        out["d" + name] = np.full_like(p[name], np.nan)  # every entry must be overwritten
+    dA = np.zeros((T, B, 4 * n), dt) if want_dA else None
+    kern.backward_fused(p["Wh"], p["X"], H, C, G, p["dH"], p["dh_T"], p["dc_T"], out["dh0"],
+                        out["dc0"], out["dWx"], out["dWh"], out["db"], n_threads, batch_sizes, dA)
+    if want_dA:
+        out["dA"] = dA
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_fused_agrees_with_numpy(dtype, shape, n_threads, ragged, rng):
+    p = _problem(rng, *shape, dtype)
+    bs = _lengths(rng, shape[0], shape[1]) if ragged else None
+    got = _run(_lstm, p, n_threads, bs, want_dA=True)
+    want = _run(lstm_np, p, 1, bs, want_dA=True)
+    for k in want:
+        assert_close(got[k], want[k], dtype, what=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_matches_the_contract_path_and_gemms(dtype, rng):
+    """The fused entries give what forward/backward plus the GEMMs of the contract give."""
+    T, B, I, n = 11, 6, 5, 12
+    p = _problem(rng, T, B, I, n, dtype)
+    got = _run(_lstm, p, 2)
+    A = (p["X"].reshape(-1, I) @ p["Wx"].T + p["b"]).reshape(T, B, 4 * n)
+    H, C = np.empty((T + 1, B, n), dtype), np.empty((T + 1, B, n), dtype)
+    G, dA = np.empty((T, B, 4 * n), dtype), np.empty((T, B, 4 * n), dtype)
+    dh0, dc0 = np.empty((B, n), dtype), np.empty((B, n), dtype)
+    _lstm.forward(p["Wh"], A, p["h0"], p["c0"], H, C, G)
+    _lstm.backward(p["Wh"], H, C, G, p["dH"], p["dh_T"], p["dc_T"], dA, dh0, dc0)
+    flat = dA.reshape(-1, 4 * n)
+    want = {"H": H, "C": C, "G": G, "dh0": dh0, "dc0": dc0, "dWx": flat.T @ p["X"].reshape(-1, I),
+            "dWh": flat.T @ H[:-1].reshape(-1, n), "db": flat.sum(axis=0)}
+    for k in want:
+        assert_close(got[k], want[k], dtype, what=k)
+
+
+def test_fused_results_do_not_depend_on_the_thread_count_beyond_rounding(rng):
+    p = _problem(rng, 30, 17, 6, 20, np.float64)
+    one, two = _run(_lstm, p, 1), _run(_lstm, p, 2)
+    for k in ("H", "C", "G", "dh0", "dc0"):
+        # the rows of a block never meet another block's: bitwise the same
+        np.testing.assert_array_equal(one[k], two[k], err_msg=k)
+    for k in ("dWx", "dWh", "db"):
+        assert_close(one[k], two[k], np.float64, what=k)
+
+
+def test_fused_T_0_copies_the_state_and_zeroes_the_weight_gradients(rng):
+    p = _problem(rng, 0, 3, 4, 5, np.float64)
+    out = _run(_lstm, p)
+    np.testing.assert_array_equal(out["H"][0], p["h0"])
+    np.testing.assert_array_equal(out["dh0"], p["dh_T"])
+    np.testing.assert_array_equal(out["dc0"], p["dc_T"])
+    for k in ("dWx", "dWh", "db"):
+        assert not out[k].any()
+
+
+@pytest.mark.parametrize("which", ["Wx", "b", "X", "h0", "dH", "dWx", "dWh", "db", "dA"])
+def test_fused_bad_shapes_name_the_array(which, rng):
+    p = _problem(rng, 4, 3, 2, 5, np.float64)
+    if which == "dA":
+        with pytest.raises(ValueError, match="dA has shape"):
+            T, B, n = 4, 3, 5
+            H = np.zeros((T + 1, B, n))
+            _lstm.backward_fused(p["Wh"], p["X"], H, H.copy(), np.zeros((T, B, 4 * n)), p["dH"],
+                                 p["dh_T"], p["dc_T"], np.empty((B, n)), np.empty((B, n)),
+                                 np.empty_like(p["Wx"]), np.empty_like(p["Wh"]),
+                                 np.empty_like(p["b"]), 1, None, np.zeros((T, B, n)))
+        return
+    bad = dict(p)
+    if which in p:
+        bad[which] = np.zeros(p[which].shape[:-1] + (p[which].shape[-1] + 1,))
+        # the inputs set I, so a wider X shows up as a Wx that does not fit it
+        with pytest.raises(ValueError, match="Wx has shape" if which == "X" else f"{which} has shape"):
+            _run(_lstm, bad)
+    else:
+        T, B, n = 4, 3, 5
+        H = np.zeros((T + 1, B, n))
+        outs = {"dWx": np.empty_like(p["Wx"]), "dWh": np.empty_like(p["Wh"]),
+                "db": np.empty_like(p["b"])}
+        outs[which] = np.empty(outs[which].shape[:-1] + (outs[which].shape[-1] + 2,))
+        with pytest.raises(ValueError, match=f"{which} has shape"):
+            _lstm.backward_fused(p["Wh"], p["X"], H, H.copy(), np.zeros((T, B, 4 * n)), p["dH"],
+                                 p["dh_T"], p["dc_T"], np.empty((B, n)), np.empty((B, n)),
+                                 outs["dWx"], outs["dWh"], outs["db"])
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("B", [1, 6])
+def test_fused_nan_raises_naming_the_step(n_threads, B, rng):
+    p = _problem(rng, 8, B, 3, 4, np.float64)
+    p["X"][5, B - 1, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="time step 5"):
+        _run(_lstm, p, n_threads)
+    q = _problem(rng, 8, B, 3, 4, np.float64)
+    q["dH"][3, 0, 1] = np.inf
+    with pytest.raises(FloatingPointError, match="time step 3"):
+        _run(_lstm, q, n_threads)
+
+
+def test_fused_refuses_mixed_dtypes(rng):
+    p = _problem(rng, 3, 2, 2, 4, np.float64)
+    p["X"] = p["X"].astype(np.float32)
+    with pytest.raises((TypeError, ValueError)):
+        _run(_lstm, p)
