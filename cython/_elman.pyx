@@ -262,36 +262,44 @@ cdef Py_ssize_t _forward_seq(int act, int nv, const floating* Wt, const floating
 
 
 cdef Py_ssize_t _backward_seq(int act, int nv, const floating* W, const floating* H,
-                              const floating* dH, floating* dA, floating* dh, const floating* X,
+                              const floating* dH, const floating* dO, Py_ssize_t O,
+                              const floating* V, floating* dA, floating* dh, const floating* X,
                               Py_ssize_t I, floating* G, floating* db, floating* ring,
                               floating* work, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
                               int n_threads, const Py_ssize_t* lengths) noexcept nogil:
     """Each sequence backward through all its steps (from step lengths[b] - 1 when lengths is not
-    NULL); with G, sequence b folds its weight gradients into its own slices of G, db (and ring), so
-    the sum over the batch is the same for any threads."""
-    cdef Py_ssize_t b, gsize = (I + n) * n, wsize = _fold_work(W, I, n)
+    NULL), the loss gradient at h_t from dH (may be NULL) plus dO_t V (when dO is not NULL); with
+    G, sequence b folds its weight gradients into its own slices of G, db (and ring), so the sum
+    over the batch is the same for any threads."""
+    cdef Py_ssize_t b
     cdef Py_ssize_t bad[4]
     if n_threads > 1 and B > 1:
         for b in prange(B, num_threads=n_threads, schedule="static"):
-            bad[b] = elman_seq_backward(
-                nv, act, lengths[b] if lengths != NULL else T, W, H + b * n, B * n, dH + b * n,
-                B * n,
-                dA + b * n if dA != NULL else dA, B * n, dh + b * n,
-                X + b * I if X != NULL else X, B * I, I,
-                G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
-                ring + b * FB_TB * n if ring != NULL else ring,
-                work + b * wsize if work != NULL else work)
+            bad[b] = _backward_one(act, nv, b, W, H, dH, dO, O, V, dA, dh, X, I, G, db, ring,
+                                   work, T, B, n, lengths)
     else:
         for b in range(B):
-            bad[b] = elman_seq_backward(
-                nv, act, lengths[b] if lengths != NULL else T, W, H + b * n, B * n, dH + b * n,
-                B * n,
-                dA + b * n if dA != NULL else dA, B * n, dh + b * n,
-                X + b * I if X != NULL else X, B * I, I,
-                G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
-                ring + b * FB_TB * n if ring != NULL else ring,
-                work + b * wsize if work != NULL else work)
+            bad[b] = _backward_one(act, nv, b, W, H, dH, dO, O, V, dA, dh, X, I, G, db, ring,
+                                   work, T, B, n, lengths)
     return _first_bad(bad, B)
+
+
+cdef inline Py_ssize_t _backward_one(int act, int nv, Py_ssize_t b, const floating* W,
+                                     const floating* H, const floating* dH, const floating* dO,
+                                     Py_ssize_t O, const floating* V, floating* dA, floating* dh,
+                                     const floating* X, Py_ssize_t I, floating* G, floating* db,
+                                     floating* ring, floating* work, Py_ssize_t T, Py_ssize_t B,
+                                     Py_ssize_t n, const Py_ssize_t* lengths) noexcept nogil:
+    """Sequence b of _backward_seq: its rows of every array, its slices of the scratch."""
+    cdef Py_ssize_t gsize = (I + n) * n, wsize = _fold_work(W, I, n)
+    return elman_seq_backward(
+        nv, act, lengths[b] if lengths != NULL else T, W, H + b * n, B * n,
+        dH + b * n if dH != NULL else dH, B * n, dO + b * O if dO != NULL else dO, B * O, O, V,
+        dA + b * n if dA != NULL else dA, B * n, dh + b * n,
+        X + b * I if X != NULL else X, B * I, I,
+        G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
+        ring + b * FB_TB * n if ring != NULL else ring,
+        work + b * wsize if work != NULL else work)
 
 
 cdef inline Py_ssize_t _active(const Py_ssize_t* bs, Py_ssize_t t, Py_ssize_t b0,
@@ -480,10 +488,10 @@ cdef _backward_lengths(int act, const floating[:, ::1] W, const floating[:, :, :
     if nv:
         lengths = _lengths_of(bs_arr, T, B)
         with nogil:
-            bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
-                                &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
-                                <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
-                                n_threads, &lengths[0])
+            bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], <floating*> NULL, 0,
+                                <floating*> NULL, &dA[0, 0, 0], &dh0[0, 0], <floating*> NULL, 0,
+                                <floating*> NULL, <floating*> NULL, <floating*> NULL,
+                                <floating*> NULL, T, B, n, n_threads, &lengths[0])
     else:
         starts_arr = _block_starts(bs_arr, T, B, blocks)
         starts = starts_arr
@@ -630,13 +638,15 @@ def backward(int act,
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         if T > 0:
             if nv:
-                bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
+                bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0],
+                                    <floating*> NULL, 0, <floating*> NULL, &dA[0, 0, 0],
                                     &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
                                     <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
                                     n_threads, NULL)
             elif FASTBPTT_TILED:
-                bad = elman_tiled_backward(act, P, &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
-                                           &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
+                bad = elman_tiled_backward(act, P, &H[0, 0, 0], &dH[0, 0, 0], <floating*> NULL, 0,
+                                           <floating*> NULL, &dA[0, 0, 0], &dh0[0, 0],
+                                           <floating*> NULL, 0, <floating*> NULL,
                                            <floating*> NULL, <floating*> NULL, <floating*> NULL,
                                            <floating*> NULL, 1, T, B, n, n_threads)
                 free(P)
@@ -729,7 +739,7 @@ def backward_fused(int act,
                    const floating[:, ::1] W,       # IN  (H, H)
                    const floating[:, :, ::1] X,    # IN  (T, B, I) inputs
                    const floating[:, :, ::1] H,    # IN  (T+1, B, H) states from forward
-                   const floating[:, :, ::1] dH,   # IN  (T, B, H) loss gradient reaching each h_t
+                   const floating[:, :, ::1] dH,   # IN  (T, B, H) or None: loss gradient reaching each h_t
                    const floating[:, ::1] dh_T,    # IN  (B, H) gradient arriving from a later chunk
                    floating[:, :, ::1] dA,         # OUT (T, B, H) or None: gradient at the pre-activations
                    floating[:, ::1] dh0,           # OUT (B, H) gradient at the initial state
@@ -737,17 +747,27 @@ def backward_fused(int act,
                    floating[:, ::1] dW,            # OUT (H, H) = sum_t dA_t^T H_t
                    floating[::1] db,               # OUT (H,) = sum_t dA_t
                    int n_threads=1,
-                   batch_sizes=None):              # IN  (T,) intp or None: rows advanced at step t
+                   batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
+                   const floating[:, :, ::1] dO=None,  # IN  (T, B, O) or None: gradient at a linear head's outputs
+                   const floating[:, ::1] V=None):     # IN  (O, H) the head's weights, given with dO
     """backward() with the weight gradients folded in while each block of dA is still in cache;
     dA=None skips writing it. Raise FloatingPointError on a non-finite gradient. With batch_sizes
-    off the sequence path: backward(), then the weight gradients of the valid steps."""
-    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2], I = X.shape[2]
+    off the sequence path: backward(), then the weight gradients of the valid steps.
+
+    The loss gradient reaching h_t is dH[t] (dH=None: zero) plus, with dO and V, dO[t] @ V: a
+    linear head o_t = V h_t + c hands over the gradient at its outputs instead of a (T, B, H) dH,
+    and the kernels form dO_t V step by step (where they cannot, it is formed here once)."""
+    cdef Py_ssize_t T = H.shape[0] - 1, B = H.shape[1], n = W.shape[0], I = X.shape[2]
+    cdef Py_ssize_t O = 0
     cdef Py_ssize_t nv, bad = -1, i, k, s, gsize = (I + n) * n
     cdef floating* G = NULL
     cdef floating* gb = NULL
     cdef floating* ring = NULL
     cdef floating* work = NULL
     cdef floating* dA_ptr = NULL
+    cdef const floating* dH_ptr = NULL
+    cdef const floating* dO_ptr = NULL
+    cdef const floating* V_ptr = NULL
     cdef floating acc
     cdef const Py_ssize_t[::1] lengths
     cdef const Py_ssize_t* lengths_ptr = NULL
@@ -758,6 +778,14 @@ def backward_fused(int act,
     _check("W", (W.shape[0], W.shape[1]), (n, n))
     _check("X", (X.shape[0], X.shape[1]), (T, B))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    if dH is not None:
+        _check("dH", (dH.shape[0], dH.shape[1], dH.shape[2]), (T, B, n))
+    if (dO is None) != (V is None):
+        raise ValueError("dO and V go together: the gradient at the head's outputs and its weights")
+    if dO is not None:
+        O = V.shape[0]
+        _check("V", (V.shape[0], V.shape[1]), (O, n))
+        _check("dO", (dO.shape[0], dO.shape[1], dO.shape[2]), (T, B, O))
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
     if dA is not None:
         _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n))
@@ -769,12 +797,13 @@ def backward_fused(int act,
     seq = FASTBPTT_TILED and B > 0 and n > 0 and sequence_path(
         I, n, B, np.float32 if floating is float else np.float64)
     if FASTBPTT_TILED and B > 0 and n > 0 and not seq and bs_arr is None:
-        _backward_fused_tiled(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads)
+        _backward_fused_tiled(act, W, X, H, dH, dO, V, dh_T, dA, dh0, dU, dW, db, n_threads)
         return
     if not seq:
+        dense = _dense_grad(dH, dO, V, T, B, n, np.asarray(dh0).dtype)
         dA_all = np.asarray(dA) if dA is not None else np.zeros((T, B, n),
                                                                 dtype=np.asarray(dh0).dtype)
-        backward(act, W, H, dH, dh_T, dA_all, dh0, n_threads, bs_arr)
+        backward(act, W, H, dense, dh_T, dA_all, dh0, n_threads, bs_arr)
         if bs_arr is not None:
             _valid_weight_grads(dA_all, X, H, bs_arr, dU, dW, db)
             return
@@ -784,6 +813,12 @@ def backward_fused(int act,
         np.sum(dA2, axis=0, out=np.asarray(db))
         return
     nv = n // lanes(&W[0, 0])
+    if T > 0:
+        if dH is not None:
+            dH_ptr = &dH[0, 0, 0]
+        if dO is not None:
+            dO_ptr = &dO[0, 0, 0] if O > 0 else NULL
+            V_ptr = &V[0, 0] if O > 0 else NULL
     if bs_arr is not None and T > 0:
         lengths = _lengths_of(bs_arr, T, B)
         lengths_ptr = &lengths[0]
@@ -803,8 +838,8 @@ def backward_fused(int act,
     with nogil:
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         if T > 0:
-            bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], dA_ptr, &dh0[0, 0],
-                                &X[0, 0, 0], I, G, gb, ring, work, T, B, n, n_threads,
+            bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], dH_ptr, dO_ptr, O, V_ptr, dA_ptr,
+                                &dh0[0, 0], &X[0, 0, 0], I, G, gb, ring, work, T, B, n, n_threads,
                                 lengths_ptr)
         # G holds dU^T over its first I rows and dW^T below; sum the sequences in a fixed order
         for i in range(n):
@@ -830,26 +865,43 @@ def backward_fused(int act,
         raise FloatingPointError(f"non-finite gradient at time step {bad}")
 
 
+def _dense_grad(dH, dO, V, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n, dtype):
+    """The loss gradient reaching every h_t as one (T, B, H) array: dH (or zero) + dO @ V."""
+    if dO is None:
+        return dH if dH is not None else np.zeros((T, B, n), dtype=dtype)
+    dense = np.matmul(np.asarray(dO), np.asarray(V))
+    if dH is not None:
+        dense += np.asarray(dH)
+    return dense
+
+
 cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, :, ::1] X,
                            const floating[:, :, ::1] H, const floating[:, :, ::1] dH,
+                           const floating[:, :, ::1] dO, const floating[:, ::1] V,
                            const floating[:, ::1] dh_T, floating[:, :, ::1] dA,
                            floating[:, ::1] dh0, floating[:, ::1] dU, floating[:, ::1] dW,
                            floating[::1] db, int n_threads):
     """backward_fused for shapes off the sequence path: the tiled loop with the weight gradients
-    folded in step by step (shapes checked by the caller)."""
-    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2], I = X.shape[2]
-    cdef Py_ssize_t bad = -1
+    folded in step by step (shapes checked by the caller; dH and dO may be None)."""
+    cdef Py_ssize_t T = H.shape[0] - 1, B = H.shape[1], n = W.shape[0], I = X.shape[2]
+    cdef Py_ssize_t bad = -1, O = V.shape[0] if V is not None else 0
     cdef floating* P = _packed(&W[0, 0], n, False)
+    cdef floating* PV = NULL
     cdef floating* ring = NULL
     cdef floating* dA_ptr = NULL
+    cdef const floating* dH_ptr = &dH[0, 0, 0] if dH is not None and T > 0 else NULL
+    cdef const floating* dO_ptr = &dO[0, 0, 0] if dO is not None and T > 0 and O > 0 else NULL
     cdef Py_ssize_t chunks = tile_chunks(n_threads, n)
     cdef floating* work = <floating*> malloc(chunks * _fold_work(&W[0, 0], I, n) * sizeof(floating))
+    if dO_ptr != NULL:
+        PV = _packed_rect(&V[0, 0], O, n, False)  # op = V: dh_t += dO_t V row by row
     if dA is None:
         ring = <floating*> malloc(_fold_steps(B, n) * B * n * sizeof(floating) + 1)
     elif T > 0:
         dA_ptr = &dA[0, 0, 0]
-    if P == NULL or work == NULL or (dA is None and ring == NULL):
+    if P == NULL or work == NULL or (dA is None and ring == NULL) or (dO_ptr != NULL and PV == NULL):
         free(P)
+        free(PV)
         free(ring)
         free(work)
         raise MemoryError()
@@ -860,10 +912,11 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, 
         if I > 0:
             memset(&dU[0, 0], 0, n * I * sizeof(floating))
         if T > 0:
-            bad = elman_tiled_backward(act, P, &H[0, 0, 0], &dH[0, 0, 0], dA_ptr, &dh0[0, 0],
-                                       &X[0, 0, 0], I, &dU[0, 0], &dW[0, 0], &db[0], ring, work,
-                                       _fold_steps(B, n), T, B, n, n_threads)
+            bad = elman_tiled_backward(act, P, &H[0, 0, 0], dH_ptr, dO_ptr, O, PV, dA_ptr,
+                                       &dh0[0, 0], &X[0, 0, 0], I, &dU[0, 0], &dW[0, 0], &db[0],
+                                       ring, work, _fold_steps(B, n), T, B, n, n_threads)
         free(P)
+        free(PV)
         free(ring)
         free(work)
     if bad >= 0:

@@ -36,11 +36,13 @@ cdef extern from "_tile.h" nogil:
                                     Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
                                     int n_threads) noexcept
     Py_ssize_t fb_elman_bwd_tiled_d(int act, const double* P, const double* H, const double* dH,
+                                    const double* dO, Py_ssize_t O, const double* PV,
                                     double* dA, double* dh, const double* X, Py_ssize_t I,
                                     double* dU, double* dW, double* db, double* ring,
                                     double* work, Py_ssize_t span, Py_ssize_t T, Py_ssize_t B,
                                     Py_ssize_t n, int n_threads) noexcept
     Py_ssize_t fb_elman_bwd_tiled_f(int act, const float* P, const float* H, const float* dH,
+                                    const float* dO, Py_ssize_t O, const float* PV,
                                     float* dA, float* dh, const float* X, Py_ssize_t I,
                                     float* dU, float* dW, float* db, float* ring, float* work,
                                     Py_ssize_t span, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
@@ -53,12 +55,14 @@ cdef extern from "_tile.h" nogil:
                               Py_ssize_t sa, const float* X, Py_ssize_t sx, Py_ssize_t I,
                               const float* Ut, const float* bias, float* H, Py_ssize_t sh) noexcept
     Py_ssize_t fb_elman_bwd_d(int nv, int act, Py_ssize_t T, const double* W, const double* H,
-                              Py_ssize_t sh, const double* dH, Py_ssize_t sg, double* dA,
+                              Py_ssize_t sh, const double* dH, Py_ssize_t sg, const double* dO,
+                              Py_ssize_t so, Py_ssize_t O, const double* V, double* dA,
                               Py_ssize_t sa, double* dh, const double* X, Py_ssize_t sx,
                               Py_ssize_t I, double* G, double* db, double* ring,
                               double* work) noexcept
     Py_ssize_t fb_elman_bwd_f(int nv, int act, Py_ssize_t T, const float* W, const float* H,
-                              Py_ssize_t sh, const float* dH, Py_ssize_t sg, float* dA,
+                              Py_ssize_t sh, const float* dH, Py_ssize_t sg, const float* dO,
+                              Py_ssize_t so, Py_ssize_t O, const float* V, float* dA,
                               Py_ssize_t sa, float* dh, const float* X, Py_ssize_t sx,
                               Py_ssize_t I, float* G, float* db, float* ring,
                               float* work) noexcept
@@ -132,18 +136,20 @@ cdef inline Py_ssize_t elman_seq_forward(int nv, int act, Py_ssize_t T, const fl
 
 cdef inline Py_ssize_t elman_seq_backward(int nv, int act, Py_ssize_t T, const floating* W,
                                           const floating* H, Py_ssize_t sh, const floating* dH,
-                                          Py_ssize_t sg, floating* dA, Py_ssize_t sa, floating* dh,
-                                          const floating* X, Py_ssize_t sx, Py_ssize_t I,
-                                          floating* G, floating* db, floating* ring,
-                                          floating* work) noexcept nogil:
-    """One sequence backward through all T steps; with G, also dU^T / dW^T (G) and db
+                                          Py_ssize_t sg, const floating* dO, Py_ssize_t so,
+                                          Py_ssize_t O, const floating* V, floating* dA,
+                                          Py_ssize_t sa, floating* dh, const floating* X,
+                                          Py_ssize_t sx, Py_ssize_t I, floating* G, floating* db,
+                                          floating* ring, floating* work) noexcept nogil:
+    """One sequence backward through all T steps, the loss gradient at h_t being dH's row t (dH
+    may be NULL) plus dO_t V when dO is not NULL; with G, also dU^T / dW^T (G) and db
     (work: gemm_tn_work(max(I, n), n) elements)."""
     if floating is float:
-        return fb_elman_bwd_f(nv, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring,
-                              work)
+        return fb_elman_bwd_f(nv, act, T, W, H, sh, dH, sg, dO, so, O, V, dA, sa, dh, X, sx, I,
+                              G, db, ring, work)
     else:
-        return fb_elman_bwd_d(nv, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring,
-                              work)
+        return fb_elman_bwd_d(nv, act, T, W, H, sh, dH, sg, dO, so, O, V, dA, sa, dh, X, sx, I,
+                              G, db, ring, work)
 
 
 cdef inline Py_ssize_t tile_chunks(int n_threads, Py_ssize_t rows) noexcept nogil:
@@ -164,16 +170,18 @@ cdef inline Py_ssize_t elman_tiled_forward(int act, const floating* PW, const fl
 
 
 cdef inline Py_ssize_t elman_tiled_backward(int act, const floating* P, const floating* H,
-                                            const floating* dH, floating* dA, floating* dh,
+                                            const floating* dH, const floating* dO, Py_ssize_t O,
+                                            const floating* PV, floating* dA, floating* dh,
                                             const floating* X, Py_ssize_t I, floating* dU,
                                             floating* dW, floating* db, floating* ring,
                                             floating* work, Py_ssize_t span, Py_ssize_t T,
                                             Py_ssize_t B, Py_ssize_t n,
                                             int n_threads) noexcept nogil:
-    """Backward through all T steps of the batch; with dW, the weight gradients folded in."""
+    """Backward through all T steps of the batch, the loss gradient at h_t being dH_t (dH may be
+    NULL) plus dO_t V when dO is not NULL (PV: V packed); with dW, the weight gradients folded in."""
     if floating is float:
-        return fb_elman_bwd_tiled_f(act, P, H, dH, dA, dh, X, I, dU, dW, db, ring, work, span, T,
-                                    B, n, n_threads)
+        return fb_elman_bwd_tiled_f(act, P, H, dH, dO, O, PV, dA, dh, X, I, dU, dW, db, ring,
+                                    work, span, T, B, n, n_threads)
     else:
-        return fb_elman_bwd_tiled_d(act, P, H, dH, dA, dh, X, I, dU, dW, db, ring, work, span, T,
-                                    B, n, n_threads)
+        return fb_elman_bwd_tiled_d(act, P, H, dH, dO, O, PV, dA, dh, X, I, dU, dW, db, ring,
+                                    work, span, T, B, n, n_threads)

@@ -343,14 +343,17 @@ static inline __attribute__((always_inline)) void FB_SFX(fb_wgrad_nv)(
     for (int v = 0; v < NV; v++) VSTORE(db + v * FB_W, acc[0][v]);
 }
 
-/* Backward through time for one sequence: da_t = (dH_t + dh) f'(a_t), dh <- W^T da_t, for t = T-1..0.
+/* Backward through time for one sequence: da_t = (g_t + dh) f'(a_t), dh <- W^T da_t, for t = T-1..0,
+ * where g_t, the loss gradient reaching h_t, is dH's row t (dH may be NULL: zero) plus, when dO is
+ * given, dO_t V: dO's row t holds the O gradients at a linear head's outputs (rows so apart), V (O x n)
+ * the head's weights, so the (T x n) dH never has to exist.
  * dh holds dh_T on entry and dh_0 on return. H points at h_0 (rows sh apart), dH and dA at step 0.
  * When G is given, dU^T / dW^T / db are accumulated (fb_wgrad) every FB_TB steps; dA may then be NULL,
  * and `ring` (FB_TB x n) holds the last block instead. Returns the first bad step, or -1. */
 static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_bwd_nv)(
         const int NV, int act, ptrdiff_t T, const FT* W, const FT* H, ptrdiff_t sh, const FT* dH,
-        ptrdiff_t sg, FT* dA, ptrdiff_t sa, FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G,
-        FT* db, FT* ring, FT* work) {
+        ptrdiff_t sg, const FT* dO, ptrdiff_t so, ptrdiff_t O, const FT* V, FT* dA, ptrdiff_t sa,
+        FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db, FT* ring, FT* work) {
     const ptrdiff_t n = (ptrdiff_t)NV * FB_W;
     const VT zero = VZERO(), one = VBCAST((FT)1);
     VT d[FB_NV_MAX], acc0[FB_NV_MAX], acc1[FB_NV_MAX];
@@ -358,11 +361,19 @@ static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_bwd_nv)(
     for (int v = 0; v < NV; v++) d[v] = VLOAD(dh + v * FB_W);
     for (ptrdiff_t t = T - 1; t >= 0; t--) {
         const FT* h = H + (t + 1) * sh;
-        const FT* g = dH + t * sg;
         ptrdiff_t start = end - FB_TB > 0 ? end - FB_TB : 0; /* first row of the current block */
         FT* da = dA ? dA + t * sa : ring + (t - start) * n;
+        /* g_t first: it does not wait for dh, so only one add joins the chain through time */
+        VT g[FB_NV_MAX];
+        for (int v = 0; v < NV; v++) g[v] = dH ? VLOAD(dH + t * sg + v * FB_W) : zero;
+        if (dO) {
+            for (ptrdiff_t o = 0; o < O; o++) {
+                VT q = VBCAST(dO[t * so + o]);
+                for (int v = 0; v < NV; v++) g[v] = VFMA(q, VLOAD(V + o * n + v * FB_W), g[v]);
+            }
+        }
         for (int v = 0; v < NV; v++) {
-            VT x = VADD(VLOAD(g + v * FB_W), d[v]);
+            VT x = VADD(g[v], d[v]);
             VT hv = VLOAD(h + v * FB_W);
             x = act == 0 ? VMUL(x, VSUB(one, VMUL(hv, hv))) : VMUL(x, VAND(VGT(hv, zero), one));
             VSTORE(da + v * FB_W, x);
@@ -418,11 +429,13 @@ static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt
 }
 
 static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,
-                                     ptrdiff_t sh, const FT* dH, ptrdiff_t sg, FT* dA, ptrdiff_t sa,
+                                     ptrdiff_t sh, const FT* dH, ptrdiff_t sg, const FT* dO,
+                                     ptrdiff_t so, ptrdiff_t O, const FT* V, FT* dA, ptrdiff_t sa,
                                      FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,
                                      FT* ring, FT* work) {
-#define FB_CALL(NV) \
-    FB_SFX(fb_elman_bwd_nv)(NV, act, T, W, H, sh, dH, sg, dA, sa, dh, X, sx, I, G, db, ring, work)
+#define FB_CALL(NV)                                                                              \
+    FB_SFX(fb_elman_bwd_nv)(NV, act, T, W, H, sh, dH, sg, dO, so, O, V, dA, sa, dh, X, sx, I, G, \
+                            db, ring, work)
     FB_NV_SWITCH(FB_CALL)
 #undef FB_CALL
 }
@@ -506,14 +519,31 @@ static inline void FB_SFX(fb_wgrad_rows)(const FT* da, const FT* h, const FT* x,
         for (ptrdiff_t i = lo; i < hi; i++) db[i] += da[r * n + i];
 }
 
-/* Backward over T steps of B rows: P = W packed; dh holds dh_T on entry, dh_0 on return. With dW,
- * every `span` steps the block's dA rows are folded into dU, dW, db (which the caller zeroed) while
- * they are in cache, their output rows cut into chunks (work: fb_chunks(n_threads, n) times
+/* a = (g + base) f'(a) over m elements, f' written through h = f(a); g may be NULL (zero). */
+static inline void FB_SFX(fb_grad_fprime)(int act, const FT* g, const FT* base, const FT* h, FT* a,
+                                         ptrdiff_t m) {
+    if (g && act == 0) {
+        for (ptrdiff_t k = 0; k < m; k++) a[k] = (g[k] + base[k]) * (1 - h[k] * h[k]);
+    } else if (g) {
+        for (ptrdiff_t k = 0; k < m; k++) a[k] = (g[k] + base[k]) * (FT)(h[k] > 0);
+    } else if (act == 0) {
+        for (ptrdiff_t k = 0; k < m; k++) a[k] = base[k] * (1 - h[k] * h[k]);
+    } else {
+        for (ptrdiff_t k = 0; k < m; k++) a[k] = base[k] * (FT)(h[k] > 0);
+    }
+}
+
+/* Backward over T steps of B rows: P = W packed; dh holds dh_T on entry, dh_0 on return. The loss
+ * gradient reaching h_t is dH's step t (dH may be NULL: zero) plus, when dO is given, dO_t V, with
+ * dO (T x B x O) the gradient at a linear head's outputs and PV its weights V (O x n) packed (op = V).
+ * With dW, every `span` steps the block's dA rows are folded into dU, dW, db (which the caller zeroed)
+ * while they are in cache, their output rows cut into chunks (work: fb_chunks(n_threads, n) times
  * fb_gemm_tn_work(n, max(n, I)) elements); dA may then be NULL, `ring` (span steps) holding the
  * block instead. Returns the first step whose gradient is not finite, or -1. */
-static ptrdiff_t FB_SFX(fb_elman_bwd_tiled)(int act, const FT* P, const FT* H, const FT* dH, FT* dA,
-                                           FT* dh, const FT* X, ptrdiff_t I, FT* dU, FT* dW,
-                                           FT* db, FT* ring, FT* work, ptrdiff_t span, ptrdiff_t T,
+static ptrdiff_t FB_SFX(fb_elman_bwd_tiled)(int act, const FT* P, const FT* H, const FT* dH,
+                                           const FT* dO, ptrdiff_t O, const FT* PV, FT* dA, FT* dh,
+                                           const FT* X, ptrdiff_t I, FT* dU, FT* dW, FT* db,
+                                           FT* ring, FT* work, ptrdiff_t span, ptrdiff_t T,
                                            ptrdiff_t B, ptrdiff_t n, int n_threads) {
     const ptrdiff_t step = B * n, chunks = FB_SFX(fb_chunks)(n_threads, B);
     const ptrdiff_t gchunks = FB_SFX(fb_chunks)(n_threads, n);
@@ -528,16 +558,14 @@ static ptrdiff_t FB_SFX(fb_elman_bwd_tiled)(int act, const FT* P, const FT* H, c
 #pragma omp task if (chunks > 1)
             {
                 ptrdiff_t lo = c * B / chunks, hi = (c + 1) * B / chunks;
-                const FT* g = dH + t * step + lo * n;
                 const FT* h = H + (t + 1) * step + lo * n;
                 FT* d = dh + lo * n;
                 FT* a = da + lo * n;
-                ptrdiff_t m = (hi - lo) * n;
-                if (act == 0) {
-                    for (ptrdiff_t k = 0; k < m; k++) a[k] = (g[k] + d[k]) * (1 - h[k] * h[k]);
-                } else {
-                    for (ptrdiff_t k = 0; k < m; k++) a[k] = (g[k] + d[k]) * (FT)(h[k] > 0);
-                }
+                /* a = dh + dO_t V first (one small product, K = O), then g and f' in one pass */
+                if (dO) FB_SFX(fb_gemm_packed)(hi - lo, n, O, dO + (t * B + lo) * O, O, PV, NULL, d, n,
+                                               a, n);
+                FB_SFX(fb_grad_fprime)(act, dH ? dH + t * step + lo * n : NULL, dO ? a : d, h, a,
+                                       (hi - lo) * n);
                 FB_SFX(fb_gemm_packed)(hi - lo, n, n, a, n, P, NULL, NULL, 0, d, n);
             }
         }
@@ -589,7 +617,8 @@ static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt
 }
 
 static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,
-                                     ptrdiff_t sh, const FT* dH, ptrdiff_t sg, FT* dA, ptrdiff_t sa,
+                                     ptrdiff_t sh, const FT* dH, ptrdiff_t sg, const FT* dO,
+                                     ptrdiff_t so, ptrdiff_t O, const FT* V, FT* dA, ptrdiff_t sa,
                                      FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,
                                      FT* ring, FT* work) {
     const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
@@ -598,7 +627,8 @@ static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W,
         const FT* h = H + (t + 1) * sh;
         FT* da = dA ? dA + t * sa : ring;
         for (ptrdiff_t i = 0; i < n; i++) {
-            FT x = dH[t * sg + i] + dh[i];
+            FT x = (dH ? dH[t * sg + i] : (FT)0) + dh[i];
+            for (ptrdiff_t o = 0; dO && o < O; o++) x += dO[t * so + o] * V[o * n + i];
             da[i] = act == 0 ? x * (1 - h[i] * h[i]) : x * (FT)(h[i] > 0);
         }
         for (ptrdiff_t j = 0; j < n; j++) {

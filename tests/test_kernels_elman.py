@@ -229,3 +229,98 @@ def test_tanh_of_the_kernels_is_accurate_everywhere(dtype):
     exact = np.tanh(a.reshape(-1, n).astype(np.float64))
     ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.float64)
     assert np.max(np.abs(out[1] - exact) / ulp) <= 4
+
+
+def _backward_head(kern, act, W, X, H, dH, dO, V, dh_T, n_threads, keep_dA, batch_sizes=None):
+    """backward_fused with the loss gradient given as dH (or None) plus dO @ V (or neither)."""
+    T, B, _ = X.shape
+    n = W.shape[0]
+    dA = np.zeros((T, B, n), X.dtype) if keep_dA else None
+    dh0 = np.empty((B, n), X.dtype)
+    dU, dW, db = np.empty((n, X.shape[2]), X.dtype), np.empty_like(W), np.empty(n, X.dtype)
+    head = () if dO is None else (dO, V)
+    kern.backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads, batch_sizes,
+                        *head)
+    return {"dA": dA, "dh0": dh0, "dU": dU, "dW": dW, "db": db}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("act", [0, 1], ids=["tanh", "relu"])
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("O", [1, 3])
+@pytest.mark.parametrize("n_threads,keep_dA,with_dH", [(1, True, False), (2, False, False),
+                                                         (1, False, True), (2, True, True)])
+def test_head_gradient_in_the_loop_equals_the_formed_array(shape, O, act, dtype, n_threads,
+                                                           keep_dA, with_dH, rng):
+    """dO (T, B, O) and V (O, H) in place of dH give what dH + dO @ V formed beforehand gives, in
+    the Cython kernels and their NumPy twin."""
+    U, b, W, X, h0, dH, dh_T = _fused_problem(rng, *shape, dtype, act)
+    T, B, _ = X.shape
+    n = W.shape[0]
+    H = np.empty((T + 1, B, n), dtype)
+    elman_np.forward_fused(act, U, b, W, X, h0, H)
+    dO = rng.normal(0, 1.0, (T, B, O)).astype(dtype)
+    V = rng.normal(0, 1.0 / np.sqrt(n), (O, n)).astype(dtype)
+    dense = (dO.reshape(-1, O).astype(np.float64) @ V.astype(np.float64)).reshape(T, B, n)
+    if with_dH:
+        dense = dense + dH
+    ref = _backward_head(elman_np, act, W, X, H, dense.astype(dtype), None, None, dh_T, 1, True)
+    given = dH if with_dH else None
+    for kern, threads in ((_elman, n_threads), (elman_np, 1)):
+        got = _backward_head(kern, act, W, X, H, given, dO, V, dh_T, threads, keep_dA)
+        for name, r in ref.items():
+            if name == "dA" and not keep_dA:
+                continue
+            assert got[name].dtype == dtype
+            assert_close(got[name], r, dtype, f"{kern.__name__} {name}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(40, 3, 2, 16), (25, 5, 3, 13), (30, 2, 20, 8)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_head_gradient_in_the_loop_with_batch_sizes(shape, dtype, n_threads, rng):
+    """With batch_sizes, rows past their end take nothing from dO, as they take nothing from dH."""
+    U, b, W, X, h0, _, dh_T = _fused_problem(rng, *shape, dtype, 0)
+    T, B, _ = X.shape
+    n, O = W.shape[0], 2
+    lengths = np.sort(rng.integers(1, T + 1, B))[::-1]
+    lengths[0] = T
+    bs = (B - np.searchsorted(lengths[::-1], np.arange(T), side="right")).astype(np.intp)
+    H = np.zeros((T + 1, B, n), dtype)
+    elman_np.forward_fused(0, U, b, W, X, h0, H, 1, bs)
+    dO = rng.normal(0, 1.0, (T, B, O)).astype(dtype)
+    V = rng.normal(0, 0.5, (O, n)).astype(dtype)
+    dense = (dO @ V).astype(dtype)
+    ref = _backward_head(elman_np, 0, W, X, H, dense, None, None, dh_T, 1, True, bs)
+    got = _backward_head(_elman, 0, W, X, H, None, dO, V, dh_T, n_threads, True, bs)
+    for name, r in ref.items():
+        assert_close(got[name], r, dtype, f"cython {name}")
+
+
+@pytest.mark.parametrize("kern", [_elman, elman_np], ids=["cython", "numpy"])
+def test_head_gradient_arguments_are_checked(kern):
+    T, B, I, n, O = 4, 1, 2, 8, 3
+    X, H = np.zeros((T, B, I)), np.zeros((T + 1, B, n))
+    out = [np.zeros((T, B, n)), np.zeros((B, n)), np.zeros((n, I)), np.zeros((n, n)), np.zeros(n)]
+    args = (0, np.eye(n), X, H, None, np.zeros((B, n)), *out, 1, None)
+    with pytest.raises(ValueError, match="dO and V"):
+        kern.backward_fused(*args, np.zeros((T, B, O)))
+    with pytest.raises(ValueError, match="dO"):
+        kern.backward_fused(*args, np.zeros((T, B, O + 1)), np.zeros((O, n)))
+    with pytest.raises(ValueError, match="V"):
+        kern.backward_fused(*args, np.zeros((T, B, O)), np.zeros((O, n + 1)))
+    with pytest.raises(ValueError, match="dH"):
+        kern.backward_fused(0, np.eye(n), X, H, np.zeros((T, B, n + 1)), *args[5:])
+
+
+@pytest.mark.parametrize("B,n", [(1, 8), (5, 13)], ids=["sequence", "tiled"])
+def test_head_gradient_non_finite_names_the_step(B, n):
+    T, I, O = 30, 2, 2
+    X, H = np.ones((T, B, I)), np.full((T + 1, B, n), 0.5)
+    dO = np.ones((T, B, O))
+    dO[12, B - 1, 1] = np.nan
+    out = [None, np.empty((B, n)), np.empty((n, I)), np.empty((n, n)), np.empty(n)]
+    with pytest.raises(FloatingPointError, match="time step 12"):
+        _elman.backward_fused(0, np.full((n, n), 0.1), X, H, None, np.zeros((B, n)), *out, 1, None,
+                              dO, np.ones((O, n)))

@@ -9,6 +9,7 @@ fastbptt/reference/.
 import numpy as np
 
 from ._backend import kernels
+from .heads import HeadGrad, dense_grad
 
 CELLS = ("tanh", "relu", "step", "lstm", "gru")
 _ACT = {"tanh": 0, "relu": 1, "step": 2}
@@ -29,12 +30,24 @@ def _project(X, Wx, b):
 
 
 class Cell:
-    """Base: subclasses set `family`, `state_names`, `gates` and the four methods below."""
+    """Base: subclasses set `family`, `state_names`, `gates` and the four methods below.
+
+    backward's dH, the loss gradient reaching each state, is a (T, B, H) ndarray, or a HeadGrad
+    (dO, V) meaning dO @ V when it comes straight from an output layer. A cell whose kernels form
+    dO_t V inside their loop sets `takes_head_grad`; for the others the caller (the Stack) forms the
+    array with `dense_grad` first.
+    """
 
     family = None
     state_names = ("h",)
     gates = 1
     differentiable = True
+    takes_head_grad = False
+
+    @staticmethod
+    def dense_grad(dH):
+        """dH as a (T, B, H) ndarray: formed from a HeadGrad, passed through otherwise."""
+        return dense_grad(dH)
 
     def __init__(self, name, input_size, hidden_size):
         self.name = name
@@ -55,6 +68,7 @@ class ElmanCell(Cell):
     """h_t = f(U x_t + W h_{t-1} + b), f = tanh | relu | step."""
 
     family = "elman"
+    takes_head_grad = True
 
     def __init__(self, name, input_size, hidden_size):
         super().__init__(name, input_size, hidden_size)
@@ -105,7 +119,8 @@ class ElmanCell(Cell):
 
     def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False,
                  batch_sizes=None):
-        """Return (grads of U, W, b), the gradient at the initial state, and dX (or None)."""
+        """Return (grads of U, W, b), the gradient at the initial state, and dX (or None); dH is
+        an ndarray (T, B, H) or a HeadGrad."""
         (dh_T,) = dstate_T
         if batch_sizes is not None:
             return self._backward_runs(kern, p, X, H, dH, dh_T, n_threads, need_dX, batch_sizes)
@@ -113,15 +128,20 @@ class ElmanCell(Cell):
         return grads, (dh0,), self.input_grads(dA, p["U"], need_dX)
 
     def _backward_block(self, kern, p, X, H, dH, dh_T, n_threads, need_dX):
-        """(grads, dh0, dA or None) of one contiguous block."""
+        """(grads, dh0, dA or None) of one contiguous block; dH an ndarray or a HeadGrad."""
         dh0 = np.empty_like(dh_T)
+        shape = (H.shape[0] - 1,) + H.shape[1:]
         if self._fused(kern, X):
-            dA = np.empty_like(dH) if need_dX else None
+            dA = np.empty(shape, dtype=H.dtype) if need_dX else None
             grads = {k: np.empty_like(p[k]) for k in ("U", "W", "b")}
-            kern.backward_fused(self.act, p["W"], X, H, dH, dh_T, dA, dh0, grads["U"], grads["W"],
-                                grads["b"], n_threads)
+            # the fused kernels form dO_t V step by step: no (T, B, H) gradient array
+            head = dH if isinstance(dH, HeadGrad) else None
+            kern.backward_fused(self.act, p["W"], X, H, None if head else dH, dh_T, dA, dh0,
+                                grads["U"], grads["W"], grads["b"], n_threads, None,
+                                *((head.dO, head.V) if head else ()))
             return grads, dh0, dA
-        dA = np.empty_like(dH)
+        dH = self.dense_grad(dH)
+        dA = np.empty(shape, dtype=H.dtype)
         kern.backward(self.act, p["W"], H, dH, dh_T, dA, dh0, n_threads)
         dA2 = _flat(dA)
         grads = {"U": dA2.T @ _flat(X), "W": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
@@ -134,10 +154,11 @@ class ElmanCell(Cell):
         grads = {k: np.zeros_like(p[k]) for k in ("U", "W", "b")}
         dX = np.zeros_like(X) if need_dX else None
         for t0, t1, b in reversed(_runs(batch_sizes)):
+            dH_run = dH.rows(t0, t1, b) if isinstance(dH, HeadGrad) else \
+                np.ascontiguousarray(dH[t0:t1, :b])
             g, dh0, dA = self._backward_block(
                 kern, p, np.ascontiguousarray(X[t0:t1, :b]), np.ascontiguousarray(H[t0:t1 + 1, :b]),
-                np.ascontiguousarray(dH[t0:t1, :b]), np.ascontiguousarray(dh[:b]), n_threads,
-                need_dX)
+                dH_run, np.ascontiguousarray(dh[:b]), n_threads, need_dX)
             for k in grads:
                 grads[k] += g[k]
             dh[:b] = dh0

@@ -1,8 +1,12 @@
 """Output layers and losses, applied to every time step at once (time-parallel NumPy).
 
 A head maps the states Hs (T', B, H) the loss looks at (all steps, or the last one) to outputs, and
-returns the loss with its gradient at Hs and at its own parameters V (O, H) and c (O,).
+returns the loss with its gradient at Hs and at its own parameters V (O, H) and c (O,). The gradient
+at Hs can be handed over unformed, as a HeadGrad (dO, V): the recurrent kernels that take it form
+dO_t V inside their time loop instead of reading a (T', B, H) array back.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
@@ -18,6 +22,41 @@ _VALID = {
     "bce": ("sigmoid",),
     "ce": ("softmax",),
 }
+
+
+class HeadGrad(NamedTuple):
+    """The loss gradient reaching the states, dH = dO @ V, not yet formed.
+
+    Every output layer here is o = V h + c followed by an activation and a loss, so the gradient at
+    the states is the gradient at the logits o times V: dO (T, B, O), scaled by the reduction and
+    zero where a step does not count, and V (O, H). O is small, so dO costs little to build and to
+    pass on; `dense()` forms the (T, B, H) array for whoever needs it.
+    """
+
+    dO: np.ndarray
+    V: np.ndarray
+
+    def dense(self):
+        """dH (T, B, H) = dO @ V."""
+        T, B, O = self.dO.shape
+        dO2 = self.dO.reshape(T * B, O)
+        # one output unit: a broadcast product writes dH in one pass, a K=1 matmul is slower
+        dH = dO2 * self.V if O == 1 else dO2 @ self.V
+        return dH.reshape(T, B, self.V.shape[1])
+
+    def rows(self, t0, t1, b):
+        """Steps t0..t1-1, batch rows [0, b), C-contiguous."""
+        return HeadGrad(np.ascontiguousarray(self.dO[t0:t1, :b]), self.V)
+
+    def columns(self, j0, j1):
+        """The gradient reaching units j0..j1-1 of the states (one direction of a bidirectional
+        layer): the same dO with the columns of V."""
+        return HeadGrad(self.dO, np.ascontiguousarray(self.V[:, j0:j1]))
+
+
+def dense_grad(dH):
+    """dH as a (T, B, H) ndarray, formed from a HeadGrad when it is one."""
+    return dH.dense() if isinstance(dH, HeadGrad) else dH
 
 
 def _choice(kind, value, valid):
@@ -97,15 +136,21 @@ class Head:
             return softmax(o, axis=-1)
         return o
 
-    def loss_and_grad(self, p, Hs, Y, scale=None, mask=None):
+    def loss_and_grad(self, p, Hs, Y, scale=None, mask=None, unformed=False):
         """Return (loss, dHs, grads of V and c). `scale` overrides the reduction's divisor.
 
         `mask` (T', B) marks the steps that count (variable lengths): the others add nothing, get a
-        zero gradient, and the mean divides by the number of steps that count.
+        zero gradient, and the mean divides by the number of steps that count. With `unformed`,
+        dHs is a HeadGrad (dO, V) when the head has an output layer (an ndarray without one).
         """
         if mask is not None:
             idx = np.nonzero(mask)
-            loss, dvalid, grads = self.loss_and_grad(p, Hs[idx][None], Y[idx][None], scale)
+            loss, dvalid, grads = self.loss_and_grad(p, Hs[idx][None], Y[idx][None], scale,
+                                                     unformed=unformed)
+            if isinstance(dvalid, HeadGrad):
+                dO = np.zeros(Hs.shape[:2] + (dvalid.dO.shape[-1],), dtype=dvalid.dO.dtype)
+                dO[idx] = dvalid.dO[0]
+                return loss, HeadGrad(dO, dvalid.V), grads
             dHs = np.zeros_like(Hs)
             dHs[idx] = dvalid[0]
             return loss, dHs, grads
@@ -152,7 +197,6 @@ class Head:
             dO *= o.dtype.type(scale)  # every branch above made dO a fresh array
         dO2 = dO.reshape(T * B, -1)
         grads = {"V": dO2.T @ Hs.reshape(T * B, n), "c": dO2.sum(axis=0)}
-        # one output unit: a broadcast product writes dHs in one pass, a K=1 matmul is slower
-        dHs = dO2 * p["V"] if dO2.shape[1] == 1 else dO2 @ p["V"]
-        return float(loss) * scale, dHs.reshape(T, B, n), grads
+        dHs = HeadGrad(dO.reshape(T, B, -1), p["V"])
+        return float(loss) * scale, dHs if unformed else dHs.dense(), grads
 

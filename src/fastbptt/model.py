@@ -303,29 +303,36 @@ class RNN:
         return H[lengths, np.arange(H.shape[1])][None]
 
     def _backward(self, X, H, cache, dHs, dstate_T=None, need_dX=False):
-        """From the gradient at the seen states, the parameter grads, dstate0 and dX."""
+        """From the gradient at the seen states, the parameter grads, dstate0 and dX.
+
+        dHs is an ndarray, or a HeadGrad (dO, V) that stays unformed down to the recurrent layers."""
         if not self.cell.differentiable:
             raise ValueError(f"the {self.cell_name!r} cell is forward only: it has no useful gradient")
+        unformed = isinstance(dHs, _heads.HeadGrad)
+        # the array to spread over all T steps: dO (T', B, O) when unformed, else dHs (T', B, H)
+        seen = dHs.dO if unformed else dHs
         if self.target == "all":
-            dH = np.ascontiguousarray(dHs, dtype=self.dtype)
+            full = np.ascontiguousarray(seen, dtype=self.dtype)
         else:
-            dH = np.zeros((H.shape[0] - 1,) + H.shape[1:], dtype=self.dtype)
+            full = np.zeros((H.shape[0] - 1, H.shape[1], seen.shape[-1]), dtype=self.dtype)
             lengths = getattr(cache, "lengths", None)
             if lengths is None:
-                dH[-1] = dHs[0]
+                full[-1] = seen[0]
             else:
-                dH[lengths - 1, np.arange(H.shape[1])] = dHs[0]
+                full[lengths - 1, np.arange(H.shape[1])] = seen[0]
+        dH = _heads.HeadGrad(full, dHs.V) if unformed else full
         if dstate_T is None:
             shape = self._state_shape(H.shape[1])
             dstate_T = tuple(np.zeros(shape, dtype=self.dtype) for _ in self.cell.state_names)
         return self.cell.backward(self._kernels(), self.params, X, H, cache, dH, dstate_T,
                                   self.n_threads, need_dX)
 
-    def _head_loss(self, call, H):
+    def _head_loss(self, call, H, unformed=False):
         mask = None
         if call.lengths is not None and self.target == "all":
             mask = np.arange(H.shape[0] - 1)[:, None] < call.lengths[None, :]
-        return self.head.loss_and_grad(self.params, self._seen(H, call.lengths), call.Y, mask=mask)
+        return self.head.loss_and_grad(self.params, self._seen(H, call.lengths), call.Y, mask=mask,
+                                       unformed=unformed)
 
     def forward(self, X, h0=None, c0=None, lengths=None):
         """Outputs and final state: (Y_hat, state), state = (h_T,) or (h_T, c_T) for lstm.
@@ -373,7 +380,8 @@ class RNN:
         """
         call = self._prepare(X, h0, c0, lengths, Y)
         H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes)
-        loss, dHs, head_grads = self._head_loss(call, H)
+        # the gradient at the states stays (dO, V) down to the kernels that take it
+        loss, dHs, head_grads = self._head_loss(call, H, unformed=True)
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss is not finite ({loss})")
         grads, dstate0, _ = self._backward(call.X, H, trace, dHs)

@@ -18,6 +18,7 @@ cost nothing and contribute nothing.
 import numpy as np
 
 from .cells import make_cell
+from .heads import HeadGrad
 
 
 def param_suffix(layer, direction):
@@ -160,21 +161,33 @@ class Stack:
         return [(layer, d) for layer in range(self.num_layers) for d in range(self.num_directions)]
 
     def backward(self, kern, p, X, Hout, trace, dHout, dstate_T, n_threads, need_dX=False):
-        """Gradients of every cell's parameters, of the initial states, and dX (or None)."""
+        """Gradients of every cell's parameters, of the initial states, and dX (or None).
+
+        dHout is an ndarray (T, B, H * D) or a HeadGrad: the top layer's cells get it as it is
+        (each direction its columns of V) when they take one, the array otherwise; the layers below
+        get arrays."""
         D, n = self.num_directions, self.hidden_size
         grads, dstate0 = {}, [[None] * (self.num_layers * D) for _ in self.state_names]
         dOut = dHout
         dX = None
         for layer in range(self.num_layers - 1, -1, -1):
             dInp = None
+            if isinstance(dOut, HeadGrad) and not all(c.takes_head_grad for c in self.cells[layer]):
+                dOut = self.cells[layer][0].dense_grad(dOut)
             for direction in range(D):
                 k = layer * D + direction
                 Xd, H, cache = trace.layers[k]
-                dH = dOut if D == 1 else dOut[..., direction * n:(direction + 1) * n]
-                dH = np.ascontiguousarray(dH) if direction == 0 else self._reverse(
-                    dH, trace.reverse_index)
+                cell = self.cells[layer][direction]
+                if isinstance(dOut, HeadGrad):
+                    dH = dOut if D == 1 else dOut.columns(direction * n, (direction + 1) * n)
+                    if direction == 1:
+                        dH = HeadGrad(self._reverse(dH.dO, trace.reverse_index), dH.V)
+                else:
+                    dH = dOut if D == 1 else dOut[..., direction * n:(direction + 1) * n]
+                    dH = np.ascontiguousarray(dH) if direction == 0 else self._reverse(
+                        dH, trace.reverse_index)
                 below = layer > 0 or need_dX
-                g, ds0, dXd = self.cells[layer][direction].backward(
+                g, ds0, dXd = cell.backward(
                     kern, self._view(p, layer, direction), Xd, H, cache, dH,
                     self._state(dstate_T, k), n_threads, below, **_bs(trace.batch_sizes))
                 suffix = param_suffix(layer, direction)

@@ -96,16 +96,34 @@ def forward_fused(act, U, b, W, X, h0, H, n_threads=1, batch_sizes=None):
     forward(act, W, A, h0, H, n_threads, batch_sizes)
 
 
-def backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads=1, batch_sizes=None):
+def head_grad(dH, dO, V, shape, dtype):
+    """The loss gradient reaching every h_t, (T, B, H): dH (None: zero) plus dO @ V when dO (T, B, O),
+    the gradient at a linear head's outputs, and its weights V (O, H) are given."""
+    if (dO is None) != (V is None):
+        raise ValueError("dO and V go together: the gradient at the head's outputs and its weights")
+    if dH is not None:
+        _check("dH", dH.shape, shape)
+    g = np.zeros(shape, dtype=dtype) if dH is None else np.array(dH, dtype=dtype)
+    if dO is not None:
+        _check("V", V.shape, (V.shape[0], shape[2]))
+        _check("dO", dO.shape, shape[:2] + (V.shape[0],))
+        g += dO @ V
+    return g
+
+
+def backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads=1, batch_sizes=None,
+                   dO=None, V=None):
     """backward() plus the weight gradients dU = sum_t dA_t^T X_t, dW = sum_t dA_t^T H_t,
     db = sum_t dA_t (over the valid steps with batch_sizes); dA may be None (then it is not
-    returned)."""
-    T, B, n = dH.shape
+    returned). The loss gradient reaching h_t is dH[t] (None: zero) plus dO[t] @ V when the
+    gradient dO (T, B, O) at a linear head's outputs and the head's weights V (O, H) are given."""
+    T, B, n = H.shape[0] - 1, H.shape[1], W.shape[0]
     I = X.shape[2]
     _check("X", X.shape[:2], (T, B))
     _check("dU", dU.shape, (n, I))
     _check("dW", dW.shape, (n, n))
     _check("db", db.shape, (n,))
+    dH = head_grad(dH, dO, V, (T, B, n), H.dtype)
     out = np.zeros((T, B, n), dtype=dH.dtype) if dA is None else dA
     backward(act, W, H, dH, dh_T, out, dh0, n_threads, batch_sizes)
     if batch_sizes is None:

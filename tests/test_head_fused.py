@@ -1,0 +1,181 @@
+"""The head's gradient handed to the recurrent kernels unformed (HeadGrad: dO and V) gives what the
+formed (T, B, H) array gives, for every head, loss, reduction and target, variable lengths, stacked
+and bidirectional layers, and for the cells that do not take it (their Stack forms it)."""
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import fastbptt as fb
+from fastbptt.heads import HeadGrad
+
+HEADS = [("linear", "mse"), ("sigmoid", "mse"), ("sigmoid", "bce"), ("softmax", "mse"),
+         ("softmax", "ce"), (None, "mse")]
+
+
+def _targets(rng, output, loss, T, B, O, H, target, dtype):
+    steps = (T, B) if target == "all" else (B,)
+    if loss == "ce":
+        return rng.integers(0, O, size=steps)
+    if loss == "bce":
+        return rng.integers(0, 2, size=steps + (O,)).astype(dtype)
+    return rng.normal(size=steps + ((H if output is None else O),)).astype(dtype)
+
+
+def _lengths(rng, T, B, ragged):
+    if not ragged:
+        return None
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[rng.integers(B)] = T
+    return lengths
+
+
+def _formed(m, X, Y, states, lengths):
+    """loss_and_grad with the head's gradient formed as a (T, B, H) array before the backward pass."""
+    call = m._prepare(X, states.get("h0"), states.get("c0"), lengths, Y)
+    H, trace = m._run(call.X, call.state0, call.lengths, call.batch_sizes)
+    loss, dHs, head_grads = m._head_loss(call, H, unformed=False)
+    assert isinstance(dHs, np.ndarray)
+    grads, dstate0, _ = m._backward(call.X, H, trace, dHs)
+    grads.update(head_grads)
+    if call.order is not None:
+        inverse = np.argsort(call.order)
+        dstate0 = tuple(d[..., inverse, :] for d in dstate0)
+    for name, value in zip(("h0", "c0"), dstate0, strict=False):
+        if name in states:
+            grads[name] = value
+    return loss, grads
+
+
+def _check_same(m, X, Y, dtype, states=None, lengths=None):
+    states = states or {}
+    loss, grads = m.loss_and_grad(X, Y, lengths=lengths, **states)
+    ref_loss, ref_grads = _formed(m, X, Y, states, lengths)
+    assert_close(loss, ref_loss, dtype, "loss")
+    assert set(grads) == set(ref_grads)
+    for name, g in ref_grads.items():
+        assert grads[name].dtype == dtype, name
+        assert_close(grads[name], g, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("target", ["all", "last"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("output,loss", HEADS, ids=lambda v: str(v))
+@pytest.mark.parametrize("cell", ["tanh", "relu"])
+def test_unformed_equals_formed_every_head(cell, output, loss, reduction, target, ragged, dtype,
+                                           rng):
+    T, B, I, H, O = 11, 3, 2, 8, 3
+    m = fb.RNN(I, H, None if output is None else O, cell=cell, output=output, loss=loss,
+               reduction=reduction, target=target, dtype=dtype, seed=3)
+    X = rng.normal(size=(T, B, I)).astype(dtype)
+    Y = _targets(rng, output, loss, T, B, O, H, target, dtype)
+    states = {"h0": (rng.normal(size=(B, H)) * 0.3).astype(dtype)}
+    _check_same(m, X, Y, dtype, states, _lengths(rng, T, B, ragged))
+
+
+SHAPES = [  # T, B, I, H, O: the sequence path, the tiled path, odd and degenerate sizes
+    (1, 1, 1, 1, 1),
+    (40, 1, 2, 16, 1),
+    (9, 2, 3, 8, 2),
+    (1, 5, 3, 13, 1),
+    (13, 7, 4, 37, 5),
+    (6, 33, 20, 24, 10),
+    (5, 1, 2, 1, 3),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_unformed_equals_formed_every_shape(shape, n_threads, ragged, dtype, rng):
+    T, B, I, H, O = shape
+    m = fb.RNN(I, H, O, reduction="sum", dtype=dtype, n_threads=n_threads, seed=5)
+    X = rng.normal(size=(T, B, I)).astype(dtype)
+    Y = rng.normal(size=(T, B, O)).astype(dtype)
+    _check_same(m, X, Y, dtype, lengths=_lengths(rng, T, B, ragged and B > 1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("target", ["all", "last"])
+@pytest.mark.parametrize("layers,bidirectional", [(2, False), (1, True), (2, True)])
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+def test_unformed_equals_formed_stacked_bidirectional(cell, layers, bidirectional, target, ragged,
+                                                      dtype, rng):
+    """Each direction of the top layer takes its columns of V (the reverse one dO reversed within
+    each length); gated cells, which do not take a HeadGrad, get the array from their Stack."""
+    T, B, I, H, O = 7, 4, 3, 8, 3
+    m = fb.RNN(I, H, O, cell=cell, output="softmax", loss="ce", target=target, num_layers=layers,
+               bidirectional=bidirectional, dtype=dtype, n_threads=2, seed=11).eval()
+    X = rng.normal(size=(T, B, I)).astype(dtype)
+    Y = _targets(rng, "softmax", "ce", T, B, O, H, target, dtype)
+    k = layers * (2 if bidirectional else 1)
+    states = {"h0": (rng.normal(size=(k, B, H)) * 0.3).astype(dtype)}
+    if cell == "lstm":
+        states["c0"] = (rng.normal(size=(k, B, H)) * 0.3).astype(dtype)
+    _check_same(m, X, Y, dtype, states, _lengths(rng, T, B, ragged))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("target", ["all", "last"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_three_backends_agree(bidirectional, target, dtype, rng):
+    T, B, I, H, O = 9, 3, 2, 8, 2
+    X = rng.normal(size=(T, B, I)).astype(dtype)
+    Y = rng.normal(size=(T, B, O) if target == "all" else (B, O)).astype(dtype)
+    lengths = np.array([9, 4, 7])
+    out = {}
+    for backend in ("numpy", "python", "cython"):
+        m = fb.RNN(I, H, O, target=target, bidirectional=bidirectional, dtype=dtype,
+                   backend=backend, seed=2)
+        out[backend] = m.loss_and_grad(X, Y, lengths=lengths)
+    for backend in ("python", "cython"):
+        assert_close(out[backend][0], out["numpy"][0], dtype, f"{backend} loss")
+        for name, g in out["numpy"][1].items():
+            assert_close(out[backend][1][name], g, dtype, f"{backend} {name}")
+
+
+@pytest.mark.parametrize("output,loss,target,bidirectional", [
+    ("linear", "mse", "all", False),
+    ("sigmoid", "bce", "last", False),
+    ("softmax", "ce", "all", True),
+])
+def test_gradcheck_unformed_path(output, loss, target, bidirectional, rng):
+    T, B, I, H, O = 6, 2, 3, 4, 3
+    m = fb.RNN(I, H, O, output=output, loss=loss, target=target, bidirectional=bidirectional,
+               backend="cython", seed=4)
+    X = rng.normal(size=(T, B, I))
+    Y = _targets(rng, output, loss, T, B, O, H, target, np.float64)
+    k = 2 if bidirectional else 1
+    h0 = rng.normal(size=(k, B, H) if k > 1 else (B, H)) * 0.3
+    errors = fb.gradcheck(m, X, Y, h0=h0, lengths=np.array([6, 4]))
+    assert max(errors.values()) < 1e-7, errors
+
+
+@pytest.mark.parametrize("output,loss", HEADS, ids=lambda v: str(v))
+def test_head_returns_what_dense_forms(output, loss, rng):
+    """unformed=True gives a HeadGrad whose dense() is the array unformed=False gives (an array
+    itself without an output layer), masked steps included."""
+    T, B, H, O = 5, 3, 4, 3
+    head = fb.heads.Head(output, loss, "mean", "all", H, O)
+    p = {"V": rng.normal(size=(O, H)), "c": rng.normal(size=O)}
+    Hs = rng.normal(size=(T, B, H))
+    Y = _targets(rng, output, loss, T, B, O, H, "all", np.float64)
+    mask = np.arange(T)[:, None] < np.array([5, 2, 4])[None, :]
+    for m in (None, mask):
+        loss_f, dense, grads_f = head.loss_and_grad(p, Hs, Y, mask=m)
+        loss_u, unformed, grads_u = head.loss_and_grad(p, Hs, Y, mask=m, unformed=True)
+        assert loss_u == loss_f
+        for name in grads_f:
+            np.testing.assert_array_equal(grads_u[name], grads_f[name])
+        if output is None:
+            assert isinstance(unformed, np.ndarray)
+            np.testing.assert_array_equal(unformed, dense)
+            continue
+        assert isinstance(unformed, HeadGrad) and unformed.dO.shape == (T, B, O)
+        np.testing.assert_array_equal(unformed.dense(), dense)
+        if m is not None:
+            assert not unformed.dO[~m].any()
