@@ -38,7 +38,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _tile cimport gemm_packed, lanes, pack, pack_size
-from _vmath cimport all_finite, vsigmoid, vtanh_fast
+from _vmath cimport all_finite
 from _blocks cimport active_rows, add_rows, earliest_bad
 
 import numpy as np
@@ -53,31 +53,27 @@ from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape a
 # (a) one step for `rows` consecutive sequences (the whole batch or one thread's block)
 # ---------------------------------------------------------------------------------------------------
 
-cdef inline void _activate_gates(floating* g, Py_ssize_t n) noexcept nogil:
-    """Pre-activations [i, f, g, o] of one sequence (4n) -> activated gates, in place."""
-    vsigmoid(g, 2 * n)
-    vtanh_fast(g + 2 * n, n)
-    vsigmoid(g + 3 * n, n)
+cdef extern from "_lstm_pointwise.h" nogil:
+    void fb_lstm_fwd_d(double* z, const double* cp, double* c, double* h, Py_ssize_t rows,
+                       Py_ssize_t n) noexcept
+    void fb_lstm_fwd_f(float* z, const float* cp, float* c, float* h, Py_ssize_t rows,
+                       Py_ssize_t n) noexcept
+    void fb_lstm_bwd_d(const double* G, const double* cp, const double* c, const double* dho,
+                       const double* dhn, double* dc, double* da, Py_ssize_t rows,
+                       Py_ssize_t n) noexcept
+    void fb_lstm_bwd_f(const float* G, const float* cp, const float* c, const float* dho,
+                       const float* dhn, float* dc, float* da, Py_ssize_t rows,
+                       Py_ssize_t n) noexcept
 
 
-cdef inline void _cell(const floating* G, const floating* c_prev, floating* c, floating* h,
+cdef inline void _cell(floating* G, const floating* c_prev, floating* c, floating* h,
                        Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
-    """c = f c_prev + i g and h = o tanh(c) for `rows` sequences whose gates G are activated."""
-    cdef Py_ssize_t b, k
-    cdef const floating* gb
-    cdef floating ck
-    for b in range(rows):
-        gb = G + b * 4 * n
-        for k in range(n):
-            ck = gb[n + k] * c_prev[b * n + k] + gb[k] * gb[2 * n + k]
-            c[b * n + k] = ck
-            h[b * n + k] = ck
-    # tanh(c) over the whole (rows, n) block in one run, computed in h's storage
-    vtanh_fast(h, rows * n)
-    for b in range(rows):
-        gb = G + b * 4 * n + 3 * n
-        for k in range(n):
-            h[b * n + k] *= gb[k]
+    """Pre-activations G (rows, 4n) -> activated gates in place; c = f c_prev + i g and
+    h = o tanh(c), one pass per row (cython/_lstm_pointwise.h)."""
+    if floating is float:
+        fb_lstm_fwd_f(G, c_prev, c, h, rows, n)
+    else:
+        fb_lstm_fwd_d(G, c_prev, c, h, rows, n)
 
 
 cdef inline void _step_small(const floating* wt, const floating* A, const floating* h_prev,
@@ -88,55 +84,23 @@ cdef inline void _step_small(const floating* wt, const floating* A, const floati
     wt is Wh transposed, (n, 4n), so the inner loop runs contiguous over the 4n gates.
     """
     cdef Py_ssize_t b, n4 = 4 * n
-    cdef floating* z
     for b in range(rows):
-        z = G + b * n4
-        add_rows(wt, h_prev + b * n, A + b * n4, z, n, n4)
-        _activate_gates(z, n)
+        add_rows(wt, h_prev + b * n, A + b * n4, G + b * n4, n, n4)
     _cell(G, c_prev, c, h, rows, n)
 
 
-cdef inline void _backward_row(const floating* g, const floating* c_prev, const floating* th,
-                               const floating* dh_out, const floating* dh, floating* dc,
-                               floating* da, Py_ssize_t n) noexcept nogil:
-    """Gate gradients da (4n) of one sequence at one step; dc goes from dL/dc_t to dL/dc_{t-1}."""
-    cdef Py_ssize_t k
-    cdef floating dhk, dck
-    # a bare literal 1 becomes the C double 1.0 and would drag float32 arithmetic into double
-    cdef floating one = 1
-    # one pointer per gate, so every access is p[k] and the loop vectorises
-    cdef const floating* gi = g
-    cdef const floating* gf = g + n
-    cdef const floating* gg = g + 2 * n
-    cdef const floating* go = g + 3 * n
-    cdef floating* di = da
-    cdef floating* df = da + n
-    cdef floating* dg = da + 2 * n
-    cdef floating* do = da + 3 * n
-    for k in range(n):
-        dhk = dh_out[k] + dh[k]
-        dck = dc[k] + dhk * go[k] * (one - th[k] * th[k])
-        di[k] = dck * gg[k] * gi[k] * (one - gi[k])
-        df[k] = dck * c_prev[k] * gf[k] * (one - gf[k])
-        dg[k] = dck * gi[k] * (one - gg[k] * gg[k])
-        do[k] = dhk * th[k] * go[k] * (one - go[k])
-        dc[k] = dck * gf[k]
-
-
 cdef inline void _backward_rows(const floating* G, const floating* c_prev, const floating* c,
-                                const floating* dh_out, floating* tc, floating* dA, floating* dh,
+                                const floating* dh_out, floating* dA, const floating* dh,
                                 floating* dc, Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
-    """Gate gradients dA of one step for `rows` sequences, one fused pass per sequence.
+    """Gate gradients dA (rows, 4n) of one step for `rows` sequences, one fused pass per row.
 
     dh holds dL/dh_t from later steps (read here; the caller then overwrites it with dL/dh_{t-1});
-    dc holds dL/dc_t and leaves as dL/dc_{t-1}. tc (rows, n) is scratch for tanh(c_t).
+    dc holds dL/dc_t and leaves as dL/dc_{t-1}.
     """
-    cdef Py_ssize_t b
-    memcpy(tc, c, rows * n * sizeof(floating))
-    vtanh_fast(tc, rows * n)
-    for b in range(rows):
-        _backward_row(G + b * 4 * n, c_prev + b * n, tc + b * n, dh_out + b * n, dh + b * n,
-                      dc + b * n, dA + b * 4 * n, n)
+    if floating is float:
+        fb_lstm_bwd_f(G, c_prev, c, dh_out, dh, dc, dA, rows, n)
+    else:
+        fb_lstm_bwd_d(G, c_prev, c, dh_out, dh, dc, dA, rows, n)
 
 
 cdef inline void _matvec_small(const floating* Wh, const floating* da, floating* dh,
@@ -188,8 +152,6 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
             else:
                 gemm_packed(rows, 4 * n, I, X + t * sx, I, PX, bias, NULL, 0, g, 4 * n)
                 gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, g, 4 * n, g, 4 * n)
-            for b in range(rows):
-                _activate_gates(g + b * 4 * n, n)
             _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
         if not (all_finite(C + (t + 1) * s, m) and all_finite(H + (t + 1) * s, m)):
             return t
@@ -220,7 +182,7 @@ cdef inline void _fold(const floating* Zt, Py_ssize_t cap, const floating* D, Py
 
 cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const floating* C,
                                 const floating* G, const floating* dH, floating* dA, floating* dh,
-                                floating* dc, floating* tc, const floating* X, const floating* H,
+                                floating* dc, const floating* X, const floating* H,
                                 Py_ssize_t I, floating* ring_z, floating* ring_d, Py_ssize_t cap,
                                 floating* Gt, floating* panels, const Py_ssize_t* bs,
                                 Py_ssize_t b0, Py_ssize_t T, Py_ssize_t B, Py_ssize_t block_rows,
@@ -263,8 +225,7 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
             fill += rows
         else:
             da = dA + t * s4
-        _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, tc, da, dh, dc,
-                       rows, n)
+        _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, da, dh, dc, rows, n)
         if ring_d != NULL and dA != NULL:
             memcpy(dA + t * s4, da, rows * 4 * n * sizeof(floating))
         # dh_{t-1} = dA[t] @ Wh for all rows (the cell path went into dc above)
@@ -389,7 +350,6 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef bint small
     cdef floating* P = NULL
-    cdef floating* tc
     cdef Py_ssize_t* bad_block
     cdef const Py_ssize_t[::1] bs_view
     cdef const Py_ssize_t* bs = NULL
@@ -425,12 +385,10 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef floating* dhp = &dh0[0, 0]
     cdef floating* dcp = &dc0[0, 0]
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
-    tc = <floating*> malloc(B * n * sizeof(floating))
     if not small:
         P = <floating*> malloc(pack_size(Wp, 4 * n, n) * sizeof(floating))
-    if bad_block == NULL or tc == NULL or (P == NULL and not small):
+    if bad_block == NULL or (P == NULL and not small):
         free(bad_block)
-        free(tc)
         free(P)
         raise MemoryError()
     with nogil:
@@ -441,15 +399,14 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                 b0 = starts[c]
                 bad_block[c] = _backward_block(Wp, P, Cp + b0 * n, Gp + b0 * 4 * n,
                                                dHp + b0 * n, dAp + b0 * 4 * n, dhp + b0 * n,
-                                               dcp + b0 * n, tc + b0 * n, NULL, NULL, 0, NULL,
+                                               dcp + b0 * n, NULL, NULL, 0, NULL,
                                                NULL, 0, NULL, NULL, bs, b0, T, B,
                                                starts[c + 1] - b0, n)
         else:
-            bad_block[0] = _backward_block(Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, tc, NULL, NULL, 0,
+            bad_block[0] = _backward_block(Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, NULL, NULL, 0,
                                            NULL, NULL, 0, NULL, NULL, bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, False)
         free(P)
-        free(tc)
         free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")
@@ -599,7 +556,6 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef floating* P = NULL
     cdef floating* space
     cdef floating* Gt
-    cdef floating* tc
     cdef Py_ssize_t* bad_block
     cdef const Py_ssize_t[::1] bs_view
     cdef const Py_ssize_t* bs = NULL
@@ -648,10 +604,9 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef floating* dhp = &dh0[0, 0]
     cdef floating* dcp = &dc0[0, 0]
     # per block: its gradients Gt (I + n + 1, 4n), ring_z (I + n + 1, cap) whose last row is all
-    # ones, ring_d (cap, 4n), the packed panels of ring_d, and tanh(c) for its rows
+    # ones, ring_d (cap, 4n) and the packed panels of ring_d
     cdef Py_ssize_t o_z = kz * n4, o_d = o_z + kz * cap, o_p = o_d + cap * n4
-    cdef Py_ssize_t o_t = o_p + pack_size(Wp, cap, n4)
-    per_block = o_t + most * n
+    per_block = o_p + pack_size(Wp, cap, n4)
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     space = <floating*> calloc(blocks * per_block, sizeof(floating))
     if not small:
@@ -673,13 +628,12 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                 Gt = space + c * per_block
                 bad_block[c] = _backward_block(
                     Wp, P, Cp + b0 * n, Gp + b0 * n4, dHp + b0 * n,
-                    dAp + b0 * n4 if dAp != NULL else NULL, dhp + b0 * n, dcp + b0 * n, Gt + o_t,
-                    Xp + b0 * I, Hp + b0 * n, I, Gt + o_z, Gt + o_d, cap, Gt, Gt + o_p, bs, b0, T,
+                    dAp + b0 * n4 if dAp != NULL else NULL, dhp + b0 * n, dcp + b0 * n, Xp + b0 * I, Hp + b0 * n, I, Gt + o_z, Gt + o_d, cap, Gt, Gt + o_p, bs, b0, T,
                     B, starts[c + 1] - b0, n)
         else:
             Gt = space
             bad_block[0] = _backward_block(
-                Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, Gt + o_t, Xp, Hp, I, Gt + o_z, Gt + o_d, cap,
+                Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, Xp, Hp, I, Gt + o_z, Gt + o_d, cap,
                 Gt, Gt + o_p, bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, False)
         if bad < 0:

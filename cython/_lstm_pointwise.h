@@ -1,0 +1,146 @@
+/* The LSTM's elementwise work of one step, one pass over each row, for cython/_lstm.pyx.
+ *
+ * Forward:  gates (i, f, g, o) = (sigmoid, sigmoid, tanh, sigmoid) of the pre-activations, in place;
+ *           c = f c_prev + i g;  h = o tanh(c).
+ * Backward: with th = tanh(c) recomputed, dh = dh_out + dh_next, dc' = dc + dh o (1 - th^2):
+ *           di = dc' g i (1 - i),  df = dc' c_prev f (1 - f),  dg = dc' i (1 - g^2),
+ *           do = dh th o (1 - o),  and dc <- dc' f.
+ * Each is one loop over the units with everything in registers (a separate pass per gate and for
+ * tanh(c) would stream the rows through memory several times), on whole AVX2 registers with the
+ * inline tanh of _vmath.h and sigmoid(x) = (1 + tanh(x / 2)) / 2; the last n % width units, and
+ * builds without AVX2 + FMA, take the same formulas in scalar libm.
+ */
+#ifndef FASTBPTT_LSTM_POINTWISE_H
+#define FASTBPTT_LSTM_POINTWISE_H
+
+#include <math.h>
+#include <stddef.h>
+
+#include "_vmath.h"
+
+#define FB_LSTM_SCALAR(FT, SFX, TANH)                                                               \
+    static inline FT fb_lstm_sig_##SFX(FT x) { return (FT)0.5 + (FT)0.5 * TANH((FT)0.5 * x); }    \
+    /* units [k0, n) of one row, as the vector loop would do them */                                \
+    static inline void fb_lstm_fwd_tail_##SFX(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t k0,      \
+                                              ptrdiff_t n) {                                       \
+        for (ptrdiff_t k = k0; k < n; k++) {                                                        \
+            FT i = fb_lstm_sig_##SFX(z[k]), f = fb_lstm_sig_##SFX(z[n + k]);                       \
+            FT g = TANH(z[2 * n + k]), o = fb_lstm_sig_##SFX(z[3 * n + k]);                        \
+            FT ck = f * cp[k] + i * g;                                                              \
+            z[k] = i;                                                                               \
+            z[n + k] = f;                                                                           \
+            z[2 * n + k] = g;                                                                       \
+            z[3 * n + k] = o;                                                                       \
+            c[k] = ck;                                                                              \
+            h[k] = o * TANH(ck);                                                                    \
+        }                                                                                           \
+    }                                                                                               \
+    static inline void fb_lstm_bwd_tail_##SFX(const FT* G, const FT* cp, const FT* c,             \
+                                              const FT* dho, const FT* dhn, FT* dc, FT* da,        \
+                                              ptrdiff_t k0, ptrdiff_t n) {                         \
+        for (ptrdiff_t k = k0; k < n; k++) {                                                        \
+            FT i = G[k], f = G[n + k], g = G[2 * n + k], o = G[3 * n + k];                         \
+            FT th = TANH(c[k]), dh = dho[k] + dhn[k];                                               \
+            FT d = dc[k] + dh * o * ((FT)1 - th * th);                                              \
+            da[k] = d * g * i * ((FT)1 - i);                                                        \
+            da[n + k] = d * cp[k] * f * ((FT)1 - f);                                                \
+            da[2 * n + k] = d * i * ((FT)1 - g * g);                                                \
+            da[3 * n + k] = dh * th * o * ((FT)1 - o);                                              \
+            dc[k] = d * f;                                                                          \
+        }                                                                                           \
+    }
+
+FB_LSTM_SCALAR(double, d, tanh)
+FB_LSTM_SCALAR(float, f, tanhf)
+#undef FB_LSTM_SCALAR
+
+#if FASTBPTT_INLINE_TANH
+
+#define FB_LSTM_VECTOR(FT, SFX, W, VT, LOAD, STORE, SET1, ADD, SUB, MUL, FMA, FNMA, TANHV)          \
+    static inline VT fb_lstm_sigv_##SFX(VT x) {                                                     \
+        const VT half = SET1((FT)0.5);                                                              \
+        return FMA(half, TANHV(MUL(half, x)), half);                                                \
+    }                                                                                               \
+    /* z (rows, 4n) pre-activations -> activated gates; c, h, cp (rows, n) */                      \
+    static inline void fb_lstm_fwd_##SFX(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t rows,         \
+                                         ptrdiff_t n) {                                            \
+        const ptrdiff_t nv = n - n % W;                                                             \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                      \
+            FT* zr = z + r * 4 * n;                                                                 \
+            const FT* cpr = cp + r * n;                                                             \
+            FT* cr = c + r * n;                                                                     \
+            FT* hr = h + r * n;                                                                     \
+            for (ptrdiff_t k = 0; k < nv; k += W) {                                                 \
+                VT i = fb_lstm_sigv_##SFX(LOAD(zr + k));                                            \
+                VT f = fb_lstm_sigv_##SFX(LOAD(zr + n + k));                                        \
+                VT g = TANHV(LOAD(zr + 2 * n + k));                                                 \
+                VT o = fb_lstm_sigv_##SFX(LOAD(zr + 3 * n + k));                                    \
+                VT ck = FMA(f, LOAD(cpr + k), MUL(i, g));                                           \
+                STORE(zr + k, i);                                                                   \
+                STORE(zr + n + k, f);                                                               \
+                STORE(zr + 2 * n + k, g);                                                           \
+                STORE(zr + 3 * n + k, o);                                                           \
+                STORE(cr + k, ck);                                                                  \
+                STORE(hr + k, MUL(o, TANHV(ck)));                                                   \
+            }                                                                                       \
+            fb_lstm_fwd_tail_##SFX(zr, cpr, cr, hr, nv, n);                                         \
+        }                                                                                           \
+    }                                                                                               \
+    /* G (rows, 4n) activated gates; cp, c = c_{t-1}, c_t; dho: the loss gradient at h_t; dhn: the \
+     * gradient from step t+1; dc (in: dL/dc_t, out: dL/dc_{t-1}); da (rows, 4n) out */             \
+    static inline void fb_lstm_bwd_##SFX(const FT* G, const FT* cp, const FT* c, const FT* dho,     \
+                                         const FT* dhn, FT* dc, FT* da, ptrdiff_t rows,             \
+                                         ptrdiff_t n) {                                            \
+        const ptrdiff_t nv = n - n % W;                                                             \
+        const VT one = SET1((FT)1);                                                                 \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                      \
+            const FT* Gr = G + r * 4 * n;                                                           \
+            FT* dar = da + r * 4 * n;                                                               \
+            const ptrdiff_t o4 = r * n;                                                             \
+            for (ptrdiff_t k = 0; k < nv; k += W) {                                                 \
+                VT i = LOAD(Gr + k), f = LOAD(Gr + n + k);                                          \
+                VT g = LOAD(Gr + 2 * n + k), o = LOAD(Gr + 3 * n + k);                              \
+                VT th = TANHV(LOAD(c + o4 + k));                                                    \
+                VT dh = ADD(LOAD(dho + o4 + k), LOAD(dhn + o4 + k));                                \
+                VT d = FMA(MUL(dh, o), FNMA(th, th, one), LOAD(dc + o4 + k));                       \
+                STORE(dar + k, MUL(MUL(d, g), MUL(i, SUB(one, i))));                                \
+                STORE(dar + n + k, MUL(MUL(d, LOAD(cp + o4 + k)), MUL(f, SUB(one, f))));            \
+                STORE(dar + 2 * n + k, MUL(MUL(d, i), FNMA(g, g, one)));                            \
+                STORE(dar + 3 * n + k, MUL(MUL(dh, th), MUL(o, SUB(one, o))));                      \
+                STORE(dc + o4 + k, MUL(d, f));                                                      \
+            }                                                                                       \
+            fb_lstm_bwd_tail_##SFX(Gr, cp + o4, c + o4, dho + o4, dhn + o4, dc + o4, dar, nv, n);   \
+        }                                                                                           \
+    }
+
+FB_LSTM_VECTOR(double, d, 4, __m256d, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd,
+               _mm256_add_pd, _mm256_sub_pd, _mm256_mul_pd, _mm256_fmadd_pd, _mm256_fnmadd_pd,
+               fb_tanh4)
+FB_LSTM_VECTOR(float, f, 8, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
+               _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_fmadd_ps, _mm256_fnmadd_ps,
+               fb_tanh8f)
+#undef FB_LSTM_VECTOR
+
+#else
+
+#define FB_LSTM_PLAIN(FT, SFX)                                                                      \
+    static inline void fb_lstm_fwd_##SFX(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t rows,         \
+                                         ptrdiff_t n) {                                            \
+        for (ptrdiff_t r = 0; r < rows; r++)                                                        \
+            fb_lstm_fwd_tail_##SFX(z + r * 4 * n, cp + r * n, c + r * n, h + r * n, 0, n);          \
+    }                                                                                               \
+    static inline void fb_lstm_bwd_##SFX(const FT* G, const FT* cp, const FT* c, const FT* dho,     \
+                                         const FT* dhn, FT* dc, FT* da, ptrdiff_t rows,             \
+                                         ptrdiff_t n) {                                            \
+        for (ptrdiff_t r = 0; r < rows; r++)                                                        \
+            fb_lstm_bwd_tail_##SFX(G + r * 4 * n, cp + r * n, c + r * n, dho + r * n, dhn + r * n,  \
+                                   dc + r * n, da + r * 4 * n, 0, n);                              \
+    }
+
+FB_LSTM_PLAIN(double, d)
+FB_LSTM_PLAIN(float, f)
+#undef FB_LSTM_PLAIN
+
+#endif
+
+#endif
