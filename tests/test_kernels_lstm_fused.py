@@ -164,3 +164,37 @@ def test_fused_refuses_mixed_dtypes(rng):
     p["X"] = p["X"].astype(np.float32)
     with pytest.raises((TypeError, ValueError)):
         _run(_lstm, p)
+
+
+def test_scratch_hands_out_an_array_again_only_once_nobody_holds_it():
+    from fastbptt.cells import _Scratch
+
+    pool = _Scratch(keep=3)
+    a = pool.empty((3, 4), np.float64)
+    first = id(a)
+    b = pool.empty((3, 4), np.float64)
+    assert b is not a  # a is still held
+    del a
+    c = pool.empty((3, 4), np.float64)
+    assert id(c) == first
+    view = c[1:]
+    del c
+    assert id(pool.empty((3, 4), np.float64)) != first  # a view keeps its base in use
+    del view
+    assert pool.empty((3, 4), np.float32).dtype == np.float32
+    assert len(pool._arrays) <= 3
+
+
+def test_model_reusing_its_lstm_cache_never_overwrites_one_still_held(rng):
+    import fastbptt as fb
+
+    m = fb.RNN(3, 5, 2, cell="lstm", seed=1)
+    X = rng.normal(size=(6, 4, 3))
+    Y = rng.normal(size=(6, 4, 2))
+    first = m.loss_and_grad(X, Y)
+    H, trace = m._run(m._inputs(X)[0], m._initial_state(4, False))
+    held = H.copy()
+    again = m.loss_and_grad(X * 2, Y)  # runs while H and its trace are held
+    np.testing.assert_array_equal(H, held)
+    assert again[0] != first[0]
+    np.testing.assert_array_equal(m.loss_and_grad(X, Y)[1]["Wh"], first[1]["Wh"])
