@@ -184,7 +184,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
                                 const floating* G, const floating* dH, floating* dA, floating* dh,
                                 floating* dc, const floating* X, const floating* H,
                                 Py_ssize_t I, floating* ring_z, floating* ring_d, Py_ssize_t cap,
-                                floating* Gt, floating* panels, const Py_ssize_t* bs,
+                                floating* Gt, floating* panels, const floating* dO, Py_ssize_t O,
+                                const floating* V, const floating* PV, const Py_ssize_t* bs,
                                 Py_ssize_t b0, Py_ssize_t T, Py_ssize_t B, Py_ssize_t block_rows,
                                 Py_ssize_t n) noexcept nogil:
     """Backward through all T steps; dh, dc (rows, n) carry dL/dh_t, dL/dc_t from T down to 0.
@@ -197,9 +198,13 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
     while still in cache; dA (or NULL) then only receives a copy. Without ring_d, the gate
     gradients are written to dA.
 
+    With dO (else NULL), the loss gradient at h_t is dO_t V, formed here (dO (T, B, O) at the
+    block's first row, V (O, n), PV: V packed) instead of read from dH.
+
     Returns the first step (counting down) with a non-finite gradient, or -1.
     """
-    cdef Py_ssize_t t, b, k, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I
+    cdef Py_ssize_t t, b, k, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
+    cdef const floating* dho
     cdef Py_ssize_t kz = I + n + 1, fill = 0
     cdef floating* da
     cdef const floating* src
@@ -225,7 +230,17 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
             fill += rows
         else:
             da = dA + t * s4
-        _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dH + t * s, da, dh, dc, rows, n)
+        if dO != NULL:
+            # dh_t += dO_t V: the head's gradient joins the one from step t+1 here
+            if P == NULL:
+                for b in range(rows):
+                    add_rows(V, dO + t * so + b * O, dh + b * n, dh + b * n, O, n)
+            else:
+                gemm_packed(rows, n, O, dO + t * so, O, PV, NULL, dh, n, dh, n)
+            dho = NULL
+        else:
+            dho = dH + t * s
+        _backward_rows(G + t * s4, C + t * s, C + (t + 1) * s, dho, da, dh, dc, rows, n)
         if ring_d != NULL and dA != NULL:
             memcpy(dA + t * s4, da, rows * 4 * n * sizeof(floating))
         # dh_{t-1} = dA[t] @ Wh for all rows (the cell path went into dc above)
@@ -400,11 +415,13 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                 bad_block[c] = _backward_block(Wp, P, Cp + b0 * n, Gp + b0 * 4 * n,
                                                dHp + b0 * n, dAp + b0 * 4 * n, dhp + b0 * n,
                                                dcp + b0 * n, NULL, NULL, 0, NULL,
-                                               NULL, 0, NULL, NULL, bs, b0, T, B,
+                                               NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, bs,
+                                               b0, T, B,
                                                starts[c + 1] - b0, n)
         else:
             bad_block[0] = _backward_block(Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, NULL, NULL, 0,
-                                           NULL, NULL, 0, NULL, NULL, bs, 0, T, B, B, n)
+                                           NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, bs,
+                                           0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, False)
         free(P)
         free(bad_block)
@@ -543,11 +560,16 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                    floating[::1] db,               # OUT (4Hn,) sum_t of dA_t's rows
                    int n_threads=1,
                    batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
-                   floating[:, :, ::1] dA=None):   # OUT (T, B, 4Hn) or None: gate gradients
+                   floating[:, :, ::1] dA=None,    # OUT (T, B, 4Hn) or None: gate gradients
+                   const floating[:, :, ::1] dO=None,  # IN (T, B, O) or None: gradient at the logits
+                   const floating[:, ::1] V=None):     # IN (O, Hn) the head's weights, with dO
     """backward() with the weight gradients folded in while each few steps of gate gradients are
     still in cache, so no (T, B, 4Hn) array of them is needed (dA, for the gradient at the inputs,
     is filled only when given; with batch_sizes only at the valid rows). Sums over the valid steps
-    only; raise FloatingPointError on a non-finite gradient."""
+    only; raise FloatingPointError on a non-finite gradient.
+
+    The loss gradient at the states comes as dH, or (dH None) as dO and V, meaning dH = dO @ V:
+    each step forms its rows of dO_t V inside the loop, so no (T, B, Hn) array is built."""
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n = Wh.shape[1], I = X.shape[2]
     cdef Py_ssize_t c, b0, j, k, bad = -1, n4 = 4 * n, kz = I + n + 1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
@@ -564,7 +586,15 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     _check("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, B, n))
     _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, n4))
-    _check("dH", (dH.shape[0], dH.shape[1], dH.shape[2]), (T, B, n))
+    cdef Py_ssize_t O = 0
+    if (dH is None) == (dO is None) or (dO is None) != (V is None):
+        raise ValueError("give the loss gradient as dH, or as dO and V (dH = dO @ V), not both")
+    if dO is not None:
+        O = V.shape[0]
+        _check("V", (V.shape[0], V.shape[1]), (O, n))
+        _check("dO", (dO.shape[0], dO.shape[1], dO.shape[2]), (T, B, O))
+    else:
+        _check("dH", (dH.shape[0], dH.shape[1], dH.shape[2]), (T, B, n))
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
     _check("dc_T", (dc_T.shape[0], dc_T.shape[1]), (B, n))
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
@@ -599,7 +629,11 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef const floating* Hp = &H[0, 0, 0]
     cdef const floating* Cp = &C[0, 0, 0]
     cdef const floating* Gp = &G[0, 0, 0]
-    cdef const floating* dHp = &dH[0, 0, 0]
+    cdef const floating* dHp = &dH[0, 0, 0] if dO is None else NULL
+    cdef const floating* dOp = &dO[0, 0, 0] if dO is not None and O > 0 else NULL
+    cdef const floating* Vp = &V[0, 0] if dOp != NULL else NULL
+    cdef floating* PV = NULL
+    cdef floating* zeros = NULL
     cdef floating* dAp = &dA[0, 0, 0] if dA is not None else NULL
     cdef floating* dhp = &dh0[0, 0]
     cdef floating* dcp = &dc0[0, 0]
@@ -611,14 +645,26 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     space = <floating*> calloc(blocks * per_block, sizeof(floating))
     if not small:
         P = <floating*> malloc(pack_size(Wp, n4, n) * sizeof(floating))
-    if bad_block == NULL or space == NULL or (P == NULL and not small):
+    if dO is not None and dOp == NULL:
+        # no output unit (O = 0): no loss gradient reaches the states
+        zeros = <floating*> calloc(T * B * n, sizeof(floating))
+        dHp = zeros
+    if dOp != NULL and not small:
+        PV = <floating*> malloc(pack_size(Wp, O, n) * sizeof(floating))
+    if (bad_block == NULL or space == NULL or (P == NULL and not small)
+            or (dO is not None and dOp == NULL and zeros == NULL)
+            or (dOp != NULL and not small and PV == NULL)):
         free(bad_block)
         free(space)
         free(P)
+        free(PV)
+        free(zeros)
         raise MemoryError()
     with nogil:
         if P != NULL:
             pack(Wp, n, False, n4, n, P)
+        if PV != NULL:
+            pack(Vp, n, False, O, n, PV)
         for c in range(blocks):
             for j in range(cap):
                 space[c * per_block + o_z + (kz - 1) * cap + j] = 1
@@ -627,14 +673,16 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                 b0 = starts[c]
                 Gt = space + c * per_block
                 bad_block[c] = _backward_block(
-                    Wp, P, Cp + b0 * n, Gp + b0 * n4, dHp + b0 * n,
-                    dAp + b0 * n4 if dAp != NULL else NULL, dhp + b0 * n, dcp + b0 * n, Xp + b0 * I, Hp + b0 * n, I, Gt + o_z, Gt + o_d, cap, Gt, Gt + o_p, bs, b0, T,
-                    B, starts[c + 1] - b0, n)
+                    Wp, P, Cp + b0 * n, Gp + b0 * n4, dHp + b0 * n if dHp != NULL else NULL,
+                    dAp + b0 * n4 if dAp != NULL else NULL, dhp + b0 * n, dcp + b0 * n,
+                    Xp + b0 * I, Hp + b0 * n, I, Gt + o_z, Gt + o_d, cap, Gt, Gt + o_p,
+                    dOp + b0 * O if dOp != NULL else NULL, O, Vp, PV, bs, b0, T, B,
+                    starts[c + 1] - b0, n)
         else:
             Gt = space
             bad_block[0] = _backward_block(
                 Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, Xp, Hp, I, Gt + o_z, Gt + o_d, cap,
-                Gt, Gt + o_p, bs, 0, T, B, B, n)
+                Gt, Gt + o_p, dOp, O, Vp, PV, bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, False)
         if bad < 0:
             # the blocks' partial sums, in block order, transposed back into dWx | dWh | db
@@ -647,6 +695,8 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                         dWh[j, k] += Gt[(I + k) * n4 + j]
                     db[j] += Gt[(I + n) * n4 + j]
         free(P)
+        free(PV)
+        free(zeros)
         free(space)
         free(bad_block)
     if bad >= 0:

@@ -40,7 +40,7 @@
                                               ptrdiff_t k0, ptrdiff_t n) {                         \
         for (ptrdiff_t k = k0; k < n; k++) {                                                        \
             FT i = G[k], f = G[n + k], g = G[2 * n + k], o = G[3 * n + k];                         \
-            FT th = TANH(c[k]), dh = dho[k] + dhn[k];                                               \
+            FT th = TANH(c[k]), dh = dho ? dho[k] + dhn[k] : dhn[k];                                \
             FT d = dc[k] + dh * o * ((FT)1 - th * th);                                              \
             da[k] = d * g * i * ((FT)1 - i);                                                        \
             da[n + k] = d * cp[k] * f * ((FT)1 - f);                                                \
@@ -87,7 +87,8 @@ FB_LSTM_SCALAR(float, f, tanhf)
         }                                                                                           \
     }                                                                                               \
     /* G (rows, 4n) activated gates; cp, c = c_{t-1}, c_t; dho: the loss gradient at h_t; dhn: the \
-     * gradient from step t+1; dc (in: dL/dc_t, out: dL/dc_{t-1}); da (rows, 4n) out */             \
+     * gradient from step t+1 (dho may be NULL: all in dhn); dc (in: dL/dc_t, out: dL/dc_{t-1}); \
+     * da (rows, 4n) out */             \
     static inline void fb_lstm_bwd_##SFX(const FT* G, const FT* cp, const FT* c, const FT* dho,     \
                                          const FT* dhn, FT* dc, FT* da, ptrdiff_t rows,             \
                                          ptrdiff_t n) {                                            \
@@ -101,7 +102,7 @@ FB_LSTM_SCALAR(float, f, tanhf)
                 VT i = LOAD(Gr + k), f = LOAD(Gr + n + k);                                          \
                 VT g = LOAD(Gr + 2 * n + k), o = LOAD(Gr + 3 * n + k);                              \
                 VT th = TANHV(LOAD(c + o4 + k));                                                    \
-                VT dh = ADD(LOAD(dho + o4 + k), LOAD(dhn + o4 + k));                                \
+                VT dh = dho ? ADD(LOAD(dho + o4 + k), LOAD(dhn + o4 + k)) : LOAD(dhn + o4 + k);     \
                 VT d = FMA(MUL(dh, o), FNMA(th, th, one), LOAD(dc + o4 + k));                       \
                 STORE(dar + k, MUL(MUL(d, g), MUL(i, SUB(one, i))));                                \
                 STORE(dar + n + k, MUL(MUL(d, LOAD(cp + o4 + k)), MUL(f, SUB(one, f))));            \
@@ -109,7 +110,8 @@ FB_LSTM_SCALAR(float, f, tanhf)
                 STORE(dar + 3 * n + k, MUL(MUL(dh, th), MUL(o, SUB(one, o))));                      \
                 STORE(dc + o4 + k, MUL(d, f));                                                      \
             }                                                                                       \
-            fb_lstm_bwd_tail_##SFX(Gr, cp + o4, c + o4, dho + o4, dhn + o4, dc + o4, dar, nv, n);   \
+            fb_lstm_bwd_tail_##SFX(Gr, cp + o4, c + o4, dho ? dho + o4 : dho, dhn + o4, dc + o4, dar, \
+                                   nv, n);                                                      \
         }                                                                                           \
     }
 
@@ -133,7 +135,8 @@ FB_LSTM_VECTOR(float, f, 8, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_se
                                          const FT* dhn, FT* dc, FT* da, ptrdiff_t rows,             \
                                          ptrdiff_t n) {                                            \
         for (ptrdiff_t r = 0; r < rows; r++)                                                        \
-            fb_lstm_bwd_tail_##SFX(G + r * 4 * n, cp + r * n, c + r * n, dho + r * n, dhn + r * n,  \
+            fb_lstm_bwd_tail_##SFX(G + r * 4 * n, cp + r * n, c + r * n, dho ? dho + r * n : dho,      \
+                                   dhn + r * n,                                                 \
                                    dc + r * n, da + r * 4 * n, 0, n);                              \
     }
 

@@ -198,3 +198,51 @@ def test_model_reusing_its_lstm_cache_never_overwrites_one_still_held(rng):
     np.testing.assert_array_equal(H, held)
     assert again[0] != first[0]
     np.testing.assert_array_equal(m.loss_and_grad(X, Y)[1]["Wh"], first[1]["Wh"])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3), (9, 1, 3, 16), (12, 7, 4, 37), (5, 33, 8, 24)],
+                         ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
+@pytest.mark.parametrize("O", [0, 1, 10])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_head_gradient_formed_in_the_loop_equals_the_formed_array(dtype, shape, O, n_threads,
+                                                                 backend, rng):
+    """dO and V instead of dH = dO @ V: the same results, with and without variable lengths."""
+    kern = _lstm if backend == "cython" else lstm_np
+    T, B, _, n = shape
+    p = _problem(rng, *shape, dtype)
+    dO = rng.normal(size=(T, B, O)).astype(dtype)
+    V = rng.normal(size=(O, n)).astype(dtype)
+    for bs in (None, _lengths(rng, T, B)):
+        p["dH"] = (dO.reshape(T * B, O) @ V).reshape(T, B, n)
+        want = _run(lstm_np, p, 1, bs, want_dA=True)
+        H, C, G = want["H"], want["C"], want["G"]
+        out = {k: np.full_like(want[k], np.nan) for k in ("dh0", "dc0", "dWx", "dWh", "db")}
+        dA = np.zeros_like(want["dA"])
+        kern.backward_fused(p["Wh"], p["X"], H, C, G, None, p["dh_T"], p["dc_T"], out["dh0"],
+                            out["dc0"], out["dWx"], out["dWh"], out["db"], n_threads, bs, dA, dO,
+                            V)
+        out["dA"] = dA
+        for k in out:
+            assert_close(out[k], want[k], dtype, what=k)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_head_gradient_is_given_one_way_and_fits(backend, rng):
+    kern = _lstm if backend == "cython" else lstm_np
+    T, B, I, n, O = 4, 3, 2, 5, 2
+    p = _problem(rng, T, B, I, n, np.float64)
+    out = _run(lstm_np, p)
+    args = (p["Wh"], p["X"], out["H"], out["C"], out["G"])
+    tail = (p["dh_T"], p["dc_T"], np.empty((B, n)), np.empty((B, n)), np.empty_like(p["Wx"]),
+            np.empty_like(p["Wh"]), np.empty_like(p["b"]), 1, None, None)
+    dO, V = np.zeros((T, B, O)), np.zeros((O, n))
+    with pytest.raises(ValueError, match="not both"):
+        kern.backward_fused(*args, p["dH"], *tail, dO, V)
+    with pytest.raises(ValueError, match="not both"):
+        kern.backward_fused(*args, None, *tail, dO, None)
+    with pytest.raises(ValueError, match="V has shape"):
+        kern.backward_fused(*args, None, *tail, dO, np.zeros((O, n + 1)))
+    with pytest.raises(ValueError, match="dO has shape"):
+        kern.backward_fused(*args, None, *tail, np.zeros((T, B + 1, O)), V)

@@ -316,6 +316,8 @@ class LSTMCell(Cell):
     family = "lstm"
     state_names = ("h", "c")
     gates = 4
+    # the fused kernels form a HeadGrad's dO_t V inside their loop; the others get the array
+    takes_head_grad = True
 
     def param_shapes(self):
         I, n = self.input_size, self.hidden_size
@@ -360,9 +362,13 @@ class LSTMCell(Cell):
             grads = {k: np.empty_like(p[k]) for k in ("Wx", "Wh", "b")}
             # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
             dA = None if not need_dX else np.zeros(G.shape, G.dtype)
-            kern.backward_fused(p["Wh"], X, H, C, G, dH, dh_T, dc_T, dh0, dc0, grads["Wx"],
-                                grads["Wh"], grads["b"], n_threads, batch_sizes, dA)
+            # a HeadGrad stays unformed: the kernel forms dO_t V step by step
+            head = (dH.dO, dH.V) if isinstance(dH, HeadGrad) else ()
+            kern.backward_fused(p["Wh"], X, H, C, G, None if head else dH, dh_T, dc_T, dh0, dc0,
+                                grads["Wx"], grads["Wh"], grads["b"], n_threads, batch_sizes, dA,
+                                *head)
             return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
+        dH = self.dense_grad(dH)
         dA = np.empty_like(G) if batch_sizes is None else np.zeros(G.shape, G.dtype)
         kern.backward(p["Wh"], H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads,
                       *_given(batch_sizes))

@@ -101,12 +101,18 @@ def forward_fused(Wx, b, Wh, X, h0, c0, H, C, G, n_threads=1, batch_sizes=None):
 
 
 def backward_fused(Wh, X, H, C, G, dH, dh_T, dc_T, dh0, dc0, dWx, dWh, db, n_threads=1,
-                   batch_sizes=None, dA=None):
+                   batch_sizes=None, dA=None, dO=None, V=None):
     """backward() and the weight gradients over the valid steps: dWx = sum dA_t^T x_t,
     dWh = sum dA_t^T h_{t-1}, db = sum of dA_t's rows. dA (or None) receives the gate gradients
-    at the valid rows."""
+    at the valid rows. The loss gradient at the states is dH, or (dH None) dO @ V."""
     T, B, I = X.shape
     n = Wh.shape[1]
+    if (dH is None) == (dO is None) or (dO is None) != (V is None):
+        raise ValueError("give the loss gradient as dH, or as dO and V (dH = dO @ V), not both")
+    if dO is not None:
+        _check("V", V.shape, (V.shape[0], n))
+        _check("dO", dO.shape, (T, B, V.shape[0]))
+        dH = dO @ V
     _check("dH", dH.shape, (T, B, n))
     _check("dWx", dWx.shape, (4 * n, I))
     _check("dWh", dWh.shape, (4 * n, n))
