@@ -118,16 +118,20 @@ cdef inline void _matvec_small(const floating* Wh, const floating* da, floating*
 cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floating* A,
                                const floating* X, const floating* PX, const floating* wxt,
                                const floating* bias, Py_ssize_t I, floating* H, floating* C,
-                               floating* G, const Py_ssize_t* bs, Py_ssize_t b0, Py_ssize_t T,
-                               Py_ssize_t B, Py_ssize_t block_rows, Py_ssize_t n) noexcept nogil:
+                               floating* G, floating* out, Py_ssize_t O, const floating* vt,
+                               const floating* cv, const Py_ssize_t* bs, Py_ssize_t b0,
+                               Py_ssize_t T, Py_ssize_t B, Py_ssize_t block_rows,
+                               Py_ssize_t n) noexcept nogil:
     """Forward through all T steps: by hand when wt (Wh transposed) is given, else by the register
     tiles over P (Wh^T packed). The pre-activations come from A, or when A is NULL are formed here
     as bias + x_t Wx^T (from PX, Wx^T packed, or by hand from wxt, Wx transposed). bs (or NULL):
     batch_sizes; b0: the block's first batch row.
+    With out (else NULL), the output layer's logits out_t = h_t V^T + cv (O of them per row) are
+    formed too while h_t is in cache: vt is V^T (n, O) on the hand path, V^T packed on the tiles.
 
     Returns the first step with a non-finite state, or -1.
     """
-    cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I
+    cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
     cdef floating* g
     for t in range(T):
         rows = active_rows(bs, t, b0, block_rows)
@@ -155,6 +159,12 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
             _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
         if not (all_finite(C + (t + 1) * s, m) and all_finite(H + (t + 1) * s, m)):
             return t
+        if out != NULL:
+            if wt != NULL:
+                for b in range(rows):
+                    add_rows(vt, H + (t + 1) * s + b * n, cv, out + t * so + b * O, n, O)
+            else:
+                gemm_packed(rows, O, n, H + (t + 1) * s, n, vt, cv, NULL, 0, out + t * so, O)
     return -1
 
 
@@ -185,7 +195,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
                                 floating* dc, const floating* X, const floating* H,
                                 Py_ssize_t I, floating* ring_z, floating* ring_d, Py_ssize_t cap,
                                 floating* Gt, floating* panels, const floating* dO, Py_ssize_t O,
-                                const floating* V, const floating* PV, const Py_ssize_t* bs,
+                                const floating* V, const floating* PV, floating* dV,
+                                const Py_ssize_t* bs,
                                 Py_ssize_t b0, Py_ssize_t T, Py_ssize_t B, Py_ssize_t block_rows,
                                 Py_ssize_t n) noexcept nogil:
     """Backward through all T steps; dh, dc (rows, n) carry dL/dh_t, dL/dc_t from T down to 0.
@@ -199,12 +210,16 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
     gradients are written to dA.
 
     With dO (else NULL), the loss gradient at h_t is dO_t V, formed here (dO (T, B, O) at the
-    block's first row, V (O, n), PV: V packed) instead of read from dH.
+    block's first row, V (O, n), PV: V packed) instead of read from dH; with dV (else NULL) too,
+    dV (O, n) += dO_t^T h_t, the output layer's weight gradient, while h_t is in cache.
 
     Returns the first step (counting down) with a non-finite gradient, or -1.
     """
-    cdef Py_ssize_t t, b, k, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
+    cdef Py_ssize_t t, b, k, j, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
     cdef const floating* dho
+    cdef const floating* hrow
+    cdef floating* dvrow
+    cdef floating a
     cdef Py_ssize_t kz = I + n + 1, fill = 0
     cdef floating* da
     cdef const floating* src
@@ -230,6 +245,14 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
             fill += rows
         else:
             da = dA + t * s4
+        if dV != NULL:
+            for b in range(rows):
+                hrow = H + (t + 1) * s + b * n
+                for k in range(O):
+                    a = dO[t * so + b * O + k]
+                    dvrow = dV + k * n
+                    for j in range(n):
+                        dvrow[j] += a * hrow[j]
         if dO != NULL:
             # dh_t += dO_t V: the head's gradient joins the one from step t+1 here
             if P == NULL:
@@ -331,11 +354,11 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
             for c in prange(blocks, num_threads=blocks, schedule="static"):
                 b0 = starts[c]
                 bad_block[c] = _forward_block(P, wt, Ap + b0 * 4 * n, NULL, NULL, NULL, NULL, 0,
-                                              Hp + b0 * n, Cp + b0 * n, Gp + b0 * 4 * n, bs, b0,
-                                              T, B, starts[c + 1] - b0, n)
+                                              Hp + b0 * n, Cp + b0 * n, Gp + b0 * 4 * n, NULL, 0,
+                                              NULL, NULL, bs, b0, T, B, starts[c + 1] - b0, n)
         else:
-            bad_block[0] = _forward_block(P, wt, Ap, NULL, NULL, NULL, NULL, 0, Hp, Cp, Gp, bs, 0,
-                                          T, B, B, n)
+            bad_block[0] = _forward_block(P, wt, Ap, NULL, NULL, NULL, NULL, 0, Hp, Cp, Gp, NULL, 0,
+                                          NULL, NULL, bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, True)
         free(wt)
         free(P)
@@ -415,13 +438,13 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                 bad_block[c] = _backward_block(Wp, P, Cp + b0 * n, Gp + b0 * 4 * n,
                                                dHp + b0 * n, dAp + b0 * 4 * n, dhp + b0 * n,
                                                dcp + b0 * n, NULL, NULL, 0, NULL,
-                                               NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, bs,
-                                               b0, T, B,
+                                               NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL,
+                                               bs, b0, T, B,
                                                starts[c + 1] - b0, n)
         else:
             bad_block[0] = _backward_block(Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, NULL, NULL, 0,
-                                           NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, bs,
-                                           0, T, B, B, n)
+                                           NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL,
+                                           bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, False)
         free(P)
         free(bad_block)
@@ -454,16 +477,21 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
                   floating[:, :, ::1] C,          # OUT (T+1, B, Hn) cell states, C[0] = c0
                   floating[:, :, ::1] G,          # OUT (T, B, 4Hn) activated gates i, f, g, o
                   int n_threads=1,
-                  batch_sizes=None):              # IN  (T,) intp or None: rows advanced at step t
+                  batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
+                  const floating[:, ::1] V=None,  # IN  (O, Hn) output layer weights, or None
+                  const floating[::1] c=None,     # IN  (O,) output layer bias, with V
+                  floating[:, :, ::1] out=None):  # OUT (T, B, O) logits h_t V^T + c, with V
     """forward() with the pre-activations X Wx^T + b formed step by step inside the time loop, so
     no (T, B, 4Hn) array of them is written and read back; raise FloatingPointError on a
-    non-finite state."""
+    non-finite state. With V, c and out, the output layer's logits are formed in the same loop
+    (out[t] from h_{t+1} = H[t + 1]; with batch_sizes at the valid rows only)."""
     cdef Py_ssize_t n = Wh.shape[1], I = X.shape[2]
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1]
-    cdef Py_ssize_t j, k, c, b0, bad = -1
+    cdef Py_ssize_t j, k, blk, b0, bad = -1, O = 0
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef floating* wt = NULL
     cdef floating* wxt = NULL
+    cdef floating* vt = NULL
     cdef floating* P = NULL
     cdef floating* PX = NULL
     cdef Py_ssize_t* bad_block
@@ -479,8 +507,17 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     _check("C", (C.shape[0], C.shape[1], C.shape[2]), (T + 1, B, n))
     _check("G", (G.shape[0], G.shape[1], G.shape[2]), (T, B, 4 * n))
+    if (V is None) != (c is None) or (V is None) != (out is None):
+        raise ValueError("the output layer needs V, c and out together")
+    if V is not None:
+        O = V.shape[0]
+        _check("V", (V.shape[0], V.shape[1]), (O, n))
+        _check("c", (c.shape[0],), (O,))
+        _check("out", (out.shape[0], out.shape[1], out.shape[2]), (T, B, O))
     bs_arr = check_batch_sizes(batch_sizes, T, B)
     if B == 0 or n == 0:
+        if V is not None and B > 0:
+            out[...] = c  # no units: the logits are the bias
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
     memcpy(&C[0, 0, 0], &c0[0, 0], B * n * sizeof(floating))
@@ -491,6 +528,9 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
         bs = &bs_view[0]
     starts_arr = block_starts(bs_arr, T, B, blocks)
     starts = starts_arr
+    cdef floating* outp = &out[0, 0, 0] if V is not None and O > 0 else NULL
+    cdef const floating* Vp = &V[0, 0] if outp != NULL else NULL
+    cdef const floating* cp = &c[0] if outp != NULL else NULL
     cdef const floating* Wp = &Wh[0, 0]
     # an empty input (I = 0) has no element to point at; nothing reads it then
     cdef const floating* Wxp = &Wx[0, 0] if I > 0 else NULL
@@ -505,13 +545,16 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     if _small(np.diff(starts_arr).max()):
         wt = <floating*> malloc(4 * n * n * sizeof(floating))
         wxt = <floating*> malloc((4 * n * I + 1) * sizeof(floating))
+        vt = <floating*> malloc((n * O + 1) * sizeof(floating))
     else:
         P = <floating*> malloc(pack_size(Wp, n, 4 * n) * sizeof(floating))
         PX = <floating*> malloc((pack_size(Wp, I, 4 * n) + 1) * sizeof(floating))
-    if (wt == NULL or wxt == NULL) and (P == NULL or PX == NULL):
+        vt = <floating*> malloc((pack_size(Wp, n, O) + 1) * sizeof(floating))
+    if vt == NULL or ((wt == NULL or wxt == NULL) and (P == NULL or PX == NULL)):
         free(bad_block)
         free(wt)
         free(wxt)
+        free(vt)
         free(P)
         free(PX)
         raise MemoryError()
@@ -522,22 +565,29 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
                     wt[j * 4 * n + k] = Wp[k * n + j]
                 for j in range(I):
                     wxt[j * 4 * n + k] = Wxp[k * I + j]
+            for k in range(O if outp != NULL else 0):
+                for j in range(n):
+                    vt[j * O + k] = Vp[k * n + j]
         else:
             pack(Wp, n, True, n, 4 * n, P)
             if I > 0:
                 pack(Wxp, I, True, I, 4 * n, PX)
+            if outp != NULL:
+                pack(Vp, n, True, n, O, vt)
         if blocks > 1:
-            for c in prange(blocks, num_threads=blocks, schedule="static"):
-                b0 = starts[c]
-                bad_block[c] = _forward_block(P, wt, NULL, Xp + b0 * I, PX, wxt, bp, I,
-                                              Hp + b0 * n, Cp + b0 * n, Gp + b0 * 4 * n, bs, b0,
-                                              T, B, starts[c + 1] - b0, n)
+            for blk in prange(blocks, num_threads=blocks, schedule="static"):
+                b0 = starts[blk]
+                bad_block[blk] = _forward_block(
+                    P, wt, NULL, Xp + b0 * I, PX, wxt, bp, I, Hp + b0 * n, Cp + b0 * n,
+                    Gp + b0 * 4 * n, outp + b0 * O if outp != NULL else NULL, O, vt, cp, bs, b0,
+                    T, B, starts[blk + 1] - b0, n)
         else:
-            bad_block[0] = _forward_block(P, wt, NULL, Xp, PX, wxt, bp, I, Hp, Cp, Gp, bs, 0, T,
-                                          B, B, n)
+            bad_block[0] = _forward_block(P, wt, NULL, Xp, PX, wxt, bp, I, Hp, Cp, Gp, outp, O, vt,
+                                          cp, bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, True)
         free(wt)
         free(wxt)
+        free(vt)
         free(P)
         free(PX)
         free(bad_block)
@@ -562,14 +612,16 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                    batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
                    floating[:, :, ::1] dA=None,    # OUT (T, B, 4Hn) or None: gate gradients
                    const floating[:, :, ::1] dO=None,  # IN (T, B, O) or None: gradient at the logits
-                   const floating[:, ::1] V=None):     # IN (O, Hn) the head's weights, with dO
+                   const floating[:, ::1] V=None,      # IN (O, Hn) the head's weights, with dO
+                   floating[:, ::1] dV=None):          # OUT (O, Hn) sum_t dO_t^T h_t, or None
     """backward() with the weight gradients folded in while each few steps of gate gradients are
     still in cache, so no (T, B, 4Hn) array of them is needed (dA, for the gradient at the inputs,
     is filled only when given; with batch_sizes only at the valid rows). Sums over the valid steps
     only; raise FloatingPointError on a non-finite gradient.
 
     The loss gradient at the states comes as dH, or (dH None) as dO and V, meaning dH = dO @ V:
-    each step forms its rows of dO_t V inside the loop, so no (T, B, Hn) array is built."""
+    each step forms its rows of dO_t V inside the loop, so no (T, B, Hn) array is built. With dV
+    as well, the output layer's weight gradient sum_t dO_t^T h_t is formed in the same loop."""
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n = Wh.shape[1], I = X.shape[2]
     cdef Py_ssize_t c, b0, j, k, bad = -1, n4 = 4 * n, kz = I + n + 1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
@@ -593,6 +645,11 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
         O = V.shape[0]
         _check("V", (V.shape[0], V.shape[1]), (O, n))
         _check("dO", (dO.shape[0], dO.shape[1], dO.shape[2]), (T, B, O))
+        if dV is not None:
+            _check("dV", (dV.shape[0], dV.shape[1]), (O, n))
+            dV[...] = 0
+    elif dV is not None:
+        raise ValueError("dV needs dO and V")
     else:
         _check("dH", (dH.shape[0], dH.shape[1], dH.shape[2]), (T, B, n))
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
@@ -640,7 +697,9 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     # per block: its gradients Gt (I + n + 1, 4n), ring_z (I + n + 1, cap) whose last row is all
     # ones, ring_d (cap, 4n) and the packed panels of ring_d
     cdef Py_ssize_t o_z = kz * n4, o_d = o_z + kz * cap, o_p = o_d + cap * n4
-    per_block = o_p + pack_size(Wp, cap, n4)
+    cdef Py_ssize_t o_v = o_p + pack_size(Wp, cap, n4)
+    cdef bint want_dv = dV is not None and O > 0
+    per_block = o_v + (O * n if want_dv else 0)
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     space = <floating*> calloc(blocks * per_block, sizeof(floating))
     if not small:
@@ -676,13 +735,13 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                     Wp, P, Cp + b0 * n, Gp + b0 * n4, dHp + b0 * n if dHp != NULL else NULL,
                     dAp + b0 * n4 if dAp != NULL else NULL, dhp + b0 * n, dcp + b0 * n,
                     Xp + b0 * I, Hp + b0 * n, I, Gt + o_z, Gt + o_d, cap, Gt, Gt + o_p,
-                    dOp + b0 * O if dOp != NULL else NULL, O, Vp, PV, bs, b0, T, B,
-                    starts[c + 1] - b0, n)
+                    dOp + b0 * O if dOp != NULL else NULL, O, Vp, PV,
+                    Gt + o_v if want_dv else NULL, bs, b0, T, B, starts[c + 1] - b0, n)
         else:
             Gt = space
             bad_block[0] = _backward_block(
                 Wp, P, Cp, Gp, dHp, dAp, dhp, dcp, Xp, Hp, I, Gt + o_z, Gt + o_d, cap,
-                Gt, Gt + o_p, dOp, O, Vp, PV, bs, 0, T, B, B, n)
+                Gt, Gt + o_p, dOp, O, Vp, PV, Gt + o_v if want_dv else NULL, bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, False)
         if bad < 0:
             # the blocks' partial sums, in block order, transposed back into dWx | dWh | db
@@ -694,6 +753,10 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                     for k in range(n):
                         dWh[j, k] += Gt[(I + k) * n4 + j]
                     db[j] += Gt[(I + n) * n4 + j]
+                if want_dv:
+                    for j in range(O):
+                        for k in range(n):
+                            dV[j, k] += Gt[o_v + j * n + k]
         free(P)
         free(PV)
         free(zeros)

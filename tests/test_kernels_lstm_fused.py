@@ -246,3 +246,53 @@ def test_head_gradient_is_given_one_way_and_fits(backend, rng):
         kern.backward_fused(*args, None, *tail, dO, np.zeros((O, n + 1)))
     with pytest.raises(ValueError, match="dO has shape"):
         kern.backward_fused(*args, None, *tail, np.zeros((T, B + 1, O)), V)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3), (9, 1, 3, 16), (12, 7, 4, 37), (5, 33, 8, 24)],
+                         ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
+@pytest.mark.parametrize("O", [1, 10])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_output_layer_in_the_loops(dtype, shape, O, n_threads, ragged, rng):
+    """Logits formed in the forward loop, the output layer's weight gradient in the backward loop:
+    the Cython kernels against the NumPy twin, and the twin against plain products."""
+    T, B, _, n = shape
+    p = _problem(rng, *shape, dtype)
+    V = rng.normal(size=(O, n)).astype(dtype)
+    c = rng.normal(size=O).astype(dtype)
+    dO = rng.normal(size=(T, B, O)).astype(dtype)
+    bs = _lengths(rng, T, B) if ragged else None
+    runs = {}
+    for name, kern in (("cython", _lstm), ("numpy", lstm_np)):
+        H, C = np.zeros((T + 1, B, n), dtype), np.zeros((T + 1, B, n), dtype)
+        G, out = np.zeros((T, B, 4 * n), dtype), np.zeros((T, B, O), dtype)
+        kern.forward_fused(p["Wx"], p["b"], p["Wh"], p["X"], p["h0"], p["c0"], H, C, G, n_threads,
+                           bs, V, c, out)
+        grads = {k: np.full(shape, np.nan, dtype) for k, shape in
+                 (("dh0", (B, n)), ("dc0", (B, n)), ("dWx", p["Wx"].shape),
+                  ("dWh", p["Wh"].shape), ("db", p["b"].shape), ("dV", V.shape))}
+        kern.backward_fused(p["Wh"], p["X"], H, C, G, None, p["dh_T"], p["dc_T"], grads["dh0"],
+                            grads["dc0"], grads["dWx"], grads["dWh"], grads["db"], n_threads, bs,
+                            None, dO, V, grads["dV"])
+        runs[name] = {"H": H, "out": out, **grads}
+    for k in runs["numpy"]:
+        assert_close(runs["cython"][k], runs["numpy"][k], dtype, what=k)
+    valid = np.ones((T, B), bool) if bs is None else np.arange(B)[None, :] < bs[:, None]
+    H = runs["numpy"]["H"]
+    want_out = np.where(valid[..., None], H[1:] @ V.T + c, 0)
+    assert_close(runs["numpy"]["out"], want_out, dtype, what="out")
+    want_dV = np.einsum("tbo,tbn->on", np.where(valid[..., None], dO, 0), H[1:])
+    assert_close(runs["numpy"]["dV"], want_dV, dtype, what="dV")
+
+
+def test_output_layer_arguments_come_together(rng):
+    p = _problem(rng, 3, 2, 2, 4, np.float64)
+    H, C, G = np.zeros((4, 2, 4)), np.zeros((4, 2, 4)), np.zeros((3, 2, 16))
+    for kern in (_lstm, lstm_np):
+        with pytest.raises(ValueError, match="together"):
+            kern.forward_fused(p["Wx"], p["b"], p["Wh"], p["X"], p["h0"], p["c0"], H, C, G, 1,
+                               None, np.zeros((2, 4)), None, None)
+        with pytest.raises(ValueError, match="out has shape"):
+            kern.forward_fused(p["Wx"], p["b"], p["Wh"], p["X"], p["h0"], p["c0"], H, C, G, 1,
+                               None, np.zeros((2, 4)), np.zeros(2), np.zeros((3, 2, 3)))

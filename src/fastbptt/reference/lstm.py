@@ -88,23 +88,36 @@ def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1, batch_sizes
     dc0[...] = dc_all
 
 
-def forward_fused(Wx, b, Wh, X, h0, c0, H, C, G, n_threads=1, batch_sizes=None):
+def forward_fused(Wx, b, Wh, X, h0, c0, H, C, G, n_threads=1, batch_sizes=None, V=None, c=None,
+                  out=None):
     """forward() from the inputs: the pre-activations X Wx^T + b are formed here (the Cython twin
-    forms them step by step inside its loop)."""
+    forms them step by step inside its loop). With V, c and out: out[t] = H[t + 1] V^T + c, at the
+    valid rows only."""
     n = Wh.shape[1]
     T, B, I = X.shape
     _check("Wh", Wh.shape, (4 * n, n))
     _check("Wx", Wx.shape, (4 * n, I))
     _check("b", b.shape, (4 * n,))
+    if (V is None) != (c is None) or (V is None) != (out is None):
+        raise ValueError("the output layer needs V, c and out together")
+    if V is not None:
+        _check("V", V.shape, (V.shape[0], n))
+        _check("c", c.shape, (V.shape[0],))
+        _check("out", out.shape, (T, B, V.shape[0]))
     A = (X.reshape(T * B, I) @ Wx.T + b).reshape(T, B, 4 * n)
     forward(Wh, A, h0, c0, H, C, G, n_threads, batch_sizes)
+    if V is not None:
+        bs = check_batch_sizes(batch_sizes, T, B)
+        for t in range(T):
+            out[t, :bs[t]] = H[t + 1, :bs[t]] @ V.T + c
 
 
 def backward_fused(Wh, X, H, C, G, dH, dh_T, dc_T, dh0, dc0, dWx, dWh, db, n_threads=1,
-                   batch_sizes=None, dA=None, dO=None, V=None):
+                   batch_sizes=None, dA=None, dO=None, V=None, dV=None):
     """backward() and the weight gradients over the valid steps: dWx = sum dA_t^T x_t,
     dWh = sum dA_t^T h_{t-1}, db = sum of dA_t's rows. dA (or None) receives the gate gradients
-    at the valid rows. The loss gradient at the states is dH, or (dH None) dO @ V."""
+    at the valid rows. The loss gradient at the states is dH, or (dH None) dO @ V; with dV too,
+    dV = sum dO_t^T h_t over the valid rows."""
     T, B, I = X.shape
     n = Wh.shape[1]
     if (dH is None) == (dO is None) or (dO is None) != (V is None):
@@ -113,6 +126,13 @@ def backward_fused(Wh, X, H, C, G, dH, dh_T, dc_T, dh0, dc0, dWx, dWh, db, n_thr
         _check("V", V.shape, (V.shape[0], n))
         _check("dO", dO.shape, (T, B, V.shape[0]))
         dH = dO @ V
+        if dV is not None:
+            _check("dV", dV.shape, V.shape)
+            bs = check_batch_sizes(batch_sizes, T, B)
+            dV[...] = sum((dO[t, :bs[t]].T @ H[t + 1, :bs[t]] for t in range(T)),
+                          np.zeros(V.shape, dtype=dO.dtype))
+    elif dV is not None:
+        raise ValueError("dV needs dO and V")
     _check("dH", dH.shape, (T, B, n))
     _check("dWx", dWx.shape, (4 * n, I))
     _check("dWh", dWh.shape, (4 * n, n))
