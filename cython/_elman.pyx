@@ -42,8 +42,8 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
 from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
-                   elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_work, lanes,
-                   pack, pack_size, tile_chunks)
+                   elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_cat_work,
+                   gemm_tn_work, lanes, pack, pack_size, tile_chunks)
 from _vmath cimport all_finite, vtanh
 
 import numpy as np
@@ -645,10 +645,10 @@ def backward(int act,
                                     n_threads, NULL)
             elif FASTBPTT_TILED:
                 bad = elman_tiled_backward(act, P, &H[0, 0, 0], &dH[0, 0, 0], <floating*> NULL, 0,
-                                           <floating*> NULL, &dA[0, 0, 0], &dh0[0, 0],
-                                           <floating*> NULL, 0, <floating*> NULL,
+                                           <floating*> NULL, False, &dA[0, 0, 0], &dh0[0, 0],
+                                           <floating*> NULL, 0, <floating*> NULL, 0,
                                            <floating*> NULL, <floating*> NULL, <floating*> NULL,
-                                           <floating*> NULL, 1, T, B, n, n_threads)
+                                           1, T, B, n, n_threads)
                 free(P)
             elif _small(B, n):
                 bad = _backward_small(act, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
@@ -749,14 +749,18 @@ def backward_fused(int act,
                    int n_threads=1,
                    batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
                    const floating[:, :, ::1] dO=None,  # IN  (T, B, O) or None: gradient at a linear head's outputs
-                   const floating[:, ::1] V=None):     # IN  (O, H) the head's weights, given with dO
+                   const floating[:, ::1] V=None,      # IN  (O, H) the head's weights, given with dO
+                   floating[:, ::1] dV=None):          # OUT (O, H) or None: sum_t dO_t^T h_t, with dO
     """backward() with the weight gradients folded in while each block of dA is still in cache;
     dA=None skips writing it. Raise FloatingPointError on a non-finite gradient. With batch_sizes
     off the sequence path: backward(), then the weight gradients of the valid steps.
 
     The loss gradient reaching h_t is dH[t] (dH=None: zero) plus, with dO and V, dO[t] @ V: a
     linear head o_t = V h_t + c hands over the gradient at its outputs instead of a (T, B, H) dH,
-    and the kernels form dO_t V step by step (where they cannot, it is formed here once)."""
+    and the kernels form dO_t V step by step (where they cannot, it is formed here once). With dV,
+    the head's weight gradient sum_t dO_t^T h_t (h_t = H[t + 1]) is formed too: folded in beside
+    dW on the tiled path, one product here on the others. With batch_sizes, dO's rows past a
+    sequence's end must be zero (they are read as they are)."""
     cdef Py_ssize_t T = H.shape[0] - 1, B = H.shape[1], n = W.shape[0], I = X.shape[2]
     cdef Py_ssize_t O = 0
     cdef Py_ssize_t nv, bad = -1, i, k, s, gsize = (I + n) * n
@@ -786,6 +790,10 @@ def backward_fused(int act,
         O = V.shape[0]
         _check("V", (V.shape[0], V.shape[1]), (O, n))
         _check("dO", (dO.shape[0], dO.shape[1], dO.shape[2]), (T, B, O))
+    if dV is not None:
+        if dO is None:
+            raise ValueError("dV is the head's weight gradient: it needs dO and V")
+        _check("dV", (dV.shape[0], dV.shape[1]), (O, n))
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
     if dA is not None:
         _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n))
@@ -797,8 +805,11 @@ def backward_fused(int act,
     seq = FASTBPTT_TILED and B > 0 and n > 0 and sequence_path(
         I, n, B, np.float32 if floating is float else np.float64)
     if FASTBPTT_TILED and B > 0 and n > 0 and not seq and bs_arr is None:
-        _backward_fused_tiled(act, W, X, H, dH, dO, V, dh_T, dA, dh0, dU, dW, db, n_threads)
+        _backward_fused_tiled(act, W, X, H, dH, dO, V, dV, dh_T, dA, dh0, dU, dW, db, n_threads)
         return
+    if dV is not None:
+        np.matmul(np.asarray(dO).reshape(T * B, O).T, np.asarray(H)[1:].reshape(T * B, n),
+                  out=np.asarray(dV))
     if not seq:
         dense = _dense_grad(dH, dO, V, T, B, n, np.asarray(dh0).dtype)
         dA_all = np.asarray(dA) if dA is not None else np.zeros((T, B, n),
@@ -878,46 +889,72 @@ def _dense_grad(dH, dO, V, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n, dtype):
 cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, :, ::1] X,
                            const floating[:, :, ::1] H, const floating[:, :, ::1] dH,
                            const floating[:, :, ::1] dO, const floating[:, ::1] V,
-                           const floating[:, ::1] dh_T, floating[:, :, ::1] dA,
-                           floating[:, ::1] dh0, floating[:, ::1] dU, floating[:, ::1] dW,
-                           floating[::1] db, int n_threads):
+                           floating[:, ::1] dV, const floating[:, ::1] dh_T,
+                           floating[:, :, ::1] dA, floating[:, ::1] dh0, floating[:, ::1] dU,
+                           floating[:, ::1] dW, floating[::1] db, int n_threads):
     """backward_fused for shapes off the sequence path: the tiled loop with the weight gradients
-    folded in step by step (shapes checked by the caller; dH and dO may be None)."""
+    folded in step by step (shapes checked by the caller; dH and dO may be None, dV needs dO)."""
     cdef Py_ssize_t T = H.shape[0] - 1, B = H.shape[1], n = W.shape[0], I = X.shape[2]
     cdef Py_ssize_t bad = -1, O = V.shape[0] if V is not None else 0
+    cdef Py_ssize_t i, j, o, r
+    # the fold accumulates G = [dW | dU] (and the O rows of dV below when asked), whole panels wide
+    cdef Py_ssize_t nr = 2 * lanes(&W[0, 0])
+    cdef Py_ssize_t ldg = (n + I + nr - 1) // nr * nr
+    cdef bint fold_dO = dV is not None and O > 0 and T > 0
+    cdef Py_ssize_t grows = n + (O if fold_dO else 0)
     cdef floating* P = _packed(&W[0, 0], n, False)
     cdef floating* PV = NULL
     cdef floating* ring = NULL
     cdef floating* dA_ptr = NULL
     cdef const floating* dH_ptr = &dH[0, 0, 0] if dH is not None and T > 0 else NULL
     cdef const floating* dO_ptr = &dO[0, 0, 0] if dO is not None and T > 0 and O > 0 else NULL
-    cdef Py_ssize_t chunks = tile_chunks(n_threads, n)
-    cdef floating* work = <floating*> malloc(chunks * _fold_work(&W[0, 0], I, n) * sizeof(floating))
+    cdef const floating* last
+    cdef const floating* hT
+    cdef Py_ssize_t chunks = tile_chunks(n_threads, grows)
+    cdef floating* work = <floating*> malloc(chunks * gemm_tn_cat_work(&W[0, 0]) * sizeof(floating))
+    cdef floating* G = <floating*> calloc(grows * ldg, sizeof(floating))
+    cdef floating acc
     if dO_ptr != NULL:
         PV = _packed_rect(&V[0, 0], O, n, False)  # op = V: dh_t += dO_t V row by row
     if dA is None:
         ring = <floating*> malloc(_fold_steps(B, n) * B * n * sizeof(floating) + 1)
     elif T > 0:
         dA_ptr = &dA[0, 0, 0]
-    if P == NULL or work == NULL or (dA is None and ring == NULL) or (dO_ptr != NULL and PV == NULL):
+    if (P == NULL or work == NULL or G == NULL or (dA is None and ring == NULL)
+            or (dO_ptr != NULL and PV == NULL)):
         free(P)
         free(PV)
         free(ring)
         free(work)
+        free(G)
         raise MemoryError()
     with nogil:
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
-        memset(&dW[0, 0], 0, n * n * sizeof(floating))
         memset(&db[0], 0, n * sizeof(floating))
-        if I > 0:
-            memset(&dU[0, 0], 0, n * I * sizeof(floating))
         if T > 0:
-            bad = elman_tiled_backward(act, P, &H[0, 0, 0], dH_ptr, dO_ptr, O, PV, dA_ptr,
-                                       &dh0[0, 0], &X[0, 0, 0], I, &dU[0, 0], &dW[0, 0], &db[0],
-                                       ring, work, _fold_steps(B, n), T, B, n, n_threads)
+            bad = elman_tiled_backward(act, P, &H[0, 0, 0], dH_ptr, dO_ptr, O, PV, fold_dO, dA_ptr,
+                                       &dh0[0, 0], &X[0, 0, 0], I, G, ldg, &db[0], ring, work,
+                                       _fold_steps(B, n), T, B, n, n_threads)
+        for i in range(n):
+            for j in range(n):
+                dW[i, j] = G[i * ldg + j]
+            for j in range(I):
+                dU[i, j] = G[i * ldg + n + j]
+        if dV is not None:
+            # the fold met dO_{t-1} with h_t for t < T; the last step's dO_{T-1}^T h_T remains
+            last = dO_ptr + (T - 1) * B * O
+            hT = &H[T, 0, 0]
+            for o in range(O):
+                for j in range(n):
+                    acc = G[(n + o) * ldg + j] if fold_dO else 0
+                    if fold_dO:
+                        for r in range(B):
+                            acc = acc + last[r * O + o] * hT[r * n + j]
+                    dV[o, j] = acc
         free(P)
         free(PV)
         free(ring)
         free(work)
+        free(G)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

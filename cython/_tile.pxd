@@ -35,16 +35,18 @@ cdef extern from "_tile.h" nogil:
                                     Py_ssize_t I, const float* PU, const float* bias, float* H,
                                     Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
                                     int n_threads) noexcept
+    size_t fb_gemm_tn_cat_work_d() noexcept
+    size_t fb_gemm_tn_cat_work_f() noexcept
     Py_ssize_t fb_elman_bwd_tiled_d(int act, const double* P, const double* H, const double* dH,
                                     const double* dO, Py_ssize_t O, const double* PV,
-                                    double* dA, double* dh, const double* X, Py_ssize_t I,
-                                    double* dU, double* dW, double* db, double* ring,
-                                    double* work, Py_ssize_t span, Py_ssize_t T, Py_ssize_t B,
-                                    Py_ssize_t n, int n_threads) noexcept
+                                    int fold_dO, double* dA, double* dh, const double* X,
+                                    Py_ssize_t I, double* G, Py_ssize_t ldg, double* db,
+                                    double* ring, double* work, Py_ssize_t span, Py_ssize_t T,
+                                    Py_ssize_t B, Py_ssize_t n, int n_threads) noexcept
     Py_ssize_t fb_elman_bwd_tiled_f(int act, const float* P, const float* H, const float* dH,
-                                    const float* dO, Py_ssize_t O, const float* PV,
-                                    float* dA, float* dh, const float* X, Py_ssize_t I,
-                                    float* dU, float* dW, float* db, float* ring, float* work,
+                                    const float* dO, Py_ssize_t O, const float* PV, int fold_dO,
+                                    float* dA, float* dh, const float* X, Py_ssize_t I, float* G,
+                                    Py_ssize_t ldg, float* db, float* ring, float* work,
                                     Py_ssize_t span, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
                                     int n_threads) noexcept
     Py_ssize_t fb_elman_fwd_d(int nv, int act, Py_ssize_t T, const double* Wt, const double* A,
@@ -169,19 +171,28 @@ cdef inline Py_ssize_t elman_tiled_forward(int act, const floating* PW, const fl
         return fb_elman_fwd_tiled_d(act, PW, A, X, I, PU, bias, H, T, B, n, n_threads)
 
 
+cdef inline Py_ssize_t gemm_tn_cat_work(const floating* like) noexcept nogil:
+    """Elements of scratch one chunk of elman_tiled_backward's weight-gradient fold needs."""
+    if floating is float:
+        return fb_gemm_tn_cat_work_f()
+    else:
+        return fb_gemm_tn_cat_work_d()
+
+
 cdef inline Py_ssize_t elman_tiled_backward(int act, const floating* P, const floating* H,
                                             const floating* dH, const floating* dO, Py_ssize_t O,
-                                            const floating* PV, floating* dA, floating* dh,
-                                            const floating* X, Py_ssize_t I, floating* dU,
-                                            floating* dW, floating* db, floating* ring,
-                                            floating* work, Py_ssize_t span, Py_ssize_t T,
-                                            Py_ssize_t B, Py_ssize_t n,
+                                            const floating* PV, bint fold_dO, floating* dA,
+                                            floating* dh, const floating* X, Py_ssize_t I,
+                                            floating* G, Py_ssize_t ldg, floating* db,
+                                            floating* ring, floating* work, Py_ssize_t span,
+                                            Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
                                             int n_threads) noexcept nogil:
     """Backward through all T steps of the batch, the loss gradient at h_t being dH_t (dH may be
-    NULL) plus dO_t V when dO is not NULL (PV: V packed); with dW, the weight gradients folded in."""
+    NULL) plus dO_t V when dO is not NULL (PV: V packed); with G, the weight gradients folded into
+    G = [dW | dU] (ldg columns) and db, and with fold_dO also [dV | dO^T X] in G's O rows below."""
     if floating is float:
-        return fb_elman_bwd_tiled_f(act, P, H, dH, dO, O, PV, dA, dh, X, I, dU, dW, db, ring,
-                                    work, span, T, B, n, n_threads)
+        return fb_elman_bwd_tiled_f(act, P, H, dH, dO, O, PV, fold_dO, dA, dh, X, I, G, ldg, db,
+                                    ring, work, span, T, B, n, n_threads)
     else:
-        return fb_elman_bwd_tiled_d(act, P, H, dH, dO, O, PV, dA, dh, X, I, dU, dW, db, ring,
-                                    work, span, T, B, n, n_threads)
+        return fb_elman_bwd_tiled_d(act, P, H, dH, dO, O, PV, fold_dO, dA, dh, X, I, G, ldg, db,
+                                    ring, work, span, T, B, n, n_threads)

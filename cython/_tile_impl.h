@@ -182,28 +182,39 @@ static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
         for (ptrdiff_t mc = 0; mc < M; mc += FB_MC) {
             ptrdiff_t mb = M - mc < FB_MC ? M - mc : FB_MC;
             ptrdiff_t tiles = (mb + FB_MR - 1) / FB_MR;
+            /* each tile's first row and row count, worked out once: a division per row of A
+             * inside the packing loop cost as much as a fifth of the product */
+            int tile_mr[FB_MC / FB_MR + 1];
+            ptrdiff_t tile_m[FB_MC / FB_MR + 1];
+            for (ptrdiff_t t = 0, m = 0; t < tiles; t++) {
+                tile_mr[t] = (int)((mb - m + (tiles - t) - 1) / (tiles - t));
+                tile_m[t] = m;
+                m += tile_mr[t];
+            }
             if (packed) {
-                /* strips are 2W apart so the whole-register copy of a row may spill past mr */
-                for (ptrdiff_t k = 0; k < kb; k++) {
-                    const FT* src = A + (kc + k) * lda + mc;
-                    ptrdiff_t m = 0;
-                    for (ptrdiff_t t = 0; t < tiles; t++) {
-                        int mr = (int)((mb - m + (tiles - t) - 1) / (tiles - t));
-                        FT* dst = packed + m * kb + t * 2 * FB_W + k * mr;
-                        if (mc + m + 2 * FB_W <= M) {
-                            VSTORE(dst, VLOAD(src + m));
-                            VSTORE(dst + FB_W, VLOAD(src + m + FB_W));
-                        } else {
-                            for (int r = 0; r < mr; r++) dst[r] = src[m + r];
+                /* strip by strip down the rows (the per-copy offsets and tests of a row-by-row
+                 * order cost more than the copies); strips are 2W apart so the whole-register copy
+                 * of a row may spill past mr */
+                for (ptrdiff_t t = 0; t < tiles; t++) {
+                    ptrdiff_t m = tile_m[t];
+                    int mr = tile_mr[t];
+                    const FT* src = A + kc * lda + mc + m;
+                    FT* dst = packed + m * kb + t * 2 * FB_W;
+                    if (mc + m + 2 * FB_W <= M) {
+                        for (ptrdiff_t k = 0; k < kb; k++, src += lda, dst += mr) {
+                            VSTORE(dst, VLOAD(src));
+                            VSTORE(dst + FB_W, VLOAD(src + FB_W));
                         }
-                        m += mr;
+                    } else {
+                        for (ptrdiff_t k = 0; k < kb; k++, src += lda, dst += mr)
+                            for (int r = 0; r < mr; r++) dst[r] = src[r];
                     }
                 }
             }
             for (ptrdiff_t p = 0; p < panels; p++) {
-                ptrdiff_t m = 0;
                 for (ptrdiff_t t = 0; t < tiles; t++) {
-                    int mr = (int)((mb - m + (tiles - t) - 1) / (tiles - t));
+                    ptrdiff_t m = tile_m[t];
+                    int mr = tile_mr[t];
                     /* without the scratch, read both in place */
                     const FT* a = packed ? packed + m * kb + t * 2 * FB_W : A + kc * lda + mc + m;
                     ptrdiff_t sa = packed ? mr : lda;
@@ -218,7 +229,6 @@ static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
                     case 2: FB_TN_TILE(2); break;
                     default: FB_TN_TILE(1); break;
                     }
-                    m += mr;
                 }
             }
         }
@@ -509,14 +519,137 @@ static ptrdiff_t FB_SFX(fb_elman_fwd_tiled)(int act, const FT* PW, const FT* A, 
     return bad;
 }
 
-/* Rows lo..hi of dW += da^T h, dU += da^T x, db += the sum of da's rows, over `rows` batch rows. */
-static inline void FB_SFX(fb_wgrad_rows)(const FT* da, const FT* h, const FT* x, ptrdiff_t I,
-                                        FT* dU, FT* dW, FT* db, ptrdiff_t rows, ptrdiff_t n,
+/* Columns the joined product packs B into at once: about 256 KB of L2 per block. */
+#define FB_CAT_NC ((ptrdiff_t)(262144 / (FB_KC * sizeof(FT))) / FB_NR * FB_NR)
+
+/* Elements of the scratch fb_gemm_tn_cat needs. */
+static inline size_t FB_SFX(fb_gemm_tn_cat_work)(void) {
+    return (size_t)FB_KC * (size_t)(FB_MC + FB_CAT_NC) + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W;
+}
+
+/* dst <- columns j0..j0+w-1 (w <= NR) of the joined row (s1[0..n1), s2[0..n2), then zeros; s2 NULL
+ * reads as n2 zeros). When all NR columns from j0 lie in one source they go as two whole registers
+ * (NR values written). */
+static inline void FB_SFX(fb_cat_cols)(FT* dst, const FT* s1, ptrdiff_t n1, const FT* s2,
+                                      ptrdiff_t n2, ptrdiff_t j0, ptrdiff_t w) {
+    const FT* src = j0 + FB_NR <= n1 ? s1 + j0
+                    : s2 && j0 >= n1 && j0 + FB_NR <= n1 + n2 ? s2 + j0 - n1 : NULL;
+    if (src) {
+        VSTORE(dst, VLOAD(src));
+        VSTORE(dst + FB_W, VLOAD(src + FB_W));
+        return;
+    }
+    /* three plain runs: a per-element choice of source compiles to masked loads, which stall
+     * for hundreds of cycles when a masked-off lane points at an unmapped page (s2 NULL) */
+    ptrdiff_t c = 0, e1 = n1 - j0 < w ? n1 - j0 : w, e2 = n1 + n2 - j0 < w ? n1 + n2 - j0 : w;
+    for (; c < e1; c++) dst[c] = s1[j0 + c];
+    if (s2)
+        for (; c < e2; c++) dst[c] = s2[j0 + c - n1];
+    for (; c < w; c++) dst[c] = (FT)0;
+}
+
+/* Rows lo..hi-1 of C += A^T B over K rows, both operands joined from two sources: row k of A is A1's
+ * row k (M1 values) then A2's row k - a2_skip (M2 values; zeros for k < a2_skip, or when A2 is
+ * NULL), row k of B is B1's row k (N1 values) then B2's (N2; B2 may be NULL), then zeros up to N, a
+ * whole number of panels (C's columns past N1 + N2 get zeros added). The Elman weight-gradient fold: C = [dW | dU] (and dV below) from one packing of dA, where
+ * two products of fb_gemm_tn would pack dA twice (costly beside the thin dU = dA^T X).
+ * work: fb_gemm_tn_cat_work() elements; layout and blocking as fb_gemm_tn's. */
+static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, const FT* A1,
+                                   ptrdiff_t M1, ptrdiff_t lda1, const FT* A2, ptrdiff_t M2,
+                                   ptrdiff_t lda2, ptrdiff_t a2_skip, const FT* B1, ptrdiff_t N1, ptrdiff_t ldb1,
+                                   const FT* B2, ptrdiff_t N2, ptrdiff_t ldb2, ptrdiff_t N, FT* C,
+                                   ptrdiff_t ldc, FT* work) {
+    FT* apack = work;
+    FT* bpack = work + (size_t)FB_KC * FB_MC + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W;
+    if (hi <= lo || N <= 0 || K <= 0) return;
+    for (ptrdiff_t nc = 0; nc < N; nc += FB_CAT_NC)
+    for (ptrdiff_t kc = 0; kc < K; kc += FB_KC) {
+        ptrdiff_t kb = K - kc < FB_KC ? K - kc : FB_KC;
+        ptrdiff_t panels = (N - nc < FB_CAT_NC ? N - nc : FB_CAT_NC) / FB_NR;
+        /* B's panels row by row; a panel inside one source is two plain register copies a row
+         * (the joined copy only for a panel across the seam or past the end) */
+        for (ptrdiff_t p = 0; p < panels; p++) {
+            ptrdiff_t j0 = nc + p * FB_NR;
+            const FT* src = j0 + FB_NR <= N1 ? B1 + kc * ldb1 + j0
+                            : B2 && j0 >= N1 && j0 + FB_NR <= N1 + N2 ? B2 + kc * ldb2 + j0 - N1
+                                                                       : NULL;
+            ptrdiff_t ld = j0 < N1 ? ldb1 : ldb2;
+            FT* dst = bpack + p * kb * FB_NR;
+            if (src) {
+                for (ptrdiff_t k = 0; k < kb; k++, src += ld, dst += FB_NR) {
+                    VSTORE(dst, VLOAD(src));
+                    VSTORE(dst + FB_W, VLOAD(src + FB_W));
+                }
+            } else {
+                for (ptrdiff_t k = 0; k < kb; k++, dst += FB_NR)
+                    FB_SFX(fb_cat_cols)(dst, B1 + (kc + k) * ldb1, N1,
+                                        B2 ? B2 + (kc + k) * ldb2 : NULL, N2, j0, FB_NR);
+            }
+        }
+        for (ptrdiff_t mc = lo; mc < hi; mc += FB_MC) {
+            ptrdiff_t mb = hi - mc < FB_MC ? hi - mc : FB_MC;
+            ptrdiff_t tiles = (mb + FB_MR - 1) / FB_MR;
+            int tile_mr[FB_MC / FB_MR + 1];
+            ptrdiff_t tile_m[FB_MC / FB_MR + 1];
+            for (ptrdiff_t t = 0, m = 0; t < tiles; t++) {
+                tile_mr[t] = (int)((mb - m + (tiles - t) - 1) / (tiles - t));
+                tile_m[t] = m;
+                m += tile_mr[t];
+            }
+            /* A's strips, tile by tile down the rows; strips are 2W apart, so a whole-register copy
+             * may spill past a tile's mr values. A strip inside A1 is two plain register copies a
+             * row: the per-element joined copy, at every row and tile, took a fifth of the time */
+            for (ptrdiff_t t = 0; t < tiles; t++) {
+                ptrdiff_t m = mc + tile_m[t];
+                int mr = tile_mr[t];
+                FT* dst = apack + tile_m[t] * kb + t * 2 * FB_W;
+                if (m + 2 * FB_W <= M1) {
+                    const FT* src = A1 + kc * lda1 + m;
+                    for (ptrdiff_t k = 0; k < kb; k++, src += lda1, dst += mr) {
+                        VSTORE(dst, VLOAD(src));
+                        VSTORE(dst + FB_W, VLOAD(src + FB_W));
+                    }
+                    continue;
+                }
+                for (ptrdiff_t k = 0; k < kb; k++, dst += mr) {
+                    const FT* a2 = A2 && kc + k >= a2_skip ? A2 + (kc + k - a2_skip) * lda2 : NULL;
+                    FB_SFX(fb_cat_cols)(dst, A1 + (kc + k) * lda1, M1, a2, M2, m, mr);
+                }
+            }
+            for (ptrdiff_t p = 0; p < panels; p++) {
+                const FT* b = bpack + p * kb * FB_NR;
+                for (ptrdiff_t t = 0; t < tiles; t++) {
+                    const FT* a = apack + tile_m[t] * kb + t * 2 * FB_W;
+                    FT* c = C + (mc + tile_m[t]) * ldc + nc + p * FB_NR;
+                    switch (tile_mr[t]) {
+                    case 6: FB_SFX(fb_tile_tn)(6, kb, a, 6, b, FB_NR, c, ldc); break;
+                    case 5: FB_SFX(fb_tile_tn)(5, kb, a, 5, b, FB_NR, c, ldc); break;
+                    case 4: FB_SFX(fb_tile_tn)(4, kb, a, 4, b, FB_NR, c, ldc); break;
+                    case 3: FB_SFX(fb_tile_tn)(3, kb, a, 3, b, FB_NR, c, ldc); break;
+                    case 2: FB_SFX(fb_tile_tn)(2, kb, a, 2, b, FB_NR, c, ldc); break;
+                    default: FB_SFX(fb_tile_tn)(1, kb, a, 1, b, FB_NR, c, ldc); break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* One chunk of the tiled backward's fold, over `rows` batch rows (`per_step` of them a step): rows
+ * lo..hi-1 of G = [dW | dU] (n rows; ldg columns, a whole number of panels, >= n + I) += da^T [h | x]
+ * with h the states before each step, and db += the sum of da's rows (its columns lo..hi-1). With
+ * dO, G has O more rows += dO'^T [h | x], dO' being dO one step late (row r of dO' is dO's row
+ * r - per_step, zero for r < per_step when dO_first): their first n columns sum dO_s^T h_{s+1}, the
+ * head's dV, from the same packed [h | x] (but for the last step's term, which the caller adds). */
+static inline void FB_SFX(fb_wgrad_rows)(const FT* da, const FT* dO, ptrdiff_t O, int dO_first,
+                                        const FT* h, const FT* x, ptrdiff_t I, FT* G, ptrdiff_t ldg,
+                                        FT* db, ptrdiff_t rows, ptrdiff_t per_step, ptrdiff_t n,
                                         ptrdiff_t lo, ptrdiff_t hi, FT* work) {
-    FB_SFX(fb_gemm_tn)(hi - lo, n, rows, da + lo, n, h, n, dW + lo * n, n, work);
-    if (I > 0) FB_SFX(fb_gemm_tn)(hi - lo, I, rows, da + lo, n, x, I, dU + lo * I, I, work);
+    FB_SFX(fb_gemm_tn_cat)(lo, hi, rows, da, n, n, dO, dO ? O : 0, O, dO_first ? per_step : 0, h, n,
+                           n, I > 0 ? x : NULL, I, I, ldg, G, ldg, work);
+    ptrdiff_t top = hi < n ? hi : n;
     for (ptrdiff_t r = 0; r < rows; r++) /* row by row: contiguous, vectorised adds */
-        for (ptrdiff_t i = lo; i < hi; i++) db[i] += da[r * n + i];
+        for (ptrdiff_t i = lo; i < top; i++) db[i] += da[r * n + i];
 }
 
 /* a = (g + base) f'(a) over m elements, f' written through h = f(a); g may be NULL (zero). */
@@ -536,18 +669,23 @@ static inline void FB_SFX(fb_grad_fprime)(int act, const FT* g, const FT* base, 
 /* Backward over T steps of B rows: P = W packed; dh holds dh_T on entry, dh_0 on return. The loss
  * gradient reaching h_t is dH's step t (dH may be NULL: zero) plus, when dO is given, dO_t V, with
  * dO (T x B x O) the gradient at a linear head's outputs and PV its weights V (O x n) packed (op = V).
- * With dW, every `span` steps the block's dA rows are folded into dU, dW, db (which the caller zeroed)
- * while they are in cache, their output rows cut into chunks (work: fb_chunks(n_threads, n) times
- * fb_gemm_tn_work(n, max(n, I)) elements); dA may then be NULL, `ring` (span steps) holding the
- * block instead. Returns the first step whose gradient is not finite, or -1. */
+ * With G, every `span` steps the block's dA rows are folded into G = [dW | dU] and db (which the
+ * caller zeroed; G has ldg columns, a whole number of panels, >= n + I) while they are in cache;
+ * with fold_dO (and dO) G has O more rows whose first n columns are sum_t dO_t^T h_{t+1} over all
+ * steps but the last (dV but for dO_{T-1}^T h_T, left to the caller). The output rows
+ * are cut into chunks (work: fb_chunks(n_threads, n) times fb_gemm_tn_cat_work() elements); dA may
+ * then be NULL, `ring` (span steps) holding the block instead. Returns the first step whose
+ * gradient is not finite, or -1. */
 static ptrdiff_t FB_SFX(fb_elman_bwd_tiled)(int act, const FT* P, const FT* H, const FT* dH,
-                                           const FT* dO, ptrdiff_t O, const FT* PV, FT* dA, FT* dh,
-                                           const FT* X, ptrdiff_t I, FT* dU, FT* dW, FT* db,
-                                           FT* ring, FT* work, ptrdiff_t span, ptrdiff_t T,
-                                           ptrdiff_t B, ptrdiff_t n, int n_threads) {
+                                           const FT* dO, ptrdiff_t O, const FT* PV, int fold_dO,
+                                           FT* dA, FT* dh, const FT* X, ptrdiff_t I, FT* G,
+                                           ptrdiff_t ldg, FT* db, FT* ring, FT* work,
+                                           ptrdiff_t span, ptrdiff_t T, ptrdiff_t B, ptrdiff_t n,
+                                           int n_threads) {
     const ptrdiff_t step = B * n, chunks = FB_SFX(fb_chunks)(n_threads, B);
-    const ptrdiff_t gchunks = FB_SFX(fb_chunks)(n_threads, n);
-    const size_t wsize = FB_SFX(fb_gemm_tn_work)(n, n > I ? n : I);
+    const ptrdiff_t grows = n + (fold_dO && dO ? O : 0);
+    const ptrdiff_t gchunks = FB_SFX(fb_chunks)(n_threads, grows);
+    const size_t wsize = FB_SFX(fb_gemm_tn_cat_work)();
     ptrdiff_t bad = -1, end = T;
 #pragma omp parallel num_threads(n_threads) if (chunks > 1 || gchunks > 1)
 #pragma omp single
@@ -574,12 +712,15 @@ static ptrdiff_t FB_SFX(fb_elman_bwd_tiled)(int act, const FT* P, const FT* H, c
             bad = t;
             break;
         }
-        if (dW && t == start) {
+        if (G && t == start) {
             const FT* blk = dA ? dA + start * step : ring;
+            /* dO one step late beside the states before each step: dO_{t-1} meets h_t */
+            const FT* dO_blk = fold_dO && dO ? dO + (start > 0 ? (start - 1) * B * O : 0) : NULL;
             for (ptrdiff_t c = 0; c < gchunks; c++) {
 #pragma omp task if (gchunks > 1)
-                FB_SFX(fb_wgrad_rows)(blk, H + start * step, X + start * B * I, I, dU, dW, db,
-                                      (end - start) * B, n, c * n / gchunks, (c + 1) * n / gchunks,
+                FB_SFX(fb_wgrad_rows)(blk, dO_blk, O, start == 0, H + start * step,
+                                      X + start * B * I, I, G, ldg, db, (end - start) * B, B, n,
+                                      c * grows / gchunks, (c + 1) * grows / gchunks,
                                       work + c * wsize);
             }
 #pragma omp taskwait

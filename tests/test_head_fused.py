@@ -30,12 +30,14 @@ def _lengths(rng, T, B, ragged):
     return lengths
 
 
-def _formed(m, X, Y, states, lengths):
-    """loss_and_grad with the head's gradient formed as a (T, B, H) array before the backward pass."""
+def _formed(m, X, Y, states, lengths, unformed=False):
+    """loss_and_grad with the head's gradient formed as a (T, B, H) array before the backward pass;
+    with `unformed`, left as a HeadGrad whose dV the backward pass fills."""
     call = m._prepare(X, states.get("h0"), states.get("c0"), lengths, Y)
     H, trace = m._run(call.X, call.state0, call.lengths, call.batch_sizes)
-    loss, dHs, head_grads = m._head_loss(call, H, unformed=False)
-    assert isinstance(dHs, np.ndarray)
+    loss, dHs, head_grads = m._head_loss(call, H, unformed=unformed,
+                                         defer_weight_grad=unformed)
+    assert isinstance(dHs, HeadGrad if unformed and m.output is not None else np.ndarray)
     grads, dstate0, _ = m._backward(call.X, H, trace, dHs)
     grads.update(head_grads)
     if call.order is not None:
@@ -48,14 +50,18 @@ def _formed(m, X, Y, states, lengths):
 
 
 def _check_same(m, X, Y, dtype, states=None, lengths=None):
+    """loss_and_grad (HeadGrad, dV from the head) and the HeadGrad with dV from the backward pass
+    against the formed array."""
     states = states or {}
-    loss, grads = m.loss_and_grad(X, Y, lengths=lengths, **states)
     ref_loss, ref_grads = _formed(m, X, Y, states, lengths)
-    assert_close(loss, ref_loss, dtype, "loss")
-    assert set(grads) == set(ref_grads)
-    for name, g in ref_grads.items():
-        assert grads[name].dtype == dtype, name
-        assert_close(grads[name], g, dtype, name)
+    runs = {"loss_and_grad": m.loss_and_grad(X, Y, lengths=lengths, **states),
+            "dV deferred": _formed(m, X, Y, states, lengths, unformed=True)}
+    for what, (loss, grads) in runs.items():
+        assert_close(loss, ref_loss, dtype, f"{what} loss")
+        assert set(grads) == set(ref_grads)
+        for name, g in ref_grads.items():
+            assert grads[name].dtype == dtype, name
+            assert_close(grads[name], g, dtype, f"{what} {name}")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -158,7 +164,8 @@ def test_gradcheck_unformed_path(output, loss, target, bidirectional, rng):
 @pytest.mark.parametrize("output,loss", HEADS, ids=lambda v: str(v))
 def test_head_returns_what_dense_forms(output, loss, rng):
     """unformed=True gives a HeadGrad whose dense() is the array unformed=False gives (an array
-    itself without an output layer), masked steps included."""
+    itself without an output layer), masked steps included, and the same grads; with
+    defer_weight_grad, grads["V"] is its dV, which the states fill with what the head computes."""
     T, B, H, O = 5, 3, 4, 3
     head = fb.heads.Head(output, loss, "mean", "all", H, O)
     p = {"V": rng.normal(size=(O, H)), "c": rng.normal(size=O)}
@@ -168,14 +175,24 @@ def test_head_returns_what_dense_forms(output, loss, rng):
     for m in (None, mask):
         loss_f, dense, grads_f = head.loss_and_grad(p, Hs, Y, mask=m)
         loss_u, unformed, grads_u = head.loss_and_grad(p, Hs, Y, mask=m, unformed=True)
-        assert loss_u == loss_f
+        loss_d, deferred, grads_d = head.loss_and_grad(p, Hs, Y, mask=m, unformed=True,
+                                                       defer_weight_grad=True)
+        assert loss_u == loss_d == loss_f
+        assert set(grads_u) == set(grads_d) == set(grads_f)
         for name in grads_f:
             np.testing.assert_array_equal(grads_u[name], grads_f[name])
         if output is None:
-            assert isinstance(unformed, np.ndarray)
-            np.testing.assert_array_equal(unformed, dense)
+            for got in (unformed, deferred):
+                assert isinstance(got, np.ndarray)
+                np.testing.assert_array_equal(got, dense)
             continue
-        assert isinstance(unformed, HeadGrad) and unformed.dO.shape == (T, B, O)
-        np.testing.assert_array_equal(unformed.dense(), dense)
+        np.testing.assert_array_equal(grads_d["c"], grads_f["c"])
+        for got in (unformed, deferred):
+            assert isinstance(got, HeadGrad) and got.dO.shape == (T, B, O)
+            np.testing.assert_array_equal(got.dense(), dense)
+        assert unformed.dV is None
+        assert deferred.dV is grads_d["V"] and not deferred.dV.any()
+        deferred.weight_grad_from(Hs)
+        assert_close(grads_d["V"], grads_f["V"], np.float64, "dV")
         if m is not None:
             assert not unformed.dO[~m].any()

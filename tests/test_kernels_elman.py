@@ -232,21 +232,30 @@ def test_tanh_of_the_kernels_is_accurate_everywhere(dtype):
 
 
 def _backward_head(kern, act, W, X, H, dH, dO, V, dh_T, n_threads, keep_dA, batch_sizes=None):
-    """backward_fused with the loss gradient given as dH (or None) plus dO @ V (or neither)."""
+    """backward_fused with the loss gradient given as dH (or None) plus dO @ V (or neither); with
+    dO, also the head's weight gradient dV."""
     T, B, _ = X.shape
     n = W.shape[0]
     dA = np.zeros((T, B, n), X.dtype) if keep_dA else None
     dh0 = np.empty((B, n), X.dtype)
     dU, dW, db = np.empty((n, X.shape[2]), X.dtype), np.empty_like(W), np.empty(n, X.dtype)
-    head = () if dO is None else (dO, V)
+    out = {"dA": dA, "dh0": dh0, "dU": dU, "dW": dW, "db": db}
+    head = ()
+    if dO is not None:
+        out["dV"] = np.full(V.shape, np.nan, X.dtype)
+        head = (dO, V, out["dV"])
     kern.backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads, batch_sizes,
                         *head)
-    return {"dA": dA, "dh0": dh0, "dU": dU, "dW": dW, "db": db}
+    return out
+
+
+# tiled path, T over several blocks of the weight-gradient fold (which meets dO_{t-1} with h_t)
+FOLD_SHAPES = [(60, 5, 3, 13), (20, 33, 4, 24)]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("act", [0, 1], ids=["tanh", "relu"])
-@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", FUSED_SHAPES + FOLD_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("O", [1, 3])
 @pytest.mark.parametrize("n_threads,keep_dA,with_dH", [(1, True, False), (2, False, False),
                                                          (1, False, True), (2, True, True)])
@@ -265,6 +274,7 @@ def test_head_gradient_in_the_loop_equals_the_formed_array(shape, O, act, dtype,
     if with_dH:
         dense = dense + dH
     ref = _backward_head(elman_np, act, W, X, H, dense.astype(dtype), None, None, dh_T, 1, True)
+    ref["dV"] = dO.reshape(-1, O).astype(np.float64).T @ H[1:].reshape(-1, n)
     given = dH if with_dH else None
     for kern, threads in ((_elman, n_threads), (elman_np, 1)):
         got = _backward_head(kern, act, W, X, H, given, dO, V, dh_T, threads, keep_dA)
@@ -291,8 +301,10 @@ def test_head_gradient_in_the_loop_with_batch_sizes(shape, dtype, n_threads, rng
     elman_np.forward_fused(0, U, b, W, X, h0, H, 1, bs)
     dO = rng.normal(0, 1.0, (T, B, O)).astype(dtype)
     V = rng.normal(0, 0.5, (O, n)).astype(dtype)
+    dO[np.arange(B)[None, :] >= bs[:, None]] = 0  # the head gives nothing past an end
     dense = (dO @ V).astype(dtype)
     ref = _backward_head(elman_np, 0, W, X, H, dense, None, None, dh_T, 1, True, bs)
+    ref["dV"] = dO.reshape(-1, O).astype(np.float64).T @ H[1:].reshape(-1, n)
     got = _backward_head(_elman, 0, W, X, H, None, dO, V, dh_T, n_threads, True, bs)
     for name, r in ref.items():
         assert_close(got[name], r, dtype, f"cython {name}")
@@ -312,6 +324,10 @@ def test_head_gradient_arguments_are_checked(kern):
         kern.backward_fused(*args, np.zeros((T, B, O)), np.zeros((O, n + 1)))
     with pytest.raises(ValueError, match="dH"):
         kern.backward_fused(0, np.eye(n), X, H, np.zeros((T, B, n + 1)), *args[5:])
+    with pytest.raises(ValueError, match="dV"):
+        kern.backward_fused(*args, np.zeros((T, B, O)), np.zeros((O, n)), np.zeros((O, n + 1)))
+    with pytest.raises(ValueError, match="dV"):
+        kern.backward_fused(*args, None, None, np.zeros((O, n)))
 
 
 @pytest.mark.parametrize("B,n", [(1, 8), (5, 13)], ids=["sequence", "tiled"])

@@ -37,7 +37,10 @@ class Cell:
     backward's dH, the loss gradient reaching each state, is a (T, B, H) ndarray, or a HeadGrad
     (dO, V) meaning dO @ V when it comes straight from an output layer. A cell whose kernels form
     dO_t V inside their loop sets `takes_head_grad`; for the others the caller (the Stack) forms the
-    array with `dense_grad` first.
+    array with `dense_grad` first. A cell that also sets `fills_head_weight_grad` may be handed a
+    HeadGrad whose dV is an array, and writes the head's weight gradient sum_t dO_t^T h_t into it
+    (folded into its kernels, or with `fill_head_weight_grad`); the others get dV=None and the Stack
+    forms dV itself.
     """
 
     family = None
@@ -45,11 +48,19 @@ class Cell:
     gates = 1
     differentiable = True
     takes_head_grad = False
+    fills_head_weight_grad = False
 
     @staticmethod
     def dense_grad(dH):
         """dH as a (T, B, H) ndarray: formed from a HeadGrad, passed through otherwise."""
         return dense_grad(dH)
+
+    @staticmethod
+    def fill_head_weight_grad(dH, H):
+        """When dH is a HeadGrad with a dV to fill: dV = sum_t dO_t^T h_t from the states H
+        (T+1, B, H), one product."""
+        if isinstance(dH, HeadGrad) and dH.dV is not None:
+            dH.weight_grad_from(H[1:])
 
     def __init__(self, name, input_size, hidden_size):
         self.name = name
@@ -71,6 +82,7 @@ class ElmanCell(Cell):
 
     family = "elman"
     takes_head_grad = True
+    fills_head_weight_grad = True
 
     def __init__(self, name, input_size, hidden_size):
         super().__init__(name, input_size, hidden_size)
@@ -92,7 +104,10 @@ class ElmanCell(Cell):
         (h0,) = state0
         if batch_sizes is not None:
             return self._forward_runs(kern, p, X, h0, n_threads, batch_sizes), None
-        H = np.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        # the kernels write every entry: an earlier call's states that nobody holds will do (a
+        # fresh array costs page faults worth a tenth of a step at H=16)
+        scratch = self.__dict__.setdefault("_scratch", _Scratch())
+        H = scratch.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
         self._forward_block(kern, p, X, h0, H, n_threads)
         return H, None
 
@@ -136,12 +151,13 @@ class ElmanCell(Cell):
         if self._fused(kern, X):
             dA = np.empty(shape, dtype=H.dtype) if need_dX else None
             grads = {k: np.empty_like(p[k]) for k in ("U", "W", "b")}
-            # the fused kernels form dO_t V step by step: no (T, B, H) gradient array
-            head = dH if isinstance(dH, HeadGrad) else None
+            # the fused kernels form dO_t V step by step (no (T, B, H) gradient array), and the
+            # head's dV beside dW
+            head = (dH.dO, dH.V, dH.dV) if isinstance(dH, HeadGrad) else ()
             kern.backward_fused(self.act, p["W"], X, H, None if head else dH, dh_T, dA, dh0,
-                                grads["U"], grads["W"], grads["b"], n_threads, None,
-                                *((head.dO, head.V) if head else ()))
+                                grads["U"], grads["W"], grads["b"], n_threads, None, *head)
             return grads, dh0, dA
+        self.fill_head_weight_grad(dH, H)
         dH = self.dense_grad(dH)
         dA = np.empty(shape, dtype=H.dtype)
         kern.backward(self.act, p["W"], H, dH, dh_T, dA, dh0, n_threads)
@@ -152,6 +168,8 @@ class ElmanCell(Cell):
     def _backward_runs(self, kern, p, X, H, dH, dh_T, n_threads, need_dX, batch_sizes):
         """The runs of forward in reverse: a finished row's gradient passes its padded steps
         untouched, and enters the kernel at the run holding its last valid step."""
+        # H is zero past each end and so is dO: one product over the padded arrays gives dV
+        self.fill_head_weight_grad(dH, H)
         dh = dh_T.copy()
         grads = {k: np.zeros_like(p[k]) for k in ("U", "W", "b")}
         dX = np.zeros_like(X) if need_dX else None

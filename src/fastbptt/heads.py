@@ -31,10 +31,15 @@ class HeadGrad(NamedTuple):
     the states is the gradient at the logits o times V: dO (T, B, O), scaled by the reduction and
     zero where a step does not count, and V (O, H). O is small, so dO costs little to build and to
     pass on; `dense()` forms the (T, B, H) array for whoever needs it.
+
+    dV, when not None, is an (O, H) array the consumer fills with the head's weight gradient
+    sum_t dO_t^T h_t, h_t being the states the head read: the backward pass has them in cache
+    anyway (see Stack.backward and Cell.fill_head_weight_grad).
     """
 
     dO: np.ndarray
     V: np.ndarray
+    dV: np.ndarray | None = None
 
     def dense(self):
         """dH (T, B, H) = dO @ V."""
@@ -45,13 +50,18 @@ class HeadGrad(NamedTuple):
         return dH.reshape(T, B, self.V.shape[1])
 
     def rows(self, t0, t1, b):
-        """Steps t0..t1-1, batch rows [0, b), C-contiguous."""
+        """Steps t0..t1-1, batch rows [0, b), C-contiguous (dV is left to the caller)."""
         return HeadGrad(np.ascontiguousarray(self.dO[t0:t1, :b]), self.V)
 
     def columns(self, j0, j1):
         """The gradient reaching units j0..j1-1 of the states (one direction of a bidirectional
-        layer): the same dO with the columns of V."""
+        layer): the same dO with the columns of V (dV is left to the caller)."""
         return HeadGrad(self.dO, np.ascontiguousarray(self.V[:, j0:j1]))
+
+    def weight_grad_from(self, H):
+        """dV = sum_t dO_t^T H[t] over (T, B, H) states H, written into self.dV."""
+        T, B, O = self.dO.shape
+        np.matmul(self.dO.reshape(T * B, O).T, H.reshape(T * B, -1), out=self.dV)
 
 
 def dense_grad(dH):
@@ -136,21 +146,25 @@ class Head:
             return softmax(o, axis=-1)
         return o
 
-    def loss_and_grad(self, p, Hs, Y, scale=None, mask=None, unformed=False):
+    def loss_and_grad(self, p, Hs, Y, scale=None, mask=None, unformed=False,
+                      defer_weight_grad=False):
         """Return (loss, dHs, grads of V and c). `scale` overrides the reduction's divisor.
 
         `mask` (T', B) marks the steps that count (variable lengths): the others add nothing, get a
         zero gradient, and the mean divides by the number of steps that count. With `unformed`,
-        dHs is a HeadGrad (dO, V) when the head has an output layer (an ndarray without one).
+        dHs is a HeadGrad (dO, V) when the head has an output layer (an ndarray without one); with
+        `defer_weight_grad` as well, grads["V"] is the HeadGrad's dV, zero until the backward pass
+        that takes the HeadGrad fills it (beside dW, while the states are in cache).
         """
         if mask is not None:
             idx = np.nonzero(mask)
             loss, dvalid, grads = self.loss_and_grad(p, Hs[idx][None], Y[idx][None], scale,
-                                                     unformed=unformed)
+                                                     unformed=unformed,
+                                                     defer_weight_grad=defer_weight_grad)
             if isinstance(dvalid, HeadGrad):
                 dO = np.zeros(Hs.shape[:2] + (dvalid.dO.shape[-1],), dtype=dvalid.dO.dtype)
                 dO[idx] = dvalid.dO[0]
-                return loss, HeadGrad(dO, dvalid.V), grads
+                return loss, HeadGrad(dO, dvalid.V, dvalid.dV), grads
             dHs = np.zeros_like(Hs)
             dHs[idx] = dvalid[0]
             return loss, dHs, grads
@@ -196,6 +210,9 @@ class Head:
         if scale != 1:
             dO *= o.dtype.type(scale)  # every branch above made dO a fresh array
         dO2 = dO.reshape(T * B, -1)
+        if unformed and defer_weight_grad:
+            grads = {"V": np.zeros_like(p["V"]), "c": dO2.sum(axis=0)}
+            return float(loss) * scale, HeadGrad(dO.reshape(T, B, -1), p["V"], grads["V"]), grads
         grads = {"V": dO2.T @ Hs.reshape(T * B, n), "c": dO2.sum(axis=0)}
         dHs = HeadGrad(dO.reshape(T, B, -1), p["V"])
         return float(loss) * scale, dHs if unformed else dHs.dense(), grads

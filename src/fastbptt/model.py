@@ -320,19 +320,19 @@ class RNN:
                 full[-1] = seen[0]
             else:
                 full[lengths - 1, np.arange(H.shape[1])] = seen[0]
-        dH = _heads.HeadGrad(full, dHs.V) if unformed else full
+        dH = _heads.HeadGrad(full, dHs.V, dHs.dV) if unformed else full
         if dstate_T is None:
             shape = self._state_shape(H.shape[1])
             dstate_T = tuple(np.zeros(shape, dtype=self.dtype) for _ in self.cell.state_names)
         return self.cell.backward(self._kernels(), self.params, X, H, cache, dH, dstate_T,
                                   self.n_threads, need_dX)
 
-    def _head_loss(self, call, H, unformed=False):
+    def _head_loss(self, call, H, unformed=False, defer_weight_grad=False):
         mask = None
         if call.lengths is not None and self.target == "all":
             mask = np.arange(H.shape[0] - 1)[:, None] < call.lengths[None, :]
         return self.head.loss_and_grad(self.params, self._seen(H, call.lengths), call.Y, mask=mask,
-                                       unformed=unformed)
+                                       unformed=unformed, defer_weight_grad=defer_weight_grad)
 
     def forward(self, X, h0=None, c0=None, lengths=None):
         """Outputs and final state: (Y_hat, state), state = (h_T,) or (h_T, c_T) for lstm.
@@ -380,7 +380,8 @@ class RNN:
         """
         call = self._prepare(X, h0, c0, lengths, Y)
         H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes)
-        # the gradient at the states stays (dO, V) down to the kernels that take it
+        # the gradient at the states stays (dO, V) down to the kernels that take it; dV stays with
+        # the head, so that fit's truncated BPTT (the same head, arrays) agrees with this bitwise
         loss, dHs, head_grads = self._head_loss(call, H, unformed=True)
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss is not finite ({loss})")

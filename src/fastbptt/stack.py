@@ -165,23 +165,34 @@ class Stack:
 
         dHout is an ndarray (T, B, H * D) or a HeadGrad: the top layer's cells get it as it is
         (each direction its columns of V) when they take one, the array otherwise; the layers below
-        get arrays."""
+        get arrays. A HeadGrad's dV, when given, is filled: by the top layer's cells (each direction
+        its columns) when they fill one, here from the layer's outputs otherwise."""
         D, n = self.num_directions, self.hidden_size
         grads, dstate0 = {}, [[None] * (self.num_layers * D) for _ in self.state_names]
         dOut = dHout
         dX = None
         for layer in range(self.num_layers - 1, -1, -1):
             dInp = None
-            if isinstance(dOut, HeadGrad) and not all(c.takes_head_grad for c in self.cells[layer]):
-                dOut = self.cells[layer][0].dense_grad(dOut)
+            row = self.cells[layer]
+            if isinstance(dOut, HeadGrad) and dOut.dV is not None and not all(
+                    c.takes_head_grad and c.fills_head_weight_grad for c in row):
+                dOut.weight_grad_from(self._layer_output(trace, layer))
+                dOut = HeadGrad(dOut.dO, dOut.V)
+            if isinstance(dOut, HeadGrad) and not all(c.takes_head_grad for c in row):
+                dOut = row[0].dense_grad(dOut)
             for direction in range(D):
                 k = layer * D + direction
                 Xd, H, cache = trace.layers[k]
-                cell = self.cells[layer][direction]
+                cell = row[direction]
                 if isinstance(dOut, HeadGrad):
-                    dH = dOut if D == 1 else dOut.columns(direction * n, (direction + 1) * n)
-                    if direction == 1:
-                        dH = HeadGrad(self._reverse(dH.dO, trace.reverse_index), dH.V)
+                    dH = dOut
+                    if D == 2:
+                        part = dOut.columns(direction * n, (direction + 1) * n)
+                        dO = part.dO if direction == 0 else self._reverse(part.dO,
+                                                                          trace.reverse_index)
+                        # this direction's columns of dV, filled in place below
+                        dV = None if dOut.dV is None else np.empty_like(part.V)
+                        dH = HeadGrad(dO, part.V, dV)
                 else:
                     dH = dOut if D == 1 else dOut[..., direction * n:(direction + 1) * n]
                     dH = np.ascontiguousarray(dH) if direction == 0 else self._reverse(
@@ -190,6 +201,8 @@ class Stack:
                 g, ds0, dXd = cell.backward(
                     kern, self._view(p, layer, direction), Xd, H, cache, dH,
                     self._state(dstate_T, k), n_threads, below, **_bs(trace.batch_sizes))
+                if isinstance(dH, HeadGrad) and dH.dV is not None and dH.dV is not dOut.dV:
+                    dOut.dV[:, direction * n:(direction + 1) * n] = dH.dV
                 suffix = param_suffix(layer, direction)
                 grads.update({name + suffix: v for name, v in g.items()})
                 for i, v in enumerate(ds0):

@@ -112,11 +112,12 @@ def head_grad(dH, dO, V, shape, dtype):
 
 
 def backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads=1, batch_sizes=None,
-                   dO=None, V=None):
+                   dO=None, V=None, dV=None):
     """backward() plus the weight gradients dU = sum_t dA_t^T X_t, dW = sum_t dA_t^T H_t,
     db = sum_t dA_t (over the valid steps with batch_sizes); dA may be None (then it is not
     returned). The loss gradient reaching h_t is dH[t] (None: zero) plus dO[t] @ V when the
-    gradient dO (T, B, O) at a linear head's outputs and the head's weights V (O, H) are given."""
+    gradient dO (T, B, O) at a linear head's outputs and the head's weights V (O, H) are given;
+    dV (O, H), when given, receives the head's weight gradient sum_t dO_t^T h_t, h_t = H[t + 1]."""
     T, B, n = H.shape[0] - 1, H.shape[1], W.shape[0]
     I = X.shape[2]
     _check("X", X.shape[:2], (T, B))
@@ -124,6 +125,11 @@ def backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads=1, bat
     _check("dW", dW.shape, (n, n))
     _check("db", db.shape, (n,))
     dH = head_grad(dH, dO, V, (T, B, n), H.dtype)
+    if dV is not None:
+        if dO is None:
+            raise ValueError("dV is the head's weight gradient: it needs dO and V")
+        _check("dV", dV.shape, V.shape)
+        dV[...] = dO.reshape(T * B, dO.shape[2]).T @ H[1:].reshape(T * B, n)
     out = np.zeros((T, B, n), dtype=dH.dtype) if dA is None else dA
     backward(act, W, H, dH, dh_T, out, dh0, n_threads, batch_sizes)
     if batch_sizes is None:
