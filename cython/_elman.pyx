@@ -6,6 +6,9 @@ Two pairs of entry points:
   - forward_fused / backward_fused (used by fastbptt.cells when fused_ok): the projection is formed
     step by step inside the loop, and dU, dW, db are folded in while each block of dA is still in
     cache, so no (T, B, H) array of pre-activations or of their gradients is written and read back.
+    backward_fused also takes the loss gradient unformed, as dO (T, B, O) at a linear head's
+    outputs and its weights V (O, H) (the head's HeadGrad): dO_t V is formed inside the loop, and
+    on request the head's dV = sum_t dO_t^T h_t is folded in beside dW.
 
 Layers, as in every kernel module:
   (a) `cdef inline ... noexcept nogil` helpers, and the C loops of cython/_tile.h (register tiles);
