@@ -5,6 +5,7 @@ import numpy as np
 from . import heads as _heads
 from ._backend import resolve_backend
 from ._checks import as_dtype, positive_int, real_array
+from ._threads import blas_single_in
 from .cells import CELLS
 from .init import init_params
 from .stack import Stack
@@ -334,6 +335,7 @@ class RNN:
         return self.head.loss_and_grad(self.params, self._seen(H, call.lengths), call.Y, mask=mask,
                                        unformed=unformed, defer_weight_grad=defer_weight_grad)
 
+    @blas_single_in
     def forward(self, X, h0=None, c0=None, lengths=None):
         """Outputs and final state: (Y_hat, state), state = (h_T,) or (h_T, c_T) for lstm.
 
@@ -370,6 +372,7 @@ class RNN:
         threshold = 0.5 if self.output == "sigmoid" else 0.0
         return (Y_hat > threshold).astype(np.int64)
 
+    @blas_single_in
     def loss_and_grad(self, X, Y, h0=None, c0=None, lengths=None):
         """Loss and its gradient for every parameter (and for h0 / c0 when given).
 
@@ -396,6 +399,7 @@ class RNN:
                     else value
         return loss, grads
 
+    @blas_single_in
     def evaluate(self, X, Y, h0=None, c0=None, lengths=None):
         """The loss alone (no backward pass through time, no dropout)."""
         call = self._prepare(X, h0, c0, lengths, Y)

@@ -23,6 +23,7 @@ import weakref
 import numpy as np
 
 from ._checks import positive_int
+from ._threads import blas_single_in
 from .optim import _nonneg_float, clip_by_norm, clip_by_value, global_norm, make_optimizer
 
 METRICS = ("accuracy", "bit_accuracy", "sequence_accuracy")
@@ -518,6 +519,7 @@ def _prepare_validation(m, validation):
     return Xv3, Yv3, m._initial_state(Bv, single)
 
 
+@blas_single_in
 def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer="sgd", lr=None,
         schedule=None, clip_norm=None, clip_value=None, shuffle=True, seed=0, validation=None,
         metric=None, tbptt=None, stateful=False, h0=None, c0=None, progress=True, callbacks=(),
