@@ -458,7 +458,7 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
 
 # Rows of (x, h) and gate gradients a block gathers before folding them into its weight gradients:
 # enough for the fold to run as a full-speed product, few enough for the rings to stay in L2.
-cdef Py_ssize_t FOLD_ROWS = 512
+cdef Py_ssize_t FOLD_ROWS = 128
 
 
 cdef inline Py_ssize_t _fold_cap(Py_ssize_t block_rows) noexcept nogil:
