@@ -8,7 +8,9 @@ Two pairs of entry points:
     cache, so no (T, B, H) array of pre-activations or of their gradients is written and read back.
     backward_fused also takes the loss gradient unformed, as dO (T, B, O) at a linear head's
     outputs and its weights V (O, H) (the head's HeadGrad): dO_t V is formed inside the loop, and
-    on request the head's dV = sum_t dO_t^T h_t is folded in beside dW.
+    on request the head's dV = sum_t dO_t^T h_t is folded in beside dW. forward_fused, given the
+    output layer (V, c), forms its logits h_t V^T + c in the loop while h_t is in cache: with both,
+    the head never reads the (T, B, H) states back.
 
 Layers, as in every kernel module:
   (a) `cdef inline ... noexcept nogil` helpers, and the C loops of cython/_tile.h (register tiles);
@@ -45,8 +47,8 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
 from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
-                   elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_cat_work,
-                   gemm_tn_work, lanes, pack, pack_size, tile_chunks)
+                    elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_cat_work,
+                    gemm_tn_work, lanes, pack, pack_size, tile_chunks)
 from _vmath cimport all_finite, vtanh
 
 import numpy as np
@@ -244,9 +246,11 @@ cdef Py_ssize_t _first_bad(Py_ssize_t* bad, Py_ssize_t B) noexcept nogil:
 cdef Py_ssize_t _forward_seq(int act, int nv, const floating* Wt, const floating* A,
                              const floating* X, Py_ssize_t I, const floating* Ut,
                              const floating* bias, floating* H, Py_ssize_t T, Py_ssize_t B,
-                             Py_ssize_t n, int n_threads, const Py_ssize_t* lengths) noexcept nogil:
+                             Py_ssize_t n, int n_threads, const Py_ssize_t* lengths,
+                             Py_ssize_t O, const floating* V, const floating* c,
+                             floating* out) noexcept nogil:
     """Each sequence through all its steps (lengths[b] of them when lengths is not NULL); a_t from
-    A, or bias + U x_t when X is given."""
+    A, or bias + U x_t when X is given; with out (T, B, O), the logits V h_t + c of its steps."""
     cdef Py_ssize_t b
     cdef Py_ssize_t bad[4]
     if n_threads > 1 and B > 1:
@@ -254,13 +258,15 @@ cdef Py_ssize_t _forward_seq(int act, int nv, const floating* Wt, const floating
             bad[b] = elman_seq_forward(nv, act, lengths[b] if lengths != NULL else T, Wt,
                                        A + b * n if A != NULL else A, B * n,
                                        X + b * I if X != NULL else X, B * I, I, Ut, bias,
-                                       H + b * n, B * n)
+                                       H + b * n, B * n, O, V, c,
+                                       out + b * O if out != NULL else out, B * O)
     else:
         for b in range(B):
             bad[b] = elman_seq_forward(nv, act, lengths[b] if lengths != NULL else T, Wt,
                                        A + b * n if A != NULL else A, B * n,
                                        X + b * I if X != NULL else X, B * I, I, Ut, bias,
-                                       H + b * n, B * n)
+                                       H + b * n, B * n, O, V, c,
+                                       out + b * O if out != NULL else out, B * O)
     return _first_bad(bad, B)
 
 
@@ -442,7 +448,8 @@ cdef _forward_lengths(int act, const floating[:, ::1] W, const floating[:, :, ::
             raise MemoryError()
         with nogil:
             bad = _forward_seq(act, nv, wt, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
-                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads, &lengths[0])
+                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads, &lengths[0],
+                               0, <floating*> NULL, <floating*> NULL, <floating*> NULL)
             free(wt)
     else:
         starts_arr = _block_starts(bs_arr, T, B, blocks)
@@ -584,10 +591,12 @@ def forward(int act,
     with nogil:
         if nv:
             bad = _forward_seq(act, nv, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
-                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads, NULL)
+                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads, NULL,
+                               0, <floating*> NULL, <floating*> NULL, <floating*> NULL)
         elif FASTBPTT_TILED:
             bad = elman_tiled_forward(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
-                                      <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads)
+                                      <floating*> NULL, &H[0, 0, 0], T, B, n, 0, <floating*> NULL,
+                                      <floating*> NULL, <floating*> NULL, n_threads)
         elif _small(B, n):
             bad = _forward_small(act, buf, &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
         else:
@@ -685,15 +694,26 @@ def forward_fused(int act,
                   const floating[:, ::1] h0,      # IN  (B, H) initial state
                   floating[:, :, ::1] H,          # OUT (T+1, B, H) states, H[0] = h0
                   int n_threads=1,
-                  batch_sizes=None):              # IN  (T,) intp or None: rows advanced at step t
+                  batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
+                  const floating[:, ::1] V=None,  # IN  (O, H) output layer weights, or None
+                  const floating[::1] c=None,     # IN  (O,) output layer bias, with V
+                  floating[:, :, ::1] out=None):  # OUT (T, B, O) logits h_t V^T + c, with V
     """forward() with the projection a_t = U x_t + b formed step by step inside the time loop (no
     (T, B, H) array of pre-activations to write and read back); raise FloatingPointError on a
     non-finite state. With batch_sizes off the sequence path: the projection of the valid steps,
-    then forward()."""
+    then forward().
+
+    With V, c and out, a linear output layer's logits out[t] = H[t + 1] V^T + c are formed in the
+    same loop while each step's states are in cache (with batch_sizes at the valid rows only; the
+    others keep what the caller put there)."""
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], I = X.shape[2], n = W.shape[0]
-    cdef Py_ssize_t nv, bad = -1
+    cdef Py_ssize_t nv, bad = -1, O = 0
     cdef floating* wt = NULL
     cdef floating* ut = NULL
+    cdef floating* pv = NULL
+    cdef floating* out_ptr = NULL
+    cdef const floating* V_ptr = NULL
+    cdef const floating* c_ptr = NULL
     cdef const Py_ssize_t[::1] lengths
     cdef const Py_ssize_t* lengths_ptr = NULL
     if act not in (TANH, RELU, STEP):
@@ -703,14 +723,29 @@ def forward_fused(int act,
     _check("b", (b.shape[0],), (n,))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
+    if (V is None) != (c is None) or (V is None) != (out is None):
+        raise ValueError("the output layer needs V, c and out together")
+    if V is not None:
+        O = V.shape[0]
+        _check("V", (V.shape[0], V.shape[1]), (O, n))
+        _check("c", (c.shape[0],), (O,))
+        _check("out", (out.shape[0], out.shape[1], out.shape[2]), (T, B, O))
     bs_arr = check_batch_sizes(batch_sizes, T, B)
     if not FASTBPTT_TILED or (bs_arr is not None and not sequence_path(
             I, n, B, np.float32 if floating is float else np.float64)):
         forward(act, W, _projection(X, U, b, bs_arr), h0, H, n_threads, bs_arr)
+        if V is not None:
+            _logits(H, V, c, out, bs_arr)
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
     if T == 0 or B == 0 or n == 0:
+        if V is not None and T > 0 and B > 0:
+            _logits(H, V, c, out, bs_arr)  # no units: the logits are the bias
         return
+    if V is not None and O > 0:
+        out_ptr = &out[0, 0, 0]
+        V_ptr = &V[0, 0]
+        c_ptr = &c[0]
     if bs_arr is not None:
         lengths = _lengths_of(bs_arr, T, B)
         lengths_ptr = &lengths[0]
@@ -721,21 +756,39 @@ def forward_fused(int act,
     else:
         wt = _packed(&W[0, 0], n, True)
         ut = _packed_rect(&U[0, 0], n, I, True)  # op = U^T: a_t = b + x_t U^T row by row
-    if wt == NULL or ut == NULL:
+        if out_ptr != NULL:
+            pv = _packed_rect(V_ptr, O, n, True)  # op = V^T: o_t = c + h_t V^T row by row
+    if wt == NULL or ut == NULL or (out_ptr != NULL and not nv and pv == NULL):
         free(wt)
         free(ut)
+        free(pv)
         raise MemoryError()
     with nogil:
         if nv:
             bad = _forward_seq(act, nv, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
-                               &H[0, 0, 0], T, B, n, n_threads, lengths_ptr)
+                               &H[0, 0, 0], T, B, n, n_threads, lengths_ptr, O, V_ptr, c_ptr,
+                               out_ptr)
         else:
             bad = elman_tiled_forward(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
-                                      &H[0, 0, 0], T, B, n, n_threads)
+                                      &H[0, 0, 0], T, B, n, O, pv, c_ptr, out_ptr, n_threads)
         free(wt)
         free(ut)
+        free(pv)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden state at time step {bad}")
+
+
+def _logits(H, V, c, out, bs):
+    """out[t] = H[t + 1] V^T + c for the paths that form no logits in their loop (with batch_sizes
+    bs, at the valid rows only)."""
+    H, V, out = np.asarray(H), np.asarray(V), np.asarray(out)
+    T, B = out.shape[:2]
+    if bs is None:
+        np.matmul(H[1:].reshape(T * B, -1), V.T, out=out.reshape(T * B, -1))
+        out += np.asarray(c)
+        return
+    mask = np.arange(B)[None, :] < bs[:, None]
+    out[mask] = H[1:][mask] @ V.T + np.asarray(c)
 
 
 def backward_fused(int act,
@@ -751,7 +804,7 @@ def backward_fused(int act,
                    floating[::1] db,               # OUT (H,) = sum_t dA_t
                    int n_threads=1,
                    batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
-                   const floating[:, :, ::1] dO=None,  # IN  (T, B, O) or None: gradient at a linear head's outputs
+                   const floating[:, :, ::1] dO=None,  # IN  (T, B, O) or None: gradient at the logits
                    const floating[:, ::1] V=None,      # IN  (O, H) the head's weights, given with dO
                    floating[:, ::1] dV=None):          # OUT (O, H) or None: sum_t dO_t^T h_t, with dO
     """backward() with the weight gradients folded in while each block of dA is still in cache;

@@ -29,11 +29,13 @@ cdef extern from "_tile.h" nogil:
     Py_ssize_t fb_chunks_d(int n_threads, Py_ssize_t rows) noexcept
     Py_ssize_t fb_elman_fwd_tiled_d(int act, const double* PW, const double* A, const double* X,
                                     Py_ssize_t I, const double* PU, const double* bias, double* H,
-                                    Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                                    Py_ssize_t T, Py_ssize_t B, Py_ssize_t n, Py_ssize_t O,
+                                    const double* PV, const double* c, double* out,
                                     int n_threads) noexcept
     Py_ssize_t fb_elman_fwd_tiled_f(int act, const float* PW, const float* A, const float* X,
                                     Py_ssize_t I, const float* PU, const float* bias, float* H,
-                                    Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                                    Py_ssize_t T, Py_ssize_t B, Py_ssize_t n, Py_ssize_t O,
+                                    const float* PV, const float* c, float* out,
                                     int n_threads) noexcept
     size_t fb_gemm_tn_cat_work_d() noexcept
     size_t fb_gemm_tn_cat_work_f() noexcept
@@ -51,11 +53,14 @@ cdef extern from "_tile.h" nogil:
                                     int n_threads) noexcept
     Py_ssize_t fb_elman_fwd_d(int nv, int act, Py_ssize_t T, const double* Wt, const double* A,
                               Py_ssize_t sa, const double* X, Py_ssize_t sx, Py_ssize_t I,
-                              const double* Ut, const double* bias, double* H,
-                              Py_ssize_t sh) noexcept
+                              const double* Ut, const double* bias, double* H, Py_ssize_t sh,
+                              Py_ssize_t O, const double* V, const double* c, double* out,
+                              Py_ssize_t so) noexcept
     Py_ssize_t fb_elman_fwd_f(int nv, int act, Py_ssize_t T, const float* Wt, const float* A,
                               Py_ssize_t sa, const float* X, Py_ssize_t sx, Py_ssize_t I,
-                              const float* Ut, const float* bias, float* H, Py_ssize_t sh) noexcept
+                              const float* Ut, const float* bias, float* H, Py_ssize_t sh,
+                              Py_ssize_t O, const float* V, const float* c, float* out,
+                              Py_ssize_t so) noexcept
     Py_ssize_t fb_elman_bwd_d(int nv, int act, Py_ssize_t T, const double* W, const double* H,
                               Py_ssize_t sh, const double* dH, Py_ssize_t sg, const double* dO,
                               Py_ssize_t so, Py_ssize_t O, const double* V, double* dA,
@@ -127,13 +132,15 @@ cdef inline void gemm_tn(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floatin
 cdef inline Py_ssize_t elman_seq_forward(int nv, int act, Py_ssize_t T, const floating* Wt,
                                          const floating* A, Py_ssize_t sa, const floating* X,
                                          Py_ssize_t sx, Py_ssize_t I, const floating* Ut,
-                                         const floating* bias, floating* H,
-                                         Py_ssize_t sh) noexcept nogil:
-    """One sequence through all T steps; a_t from A, or bias + U x_t when X is not NULL."""
+                                         const floating* bias, floating* H, Py_ssize_t sh,
+                                         Py_ssize_t O, const floating* V, const floating* c,
+                                         floating* out, Py_ssize_t so) noexcept nogil:
+    """One sequence through all T steps; a_t from A, or bias + U x_t when X is not NULL; with out
+    (rows so apart), the logits V h_t + c of each step too (V (O, n) as given)."""
     if floating is float:
-        return fb_elman_fwd_f(nv, act, T, Wt, A, sa, X, sx, I, Ut, bias, H, sh)
+        return fb_elman_fwd_f(nv, act, T, Wt, A, sa, X, sx, I, Ut, bias, H, sh, O, V, c, out, so)
     else:
-        return fb_elman_fwd_d(nv, act, T, Wt, A, sa, X, sx, I, Ut, bias, H, sh)
+        return fb_elman_fwd_d(nv, act, T, Wt, A, sa, X, sx, I, Ut, bias, H, sh, O, V, c, out, so)
 
 
 cdef inline Py_ssize_t elman_seq_backward(int nv, int act, Py_ssize_t T, const floating* W,
@@ -162,13 +169,17 @@ cdef inline Py_ssize_t tile_chunks(int n_threads, Py_ssize_t rows) noexcept nogi
 cdef inline Py_ssize_t elman_tiled_forward(int act, const floating* PW, const floating* A,
                                            const floating* X, Py_ssize_t I, const floating* PU,
                                            const floating* bias, floating* H, Py_ssize_t T,
-                                           Py_ssize_t B, Py_ssize_t n,
+                                           Py_ssize_t B, Py_ssize_t n, Py_ssize_t O,
+                                           const floating* PV, const floating* c, floating* out,
                                            int n_threads) noexcept nogil:
-    """All T steps of the batch, one tiled product per step (chunks as OpenMP tasks)."""
+    """All T steps of the batch, one tiled product per step (chunks as OpenMP tasks); with out
+    (T, B, O), the logits c + h_t V^T of each chunk's rows after its states (PV: V^T packed)."""
     if floating is float:
-        return fb_elman_fwd_tiled_f(act, PW, A, X, I, PU, bias, H, T, B, n, n_threads)
+        return fb_elman_fwd_tiled_f(act, PW, A, X, I, PU, bias, H, T, B, n, O, PV, c, out,
+                                    n_threads)
     else:
-        return fb_elman_fwd_tiled_d(act, PW, A, X, I, PU, bias, H, T, B, n, n_threads)
+        return fb_elman_fwd_tiled_d(act, PW, A, X, I, PU, bias, H, T, B, n, O, PV, c, out,
+                                    n_threads)
 
 
 cdef inline Py_ssize_t gemm_tn_cat_work(const floating* like) noexcept nogil:

@@ -255,10 +255,13 @@ static inline __attribute__((always_inline)) VT FB_SFX(fb_act)(int act, VT s) {
 
 /* h_t = f(a_t + W h_{t-1}) for t = 0..T-1 (H points at h_0, rows sh apart). a_t is A's row t, or
  * bias + U x_t formed here when X is given (Ut = U transposed, I x n). Wt is W transposed.
- * Returns the first step whose state is not finite, or -1. */
+ * With out, a linear output layer's logits too: out's row t (rows so apart) = V h_{t+1} + c, V (O x n),
+ * while h_{t+1} is in registers (no step waits for them). Returns the first step whose state is not
+ * finite, or -1. */
 static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_fwd_nv)(
         const int NV, int act, ptrdiff_t T, const FT* Wt, const FT* A, ptrdiff_t sa, const FT* X,
-        ptrdiff_t sx, ptrdiff_t I, const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh) {
+        ptrdiff_t sx, ptrdiff_t I, const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh, ptrdiff_t O,
+        const FT* V, const FT* c, FT* out, ptrdiff_t so) {
     const ptrdiff_t n = (ptrdiff_t)NV * FB_W;
     const VT zero = VZERO();
     VT acc0[FB_NV_MAX], acc1[FB_NV_MAX];
@@ -296,11 +299,21 @@ static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_fwd_nv)(
         }
         VT nan = zero;
         for (int v = 0; v < NV; v++) {
-            VT h = FB_SFX(fb_act)(act, VADD(acc0[v], acc1[v]));
-            VSTORE(hn + v * FB_W, h);
-            nan = VADD(nan, VMUL(h, zero));
+            acc0[v] = FB_SFX(fb_act)(act, VADD(acc0[v], acc1[v]));
+            VSTORE(hn + v * FB_W, acc0[v]);
+            nan = VADD(nan, VMUL(acc0[v], zero));
         }
         if (VANY_NAN(nan)) return t;
+        for (ptrdiff_t o = 0; out && o < O; o++) {
+            /* one dot product per output unit: O is small, so no tile of O columns would fill */
+            VT s = VMUL(acc0[0], VLOAD(V + o * n));
+            for (int v = 1; v < NV; v++) s = VFMA(acc0[v], VLOAD(V + o * n + v * FB_W), s);
+            FT lane[FB_W];
+            VSTORE(lane, s);
+            FT r = c[o];
+            for (int l = 0; l < FB_W; l++) r += lane[l];
+            out[t * so + o] = r;
+        }
     }
     return -1;
 }
@@ -432,8 +445,10 @@ static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_bwd_nv)(
 
 static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt, const FT* A,
                                      ptrdiff_t sa, const FT* X, ptrdiff_t sx, ptrdiff_t I,
-                                     const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh) {
-#define FB_CALL(NV) FB_SFX(fb_elman_fwd_nv)(NV, act, T, Wt, A, sa, X, sx, I, Ut, bias, H, sh)
+                                     const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh, ptrdiff_t O,
+                                     const FT* V, const FT* c, FT* out, ptrdiff_t so) {
+#define FB_CALL(NV) \
+    FB_SFX(fb_elman_fwd_nv)(NV, act, T, Wt, A, sa, X, sx, I, Ut, bias, H, sh, O, V, c, out, so)
     FB_NV_SWITCH(FB_CALL)
 #undef FB_CALL
 }
@@ -477,10 +492,13 @@ static inline void FB_SFX(fb_activate)(int act, FT* h, ptrdiff_t m) {
     }
 }
 
-/* h = f(a + h_prev W^T) for `rows` rows of one step; a = A's rows, or bias + X's rows U^T (PU). */
+/* h = f(a + h_prev W^T) for `rows` rows of one step; a = A's rows, or bias + X's rows U^T (PU).
+ * With out, also the logits out = c + h V^T of those rows (PV = V^T packed, O columns), while h is
+ * in L1. */
 static inline void FB_SFX(fb_tiled_rows)(int act, const FT* PW, const FT* A, const FT* X, ptrdiff_t I,
                                         const FT* PU, const FT* bias, const FT* h_prev, FT* h,
-                                        ptrdiff_t rows, ptrdiff_t n) {
+                                        ptrdiff_t rows, ptrdiff_t n, ptrdiff_t O, const FT* PV,
+                                        const FT* c, FT* out) {
     if (X) {
         FB_SFX(fb_gemm_packed)(rows, n, I, X, I, PU, bias, NULL, 0, h, n);
         FB_SFX(fb_gemm_packed)(rows, n, n, h_prev, n, PW, NULL, h, n, h, n);
@@ -488,26 +506,31 @@ static inline void FB_SFX(fb_tiled_rows)(int act, const FT* PW, const FT* A, con
         FB_SFX(fb_gemm_packed)(rows, n, n, h_prev, n, PW, NULL, A, n, h, n);
     }
     FB_SFX(fb_activate)(act, h, rows * n);
+    if (out) FB_SFX(fb_gemm_packed)(rows, O, n, h, n, PV, c, NULL, 0, out, O);
 }
 
 /* Forward over T steps of B rows: PW = W^T packed; a_t from A, or bias + U x_t when X is given
- * (PU = U^T packed). H points at h_0. Returns the first step whose state is not finite, or -1. */
+ * (PU = U^T packed). H points at h_0. With out (T x B x O), the logits of a linear output layer
+ * too, out_t = c + h_{t+1} V^T (PV = V^T packed), each chunk's rows right after their states.
+ * Returns the first step whose state is not finite, or -1. */
 static ptrdiff_t FB_SFX(fb_elman_fwd_tiled)(int act, const FT* PW, const FT* A, const FT* X,
                                            ptrdiff_t I, const FT* PU, const FT* bias, FT* H,
-                                           ptrdiff_t T, ptrdiff_t B, ptrdiff_t n, int n_threads) {
+                                           ptrdiff_t T, ptrdiff_t B, ptrdiff_t n, ptrdiff_t O,
+                                           const FT* PV, const FT* c, FT* out, int n_threads) {
     const ptrdiff_t step = B * n, chunks = FB_SFX(fb_chunks)(n_threads, B);
     ptrdiff_t bad = -1;
 #pragma omp parallel num_threads(n_threads) if (chunks > 1)
 #pragma omp single
     for (ptrdiff_t t = 0; t < T; t++) {
         FT* h = H + (t + 1) * step;
-        for (ptrdiff_t c = 0; c < chunks; c++) {
+        for (ptrdiff_t k = 0; k < chunks; k++) {
 #pragma omp task if (chunks > 1)
             {
-                ptrdiff_t lo = c * B / chunks, hi = (c + 1) * B / chunks;
+                ptrdiff_t lo = k * B / chunks, hi = (k + 1) * B / chunks;
                 FB_SFX(fb_tiled_rows)(act, PW, A ? A + t * step + lo * n : NULL,
                                       X ? X + (t * B + lo) * I : NULL, I, PU, bias,
-                                      H + t * step + lo * n, h + lo * n, hi - lo, n);
+                                      H + t * step + lo * n, h + lo * n, hi - lo, n, O, PV, c,
+                                      out ? out + (t * B + lo) * O : NULL);
             }
         }
 #pragma omp taskwait
@@ -735,7 +758,8 @@ static ptrdiff_t FB_SFX(fb_elman_bwd_tiled)(int act, const FT* P, const FT* H, c
 /* Plain C for builds without AVX2 + FMA: the same contracts, n = nv * width units. */
 static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt, const FT* A,
                                      ptrdiff_t sa, const FT* X, ptrdiff_t sx, ptrdiff_t I,
-                                     const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh) {
+                                     const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh, ptrdiff_t O,
+                                     const FT* V, const FT* c, FT* out, ptrdiff_t so) {
     const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
     for (ptrdiff_t t = 0; t < T; t++) {
         const FT* hp = H + t * sh;
@@ -753,6 +777,11 @@ static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt
         }
         for (ptrdiff_t i = 0; i < n; i++)
             if (hn[i] * 0 != 0) return t;
+        for (ptrdiff_t o = 0; out && o < O; o++) {
+            FT s = c[o];
+            for (ptrdiff_t i = 0; i < n; i++) s += V[o * n + i] * hn[i];
+            out[t * so + o] = s;
+        }
     }
     return -1;
 }

@@ -340,3 +340,113 @@ def test_head_gradient_non_finite_names_the_step(B, n):
     with pytest.raises(FloatingPointError, match="time step 12"):
         _elman.backward_fused(0, np.full((n, n), 0.1), X, H, None, np.zeros((B, n)), *out, 1, None,
                               dO, np.ones((O, n)))
+
+
+# -- the output layer's logits inside the forward loop ---------------------------------------------
+
+def _forward_logits(kern, act, U, b, W, X, h0, V, c, n_threads, batch_sizes=None, fill=np.nan):
+    """forward_fused with the output layer (V, c): the states and the logits, each prefilled with
+    `fill` so rows the kernel must not touch stay recognisable."""
+    T, B, _ = X.shape
+    H = np.full((T + 1, B, W.shape[0]), fill, X.dtype)
+    out = np.full((T, B, V.shape[0]), fill, X.dtype)
+    kern.forward_fused(act, U, b, W, X, h0, H, n_threads, batch_sizes, V, c, out)
+    return H, out
+
+
+def _head(rng, O, n, dtype):
+    V = rng.normal(0, 1.0 / np.sqrt(max(n, 1)), (O, n)).astype(dtype)
+    c = rng.normal(0, 0.5, O).astype(dtype)
+    return V, c
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("act", [0, 1, 2], ids=["tanh", "relu", "step"])
+@pytest.mark.parametrize("shape", FUSED_SHAPES + FOLD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("O", [1, 3, 10, 17])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_logits_in_the_loop_equal_the_head_product(shape, O, act, dtype, n_threads, rng):
+    """out[t] = H[t + 1] V^T + c from inside the forward loop (sequence, tiled and fallback
+    paths), and the states are those forward_fused gives without the output layer."""
+    U, b, W, X, h0, _, _ = _fused_problem(rng, *shape, dtype, act)
+    T, B, _ = X.shape
+    V, c = _head(rng, O, W.shape[0], dtype)
+    plain = np.empty((T + 1, B, W.shape[0]), dtype)
+    _elman.forward_fused(act, U, b, W, X, h0, plain, n_threads)
+    for kern, threads in ((_elman, n_threads), (elman_np, 1)):
+        H, out = _forward_logits(kern, act, U, b, W, X, h0, V, c, threads)
+        assert out.dtype == dtype
+        assert_close(H, plain, dtype, f"{kern.__name__} H")
+        expected = H[1:].astype(np.float64) @ V.T.astype(np.float64) + c
+        assert_close(out, expected, dtype, f"{kern.__name__} logits")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(40, 3, 2, 16), (25, 5, 3, 13), (30, 2, 20, 8), (9, 33, 4, 24)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_logits_in_the_loop_with_batch_sizes(shape, dtype, n_threads, rng):
+    """With batch_sizes the logits are formed at the valid rows only; the others keep what the
+    caller put there, as the states do."""
+    U, b, W, X, h0, _, _ = _fused_problem(rng, *shape, dtype, 0)
+    T, B, _ = X.shape
+    V, c = _head(rng, 4, W.shape[0], dtype)
+    lengths = np.sort(rng.integers(1, T + 1, B))[::-1]
+    lengths[0] = T
+    bs = (B - np.searchsorted(lengths[::-1], np.arange(T), side="right")).astype(np.intp)
+    valid = np.arange(B)[None, :] < bs[:, None]
+    ref_H, ref_out = _forward_logits(elman_np, 0, U, b, W, X, h0, V, c, 1, bs)
+    H, out = _forward_logits(_elman, 0, U, b, W, X, h0, V, c, n_threads, bs)
+    assert np.isnan(out[~valid]).all() and np.isnan(ref_out[~valid]).all()
+    assert_close(out[valid], ref_out[valid], dtype, "logits")
+    assert_close(out[valid], H[1:][valid].astype(np.float64) @ V.T.astype(np.float64) + c, dtype,
+                 "logits against the states")
+    assert_close(H[1:][valid], ref_H[1:][valid], dtype, "H")
+
+
+@pytest.mark.parametrize("kern", [_elman, elman_np], ids=["cython", "numpy"])
+def test_logits_degenerate_sizes(kern):
+    """No output unit (O = 0) leaves the states as they are; no time step writes nothing; no
+    hidden unit gives the bias."""
+    T, B, I, n = 5, 2, 3, 8
+    rng = np.random.default_rng(1)
+    U, b, W, X, h0, _, _ = _fused_problem(rng, T, B, I, n, np.float64, 0)
+    H, out = _forward_logits(kern, 0, U, b, W, X, h0, np.zeros((0, n)), np.zeros(0), 1)
+    plain = np.empty_like(H)
+    kern.forward_fused(0, U, b, W, X, h0, plain)
+    assert out.shape == (T, B, 0)
+    np.testing.assert_array_equal(H, plain)
+    H, out = _forward_logits(kern, 0, U, b, W, X[:0], h0, np.ones((2, n)), np.ones(2), 1)
+    assert out.shape == (0, B, 2)
+    # no hidden unit: the logits are the bias
+    H, out = _forward_logits(kern, 0, np.zeros((0, I)), np.zeros(0), np.zeros((0, 0)), X,
+                             np.zeros((B, 0)), np.zeros((2, 0)), np.array([1.0, -2.0]), 1)
+    np.testing.assert_array_equal(out, np.broadcast_to([1.0, -2.0], (T, B, 2)))
+
+
+@pytest.mark.parametrize("kern", [_elman, elman_np], ids=["cython", "numpy"])
+def test_logits_arguments_are_checked(kern):
+    T, B, I, n, O = 4, 2, 2, 8, 3
+    args = (0, np.ones((n, I)), np.zeros(n), np.eye(n), np.zeros((T, B, I)), np.zeros((B, n)),
+            np.empty((T + 1, B, n)), 1, None)
+    V, c, out = np.zeros((O, n)), np.zeros(O), np.empty((T, B, O))
+    with pytest.raises(ValueError, match="V, c and out together"):
+        kern.forward_fused(*args, V, None, out)
+    with pytest.raises(ValueError, match="V, c and out together"):
+        kern.forward_fused(*args, V, c)
+    with pytest.raises(ValueError, match="V"):
+        kern.forward_fused(*args, np.zeros((O, n + 1)), c, out)
+    with pytest.raises(ValueError, match="c"):
+        kern.forward_fused(*args, V, np.zeros(O + 1), out)
+    with pytest.raises(ValueError, match="out"):
+        kern.forward_fused(*args, V, c, np.empty((T, B, O + 1)))
+
+
+@pytest.mark.parametrize("B,n", [(1, 8), (5, 13)], ids=["sequence", "tiled"])
+def test_logits_non_finite_state_names_the_step(B, n):
+    T, I = 30, 2
+    X = np.ones((T, B, I))
+    X[7, B - 1, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="time step 7"):
+        _forward_logits(_elman, 0, np.ones((n, I)), np.zeros(n), np.full((n, n), 0.1), X,
+                        np.zeros((B, n)), np.ones((2, n)), np.zeros(2), 1)

@@ -42,13 +42,16 @@ def forward_fused(
     H: NDArray[np.floating],   # OUT (T+1, B, H)
     n_threads: int = 1,
     batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
+    V: NDArray[np.floating] | None = None,    # IN  (O, H) output layer weights
+    c: NDArray[np.floating] | None = None,    # IN  (O,) output layer bias, with V
+    out: NDArray[np.floating] | None = None,  # OUT (T, B, O) logits H[t+1] V^T + c, with V
 ) -> None: ...
 def backward_fused(
     act: int,
     W: NDArray[np.floating],            # IN  (H, H)
     X: NDArray[np.floating],            # IN  (T, B, I)
     H: NDArray[np.floating],            # IN  (T+1, B, H)
-    dH: NDArray[np.floating],           # IN  (T, B, H)
+    dH: NDArray[np.floating] | None,    # IN  (T, B, H), or None (zero)
     dh_T: NDArray[np.floating],         # IN  (B, H)
     dA: NDArray[np.floating] | None,    # OUT (T, B, H), or None
     dh0: NDArray[np.floating],          # OUT (B, H)
@@ -57,4 +60,7 @@ def backward_fused(
     db: NDArray[np.floating],           # OUT (H,)
     n_threads: int = 1,
     batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
+    dO: NDArray[np.floating] | None = None,  # IN  (T, B, O) gradient at a linear head's outputs
+    V: NDArray[np.floating] | None = None,   # IN  (O, H) the head's weights, with dO
+    dV: NDArray[np.floating] | None = None,  # OUT (O, H) sum_t dO_t^T H[t+1], with dO
 ) -> None: ...

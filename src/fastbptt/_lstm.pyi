@@ -31,3 +31,40 @@ def backward(
     n_threads: int = 1,
     batch_sizes: npt.NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
 ) -> None: ...
+def forward_fused(
+    Wx: _Array,  # IN  (4Hn, I) input weights, gate rows i, f, g, o
+    b: _Array,  # IN  (4Hn,) bias
+    Wh: _Array,  # IN  (4Hn, Hn) recurrent weights
+    X: _Array,  # IN  (T, B, I) inputs
+    h0: _Array,  # IN  (B, Hn)
+    c0: _Array,  # IN  (B, Hn)
+    H: _Array,  # OUT (T+1, B, Hn) hidden states, H[0] = h0
+    C: _Array,  # OUT (T+1, B, Hn) cell states, C[0] = c0
+    G: _Array,  # OUT (T, B, 4Hn) activated gates i, f, g, o
+    n_threads: int = 1,
+    batch_sizes: npt.NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
+    V: _Array | None = None,  # IN  (O, Hn) output layer weights
+    c: _Array | None = None,  # IN  (O,) output layer bias, with V
+    out: _Array | None = None,  # OUT (T, B, O) logits H[t+1] V^T + c, with V
+) -> None: ...
+def backward_fused(
+    Wh: _Array,  # IN  (4Hn, Hn)
+    X: _Array,  # IN  (T, B, I)
+    H: _Array,  # IN  (T+1, B, Hn)
+    C: _Array,  # IN  (T+1, B, Hn)
+    G: _Array,  # IN  (T, B, 4Hn)
+    dH: _Array | None,  # IN  (T, B, Hn) loss gradient reaching each h_t, or None with dO and V
+    dh_T: _Array,  # IN  (B, Hn)
+    dc_T: _Array,  # IN  (B, Hn)
+    dh0: _Array,  # OUT (B, Hn)
+    dc0: _Array,  # OUT (B, Hn)
+    dWx: _Array,  # OUT (4Hn, I) sum_t dA_t^T x_t
+    dWh: _Array,  # OUT (4Hn, Hn) sum_t dA_t^T h_{t-1}
+    db: _Array,  # OUT (4Hn,)
+    n_threads: int = 1,
+    batch_sizes: npt.NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
+    dA: _Array | None = None,  # OUT (T, B, 4Hn) gate gradients, or None
+    dO: _Array | None = None,  # IN  (T, B, O) gradient at the logits (dH = dO @ V)
+    V: _Array | None = None,  # IN  (O, Hn) the head's weights, with dO
+    dV: _Array | None = None,  # OUT (O, Hn) sum_t dO_t^T H[t+1], with dO
+) -> None: ...

@@ -80,13 +80,21 @@ def _valid(batch_sizes, T, B):
     return np.arange(B)[None, :] < check_batch_sizes(batch_sizes, T, B)[:, None]
 
 
-def forward_fused(act, U, b, W, X, h0, H, n_threads=1, batch_sizes=None):
+def forward_fused(act, U, b, W, X, h0, H, n_threads=1, batch_sizes=None, V=None, c=None,
+                  out=None):
     """forward() from the inputs: a_t = U x_t + b, then the recurrence (twin of the Cython entry that
-    forms a_t inside its time loop)."""
+    forms a_t inside its time loop). With V, c and out: the logits out[t] = H[t + 1] V^T + c of a
+    linear output layer, at the valid rows only with batch_sizes."""
     T, B, I = X.shape
     n = W.shape[0]
     _check("U", U.shape, (n, I))
     _check("b", b.shape, (n,))
+    if (V is None) != (c is None) or (V is None) != (out is None):
+        raise ValueError("the output layer needs V, c and out together")
+    if V is not None:
+        _check("V", V.shape, (V.shape[0], n))
+        _check("c", c.shape, (V.shape[0],))
+        _check("out", out.shape, (T, B, V.shape[0]))
     if batch_sizes is None:
         A = (X.reshape(T * B, I) @ U.T + b).reshape(T, B, n)
     else:
@@ -94,6 +102,9 @@ def forward_fused(act, U, b, W, X, h0, H, n_threads=1, batch_sizes=None):
         A = np.zeros((T, B, n), dtype=X.dtype)
         A[valid] = X[valid] @ U.T + b
     forward(act, W, A, h0, H, n_threads, batch_sizes)
+    if V is not None:
+        valid = _valid(batch_sizes, T, B)
+        out[valid] = H[1:][valid] @ V.T + c
 
 
 def head_grad(dH, dO, V, shape, dtype):
