@@ -212,6 +212,15 @@ cdef inline bint _small(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     return n <= SMALL_H and B * n * n <= SMALL_WORK
 
 
+cdef inline bint _logits_by_dots(const floating* like, Py_ssize_t O) noexcept nogil:
+    """Whether the tiled forward forms a head's O logits per row by dot products rather than by
+    the register tile: up to O = lanes, where the tile's panel of 2 * lanes columns is half padding
+    or more (measured in the loop at B=32, H=128: float32 O=1 0.4 against 1.7 us/step); from there
+    on the tile, whose every load of V serves six rows, is as fast or faster (float64 O=10: 3.0-3.7
+    against 4.3 us/step)."""
+    return O <= lanes(like)
+
+
 cdef inline Py_ssize_t _fold_steps(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     """Steps of dA folded into the weight gradients at once: at least 256 rows and at least n, so
     each product is long enough to run at full speed, and reading and writing dW (n x n) costs
@@ -596,7 +605,8 @@ def forward(int act,
         elif FASTBPTT_TILED:
             bad = elman_tiled_forward(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
                                       <floating*> NULL, &H[0, 0, 0], T, B, n, 0, <floating*> NULL,
-                                      <floating*> NULL, <floating*> NULL, n_threads)
+                                      <floating*> NULL, <floating*> NULL, <floating*> NULL,
+                                      n_threads)
         elif _small(B, n):
             bad = _forward_small(act, buf, &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
         else:
@@ -756,9 +766,10 @@ def forward_fused(int act,
     else:
         wt = _packed(&W[0, 0], n, True)
         ut = _packed_rect(&U[0, 0], n, I, True)  # op = U^T: a_t = b + x_t U^T row by row
-        if out_ptr != NULL:
+        if out_ptr != NULL and not _logits_by_dots(V_ptr, O):
             pv = _packed_rect(V_ptr, O, n, True)  # op = V^T: o_t = c + h_t V^T row by row
-    if wt == NULL or ut == NULL or (out_ptr != NULL and not nv and pv == NULL):
+    if wt == NULL or ut == NULL or (out_ptr != NULL and not nv and pv == NULL
+                                    and not _logits_by_dots(V_ptr, O)):
         free(wt)
         free(ut)
         free(pv)
@@ -770,7 +781,8 @@ def forward_fused(int act,
                                out_ptr)
         else:
             bad = elman_tiled_forward(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
-                                      &H[0, 0, 0], T, B, n, O, pv, c_ptr, out_ptr, n_threads)
+                                      &H[0, 0, 0], T, B, n, O, V_ptr, pv, c_ptr, out_ptr,
+                                      n_threads)
         free(wt)
         free(ut)
         free(pv)

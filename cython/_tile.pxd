@@ -30,13 +30,13 @@ cdef extern from "_tile.h" nogil:
     Py_ssize_t fb_elman_fwd_tiled_d(int act, const double* PW, const double* A, const double* X,
                                     Py_ssize_t I, const double* PU, const double* bias, double* H,
                                     Py_ssize_t T, Py_ssize_t B, Py_ssize_t n, Py_ssize_t O,
-                                    const double* PV, const double* c, double* out,
-                                    int n_threads) noexcept
+                                    const double* V, const double* PV, const double* c,
+                                    double* out, int n_threads) noexcept
     Py_ssize_t fb_elman_fwd_tiled_f(int act, const float* PW, const float* A, const float* X,
                                     Py_ssize_t I, const float* PU, const float* bias, float* H,
                                     Py_ssize_t T, Py_ssize_t B, Py_ssize_t n, Py_ssize_t O,
-                                    const float* PV, const float* c, float* out,
-                                    int n_threads) noexcept
+                                    const float* V, const float* PV, const float* c,
+                                    float* out, int n_threads) noexcept
     size_t fb_gemm_tn_cat_work_d() noexcept
     size_t fb_gemm_tn_cat_work_f() noexcept
     Py_ssize_t fb_elman_bwd_tiled_d(int act, const double* P, const double* H, const double* dH,
@@ -170,15 +170,17 @@ cdef inline Py_ssize_t elman_tiled_forward(int act, const floating* PW, const fl
                                            const floating* X, Py_ssize_t I, const floating* PU,
                                            const floating* bias, floating* H, Py_ssize_t T,
                                            Py_ssize_t B, Py_ssize_t n, Py_ssize_t O,
-                                           const floating* PV, const floating* c, floating* out,
+                                           const floating* V, const floating* PV,
+                                           const floating* c, floating* out,
                                            int n_threads) noexcept nogil:
     """All T steps of the batch, one tiled product per step (chunks as OpenMP tasks); with out
-    (T, B, O), the logits c + h_t V^T of each chunk's rows after its states (PV: V^T packed)."""
+    (T, B, O), the logits c + h_t V^T of each chunk's rows after its states (V (O, n) as given;
+    by the register tile over PV = V^T packed when not NULL, else by dot products)."""
     if floating is float:
-        return fb_elman_fwd_tiled_f(act, PW, A, X, I, PU, bias, H, T, B, n, O, PV, c, out,
+        return fb_elman_fwd_tiled_f(act, PW, A, X, I, PU, bias, H, T, B, n, O, V, PV, c, out,
                                     n_threads)
     else:
-        return fb_elman_fwd_tiled_d(act, PW, A, X, I, PU, bias, H, T, B, n, O, PV, c, out,
+        return fb_elman_fwd_tiled_d(act, PW, A, X, I, PU, bias, H, T, B, n, O, V, PV, c, out,
                                     n_threads)
 
 

@@ -246,6 +246,18 @@ static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
  * Rows are `s*` elements apart (the batch interleaves sequences). Keeping one sequence through all its
  * steps avoids any per-step overhead; it is the path for a batch of one or two. */
 
+/* The sums of the lanes of FB_W accumulators, as one vector (lane j: the sum of a[j]'s lanes). */
+static inline __attribute__((always_inline)) VT FB_SFX(fb_lane_sums)(const VT* a) {
+#if FB_W == 8
+    VT u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    VT u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+#else
+    VT t0 = _mm256_hadd_pd(a[0], a[1]), t1 = _mm256_hadd_pd(a[2], a[3]);
+    return _mm256_add_pd(_mm256_permute2f128_pd(t0, t1, 0x20), _mm256_permute2f128_pd(t0, t1, 0x31));
+#endif
+}
+
 static inline __attribute__((always_inline)) VT FB_SFX(fb_act)(int act, VT s) {
     const VT zero = VZERO();
     if (act == 0) return VTANH(s);
@@ -304,15 +316,17 @@ static inline __attribute__((always_inline)) ptrdiff_t FB_SFX(fb_elman_fwd_nv)(
             nan = VADD(nan, VMUL(acc0[v], zero));
         }
         if (VANY_NAN(nan)) return t;
-        for (ptrdiff_t o = 0; out && o < O; o++) {
-            /* one dot product per output unit: O is small, so no tile of O columns would fill */
-            VT s = VMUL(acc0[0], VLOAD(V + o * n));
-            for (int v = 1; v < NV; v++) s = VFMA(acc0[v], VLOAD(V + o * n + v * FB_W), s);
-            FT lane[FB_W];
-            VSTORE(lane, s);
-            FT r = c[o];
-            for (int l = 0; l < FB_W; l++) r += lane[l];
-            out[t * so + o] = r;
+        for (ptrdiff_t o0 = 0; out && o0 < O; o0 += FB_W) {
+            /* a dot product per output unit, FB_W of them summed across their lanes at once */
+            VT dots[FB_W];
+            FT sums[FB_W];
+            for (int j = 0; j < FB_W; j++) {
+                const FT* v = V + (o0 + j < O ? o0 + j : o0) * n;
+                dots[j] = VMUL(acc0[0], VLOAD(v));
+                for (int k = 1; k < NV; k++) dots[j] = VFMA(acc0[k], VLOAD(v + k * FB_W), dots[j]);
+            }
+            VSTORE(sums, FB_SFX(fb_lane_sums)(dots));
+            for (ptrdiff_t j = 0; j < FB_W && o0 + j < O; j++) out[t * so + o0 + j] = c[o0 + j] + sums[j];
         }
     }
     return -1;
@@ -492,13 +506,82 @@ static inline void FB_SFX(fb_activate)(int act, FT* h, ptrdiff_t m) {
     }
 }
 
+/* out[o] = c[o] + h . V[o] for the OB output units of one block, from the sums acc[o] over whole
+ * registers of h (lanes to add) and the last n % FB_W values of h, added here. */
+static inline __attribute__((always_inline)) void FB_SFX(fb_logits_finish)(
+        const int OB, const VT* acc, const FT* h, ptrdiff_t n, const FT* V, const FT* c, FT* out) {
+    const ptrdiff_t whole = n / FB_W * FB_W;
+    for (int g = 0; g * FB_W < OB; g++) {
+        VT group[FB_W];
+        FT sums[FB_W];
+        for (int j = 0; j < FB_W; j++) group[j] = g * FB_W + j < OB ? acc[g * FB_W + j] : VZERO();
+        VSTORE(sums, FB_SFX(fb_lane_sums)(group));
+        for (int j = 0; j < FB_W && g * FB_W + j < OB; j++) {
+            const int o = g * FB_W + j;
+            FT r = c[o] + sums[j];
+            for (ptrdiff_t k = whole; k < n; k++) r += h[k] * V[o * n + k];
+            out[o] = r;
+        }
+    }
+}
+
+/* The OB (<= 6) output units of one block for R (1 or 2) rows of h (n apart) at once: each load of
+ * V serves both rows, so the FMA units rather than the loads set the pace; the R * OB dot products
+ * are independent chains. */
+static inline __attribute__((always_inline)) void FB_SFX(fb_logits_block)(
+        const int R, const int OB, const FT* h, ptrdiff_t n, const FT* V, const FT* c, FT* out,
+        ptrdiff_t O) {
+    VT acc0[6], acc1[6];
+    const ptrdiff_t whole = n / FB_W * FB_W;
+    for (int o = 0; o < OB; o++) {
+        acc0[o] = VZERO();
+        acc1[o] = VZERO();
+    }
+    for (ptrdiff_t k = 0; k < whole; k += FB_W) {
+        VT h0 = VLOAD(h + k), h1 = R == 2 ? VLOAD(h + n + k) : VZERO();
+        for (int o = 0; o < OB; o++) {
+            VT v = VLOAD(V + o * n + k);
+            acc0[o] = VFMA(h0, v, acc0[o]);
+            if (R == 2) acc1[o] = VFMA(h1, v, acc1[o]);
+        }
+    }
+    FB_SFX(fb_logits_finish)(OB, acc0, h, n, V, c, out);
+    if (R == 2) FB_SFX(fb_logits_finish)(OB, acc1, h + n, n, V, c, out + O);
+}
+
+/* out (rows x O) = c + h V^T, h (rows x n), V (O x n) as given: rows in pairs, the output units in
+ * balanced blocks of at most 6, one dot product each. For a few outputs this beats the register
+ * tile, which computes whole panels of columns (16 floats for 1 output). */
+static inline void FB_SFX(fb_logits_rows)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t O, const FT* h,
+                                         const FT* V, const FT* c, FT* out) {
+    const ptrdiff_t blocks = (O + 5) / 6;
+    for (ptrdiff_t r = 0; r < rows; r += 2) {
+        const int two = r + 1 < rows;
+        for (ptrdiff_t q = 0, o0 = 0; q < blocks; q++) {
+            ptrdiff_t ob = (O - o0 + (blocks - q) - 1) / (blocks - q);
+            const FT* hr = h + r * n;
+            const FT* Vb = V + o0 * n;
+            FT* orow = out + r * O + o0;
+            switch (ob * 2 + two) {
+#define FB_LOGITS_CASE(K)                                                                         \
+            case 2 * K + 1: FB_SFX(fb_logits_block)(2, K, hr, n, Vb, c + o0, orow, O); break;     \
+            case 2 * K: FB_SFX(fb_logits_block)(1, K, hr, n, Vb, c + o0, orow, O); break;
+            FB_LOGITS_CASE(6) FB_LOGITS_CASE(5) FB_LOGITS_CASE(4) FB_LOGITS_CASE(3)
+            FB_LOGITS_CASE(2) FB_LOGITS_CASE(1)
+#undef FB_LOGITS_CASE
+            }
+            o0 += ob;
+        }
+    }
+}
+
 /* h = f(a + h_prev W^T) for `rows` rows of one step; a = A's rows, or bias + X's rows U^T (PU).
- * With out, also the logits out = c + h V^T of those rows (PV = V^T packed, O columns), while h is
- * in L1. */
+ * With out, also the logits out = c + h V^T of those rows while h is in L1: by the register tile
+ * over PV (V^T packed) when given, else by dot products with V (O x n) as given. */
 static inline void FB_SFX(fb_tiled_rows)(int act, const FT* PW, const FT* A, const FT* X, ptrdiff_t I,
                                         const FT* PU, const FT* bias, const FT* h_prev, FT* h,
-                                        ptrdiff_t rows, ptrdiff_t n, ptrdiff_t O, const FT* PV,
-                                        const FT* c, FT* out) {
+                                        ptrdiff_t rows, ptrdiff_t n, ptrdiff_t O, const FT* V,
+                                        const FT* PV, const FT* c, FT* out) {
     if (X) {
         FB_SFX(fb_gemm_packed)(rows, n, I, X, I, PU, bias, NULL, 0, h, n);
         FB_SFX(fb_gemm_packed)(rows, n, n, h_prev, n, PW, NULL, h, n, h, n);
@@ -506,17 +589,20 @@ static inline void FB_SFX(fb_tiled_rows)(int act, const FT* PW, const FT* A, con
         FB_SFX(fb_gemm_packed)(rows, n, n, h_prev, n, PW, NULL, A, n, h, n);
     }
     FB_SFX(fb_activate)(act, h, rows * n);
-    if (out) FB_SFX(fb_gemm_packed)(rows, O, n, h, n, PV, c, NULL, 0, out, O);
+    if (out && PV) FB_SFX(fb_gemm_packed)(rows, O, n, h, n, PV, c, NULL, 0, out, O);
+    else if (out) FB_SFX(fb_logits_rows)(rows, n, O, h, V, c, out);
 }
 
 /* Forward over T steps of B rows: PW = W^T packed; a_t from A, or bias + U x_t when X is given
  * (PU = U^T packed). H points at h_0. With out (T x B x O), the logits of a linear output layer
- * too, out_t = c + h_{t+1} V^T (PV = V^T packed), each chunk's rows right after their states.
- * Returns the first step whose state is not finite, or -1. */
+ * too, out_t = c + h_{t+1} V^T (V as given, O x n; PV = V^T packed, or NULL for dot products),
+ * each chunk's rows right after their states. Returns the first step whose state is not finite,
+ * or -1. */
 static ptrdiff_t FB_SFX(fb_elman_fwd_tiled)(int act, const FT* PW, const FT* A, const FT* X,
                                            ptrdiff_t I, const FT* PU, const FT* bias, FT* H,
                                            ptrdiff_t T, ptrdiff_t B, ptrdiff_t n, ptrdiff_t O,
-                                           const FT* PV, const FT* c, FT* out, int n_threads) {
+                                           const FT* V, const FT* PV, const FT* c, FT* out,
+                                           int n_threads) {
     const ptrdiff_t step = B * n, chunks = FB_SFX(fb_chunks)(n_threads, B);
     ptrdiff_t bad = -1;
 #pragma omp parallel num_threads(n_threads) if (chunks > 1)
@@ -529,7 +615,7 @@ static ptrdiff_t FB_SFX(fb_elman_fwd_tiled)(int act, const FT* PW, const FT* A, 
                 ptrdiff_t lo = k * B / chunks, hi = (k + 1) * B / chunks;
                 FB_SFX(fb_tiled_rows)(act, PW, A ? A + t * step + lo * n : NULL,
                                       X ? X + (t * B + lo) * I : NULL, I, PU, bias,
-                                      H + t * step + lo * n, h + lo * n, hi - lo, n, O, PV, c,
+                                      H + t * step + lo * n, h + lo * n, hi - lo, n, O, V, PV, c,
                                       out ? out + (t * B + lo) * O : NULL);
             }
         }

@@ -363,11 +363,12 @@ def _head(rng, O, n, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("act", [0, 1, 2], ids=["tanh", "relu", "step"])
 @pytest.mark.parametrize("shape", FUSED_SHAPES + FOLD_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("O", [1, 3, 10, 17])
+@pytest.mark.parametrize("O", [1, 3, 10, 16, 17])
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_logits_in_the_loop_equal_the_head_product(shape, O, act, dtype, n_threads, rng):
     """out[t] = H[t + 1] V^T + c from inside the forward loop (sequence, tiled and fallback
-    paths), and the states are those forward_fused gives without the output layer."""
+    paths; on the tiled one by dot products, or by the register tile at O = 16), and the states
+    are those forward_fused gives without the output layer."""
     U, b, W, X, h0, _, _ = _fused_problem(rng, *shape, dtype, act)
     T, B, _ = X.shape
     V, c = _head(rng, O, W.shape[0], dtype)
