@@ -35,7 +35,8 @@ def _formed(m, X, Y, states, lengths, unformed=False):
     with `unformed`, left as a HeadGrad whose dV the backward pass fills."""
     call = m._prepare(X, states.get("h0"), states.get("c0"), lengths, Y)
     H, trace = m._run(call.X, call.state0, call.lengths, call.batch_sizes)
-    loss, dHs, head_grads = m._head_loss(call, H, unformed=unformed,
+    assert trace.logits is None  # the head forms the logits itself
+    loss, dHs, head_grads = m._head_loss(call, H, trace, unformed=unformed,
                                          defer_weight_grad=unformed)
     assert isinstance(dHs, HeadGrad if unformed and m.output is not None else np.ndarray)
     grads, dstate0, _ = m._backward(call.X, H, trace, dHs)
@@ -49,9 +50,38 @@ def _formed(m, X, Y, states, lengths, unformed=False):
     return loss, grads
 
 
+def _head_outputs(m, X, states, lengths):
+    """forward's outputs with the head forming the logits from the states itself, and the logits
+    the top layer's kernel forms in its loop (None where it forms none)."""
+    call = m._prepare(X, states.get("h0"), states.get("c0"), lengths)
+    H, trace = m._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False)
+    _, in_loop = m._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False,
+                        logits=True)
+    Y_hat = m.head.forward(m.params, m._seen(H, call.lengths))
+    if call.lengths is not None and m.target == "all":
+        Y_hat[np.arange(Y_hat.shape[0])[:, None] >= call.lengths[None, :]] = 0
+    if call.order is not None:
+        Y_hat = Y_hat[:, np.argsort(call.order)]
+    if m.target == "last":
+        Y_hat = Y_hat[0]
+    if in_loop.logits is not None:
+        assert in_loop.logits.dtype == X.dtype
+        seen = m._seen(H, call.lengths)
+        if call.lengths is not None:  # the kernels leave padded steps at zero
+            valid = np.arange(seen.shape[0])[:, None] < call.lengths[None, :]
+            assert not in_loop.logits[~valid].any()
+            seen = seen * valid[..., None]
+            expected = m.head.logits(m.params, seen) * valid[..., None]
+        else:
+            expected = m.head.logits(m.params, seen)
+        assert_close(in_loop.logits, expected, X.dtype, "logits formed in the loop")
+    return Y_hat, in_loop.logits
+
+
 def _check_same(m, X, Y, dtype, states=None, lengths=None):
-    """loss_and_grad (HeadGrad, dV from the head) and the HeadGrad with dV from the backward pass
-    against the formed array."""
+    """loss_and_grad (the output layer's work in the kernels' loops where they do it) and the
+    HeadGrad with dV from the backward pass against the formed array; predict and evaluate against
+    the head's own products."""
     states = states or {}
     ref_loss, ref_grads = _formed(m, X, Y, states, lengths)
     runs = {"loss_and_grad": m.loss_and_grad(X, Y, lengths=lengths, **states),
@@ -62,23 +92,37 @@ def _check_same(m, X, Y, dtype, states=None, lengths=None):
         for name, g in ref_grads.items():
             assert grads[name].dtype == dtype, name
             assert_close(grads[name], g, dtype, f"{what} {name}")
+    if m.training and m.dropout > 0:
+        return
+    assert_close(m.evaluate(X, Y, lengths=lengths, **states), ref_loss, dtype, "evaluate")
+    X3 = X if X.ndim == 3 else X[:, None]
+    Y_ref, logits = _head_outputs(m, X3, states, lengths)
+    Y_hat = m.predict(X3, lengths=lengths, **states)
+    assert Y_hat.dtype == dtype
+    assert_close(Y_hat, Y_ref, dtype, "predict")
+    return logits
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("target", ["all", "last"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("output,loss", HEADS, ids=lambda v: str(v))
-@pytest.mark.parametrize("cell", ["tanh", "relu"])
-def test_unformed_equals_formed_every_head(cell, output, loss, reduction, target, ragged, dtype,
-                                           rng):
+@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm"])
+def test_unformed_equals_formed_every_head(cell, output, loss, reduction, target, n_threads,
+                                           ragged, dtype, rng):
     T, B, I, H, O = 11, 3, 2, 8, 3
     m = fb.RNN(I, H, None if output is None else O, cell=cell, output=output, loss=loss,
-               reduction=reduction, target=target, dtype=dtype, seed=3)
+               reduction=reduction, target=target, dtype=dtype, n_threads=n_threads, seed=3)
     X = rng.normal(size=(T, B, I)).astype(dtype)
     Y = _targets(rng, output, loss, T, B, O, H, target, dtype)
     states = {"h0": (rng.normal(size=(B, H)) * 0.3).astype(dtype)}
-    _check_same(m, X, Y, dtype, states, _lengths(rng, T, B, ragged))
+    if cell == "lstm":
+        states["c0"] = (rng.normal(size=(B, H)) * 0.3).astype(dtype)
+    logits = _check_same(m, X, Y, dtype, states, _lengths(rng, T, B, ragged))
+    # the compiled top layer forms the logits in its loop for every head with an output layer
+    assert (logits is not None) == (output is not None and target == "all")
 
 
 SHAPES = [  # T, B, I, H, O: the sequence path, the tiled path, odd and degenerate sizes
@@ -98,10 +142,12 @@ SHAPES = [  # T, B, I, H, O: the sequence path, the tiled path, odd and degenera
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_unformed_equals_formed_every_shape(shape, n_threads, ragged, dtype, rng):
     T, B, I, H, O = shape
-    m = fb.RNN(I, H, O, reduction="sum", dtype=dtype, n_threads=n_threads, seed=5)
-    X = rng.normal(size=(T, B, I)).astype(dtype)
-    Y = rng.normal(size=(T, B, O)).astype(dtype)
-    _check_same(m, X, Y, dtype, lengths=_lengths(rng, T, B, ragged and B > 1))
+    for cell in ("tanh", "lstm"):
+        m = fb.RNN(I, H, O, cell=cell, reduction="sum", dtype=dtype, n_threads=n_threads, seed=5)
+        X = rng.normal(size=(T, B, I)).astype(dtype)
+        Y = rng.normal(size=(T, B, O)).astype(dtype)
+        logits = _check_same(m, X, Y, dtype, lengths=_lengths(rng, T, B, ragged and B > 1))
+        assert logits is not None
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -122,40 +168,59 @@ def test_unformed_equals_formed_stacked_bidirectional(cell, layers, bidirectiona
     states = {"h0": (rng.normal(size=(k, B, H)) * 0.3).astype(dtype)}
     if cell == "lstm":
         states["c0"] = (rng.normal(size=(k, B, H)) * 0.3).astype(dtype)
-    _check_same(m, X, Y, dtype, states, _lengths(rng, T, B, ragged))
+    logits = _check_same(m, X, Y, dtype, states, _lengths(rng, T, B, ragged))
+    # one top direction of a cell that can: logits from its loop; otherwise the head's product
+    assert (logits is not None) == (not bidirectional and cell != "gru" and target == "all")
+
+
+# which backends' top layer forms the logits in its loop: the compiled kernels, and the LSTM's NumPy
+# twin (whose forward_fused takes the output layer); the others leave them to the head
+FORMS_LOGITS = {("tanh", "cython"), ("lstm", "cython"), ("lstm", "numpy")}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ragged", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("target", ["all", "last"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_three_backends_agree(bidirectional, target, dtype, rng):
+@pytest.mark.parametrize("cell", ["tanh", "lstm"])
+def test_three_backends_agree(cell, bidirectional, target, ragged, dtype, rng):
     T, B, I, H, O = 9, 3, 2, 8, 2
     X = rng.normal(size=(T, B, I)).astype(dtype)
     Y = rng.normal(size=(T, B, O) if target == "all" else (B, O)).astype(dtype)
-    lengths = np.array([9, 4, 7])
+    lengths = np.array([9, 4, 7]) if ragged else None
     out = {}
     for backend in ("numpy", "python", "cython"):
-        m = fb.RNN(I, H, O, target=target, bidirectional=bidirectional, dtype=dtype,
-                   backend=backend, seed=2)
-        out[backend] = m.loss_and_grad(X, Y, lengths=lengths)
+        m = fb.RNN(I, H, O, cell=cell, target=target, bidirectional=bidirectional, dtype=dtype,
+                   backend=backend, n_threads=2, seed=2)
+        loss, grads = m.loss_and_grad(X, Y, lengths=lengths)
+        out[backend] = loss, grads, m.predict(X, lengths=lengths), m.evaluate(X, Y, lengths=lengths)
+        logits = _check_same(m, X, Y, dtype, lengths=lengths)
+        expected = (cell, backend) in FORMS_LOGITS and target == "all" and not bidirectional
+        assert (logits is not None) == expected, backend
     for backend in ("python", "cython"):
         assert_close(out[backend][0], out["numpy"][0], dtype, f"{backend} loss")
         for name, g in out["numpy"][1].items():
             assert_close(out[backend][1][name], g, dtype, f"{backend} {name}")
+        assert_close(out[backend][2], out["numpy"][2], dtype, f"{backend} predict")
+        assert_close(out[backend][3], out["numpy"][3], dtype, f"{backend} evaluate")
 
 
-@pytest.mark.parametrize("output,loss,target,bidirectional", [
-    ("linear", "mse", "all", False),
-    ("sigmoid", "bce", "last", False),
-    ("softmax", "ce", "all", True),
+@pytest.mark.parametrize("cell", ["tanh", "lstm"])
+@pytest.mark.parametrize("output,loss,target,bidirectional,layers", [
+    ("linear", "mse", "all", False, 1),
+    ("sigmoid", "bce", "last", False, 1),
+    ("softmax", "ce", "all", True, 1),
+    ("sigmoid", "mse", "all", False, 2),
 ])
-def test_gradcheck_unformed_path(output, loss, target, bidirectional, rng):
+def test_gradcheck_unformed_path(cell, output, loss, target, bidirectional, layers, rng):
+    """Finite differences of the loss (evaluate: the in-loop logits too) against the gradients
+    with the output layer's work in the kernels' loops."""
     T, B, I, H, O = 6, 2, 3, 4, 3
-    m = fb.RNN(I, H, O, output=output, loss=loss, target=target, bidirectional=bidirectional,
-               backend="cython", seed=4)
+    m = fb.RNN(I, H, O, cell=cell, output=output, loss=loss, target=target,
+               bidirectional=bidirectional, num_layers=layers, backend="cython", seed=4)
     X = rng.normal(size=(T, B, I))
     Y = _targets(rng, output, loss, T, B, O, H, target, np.float64)
-    k = 2 if bidirectional else 1
+    k = layers * (2 if bidirectional else 1)
     h0 = rng.normal(size=(k, B, H) if k > 1 else (B, H)) * 0.3
     errors = fb.gradcheck(m, X, Y, h0=h0, lengths=np.array([6, 4]))
     assert max(errors.values()) < 1e-7, errors
@@ -196,3 +261,55 @@ def test_head_returns_what_dense_forms(output, loss, rng):
         assert_close(grads_d["V"], grads_f["V"], np.float64, "dV")
         if m is not None:
             assert not unformed.dO[~m].any()
+
+
+@pytest.mark.parametrize("cell", ["tanh", "lstm"])
+def test_dropout_below_the_top_layer(cell, rng):
+    """In training mode with dropout between stacked layers, the top layer's kernel forms the
+    logits and dV from the inputs dropout left it, as the head does from its states."""
+    T, B, I, H, O = 8, 3, 2, 6, 2
+    m = fb.RNN(I, H, O, cell=cell, num_layers=3, dropout=0.5, seed=6)
+    X = rng.normal(size=(T, B, I))
+    Y = rng.normal(size=(T, B, O))
+    m._dropout_rng = np.random.default_rng(9)
+    ref_loss, ref_grads = _formed(m, X, Y, {}, None)
+    m._dropout_rng = np.random.default_rng(9)
+    loss, grads = m.loss_and_grad(X, Y)
+    assert_close(loss, ref_loss, np.float64, "loss")
+    for name, g in ref_grads.items():
+        assert_close(grads[name], g, np.float64, name)
+    assert m._head_plan() == (True, True)
+
+
+def test_outputs_handed_out_are_never_overwritten(rng):
+    """The logits arrays are reused from call to call only once nothing holds them: outputs a
+    caller keeps (predict's, a view of them) stay as they were."""
+    T, B, I, H, O = 12, 4, 3, 8, 2
+    m = fb.RNN(I, H, O, seed=1)
+    X = rng.normal(size=(T, B, I))
+    first = m.predict(X)
+    column = m.predict(X[:, 0])
+    expected, expected_column = first.copy(), column.copy()
+    for _ in range(8):
+        m.predict(2 * X)
+        m.predict(2 * X[:, 0])
+        m.loss_and_grad(X, rng.normal(size=(T, B, O)))
+    np.testing.assert_array_equal(first, expected)
+    np.testing.assert_array_equal(column, expected_column)
+
+
+@pytest.mark.parametrize("cell,output,target,layers,bidirectional,plan", [
+    ("tanh", "linear", "all", 1, False, (True, True)),
+    ("lstm", "softmax", "all", 2, False, (True, True)),
+    ("tanh", "linear", "last", 1, False, (False, False)),
+    ("tanh", None, "all", 1, False, (False, False)),
+    ("gru", "linear", "all", 1, False, (True, False)),
+    ("lstm", "linear", "all", 1, True, (True, True)),
+])
+def test_head_plan(cell, output, target, layers, bidirectional, plan):
+    """The output layer's work goes into the loops for target="all" with an output layer; dV only
+    where every top cell fills it (a GRU does not; each direction of a bidirectional top layer
+    fills its columns)."""
+    m = fb.RNN(3, 4, None if output is None else 2, cell=cell, output=output, target=target,
+               num_layers=layers, bidirectional=bidirectional)
+    assert m._head_plan() == plan

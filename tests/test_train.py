@@ -80,6 +80,55 @@ def test_tbptt_T_T_equals_full_bptt_bitwise(cell, target, reduction, dtype, rng)
         assert hist.steps["loss"] == [loss]
 
 
+@pytest.mark.parametrize("backend", ["cython", "numpy", "python"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell,output,loss", [("tanh", "linear", "mse"), ("lstm", "softmax", "ce"),
+                                              ("relu", "sigmoid", "bce")])
+def test_tbptt_T_T_equals_full_bptt_bitwise_every_backend(cell, output, loss, layers, n_threads,
+                                                          backend, rng):
+    """TBPTT's one chunk takes the output layer's work in the kernels' loops (logits, dV) as
+    loss_and_grad does, on every backend, thread count and depth: the same update bit for bit."""
+    T, B, n_in, n_out = 9, 3, 2, 3
+    m = fb.RNN(n_in, 5, n_out, cell=cell, output=output, loss=loss, num_layers=layers,
+               n_threads=n_threads, backend=backend, seed=4)
+    X = rng.normal(size=(T, B, n_in))
+    Y = rng.integers(0, n_out, size=(T, B)) if loss == "ce" else \
+        rng.integers(0, 2, size=(T, B, n_out)).astype(float)
+    loss_value, grads = m.loss_and_grad(X, Y)
+    expected = {k: v - 0.3 * grads[k] for k, v in m.params.items()}
+    (chunk,) = train.truncated_bptt(m, X, Y, None)
+    for k in grads:
+        assert chunk.grads[k].tobytes() == grads[k].tobytes(), k
+    if chunk.logits is not None:
+        assert_close(chunk.logits, m.head.logits(m.params, chunk.seen), np.float64, "logits")
+    mm = m.copy()
+    hist = mm.fit(X, Y, iterations=1, lr=0.3, progress=False)
+    _same(mm.params, expected)
+    assert hist.steps["loss"] == [loss_value]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("k1, k2", [(2, 5), (3, 4), (4, 6), (4, 4)])
+def test_chunk_logits_and_head_gradient_across_segments(cell, k1, k2, rng):
+    """A window forwarded in segments: the seen steps' logits come from the segments' loops and
+    the head's dV from their backward passes, summed; both equal the head's own products. (With
+    2 k1 > k2 > k1 the seen steps span two segments, the first of them only partly seen.)"""
+    T = 11
+    m, X, Y = _problem(rng, cell, T=T, reduction="sum")
+    for c in train.truncated_bptt(m, X, Y, (k1, k2)):
+        assert (c.logits is not None) == (cell != "gru")  # a GRU leaves them to the head
+        if c.logits is not None:
+            assert_close(c.logits, m.head.logits(m.params, c.seen), np.float64, "logits")
+        start = _state_kwargs(_state_at(m, X, c.window_start))
+        H, _ = m._run(np.ascontiguousarray(X[c.window_start:c.stop]),
+                      tuple(np.asarray(v) for v in start.values()), training=False)
+        seen = H[1 + c.start - c.window_start:]
+        _, _, head = m.head.loss_and_grad(m.params, seen, Y[c.start:c.stop], scale=1.0)
+        assert_close(c.grads["V"], head["V"], np.float64, f"chunk [{c.start},{c.stop}) dV")
+        assert_close(c.grads["c"], head["c"], np.float64, f"chunk [{c.start},{c.stop}) dc")
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("k1", [1, 3, 6])
 def test_chunks_with_k2_T_add_up_to_full_bptt(cell, k1, rng):

@@ -41,6 +41,10 @@ class Cell:
     HeadGrad whose dV is an array, and writes the head's weight gradient sum_t dO_t^T h_t into it
     (folded into its kernels, or with `fill_head_weight_grad`); the others get dV=None and the Stack
     forms dV itself.
+
+    forward may also be handed `logits=(V, c, out)` when `logits_ok` says its kernel forms a linear
+    output layer's logits inside its time loop: it then fills out (T, B, O) with H[t + 1] V^T + c
+    (with batch_sizes at the valid rows only), so the head never reads the states back.
     """
 
     family = None
@@ -70,6 +74,10 @@ class Cell:
     def kernels(self, backend):
         return kernels(self.family, backend)
 
+    def logits_ok(self, kern, X):
+        """Whether forward, with this kernel module and inputs X, can form the logits in its loop."""
+        return False
+
     def input_grads(self, dA, Wx, need_dX):
         """dX = dA Wx, the gradient flowing down to the inputs (for stacked layers)."""
         if not need_dX:
@@ -98,27 +106,32 @@ class ElmanCell(Cell):
         ok = getattr(kern, "fused_ok", None)
         return ok is not None and ok(X.shape[2], self.hidden_size, X.shape[1], X.dtype)
 
-    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None):
+    def logits_ok(self, kern, X):
+        return self._fused(kern, X)
+
+    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None, logits=None):
         """Return the states H (T+1, B, H) and the cache backward needs (with batch_sizes, zero
-        past each sequence's end)."""
+        past each sequence's end); with logits=(V, c, out), fill out too (see Cell)."""
         (h0,) = state0
         if batch_sizes is not None:
-            return self._forward_runs(kern, p, X, h0, n_threads, batch_sizes), None
+            return self._forward_runs(kern, p, X, h0, n_threads, batch_sizes, logits), None
         # the kernels write every entry: an earlier call's states that nobody holds will do (a
         # fresh array costs page faults worth a tenth of a step at H=16)
         scratch = self.__dict__.setdefault("_scratch", _Scratch())
         H = scratch.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
-        self._forward_block(kern, p, X, h0, H, n_threads)
+        self._forward_block(kern, p, X, h0, H, n_threads, logits)
         return H, None
 
-    def _forward_block(self, kern, p, X, h0, H, n_threads):
-        """H (T+1, B, H) of one contiguous block, through the fused entry when the kernel has one."""
+    def _forward_block(self, kern, p, X, h0, H, n_threads, logits=None):
+        """H (T+1, B, H) of one contiguous block, through the fused entry when the kernel has one
+        (which forms the logits too when given)."""
         if self._fused(kern, X):
-            kern.forward_fused(self.act, p["U"], p["b"], p["W"], X, h0, H, n_threads)
+            kern.forward_fused(self.act, p["U"], p["b"], p["W"], X, h0, H, n_threads, None,
+                               *(logits or ()))
         else:
             kern.forward(self.act, p["W"], _project(X, p["U"], p["b"]), h0, H, n_threads)
 
-    def _forward_runs(self, kern, p, X, h0, n_threads, batch_sizes):
+    def _forward_runs(self, kern, p, X, h0, n_threads, batch_sizes, logits=None):
         """Each run of steps with the same active batch b is one kernel call on rows [0, b): the
         rows are independent, and finished ones are neither read nor written (their states stay 0)."""
         T, B, _ = X.shape
@@ -126,9 +139,15 @@ class ElmanCell(Cell):
         H[0] = h0
         for t0, t1, b in _runs(batch_sizes):
             block = np.empty((t1 - t0 + 1, b, self.hidden_size), dtype=X.dtype)
+            run_logits = None
+            if logits is not None:
+                V, c, out = logits
+                run_logits = (V, c, np.empty((t1 - t0, b, V.shape[0]), dtype=X.dtype))
             self._forward_block(kern, p, np.ascontiguousarray(X[t0:t1, :b]),
-                                np.ascontiguousarray(H[t0, :b]), block, n_threads)
+                                np.ascontiguousarray(H[t0, :b]), block, n_threads, run_logits)
             H[t0 + 1:t1 + 1, :b] = block[1:]
+            if logits is not None:
+                out[t0:t1, :b] = run_logits[2]
         return H
 
     def final_state(self, H, cache):
@@ -168,17 +187,26 @@ class ElmanCell(Cell):
     def _backward_runs(self, kern, p, X, H, dH, dh_T, n_threads, need_dX, batch_sizes):
         """The runs of forward in reverse: a finished row's gradient passes its padded steps
         untouched, and enters the kernel at the run holding its last valid step."""
-        # H is zero past each end and so is dO: one product over the padded arrays gives dV
-        self.fill_head_weight_grad(dH, H)
+        # a fused kernel folds each run's share of dV beside dW; otherwise H is zero past each end
+        # and so is dO: one product over the padded arrays gives dV
+        fold_dV = isinstance(dH, HeadGrad) and dH.dV is not None and self._fused(kern, X)
+        if not fold_dV:
+            self.fill_head_weight_grad(dH, H)
+        else:
+            dH.dV[...] = 0
         dh = dh_T.copy()
         grads = {k: np.zeros_like(p[k]) for k in ("U", "W", "b")}
         dX = np.zeros_like(X) if need_dX else None
         for t0, t1, b in reversed(_runs(batch_sizes)):
             dH_run = dH.rows(t0, t1, b) if isinstance(dH, HeadGrad) else \
                 np.ascontiguousarray(dH[t0:t1, :b])
+            if fold_dV:
+                dH_run = dH_run._replace(dV=np.empty_like(dH.dV))
             g, dh0, dA = self._backward_block(
                 kern, p, np.ascontiguousarray(X[t0:t1, :b]), np.ascontiguousarray(H[t0:t1 + 1, :b]),
                 dH_run, np.ascontiguousarray(dh[:b]), n_threads, need_dX)
+            if fold_dV:
+                np.add(dH.dV, dH_run.dV, out=dH.dV)
             for k in grads:
                 grads[k] += g[k]
             dh[:b] = dh0
@@ -334,15 +362,21 @@ class LSTMCell(Cell):
     family = "lstm"
     state_names = ("h", "c")
     gates = 4
-    # the fused kernels form a HeadGrad's dO_t V inside their loop; the others get the array
+    # the fused kernels form a HeadGrad's dO_t V and the head's dV inside their loop; the others
+    # get the array (dV from one product over the states)
     takes_head_grad = True
+    fills_head_weight_grad = True
 
     def param_shapes(self):
         I, n = self.input_size, self.hidden_size
         return {"Wx": (4 * n, I), "Wh": (4 * n, n), "b": (4 * n,)}
 
-    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None):
-        """States H (T+1, B, H) and the cache (C, G); with batch_sizes, zero past each end."""
+    def logits_ok(self, kern, X):
+        return _has_fused(kern)
+
+    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None, logits=None):
+        """States H (T+1, B, H) and the cache (C, G); with batch_sizes, zero past each end. With
+        logits=(V, c, out), out is filled too (see Cell)."""
         h0, c0 = state0
         T, B, _ = X.shape
         n = self.hidden_size
@@ -357,7 +391,7 @@ class LSTMCell(Cell):
         G = alloc((T, B, 4 * n), dtype=X.dtype)
         if _has_fused(kern):
             kern.forward_fused(p["Wx"], p["b"], p["Wh"], X, h0, c0, H, C, G, n_threads,
-                               *_given(batch_sizes))
+                               batch_sizes, *(logits or ()))
             return H, (C, G)
         if batch_sizes is None:
             A = _project(X, p["Wx"], p["b"])
@@ -380,12 +414,13 @@ class LSTMCell(Cell):
             grads = {k: np.empty_like(p[k]) for k in ("Wx", "Wh", "b")}
             # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
             dA = None if not need_dX else np.zeros(G.shape, G.dtype)
-            # a HeadGrad stays unformed: the kernel forms dO_t V step by step
-            head = (dH.dO, dH.V) if isinstance(dH, HeadGrad) else ()
+            # a HeadGrad stays unformed: the kernel forms dO_t V (and dV) step by step
+            head = (dH.dO, dH.V, dH.dV) if isinstance(dH, HeadGrad) else ()
             kern.backward_fused(p["Wh"], X, H, C, G, None if head else dH, dh_T, dc_T, dh0, dc0,
                                 grads["Wx"], grads["Wh"], grads["b"], n_threads, batch_sizes, dA,
                                 *head)
             return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
+        self.fill_head_weight_grad(dH, H)
         dH = self.dense_grad(dH)
         dA = np.empty_like(G) if batch_sizes is None else np.zeros(G.shape, G.dtype)
         kern.backward(p["Wh"], H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads,

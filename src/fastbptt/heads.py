@@ -135,11 +135,12 @@ class Head:
         T, B, n = Hs.shape
         return (Hs.reshape(T * B, n) @ p["V"].T + p["c"]).reshape(T, B, -1)
 
-    def forward(self, p, Hs):
-        """Outputs for the states Hs (T', B, H)."""
+    def forward(self, p, Hs, logits=None):
+        """Outputs for the states Hs (T', B, H); `logits` (T', B, O), when given, are the states'
+        Hs V^T + c already formed (by the recurrent kernel), and Hs is not read."""
         if self.output is None:
             return Hs.copy()
-        o = self.logits(p, Hs)
+        o = self.logits(p, Hs) if logits is None else logits
         if self.output == "sigmoid":
             return expit(o)
         if self.output == "softmax":
@@ -147,35 +148,43 @@ class Head:
         return o
 
     def loss_and_grad(self, p, Hs, Y, scale=None, mask=None, unformed=False,
-                      defer_weight_grad=False):
+                      defer_weight_grad=False, logits=None):
         """Return (loss, dHs, grads of V and c). `scale` overrides the reduction's divisor.
 
         `mask` (T', B) marks the steps that count (variable lengths): the others add nothing, get a
         zero gradient, and the mean divides by the number of steps that count. With `unformed`,
         dHs is a HeadGrad (dO, V) when the head has an output layer (an ndarray without one); with
         `defer_weight_grad` as well, grads["V"] is the HeadGrad's dV, zero until the backward pass
-        that takes the HeadGrad fills it (beside dW, while the states are in cache).
+        that takes the HeadGrad fills it (beside dW, while the states are in cache). `logits`
+        (T', B, O), when given, are Hs V^T + c already formed; with them and a deferred dV the
+        states Hs are not read at all (they may be None).
         """
         if mask is not None:
             idx = np.nonzero(mask)
-            loss, dvalid, grads = self.loss_and_grad(p, Hs[idx][None], Y[idx][None], scale,
-                                                     unformed=unformed,
-                                                     defer_weight_grad=defer_weight_grad)
+            reads_states = self.output is None or logits is None or not (
+                unformed and defer_weight_grad)
+            loss, dvalid, grads = self.loss_and_grad(
+                p, Hs[idx][None] if reads_states else None, Y[idx][None], scale,
+                unformed=unformed, defer_weight_grad=defer_weight_grad,
+                logits=None if logits is None else logits[idx][None])
             if isinstance(dvalid, HeadGrad):
-                dO = np.zeros(Hs.shape[:2] + (dvalid.dO.shape[-1],), dtype=dvalid.dO.dtype)
+                dO = np.zeros(mask.shape + (dvalid.dO.shape[-1],), dtype=dvalid.dO.dtype)
                 dO[idx] = dvalid.dO[0]
                 return loss, HeadGrad(dO, dvalid.V, dvalid.dV), grads
             dHs = np.zeros_like(Hs)
             dHs[idx] = dvalid[0]
             return loss, dHs, grads
-        T, B, n = Hs.shape
-        if scale is None:
-            scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0
         if self.output is None:
+            T, B, n = Hs.shape
+            if scale is None:
+                scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0
             diff = Hs - Y
             loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
             return loss * scale, diff * Hs.dtype.type(scale), {}
-        o = self.logits(p, Hs)
+        o = self.logits(p, Hs) if logits is None else logits
+        T, B, _ = o.shape
+        if scale is None:
+            scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0
         if self.output == "linear":
             diff = o - Y
             loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
@@ -213,7 +222,6 @@ class Head:
         if unformed and defer_weight_grad:
             grads = {"V": np.zeros_like(p["V"]), "c": dO2.sum(axis=0)}
             return float(loss) * scale, HeadGrad(dO.reshape(T, B, -1), p["V"], grads["V"]), grads
-        grads = {"V": dO2.T @ Hs.reshape(T * B, n), "c": dO2.sum(axis=0)}
+        grads = {"V": dO2.T @ Hs.reshape(T * B, -1), "c": dO2.sum(axis=0)}
         dHs = HeadGrad(dO.reshape(T, B, -1), p["V"])
         return float(loss) * scale, dHs if unformed else dHs.dense(), grads
-

@@ -286,14 +286,32 @@ class RNN:
                     call.Y = np.ascontiguousarray(Y[:, order])
         return call
 
-    def _run(self, X, state0, lengths=None, batch_sizes=None, training=None):
-        """Forward through the recurrent layers: the top layer's states Hout (T+1, B, H * D) and a trace."""
+    def _run(self, X, state0, lengths=None, batch_sizes=None, training=None, logits=False):
+        """Forward through the recurrent layers: the top layer's states Hout (T+1, B, H * D) and a
+        trace. With `logits` (and _head_plan's say-so), the top layer's kernel forms the output
+        layer's logits too, in trace.logits when it could (else None)."""
         self.params.check_finite()
         if training is None:
             training = self.training
+        head = None
+        if logits and self._head_plan()[0]:
+            head = (self.params["V"], self.params["c"])
         return self.cell.forward(self._kernels(), self.params, X, state0, self.n_threads,
                                  lengths=lengths, batch_sizes=batch_sizes,
-                                 training=training and self.dropout > 0, rng=self._dropout_rng)
+                                 training=training and self.dropout > 0, rng=self._dropout_rng,
+                                 head=head)
+
+    def _head_plan(self):
+        """(logits, defer_weight_grad): whether the top layer's kernels do the output layer's work
+        over the states while they are in cache, so the head never reads the (T, B, H) states: the
+        logits in the forward loop (Stack.forward asks the cells that can), the weight gradient dV
+        in the backward loop (when every top cell fills it). Only for target="all": with "last"
+        the head reads one step, less than the loops would do. fit's truncated BPTT follows the
+        same plan, so that it agrees with loss_and_grad bitwise."""
+        if self.output is None or self.target != "all":
+            return False, False
+        top = self.cell.cells[-1]
+        return True, all(c.takes_head_grad and c.fills_head_weight_grad for c in top)
 
     def _seen(self, H, lengths=None):
         """The states the head and loss look at: every step, or only each sequence's last."""
@@ -328,12 +346,13 @@ class RNN:
         return self.cell.backward(self._kernels(), self.params, X, H, cache, dH, dstate_T,
                                   self.n_threads, need_dX)
 
-    def _head_loss(self, call, H, unformed=False, defer_weight_grad=False):
+    def _head_loss(self, call, H, trace, unformed=False, defer_weight_grad=False):
         mask = None
         if call.lengths is not None and self.target == "all":
             mask = np.arange(H.shape[0] - 1)[:, None] < call.lengths[None, :]
         return self.head.loss_and_grad(self.params, self._seen(H, call.lengths), call.Y, mask=mask,
-                                       unformed=unformed, defer_weight_grad=defer_weight_grad)
+                                       unformed=unformed, defer_weight_grad=defer_weight_grad,
+                                       logits=trace.logits)
 
     @blas_single_in
     def forward(self, X, h0=None, c0=None, lengths=None):
@@ -344,8 +363,9 @@ class RNN:
         bidirectional models.
         """
         call = self._prepare(X, h0, c0, lengths)
-        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False)
-        Y_hat = self.head.forward(self.params, self._seen(H, call.lengths))
+        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False,
+                             logits=True)
+        Y_hat = self.head.forward(self.params, self._seen(H, call.lengths), trace.logits)
         state = self.cell.final_state(H, trace)
         if call.lengths is not None and self.target == "all":
             Y_hat[np.arange(Y_hat.shape[0])[:, None] >= call.lengths[None, :]] = 0
@@ -382,10 +402,11 @@ class RNN:
         `train`/`eval`) dropout between stacked layers is applied.
         """
         call = self._prepare(X, h0, c0, lengths, Y)
-        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes)
-        # the gradient at the states stays (dO, V) down to the kernels that take it; dV stays with
-        # the head, so that fit's truncated BPTT (the same head, arrays) agrees with this bitwise
-        loss, dHs, head_grads = self._head_loss(call, H, unformed=True)
+        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, logits=True)
+        # the gradient at the states stays (dO, V) down to the kernels that take it, which fill
+        # the head's dV too where _head_plan says so
+        loss, dHs, head_grads = self._head_loss(call, H, trace, unformed=True,
+                                                defer_weight_grad=self._head_plan()[1])
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss is not finite ({loss})")
         grads, dstate0, _ = self._backward(call.X, H, trace, dHs)
@@ -403,8 +424,10 @@ class RNN:
     def evaluate(self, X, Y, h0=None, c0=None, lengths=None):
         """The loss alone (no backward pass through time, no dropout)."""
         call = self._prepare(X, h0, c0, lengths, Y)
-        H, _ = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False)
-        return self._head_loss(call, H)[0]
+        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False,
+                             logits=True)
+        # the loss alone: a gradient left unformed and a deferred dV cost nothing over the states
+        return self._head_loss(call, H, trace, unformed=True, defer_weight_grad=True)[0]
 
     # -- PyTorch interop (fastbptt.interop) --------------------------------------------------------------
 

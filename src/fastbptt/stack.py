@@ -17,7 +17,7 @@ cost nothing and contribute nothing.
 
 import numpy as np
 
-from .cells import make_cell
+from .cells import _Scratch, make_cell
 from .heads import HeadGrad
 
 
@@ -30,7 +30,7 @@ def param_suffix(layer, direction):
 class Trace:
     """What the backward pass needs from one forward pass of the stack."""
 
-    __slots__ = ("layers", "masks", "lengths", "batch_sizes", "reverse_index")
+    __slots__ = ("layers", "masks", "lengths", "batch_sizes", "reverse_index", "logits")
 
     def __init__(self, lengths, batch_sizes, reverse_index):
         self.layers = []   # per (layer, direction): (X fed to it, its H, its cell cache)
@@ -38,6 +38,7 @@ class Trace:
         self.lengths = lengths
         self.batch_sizes = batch_sizes
         self.reverse_index = reverse_index
+        self.logits = None  # (T, B, O) from the top layer's kernel when asked and it could
 
 
 class Stack:
@@ -51,6 +52,8 @@ class Stack:
         self.num_directions = 2 if bidirectional else 1
         self.dropout = dropout
         self.cells = []
+        # the logits arrays handed out again once nobody holds them (as the cells' states are)
+        self._scratch = _Scratch(keep=4)
         for layer in range(num_layers):
             n_in = input_size if layer == 0 else hidden_size * self.num_directions
             self.cells.append([make_cell(cell, n_in, hidden_size)
@@ -106,21 +109,37 @@ class Stack:
     # -- forward / backward ------------------------------------------------------------------------------
 
     def forward(self, kern, p, X, state0, n_threads, lengths=None, batch_sizes=None, training=False,
-                rng=None):
-        """Run every layer; return (Hout (T+1, B, H * D) with the top layer's outputs, Trace)."""
+                rng=None, head=None):
+        """Run every layer; return (Hout (T+1, B, H * D) with the top layer's outputs, Trace).
+
+        head=(V, c), a linear output layer: a one-direction top layer whose cell forms the logits
+        in its kernel's loop (Cell.logits_ok) leaves H[t + 1] V^T + c in trace.logits (zero at
+        padded steps); otherwise trace.logits stays None."""
         T, B, _ = X.shape
         needs_reverse = self.num_directions == 2
         rev = self.reverse_index(T, lengths) if needs_reverse and lengths is not None else None
         trace = Trace(lengths, batch_sizes, rev)
         inp = X
+        top = self.num_layers - 1
         for layer, row in enumerate(self.cells):
             for direction, cell in enumerate(row):
                 k = layer * self.num_directions + direction
                 Xd = inp if direction == 0 else self._reverse(inp, rev)
+                kw = _bs(batch_sizes)
+                if (head is not None and layer == top and self.num_directions == 1
+                        and cell.logits_ok(kern, Xd)):
+                    V, c = head
+                    # padded steps are never written by the kernels: zero pages cost nothing
+                    alloc = self._scratch.empty if batch_sizes is None else np.zeros
+                    trace.logits = alloc((T, B, V.shape[0]), dtype=X.dtype)
+                    kw["logits"] = (V, c, trace.logits)
                 H, cache = cell.forward(kern, self._view(p, layer, direction), Xd,
-                                        self._state(state0, k), n_threads, **_bs(batch_sizes))
+                                        self._state(state0, k), n_threads, **kw)
                 trace.layers.append((Xd, H, cache))
             if self.single:
+                return H, trace
+            if layer == top and self.num_directions == 1:
+                # the top layer's states are the output as they are (row 0 its initial state)
                 return H, trace
             out = self._layer_output(trace, layer)
             if layer < self.num_layers - 1:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ._checks import positive_int
 from ._threads import blas_single_in
+from .heads import HeadGrad
 from .optim import _nonneg_float, clip_by_norm, clip_by_value, global_norm, make_optimizer
 
 METRICS = ("accuracy", "bit_accuracy", "sequence_accuracy")
@@ -41,11 +42,11 @@ class StopTraining(Exception):
 class Chunk:
     """One update's worth of truncated BPTT: the new steps [start, stop), backpropagated from
     window_start; `loss` (scaled by the whole sequence's divisor) and `grads` for every parameter;
-    the states the head saw (`seen`) and their targets; `items` = seen steps x batch; `state` at
-    `stop`."""
+    the states the head saw (`seen`), their logits when the recurrent kernel formed them
+    (`logits`, else None) and their targets; `items` = seen steps x batch; `state` at `stop`."""
 
-    __slots__ = ("start", "stop", "window_start", "loss", "grads", "seen", "targets", "items",
-                 "state")
+    __slots__ = ("start", "stop", "window_start", "loss", "grads", "seen", "logits", "targets",
+                 "items", "state")
 
     def __init__(self, **kw):
         for key, value in kw.items():
@@ -88,6 +89,8 @@ def _chunks(m, X3, Y3, state0, k1, k2):
     last_only = m.target == "last"
     divisor = _loss_divisor(m, T, B)
     scale = 1.0 if m.reduction == "sum" else 1.0 / divisor
+    # the output layer's work in the kernels' loops, as loss_and_grad does it (bitwise the same)
+    want_logits, defer = m._head_plan()
     state, w = state0, 0  # the detached state at the window's first step w
     for s in range(0, T, k1):
         e = min(s + k1, T)
@@ -98,7 +101,8 @@ def _chunks(m, X3, Y3, state0, k1, k2):
         carry = state if nxt == w else None
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             Xs = X3[a:b]
-            H, cache = m._run(Xs, st)
+            # logits only where the head looks: the segment holds steps of [s, e)
+            H, cache = m._run(Xs, st, logits=want_logits and b > s)
             st = m.cell.final_state(H, cache)
             segs.append((a, b, Xs, H, cache))
             if b == nxt:
@@ -106,36 +110,56 @@ def _chunks(m, X3, Y3, state0, k1, k2):
         if last_only and e < T:  # no loss in this window: it only carries the state
             state, w = carry, nxt
             continue
+        logits = None
         if last_only:
             seen, Yc = segs[-1][3][-1:], Y3
         else:
             pieces = [H[1 + max(a, s) - a: 1 + b - a] for a, b, _, H, _ in segs if b > s]
             seen = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
             Yc = Y3[s:e]
-        loss, dseen, head_grads = m.head.loss_and_grad(m.params, seen, Yc, scale=scale)
+            formed = [(a, b, cache.logits) for a, b, _, _, cache in segs if b > s]
+            if all(f is not None for _, _, f in formed):
+                pieces = [f[max(a, s) - a: b - a] for a, b, f in formed]
+                logits = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        loss, dseen, head_grads = m.head.loss_and_grad(m.params, seen, Yc, scale=scale,
+                                                       unformed=True, defer_weight_grad=defer,
+                                                       logits=logits)
         grads, dstate = None, None
+        dV = getattr(dseen, "dV", None)  # the head's dV, which the backward passes fill
         for a, b, Xs, H, cache in reversed(segs):  # latest segment first, chaining dstate
-            dH = _segment_dH(m, dseen, a, b, s, e, T, H)
+            # the latest segment fills the head's dV itself, earlier ones with loss add theirs
+            part = None if dV is None or b <= s else dV if b == e else np.empty_like(dV)
+            dH = _segment_dH(m, dseen, a, b, s, T, part)
             g, dstate, _ = m._backward(Xs, H, cache, dH, dstate_T=dstate)
+            if part is not None and part is not dV:
+                dV += part
             grads = g if grads is None else {k: grads[k] + v for k, v in g.items()}
         grads.update(head_grads)
         segs = H = cache = Xs = None  # free the window before the caller runs the next one
-        yield Chunk(start=s, stop=e, window_start=w, loss=loss, grads=grads, seen=seen, targets=Yc,
-                    items=seen.shape[0] * B, state=st)
+        yield Chunk(start=s, stop=e, window_start=w, loss=loss, grads=grads, seen=seen,
+                    logits=logits, targets=Yc, items=seen.shape[0] * B, state=st)
         state, w = carry, nxt
 
 
-def _segment_dH(m, dseen, a, b, s, e, T, H):
-    """The loss gradient reaching the states of segment [a, b), in the form m._backward takes."""
+def _segment_dH(m, dseen, a, b, s, T, dV=None):
+    """The loss gradient reaching the states of segment [a, b), in the form m._backward takes: an
+    array, or a HeadGrad (its dO's steps of the segment, and dV for the segment to fill)."""
+    if isinstance(dseen, HeadGrad):
+        return HeadGrad(_segment_steps(m, dseen.dO, a, b, s, T), dseen.V, dV)
+    return _segment_steps(m, dseen, a, b, s, T)
+
+
+def _segment_steps(m, seen, a, b, s, T):
+    """Segment [a, b)'s steps of an array over the seen steps (zero where the head saw none)."""
     if m.target == "last":
-        return dseen if b == T else np.zeros_like(dseen)
+        return seen if b == T else np.zeros_like(seen)
     lo = max(a, s)
     if lo == a:
-        return dseen[a - s: b - s]
-    dH = np.zeros((b - a,) + H.shape[1:], dtype=H.dtype)
+        return seen[a - s: b - s]
+    part = np.zeros((b - a,) + seen.shape[1:], dtype=seen.dtype)
     if lo < b:
-        dH[lo - a:] = dseen[lo - s: b - s]
-    return dH
+        part[lo - a:] = seen[lo - s: b - s]
+    return part
 
 
 def truncated_bptt(model, X, Y, tbptt, h0=None, c0=None):
@@ -264,14 +288,16 @@ def _evaluate(m, X3, Y3, state0, chunk, tally):
     total, state = 0.0, state0
     for s in range(0, T, chunk):
         e = min(s + chunk, T)
-        H, cache = m._run(X3[s:e], state)
-        state = m.cell.final_state(H, cache)
+        H, trace = m._run(X3[s:e], state, logits=True)
+        state = m.cell.final_state(H, trace)
         if last_only and e < T:
             continue
         seen, Yc = (H[-1:], Y3) if last_only else (H[1:], Y3[s:e])
-        total += m.head.loss_and_grad(m.params, seen, Yc, scale=scale)[0]
+        # the loss alone: an unformed gradient and a deferred dV cost nothing over the states
+        total += m.head.loss_and_grad(m.params, seen, Yc, scale=scale, unformed=True,
+                                      defer_weight_grad=True, logits=trace.logits)[0]
         if tally is not None:
-            tally.add(m.head.forward(m.params, seen), Yc)
+            tally.add(m.head.forward(m.params, seen, trace.logits), Yc)
     if tally is not None:
         tally.end_batch()
     return total
@@ -689,7 +715,7 @@ def _train_step(m, opt, chunk, divisor, clip_norm, clip_value, tally, step, epoc
     # the metric sees the outputs of the parameters that made this chunk's loss, before the update
     value = None
     if tally is not None:
-        value = tally.add(m.head.forward(m.params, chunk.seen), chunk.targets)
+        value = tally.add(m.head.forward(m.params, chunk.seen, chunk.logits), chunk.targets)
     try:
         lr = opt.step(m.params, grads)
     except FloatingPointError as exc:
