@@ -796,7 +796,8 @@ def _logits(H, V, c, out, bs):
     H, V, out = np.asarray(H), np.asarray(V), np.asarray(out)
     T, B = out.shape[:2]
     if bs is None:
-        np.matmul(H[1:].reshape(T * B, -1), V.T, out=out.reshape(T * B, -1))
+        # sizes spelled out: -1 cannot be inferred from an empty array (T = 0 or B = 0)
+        np.matmul(H[1:].reshape(T * B, H.shape[2]), V.T, out=out.reshape(T * B, V.shape[0]))
         out += np.asarray(c)
         return
     mask = np.arange(B)[None, :] < bs[:, None]

@@ -480,12 +480,113 @@ static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W,
 }
 #undef FB_NV_SWITCH
 
+#else
+
+/* Plain C for builds without AVX2 + FMA: the same contracts, n = nv * width units. */
+static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt, const FT* A,
+                                     ptrdiff_t sa, const FT* X, ptrdiff_t sx, ptrdiff_t I,
+                                     const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh, ptrdiff_t O,
+                                     const FT* V, const FT* c, FT* out, ptrdiff_t so) {
+    const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
+    for (ptrdiff_t t = 0; t < T; t++) {
+        const FT* hp = H + t * sh;
+        FT* hn = H + (t + 1) * sh;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            FT s;
+            if (X) {
+                s = bias[i];
+                for (ptrdiff_t k = 0; k < I; k++) s += X[t * sx + k] * Ut[k * n + i];
+            } else {
+                s = A[t * sa + i];
+            }
+            for (ptrdiff_t j = 0; j < n; j++) s += Wt[j * n + i] * hp[j];
+            hn[i] = act == 0 ? (FT)tanh(s) : act == 1 ? (s > 0 || s != s ? s : 0) : (s > 0 ? 1 : 0);
+        }
+        for (ptrdiff_t i = 0; i < n; i++)
+            if (hn[i] * 0 != 0) return t;
+        for (ptrdiff_t o = 0; out && o < O; o++) {
+            FT s = c[o];
+            for (ptrdiff_t i = 0; i < n; i++) s += V[o * n + i] * hn[i];
+            out[t * so + o] = s;
+        }
+    }
+    return -1;
+}
+
+static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,
+                                     ptrdiff_t sh, const FT* dH, ptrdiff_t sg, const FT* dO,
+                                     ptrdiff_t so, ptrdiff_t O, const FT* V, FT* dA, ptrdiff_t sa,
+                                     FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,
+                                     FT* ring, FT* work) {
+    const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
+    (void)work;
+    for (ptrdiff_t t = T - 1; t >= 0; t--) {
+        const FT* h = H + (t + 1) * sh;
+        FT* da = dA ? dA + t * sa : ring;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            FT x = (dH ? dH[t * sg + i] : (FT)0) + dh[i];
+            for (ptrdiff_t o = 0; dO && o < O; o++) x += dO[t * so + o] * V[o * n + i];
+            da[i] = act == 0 ? x * (1 - h[i] * h[i]) : x * (FT)(h[i] > 0);
+        }
+        for (ptrdiff_t j = 0; j < n; j++) {
+            FT s = 0;
+            for (ptrdiff_t i = 0; i < n; i++) s += W[i * n + j] * da[i];
+            dh[j] = s;
+        }
+        for (ptrdiff_t j = 0; j < n; j++)
+            if (dh[j] * 0 != 0) return t;
+        if (G) {
+            for (ptrdiff_t k = 0; k < I + n; k++) {
+                FT z = k < I ? X[t * sx + k] : H[t * sh + k - I];
+                for (ptrdiff_t i = 0; i < n; i++) G[k * n + i] += z * da[i];
+            }
+            for (ptrdiff_t i = 0; i < n; i++) db[i] += da[i];
+        }
+    }
+    return -1;
+}
+
+static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
+                                           ptrdiff_t lda, const FT* P, const FT* bias, const FT* C0,
+                                           ptrdiff_t ldc0, FT* C, ptrdiff_t ldc) {
+    for (ptrdiff_t m = 0; m < M; m++) {
+        for (ptrdiff_t j = 0; j < N; j++) {
+            const FT* col = P + (j / FB_NR) * K * FB_NR + j % FB_NR;
+            FT s = bias ? bias[j] : (FT)0;
+            for (ptrdiff_t k = 0; k < K; k++) s += A[m * lda + k] * col[k * FB_NR];
+            C[m * ldc + j] = (C0 ? C0[m * ldc0 + j] : (FT)0) + s;
+        }
+    }
+}
+
+static inline size_t FB_SFX(fb_gemm_tn_work)(ptrdiff_t M, ptrdiff_t N) {
+    (void)M;
+    (void)N;
+    return 1;
+}
+
+static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
+                                       ptrdiff_t lda, const FT* B, ptrdiff_t ldb, FT* C,
+                                       ptrdiff_t ldc, FT* work) {
+    (void)work;
+    for (ptrdiff_t i = 0; i < M; i++)
+        for (ptrdiff_t j = 0; j < N; j++) {
+            FT s = C[i * ldc + j];
+            for (ptrdiff_t k = 0; k < K; k++) s += A[k * lda + i] * B[k * ldb + j];
+            C[i * ldc + j] = s;
+        }
+}
+
+#endif
+
 /* ---- Elman recurrence of a whole batch, one tiled product per step ------------------------------
  * With n_threads > 1 each step's rows are cut into chunks run as OpenMP tasks inside one parallel
  * region for the whole loop: the thread that waits for a step runs any chunk nobody has started, so
  * a helper thread that the OS has parked on a busy machine delays nothing (a barrier per step, as a
  * prange per step has, waits for it). Chunks never share an output element, and every element is
- * computed the same way whichever thread runs it: results do not depend on the thread count. */
+ * computed the same way whichever thread runs it: results do not depend on the thread count.
+ * Written once for both builds, over the products above (plain loops without AVX2 + FMA, where
+ * _elman.pyx takes other paths; they are defined there all the same, so every module links). */
 
 /* Chunks to cut `rows` into for n_threads (1: no tasks): one per thread, as long as each keeps at
  * least two full row tiles (smaller chunks run the product on short, latency-bound tiles). */
@@ -505,6 +606,8 @@ static inline void FB_SFX(fb_activate)(int act, FT* h, ptrdiff_t m) {
         for (ptrdiff_t i = 0; i < m; i++) h[i] = h[i] > 0 ? (FT)1 : (FT)0;
     }
 }
+
+#if FASTBPTT_TILED
 
 /* out[o] = c[o] + h . V[o] for the OB output units of one block, from the sums acc[o] over whole
  * registers of h (lanes to add) and the last n % FB_W values of h, added here. */
@@ -575,6 +678,21 @@ static inline void FB_SFX(fb_logits_rows)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t
     }
 }
 
+#else
+
+/* fb_logits_rows in plain C: one dot product per row and output unit. */
+static inline void FB_SFX(fb_logits_rows)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t O, const FT* h,
+                                         const FT* V, const FT* c, FT* out) {
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t o = 0; o < O; o++) {
+            FT s = c[o];
+            for (ptrdiff_t k = 0; k < n; k++) s += h[r * n + k] * V[o * n + k];
+            out[r * O + o] = s;
+        }
+}
+
+#endif
+
 /* h = f(a + h_prev W^T) for `rows` rows of one step; a = A's rows, or bias + X's rows U^T (PU).
  * With out, also the logits out = c + h V^T of those rows while h is in L1: by the register tile
  * over PV (V^T packed) when given, else by dot products with V (O x n) as given. */
@@ -635,6 +753,8 @@ static ptrdiff_t FB_SFX(fb_elman_fwd_tiled)(int act, const FT* PW, const FT* A, 
 static inline size_t FB_SFX(fb_gemm_tn_cat_work)(void) {
     return (size_t)FB_KC * (size_t)(FB_MC + FB_CAT_NC) + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W;
 }
+
+#if FASTBPTT_TILED
 
 /* dst <- columns j0..j0+w-1 (w <= NR) of the joined row (s1[0..n1), s2[0..n2), then zeros; s2 NULL
  * reads as n2 zeros). When all NR columns from j0 lie in one source they go as two whole registers
@@ -744,6 +864,30 @@ static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, cons
     }
 }
 
+#else
+
+/* fb_gemm_tn_cat in plain C (work unused): each row of C takes its joined column of A against every
+ * joined row of B; the zero columns past N1 + N2 add nothing. */
+static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, const FT* A1,
+                                   ptrdiff_t M1, ptrdiff_t lda1, const FT* A2, ptrdiff_t M2,
+                                   ptrdiff_t lda2, ptrdiff_t a2_skip, const FT* B1, ptrdiff_t N1,
+                                   ptrdiff_t ldb1, const FT* B2, ptrdiff_t N2, ptrdiff_t ldb2,
+                                   ptrdiff_t N, FT* C, ptrdiff_t ldc, FT* work) {
+    (void)N;
+    (void)work;
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        FT* c = C + i * ldc;
+        for (ptrdiff_t k = 0; k < K; k++) {
+            const FT a = i < M1 ? A1[k * lda1 + i]
+                         : A2 && k >= a2_skip && i - M1 < M2 ? A2[(k - a2_skip) * lda2 + i - M1] : (FT)0;
+            for (ptrdiff_t j = 0; j < N1; j++) c[j] += a * B1[k * ldb1 + j];
+            for (ptrdiff_t j = 0; B2 && j < N2; j++) c[N1 + j] += a * B2[k * ldb2 + j];
+        }
+    }
+}
+
+#endif
+
 /* One chunk of the tiled backward's fold, over `rows` batch rows (`per_step` of them a step): rows
  * lo..hi-1 of G = [dW | dU] (n rows; ldg columns, a whole number of panels, >= n + I) += da^T [h | x]
  * with h the states before each step, and db += the sum of da's rows (its columns lo..hi-1). With
@@ -838,104 +982,5 @@ static ptrdiff_t FB_SFX(fb_elman_bwd_tiled)(int act, const FT* P, const FT* H, c
     }
     return bad;
 }
-
-#else
-
-/* Plain C for builds without AVX2 + FMA: the same contracts, n = nv * width units. */
-static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt, const FT* A,
-                                     ptrdiff_t sa, const FT* X, ptrdiff_t sx, ptrdiff_t I,
-                                     const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh, ptrdiff_t O,
-                                     const FT* V, const FT* c, FT* out, ptrdiff_t so) {
-    const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
-    for (ptrdiff_t t = 0; t < T; t++) {
-        const FT* hp = H + t * sh;
-        FT* hn = H + (t + 1) * sh;
-        for (ptrdiff_t i = 0; i < n; i++) {
-            FT s;
-            if (X) {
-                s = bias[i];
-                for (ptrdiff_t k = 0; k < I; k++) s += X[t * sx + k] * Ut[k * n + i];
-            } else {
-                s = A[t * sa + i];
-            }
-            for (ptrdiff_t j = 0; j < n; j++) s += Wt[j * n + i] * hp[j];
-            hn[i] = act == 0 ? (FT)tanh(s) : act == 1 ? (s > 0 || s != s ? s : 0) : (s > 0 ? 1 : 0);
-        }
-        for (ptrdiff_t i = 0; i < n; i++)
-            if (hn[i] * 0 != 0) return t;
-        for (ptrdiff_t o = 0; out && o < O; o++) {
-            FT s = c[o];
-            for (ptrdiff_t i = 0; i < n; i++) s += V[o * n + i] * hn[i];
-            out[t * so + o] = s;
-        }
-    }
-    return -1;
-}
-
-static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,
-                                     ptrdiff_t sh, const FT* dH, ptrdiff_t sg, const FT* dO,
-                                     ptrdiff_t so, ptrdiff_t O, const FT* V, FT* dA, ptrdiff_t sa,
-                                     FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,
-                                     FT* ring, FT* work) {
-    const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
-    (void)work;
-    for (ptrdiff_t t = T - 1; t >= 0; t--) {
-        const FT* h = H + (t + 1) * sh;
-        FT* da = dA ? dA + t * sa : ring;
-        for (ptrdiff_t i = 0; i < n; i++) {
-            FT x = (dH ? dH[t * sg + i] : (FT)0) + dh[i];
-            for (ptrdiff_t o = 0; dO && o < O; o++) x += dO[t * so + o] * V[o * n + i];
-            da[i] = act == 0 ? x * (1 - h[i] * h[i]) : x * (FT)(h[i] > 0);
-        }
-        for (ptrdiff_t j = 0; j < n; j++) {
-            FT s = 0;
-            for (ptrdiff_t i = 0; i < n; i++) s += W[i * n + j] * da[i];
-            dh[j] = s;
-        }
-        for (ptrdiff_t j = 0; j < n; j++)
-            if (dh[j] * 0 != 0) return t;
-        if (G) {
-            for (ptrdiff_t k = 0; k < I + n; k++) {
-                FT z = k < I ? X[t * sx + k] : H[t * sh + k - I];
-                for (ptrdiff_t i = 0; i < n; i++) G[k * n + i] += z * da[i];
-            }
-            for (ptrdiff_t i = 0; i < n; i++) db[i] += da[i];
-        }
-    }
-    return -1;
-}
-
-static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
-                                           ptrdiff_t lda, const FT* P, const FT* bias, const FT* C0,
-                                           ptrdiff_t ldc0, FT* C, ptrdiff_t ldc) {
-    for (ptrdiff_t m = 0; m < M; m++) {
-        for (ptrdiff_t j = 0; j < N; j++) {
-            const FT* col = P + (j / FB_NR) * K * FB_NR + j % FB_NR;
-            FT s = bias ? bias[j] : (FT)0;
-            for (ptrdiff_t k = 0; k < K; k++) s += A[m * lda + k] * col[k * FB_NR];
-            C[m * ldc + j] = (C0 ? C0[m * ldc0 + j] : (FT)0) + s;
-        }
-    }
-}
-
-static inline size_t FB_SFX(fb_gemm_tn_work)(ptrdiff_t M, ptrdiff_t N) {
-    (void)M;
-    (void)N;
-    return 1;
-}
-
-static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
-                                       ptrdiff_t lda, const FT* B, ptrdiff_t ldb, FT* C,
-                                       ptrdiff_t ldc, FT* work) {
-    (void)work;
-    for (ptrdiff_t i = 0; i < M; i++)
-        for (ptrdiff_t j = 0; j < N; j++) {
-            FT s = C[i * ldc + j];
-            for (ptrdiff_t k = 0; k < K; k++) s += A[k * lda + i] * B[k * ldb + j];
-            C[i * ldc + j] = s;
-        }
-}
-
-#endif
 
 #undef FB_NR
