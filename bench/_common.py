@@ -72,15 +72,21 @@ def time_call(fn, repeats, warmup=1):
     return {"median": statistics.median(times), "min": min(times), "repeats": repeats}
 
 
-def time_interleaved(fns, repeats, warmup=1):
+def time_interleaved(fns, repeats, warmup=1, settle=0.0):
     """time_call for several callables (name -> callable), taking turns repeat by repeat, so a
-    change in the machine's load during the run touches all of them alike: fair ratios."""
+    change in the machine's load during the run touches all of them alike: fair ratios.
+
+    `settle` seconds of sleep before each timed call let the previous library's worker threads go
+    idle: XLA's keep a core busy for 50-100 ms after a JAX call returns, which slowed the next
+    library's two-thread LSTM time by a quarter."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if settle:
+                time.sleep(settle)
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

@@ -104,7 +104,7 @@ def run_row(name, dtype, args, peers):
     fns = {k: fn for k, (fn, _) in runs.items()}
     if name == "W3":
         fns["gemm"] = gemm_fn
-    timed = time_interleaved(fns, args.repeats)
+    timed = time_interleaved(fns, args.repeats, settle=0.0 if args.tiny else args.settle)
     for key, (_, steps) in runs.items():
         row[f"{key}_us"] = _us(timed[key]["median"], steps)
         row[f"{key}_us_min"] = _us(timed[key]["min"], steps)
@@ -173,6 +173,9 @@ def main(argv=None):
                         "backend) when not --threads: with two kernel threads, one BLAS thread "
                         "keeps the two pools from fighting over two cores")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--settle", type=float, default=0.2,
+                   help="seconds of sleep before each timed call, so that the previous library's "
+                        "worker threads are idle (XLA's stay busy for up to 0.1 s)")
     p.add_argument("--no-baselines", dest="baselines", action="store_false",
                    help="skip the NumPy and pure-Python backends")
     p.add_argument("--peers", nargs="*", default=None, choices=list(_peers.PEERS),
