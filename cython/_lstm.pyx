@@ -116,16 +116,18 @@ cdef inline void _matvec_small(const floating* Wh, const floating* da, floating*
 # ---------------------------------------------------------------------------------------------------
 
 cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floating* A,
-                               const floating* X, const floating* PX, const floating* wxt,
+                               const floating* X, floating* Z, const floating* wxt,
                                const floating* bias, Py_ssize_t I, floating* H, floating* C,
                                floating* G, floating* out, Py_ssize_t O, const floating* vt,
                                const floating* cv, const Py_ssize_t* bs, Py_ssize_t b0,
                                Py_ssize_t T, Py_ssize_t B, Py_ssize_t block_rows,
                                Py_ssize_t n) noexcept nogil:
     """Forward through all T steps: by hand when wt (Wh transposed) is given, else by the register
-    tiles over P (Wh^T packed). The pre-activations come from A, or when A is NULL are formed here
-    as bias + x_t Wx^T (from PX, Wx^T packed, or by hand from wxt, Wx transposed). bs (or NULL):
-    batch_sizes; b0: the block's first batch row.
+    tiles over P. The pre-activations come from A (P: Wh^T packed), or when A is NULL are formed
+    here as bias + x_t Wx^T: by hand from wxt (Wx transposed), or on the tiles in the same product
+    as the recurrent one, bias + (x_t | h_{t-1}) (Wx | Wh)^T, with P that packed and Z a
+    (rows, I + n) scratch for the joined rows. bs (or NULL): batch_sizes; b0: the block's first
+    batch row.
     With out (else NULL), the output layer's logits out_t = h_t V^T + cv (O of them per row) are
     formed too while h_t is in cache: vt is V^T (n, O) on the hand path, V^T packed on the tiles.
 
@@ -154,8 +156,12 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
             if A != NULL:
                 gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, A + t * s4, 4 * n, g, 4 * n)
             else:
-                gemm_packed(rows, 4 * n, I, X + t * sx, I, PX, bias, NULL, 0, g, 4 * n)
-                gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, g, 4 * n, g, 4 * n)
+                # one product over K = I + n: a second pass over g for the inputs' share cost
+                # about a tenth of the forward step
+                for b in range(rows):
+                    memcpy(Z + b * (I + n), X + t * sx + b * I, I * sizeof(floating))
+                    memcpy(Z + b * (I + n) + I, H + t * s + b * n, n * sizeof(floating))
+                gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, g, 4 * n)
             _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
         if not (all_finite(C + (t + 1) * s, m) and all_finite(H + (t + 1) * s, m)):
             return t
@@ -493,7 +499,8 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     cdef floating* wxt = NULL
     cdef floating* vt = NULL
     cdef floating* P = NULL
-    cdef floating* PX = NULL
+    cdef floating* Z = NULL
+    cdef floating* wcat = NULL
     cdef Py_ssize_t* bad_block
     cdef const Py_ssize_t[::1] bs_view
     cdef const Py_ssize_t* bs = NULL
@@ -547,16 +554,19 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
         wxt = <floating*> malloc((4 * n * I + 1) * sizeof(floating))
         vt = <floating*> malloc((n * O + 1) * sizeof(floating))
     else:
-        P = <floating*> malloc(pack_size(Wp, n, 4 * n) * sizeof(floating))
-        PX = <floating*> malloc((pack_size(Wp, I, 4 * n) + 1) * sizeof(floating))
+        # (Wx | Wh) joined, packed transposed for the one product per step
+        P = <floating*> malloc(pack_size(Wp, I + n, 4 * n) * sizeof(floating))
+        wcat = <floating*> malloc(4 * n * (I + n) * sizeof(floating))
+        Z = <floating*> malloc(B * (I + n) * sizeof(floating))
         vt = <floating*> malloc((pack_size(Wp, n, O) + 1) * sizeof(floating))
-    if vt == NULL or ((wt == NULL or wxt == NULL) and (P == NULL or PX == NULL)):
+    if vt == NULL or ((wt == NULL or wxt == NULL) and (P == NULL or Z == NULL or wcat == NULL)):
         free(bad_block)
         free(wt)
         free(wxt)
         free(vt)
         free(P)
-        free(PX)
+        free(Z)
+        free(wcat)
         raise MemoryError()
     with nogil:
         if wt != NULL:
@@ -569,27 +579,32 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
                 for j in range(n):
                     vt[j * O + k] = Vp[k * n + j]
         else:
-            pack(Wp, n, True, n, 4 * n, P)
-            if I > 0:
-                pack(Wxp, I, True, I, 4 * n, PX)
+            for k in range(4 * n):
+                if I > 0:
+                    memcpy(wcat + k * (I + n), Wxp + k * I, I * sizeof(floating))
+                memcpy(wcat + k * (I + n) + I, Wp + k * n, n * sizeof(floating))
+            pack(wcat, I + n, True, I + n, 4 * n, P)
+            free(wcat)
+            wcat = NULL
             if outp != NULL:
                 pack(Vp, n, True, n, O, vt)
         if blocks > 1:
             for blk in prange(blocks, num_threads=blocks, schedule="static"):
                 b0 = starts[blk]
                 bad_block[blk] = _forward_block(
-                    P, wt, NULL, Xp + b0 * I, PX, wxt, bp, I, Hp + b0 * n, Cp + b0 * n,
+                    P, wt, NULL, Xp + b0 * I, Z + b0 * (I + n) if Z != NULL else NULL, wxt, bp, I,
+                    Hp + b0 * n, Cp + b0 * n,
                     Gp + b0 * 4 * n, outp + b0 * O if outp != NULL else NULL, O, vt, cp, bs, b0,
                     T, B, starts[blk + 1] - b0, n)
         else:
-            bad_block[0] = _forward_block(P, wt, NULL, Xp, PX, wxt, bp, I, Hp, Cp, Gp, outp, O, vt,
+            bad_block[0] = _forward_block(P, wt, NULL, Xp, Z, wxt, bp, I, Hp, Cp, Gp, outp, O, vt,
                                           cp, bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, True)
         free(wt)
         free(wxt)
         free(vt)
         free(P)
-        free(PX)
+        free(Z)
         free(bad_block)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden or cell state at time step {bad}")
