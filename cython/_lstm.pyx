@@ -64,12 +64,25 @@ cdef extern from "_lstm_pointwise.h" nogil:
     void fb_lstm_bwd_f(const float* G, const float* cp, const float* c, const float* dho,
                        const float* dhn, float* dc, float* da, Py_ssize_t rows,
                        Py_ssize_t n) noexcept
+    void fb_cols_d(const double* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                   double* dst, Py_ssize_t ldd) noexcept
+    void fb_cols_f(const float* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                   float* dst, Py_ssize_t ldd) noexcept
+
+
+cdef inline void _cols(const floating* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                       floating* dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[k * ldd + b] = src[b * lds + k]: `rows` rows of src stored as columns of dst."""
+    if floating is float:
+        fb_cols_f(src, lds, rows, cols, dst, ldd)
+    else:
+        fb_cols_d(src, lds, rows, cols, dst, ldd)
 
 
 cdef inline void _cell(floating* G, const floating* c_prev, floating* c, floating* h,
                        Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
     """Pre-activations G (rows, 4n) -> activated gates in place; c = f c_prev + i g and
-    h = o tanh(c), one pass per row (cython/_lstm_pointwise.h)."""
+    h = o tanh(c), two passes per row (cython/_lstm_pointwise.h)."""
     if floating is float:
         fb_lstm_fwd_f(G, c_prev, c, h, rows, n)
     else:
@@ -228,7 +241,6 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
     cdef floating a
     cdef Py_ssize_t kz = I + n + 1, fill = 0
     cdef floating* da
-    cdef const floating* src
     for t in range(T - 1, -1, -1):
         rows = active_rows(bs, t, b0, block_rows)
         if rows == 0:
@@ -240,14 +252,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
                 fill = 0
             da = ring_d + fill * 4 * n
             # the ring's columns fill..fill+rows: x_t, then h_{t-1} (row-contiguous per unit)
-            src = X + t * sx
-            for k in range(I):
-                for b in range(rows):
-                    ring_z[k * cap + fill + b] = src[b * I + k]
-            src = H + t * s
-            for k in range(n):
-                for b in range(rows):
-                    ring_z[(I + k) * cap + fill + b] = src[b * n + k]
+            _cols(X + t * sx, I, rows, I, ring_z + fill, cap)
+            _cols(H + t * s, n, rows, n, ring_z + I * cap + fill, cap)
             fill += rows
         else:
             da = dA + t * s4

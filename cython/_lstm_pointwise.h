@@ -1,14 +1,14 @@
-/* The LSTM's elementwise work of one step, one pass over each row, for cython/_lstm.pyx.
+/* The LSTM's elementwise work of one step, row by row, for cython/_lstm.pyx.
  *
  * Forward:  gates (i, f, g, o) = (sigmoid, sigmoid, tanh, sigmoid) of the pre-activations, in place;
  *           c = f c_prev + i g;  h = o tanh(c).
  * Backward: with th = tanh(c) recomputed, dh = dh_out + dh_next, dc' = dc + dh o (1 - th^2):
  *           di = dc' g i (1 - i),  df = dc' c_prev f (1 - f),  dg = dc' i (1 - g^2),
  *           do = dh th o (1 - o),  and dc <- dc' f.
- * Each is one loop over the units with everything in registers (a separate pass per gate and for
- * tanh(c) would stream the rows through memory several times), on whole AVX2 registers with the
- * inline tanh of _vmath.h and sigmoid(x) = (1 + tanh(x / 2)) / 2; the last n % width units, and
- * builds without AVX2 + FMA, take the same formulas in scalar libm.
+ * Backward is one loop over a row's units with everything in registers; forward is two (the gates,
+ * then the cell), over a row that stays in L1. Both run on whole AVX2 registers with the inline
+ * tanh of _vmath.h and sigmoid(x) = (1 + tanh(x / 2)) / 2; the last n % width units, and builds
+ * without AVX2 + FMA, take the same formulas in scalar libm.
  */
 #ifndef FASTBPTT_LSTM_POINTWISE_H
 #define FASTBPTT_LSTM_POINTWISE_H
@@ -70,18 +70,19 @@ FB_LSTM_SCALAR(float, f, tanhf)
             const FT* cpr = cp + r * n;                                                             \
             FT* cr = c + r * n;                                                                     \
             FT* hr = h + r * n;                                                                     \
+            /* two passes: the gates' chains are independent of each other, tanh(c)'s waits for   \
+             * three of them; one pass with both ran 8-20 % slower (latency-bound) */             \
             for (ptrdiff_t k = 0; k < nv; k += W) {                                                 \
-                VT i = fb_lstm_sigv_##SFX(LOAD(zr + k));                                            \
-                VT f = fb_lstm_sigv_##SFX(LOAD(zr + n + k));                                        \
-                VT g = TANHV(LOAD(zr + 2 * n + k));                                                 \
-                VT o = fb_lstm_sigv_##SFX(LOAD(zr + 3 * n + k));                                    \
-                VT ck = FMA(f, LOAD(cpr + k), MUL(i, g));                                           \
-                STORE(zr + k, i);                                                                   \
-                STORE(zr + n + k, f);                                                               \
-                STORE(zr + 2 * n + k, g);                                                           \
-                STORE(zr + 3 * n + k, o);                                                           \
+                STORE(zr + k, fb_lstm_sigv_##SFX(LOAD(zr + k)));                                    \
+                STORE(zr + n + k, fb_lstm_sigv_##SFX(LOAD(zr + n + k)));                            \
+                STORE(zr + 2 * n + k, TANHV(LOAD(zr + 2 * n + k)));                                 \
+                STORE(zr + 3 * n + k, fb_lstm_sigv_##SFX(LOAD(zr + 3 * n + k)));                    \
+            }                                                                                       \
+            for (ptrdiff_t k = 0; k < nv; k += W) {                                                 \
+                VT ig = MUL(LOAD(zr + k), LOAD(zr + 2 * n + k));                                    \
+                VT ck = FMA(LOAD(zr + n + k), LOAD(cpr + k), ig);                                   \
                 STORE(cr + k, ck);                                                                  \
-                STORE(hr + k, MUL(o, TANHV(ck)));                                                   \
+                STORE(hr + k, MUL(LOAD(zr + 3 * n + k), TANHV(ck)));                                \
             }                                                                                       \
             fb_lstm_fwd_tail_##SFX(zr, cpr, cr, hr, nv, n);                                         \
         }                                                                                           \
@@ -144,6 +145,82 @@ FB_LSTM_PLAIN(double, d)
 FB_LSTM_PLAIN(float, f)
 #undef FB_LSTM_PLAIN
 
+#endif
+
+/* The weight-gradient ring's columns: dst[k * ldd + b] = src[b * lds + k] for `rows` rows b and
+ * `cols` columns k, i.e. a block of (x_t | h_{t-1}) rows stored as columns. By whole 8 x 8 (float)
+ * or 4 x 4 (double) register transposes: element by element, the strided reads cost about 3 % of
+ * the backward step. */
+#define FB_COLS_SCALAR(FT, SFX)                                                                     \
+    static inline void fb_cols_rest_##SFX(const FT* src, ptrdiff_t lds, ptrdiff_t b0, ptrdiff_t b1, \
+                                          ptrdiff_t k0, ptrdiff_t k1, FT* dst, ptrdiff_t ldd) {     \
+        for (ptrdiff_t k = k0; k < k1; k++)                                                         \
+            for (ptrdiff_t b = b0; b < b1; b++) dst[k * ldd + b] = src[b * lds + k];                \
+    }
+FB_COLS_SCALAR(double, d)
+FB_COLS_SCALAR(float, f)
+#undef FB_COLS_SCALAR
+
+#if FASTBPTT_INLINE_TANH
+static inline void fb_cols_f(const float* src, ptrdiff_t lds, ptrdiff_t rows, ptrdiff_t cols,
+                             float* dst, ptrdiff_t ldd) {
+    const ptrdiff_t rv = rows - rows % 8, cv = cols - cols % 8;
+    for (ptrdiff_t b = 0; b < rv; b += 8) {
+        for (ptrdiff_t k = 0; k < cv; k += 8) {
+            __m256 r[8], u[8], v[8];
+            for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(src + (b + j) * lds + k);
+            for (int j = 0; j < 8; j += 2) {
+                u[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+                u[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+            }
+            for (int j = 0; j < 8; j += 4) {
+                v[j] = _mm256_shuffle_ps(u[j], u[j + 2], 0x44);
+                v[j + 1] = _mm256_shuffle_ps(u[j], u[j + 2], 0xEE);
+                v[j + 2] = _mm256_shuffle_ps(u[j + 1], u[j + 3], 0x44);
+                v[j + 3] = _mm256_shuffle_ps(u[j + 1], u[j + 3], 0xEE);
+            }
+            /* v[0..3] hold columns (0, 1, 2, 3 | 4, 5, 6, 7) of rows 0-3, v[4..7] of rows 4-7 */
+            for (int j = 0; j < 4; j++) {
+                _mm256_storeu_ps(dst + (k + j) * ldd + b,
+                                 _mm256_permute2f128_ps(v[j], v[j + 4], 0x20));
+                _mm256_storeu_ps(dst + (k + j + 4) * ldd + b,
+                                 _mm256_permute2f128_ps(v[j], v[j + 4], 0x31));
+            }
+        }
+        fb_cols_rest_f(src, lds, b, b + 8, cv, cols, dst, ldd);
+    }
+    fb_cols_rest_f(src, lds, rv, rows, 0, cols, dst, ldd);
+}
+
+static inline void fb_cols_d(const double* src, ptrdiff_t lds, ptrdiff_t rows, ptrdiff_t cols,
+                             double* dst, ptrdiff_t ldd) {
+    const ptrdiff_t rv = rows - rows % 4, cv = cols - cols % 4;
+    for (ptrdiff_t b = 0; b < rv; b += 4) {
+        for (ptrdiff_t k = 0; k < cv; k += 4) {
+            __m256d r0 = _mm256_loadu_pd(src + b * lds + k);
+            __m256d r1 = _mm256_loadu_pd(src + (b + 1) * lds + k);
+            __m256d r2 = _mm256_loadu_pd(src + (b + 2) * lds + k);
+            __m256d r3 = _mm256_loadu_pd(src + (b + 3) * lds + k);
+            __m256d u0 = _mm256_unpacklo_pd(r0, r1), u1 = _mm256_unpackhi_pd(r0, r1);
+            __m256d u2 = _mm256_unpacklo_pd(r2, r3), u3 = _mm256_unpackhi_pd(r2, r3);
+            _mm256_storeu_pd(dst + k * ldd + b, _mm256_permute2f128_pd(u0, u2, 0x20));
+            _mm256_storeu_pd(dst + (k + 1) * ldd + b, _mm256_permute2f128_pd(u1, u3, 0x20));
+            _mm256_storeu_pd(dst + (k + 2) * ldd + b, _mm256_permute2f128_pd(u0, u2, 0x31));
+            _mm256_storeu_pd(dst + (k + 3) * ldd + b, _mm256_permute2f128_pd(u1, u3, 0x31));
+        }
+        fb_cols_rest_d(src, lds, b, b + 4, cv, cols, dst, ldd);
+    }
+    fb_cols_rest_d(src, lds, rv, rows, 0, cols, dst, ldd);
+}
+#else
+static inline void fb_cols_f(const float* src, ptrdiff_t lds, ptrdiff_t rows, ptrdiff_t cols,
+                             float* dst, ptrdiff_t ldd) {
+    fb_cols_rest_f(src, lds, 0, rows, 0, cols, dst, ldd);
+}
+static inline void fb_cols_d(const double* src, ptrdiff_t lds, ptrdiff_t rows, ptrdiff_t cols,
+                             double* dst, ptrdiff_t ldd) {
+    fb_cols_rest_d(src, lds, 0, rows, 0, cols, dst, ldd);
+}
 #endif
 
 #endif
