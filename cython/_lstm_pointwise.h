@@ -7,8 +7,8 @@
  *           do = dh th o (1 - o),  and dc <- dc' f.
  * Backward is one loop over a row's units with everything in registers; forward is two (the gates,
  * then the cell), over a row that stays in L1. Both run on whole AVX2 registers with the inline
- * tanh of _vmath.h and sigmoid(x) = (1 + tanh(x / 2)) / 2; the last n % width units, and builds
- * without AVX2 + FMA, take the same formulas in scalar libm.
+ * tanh and sigmoid of _vmath.h; the last n % width units, and builds without AVX2 + FMA, take the
+ * same formulas in scalar libm (sigmoid as 1 / (1 + exp(-x))).
  */
 #ifndef FASTBPTT_LSTM_POINTWISE_H
 #define FASTBPTT_LSTM_POINTWISE_H
@@ -18,8 +18,9 @@
 
 #include "_vmath.h"
 
-#define FB_LSTM_SCALAR(FT, SFX, TANH)                                                               \
-    static inline FT fb_lstm_sig_##SFX(FT x) { return (FT)0.5 + (FT)0.5 * TANH((FT)0.5 * x); }    \
+#define FB_LSTM_SCALAR(FT, SFX, TANH, EXP)                                                          \
+    /* exp(-x) = inf gives exactly 0 */                                                             \
+    static inline FT fb_lstm_sig_##SFX(FT x) { return (FT)1 / ((FT)1 + EXP(-x)); }                 \
     /* units [k0, n) of one row, as the vector loop would do them */                                \
     static inline void fb_lstm_fwd_tail_##SFX(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t k0,      \
                                               ptrdiff_t n) {                                       \
@@ -50,17 +51,13 @@
         }                                                                                           \
     }
 
-FB_LSTM_SCALAR(double, d, tanh)
-FB_LSTM_SCALAR(float, f, tanhf)
+FB_LSTM_SCALAR(double, d, tanh, exp)
+FB_LSTM_SCALAR(float, f, tanhf, expf)
 #undef FB_LSTM_SCALAR
 
 #if FASTBPTT_INLINE_TANH
 
-#define FB_LSTM_VECTOR(FT, SFX, W, VT, LOAD, STORE, SET1, ADD, SUB, MUL, FMA, FNMA, TANHV)          \
-    static inline VT fb_lstm_sigv_##SFX(VT x) {                                                     \
-        const VT half = SET1((FT)0.5);                                                              \
-        return FMA(half, TANHV(MUL(half, x)), half);                                                \
-    }                                                                                               \
+#define FB_LSTM_VECTOR(FT, SFX, W, VT, LOAD, STORE, SET1, ADD, SUB, MUL, FMA, FNMA, TANHV, SIGV)    \
     /* z (rows, 4n) pre-activations -> activated gates; c, h, cp (rows, n) */                      \
     static inline void fb_lstm_fwd_##SFX(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t rows,         \
                                          ptrdiff_t n) {                                            \
@@ -73,10 +70,10 @@ FB_LSTM_SCALAR(float, f, tanhf)
             /* two passes: the gates' chains are independent of each other, tanh(c)'s waits for   \
              * three of them; one pass with both ran 8-20 % slower (latency-bound) */             \
             for (ptrdiff_t k = 0; k < nv; k += W) {                                                 \
-                STORE(zr + k, fb_lstm_sigv_##SFX(LOAD(zr + k)));                                    \
-                STORE(zr + n + k, fb_lstm_sigv_##SFX(LOAD(zr + n + k)));                            \
+                STORE(zr + k, SIGV(LOAD(zr + k)));                                                  \
+                STORE(zr + n + k, SIGV(LOAD(zr + n + k)));                                          \
                 STORE(zr + 2 * n + k, TANHV(LOAD(zr + 2 * n + k)));                                 \
-                STORE(zr + 3 * n + k, fb_lstm_sigv_##SFX(LOAD(zr + 3 * n + k)));                    \
+                STORE(zr + 3 * n + k, SIGV(LOAD(zr + 3 * n + k)));                                  \
             }                                                                                       \
             for (ptrdiff_t k = 0; k < nv; k += W) {                                                 \
                 VT ig = MUL(LOAD(zr + k), LOAD(zr + 2 * n + k));                                    \
@@ -118,10 +115,10 @@ FB_LSTM_SCALAR(float, f, tanhf)
 
 FB_LSTM_VECTOR(double, d, 4, __m256d, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd,
                _mm256_add_pd, _mm256_sub_pd, _mm256_mul_pd, _mm256_fmadd_pd, _mm256_fnmadd_pd,
-               fb_tanh4)
+               fb_tanh4, fb_sigmoid4i)
 FB_LSTM_VECTOR(float, f, 8, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
                _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_fmadd_ps, _mm256_fnmadd_ps,
-               fb_tanh8f)
+               fb_tanh8f, fb_sigmoid8fi)
 #undef FB_LSTM_VECTOR
 
 #else
