@@ -296,3 +296,35 @@ def test_output_layer_arguments_come_together(rng):
         with pytest.raises(ValueError, match="out has shape"):
             kern.forward_fused(p["Wx"], p["b"], p["Wh"], p["X"], p["h0"], p["c0"], H, C, G, 1,
                                None, np.zeros((2, 4)), np.zeros(2), np.zeros((3, 2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [16, 11])  # whole registers; and a scalar tail of n % width units
+def test_gate_activations_are_accurate_everywhere(dtype, n):
+    """With Wh = 0 and zero states the gates are sigmoid / tanh of the pre-activations themselves:
+    within a few ulp of the float64 values over a wide range, exactly +-1 where those round to it."""
+    from scipy.special import expit
+
+    a = np.concatenate([np.linspace(-120, 120, 24001), np.geomspace(1e-30, 120, 3000)])
+    a = np.concatenate([a, -a])
+    rows = a.size // (4 * n)
+    A = a[: rows * 4 * n].reshape(1, rows, 4 * n).astype(dtype)
+    zeros = np.zeros((rows, n), dtype)
+    H = np.empty((2, rows, n), dtype)
+    C = np.empty_like(H)
+    G = np.empty((1, rows, 4 * n), dtype)
+    _lstm.forward(np.zeros((4 * n, n), dtype), A, zeros, zeros, H, C, G)
+    z = A[0].astype(np.float64)
+    exact = np.concatenate([expit(z[:, :2 * n]), np.tanh(z[:, 2 * n:3 * n]),
+                            expit(z[:, 3 * n:])], axis=1)
+    got = G[0].astype(np.float64)
+    ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.float64)
+    # near the smallest normal the sigmoid may flush to 0: judge those absolutely
+    tiny = np.abs(exact) < 16 * np.finfo(dtype).tiny
+    assert np.max(np.abs(got - exact)[~tiny] / ulp[~tiny]) <= 4
+    assert np.max(np.abs(got - exact)[tiny], initial=0) <= 16 * np.finfo(dtype).tiny
+    assert np.isfinite(got).all()
+    far = np.abs(z) >= 100
+    assert np.all(got[far] == np.where(exact[far] > 0.5, 1.0, np.where(exact[far] < -0.5, -1.0,
+                                                                         got[far])))
+    assert np.all(got[far & (exact < 0.5) & (exact >= 0)] < 1e-43)
