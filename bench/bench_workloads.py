@@ -104,7 +104,8 @@ def run_row(name, dtype, args, peers):
     fns = {k: fn for k, (fn, _) in runs.items()}
     if name == "W3":
         fns["gemm"] = gemm_fn
-    timed = time_interleaved(fns, args.repeats, settle=0.0 if args.tiny else args.settle)
+    timed = time_interleaved(fns, args.repeats, settle=0.0 if args.tiny else args.settle,
+                             rewarm_below=args.rewarm_below)
     for key, (_, steps) in runs.items():
         row[f"{key}_us"] = _us(timed[key]["median"], steps)
         row[f"{key}_us_min"] = _us(timed[key]["min"], steps)
@@ -176,6 +177,9 @@ def main(argv=None):
     p.add_argument("--settle", type=float, default=0.2,
                    help="seconds of sleep before each timed call, so that the previous library's "
                         "worker threads are idle (XLA's stay busy for up to 0.1 s)")
+    p.add_argument("--rewarm-below", type=float, default=1.0,
+                   help="seconds: a callable faster than this is called once more, untimed, before "
+                        "each timed call (steady state of back-to-back calls); 0 to time cold turns")
     p.add_argument("--no-baselines", dest="baselines", action="store_false",
                    help="skip the NumPy and pure-Python backends")
     p.add_argument("--peers", nargs="*", default=None, choices=list(_peers.PEERS),
