@@ -651,6 +651,7 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef floating* P = NULL
     cdef floating* space
     cdef floating* Gt
+    cdef floating* part
     cdef Py_ssize_t* bad_block
     cdef const Py_ssize_t[::1] bs_view
     cdef const Py_ssize_t* bs = NULL
@@ -765,19 +766,22 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                 Gt, Gt + o_p, dOp, O, Vp, PV, Gt + o_v if want_dv else NULL, bs, 0, T, B, B, n)
         bad = earliest_bad(bad_block, blocks, False)
         if bad < 0:
-            # the blocks' partial sums, in block order, transposed back into dWx | dWh | db
-            for c in range(blocks):
-                Gt = space + c * per_block
-                for j in range(n4):
-                    for k in range(I):
-                        dWx[j, k] += Gt[k * n4 + j]
-                    for k in range(n):
-                        dWh[j, k] += Gt[(I + k) * n4 + j]
-                    db[j] += Gt[(I + n) * n4 + j]
+            # the blocks' partial sums, in block order, into the first, then transposed back into
+            # dWx | dWh | db by register transposes (element by element: ~0.5 us per step of L2)
+            Gt = space
+            for c in range(1, blocks):
+                part = space + c * per_block
+                for j in range(kz * n4):
+                    Gt[j] += part[j]
                 if want_dv:
-                    for j in range(O):
-                        for k in range(n):
-                            dV[j, k] += Gt[o_v + j * n + k]
+                    for j in range(O * n):
+                        Gt[o_v + j] += part[o_v + j]
+            if I > 0:
+                _cols(Gt, n4, I, n4, &dWx[0, 0], I)
+            _cols(Gt + I * n4, n4, n, n4, &dWh[0, 0], n)
+            memcpy(&db[0], Gt + (I + n) * n4, n4 * sizeof(floating))
+            if want_dv:
+                memcpy(&dV[0, 0], Gt + o_v, O * n * sizeof(floating))
         free(P)
         free(PV)
         free(zeros)
