@@ -170,7 +170,7 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
                 gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, A + t * s4, 4 * n, g, 4 * n)
             else:
                 # one product over K = I + n: a second pass over g for the inputs' share cost
-                # about a tenth of the forward step
+                # 3-5 % of the forward step
                 for b in range(rows):
                     memcpy(Z + b * (I + n), X + t * sx + b * I, I * sizeof(floating))
                     memcpy(Z + b * (I + n) + I, H + t * s + b * n, n * sizeof(floating))
