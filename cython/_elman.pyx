@@ -46,13 +46,16 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
+from _tile cimport (bind_set, FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
                     elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_cat_work,
                     gemm_tn_work, lanes, pack, pack_size, tile_chunks)
 from _vmath cimport all_finite, vtanh
 
 import numpy as np
+from fastbptt import _simd
 from fastbptt._kernel_args import check_batch_sizes, check_shape as _check
+
+_simd.register(__name__, lambda name: bind_set(name))
 
 TANH = 0
 RELU = 1

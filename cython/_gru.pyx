@@ -38,12 +38,15 @@ from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from _tile cimport gemm_packed, pack, pack_size
+from _tile cimport bind_set, gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh_fast
 from _blocks cimport active_rows, add_rows, earliest_bad
 
 import numpy as np
+from fastbptt import _simd
 from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape as _check
+
+_simd.register(__name__, lambda name: bind_set(name))
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win

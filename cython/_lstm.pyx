@@ -37,12 +37,15 @@ from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from _tile cimport gemm_packed, lanes, pack, pack_size
+from _tile cimport bind_set, gemm_packed, lanes, pack, pack_size
 from _vmath cimport all_finite
 from _blocks cimport active_rows, add_rows, earliest_bad
 
 import numpy as np
+from fastbptt import _simd
 from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape as _check
+
+_simd.register(__name__, lambda name: bind_set(name))
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
@@ -53,7 +56,7 @@ from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape a
 # (a) one step for `rows` consecutive sequences (the whole batch or one thread's block)
 # ---------------------------------------------------------------------------------------------------
 
-cdef extern from "_lstm_pointwise.h" nogil:
+cdef extern from "_dispatch.h" nogil:
     void fb_lstm_fwd_d(double* z, const double* cp, double* c, double* h, Py_ssize_t rows,
                        Py_ssize_t n) noexcept
     void fb_lstm_fwd_f(float* z, const float* cp, float* c, float* h, Py_ssize_t rows,

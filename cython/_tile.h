@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_kernels.h"
 #include "_vmath.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -25,10 +26,8 @@
 #endif
 
 #define FB_MR 6
-/* the sequence kernels handle n = NV * width units for NV up to this, and fold dA into the weight
- * gradients every FB_TB steps, while those rows are still in L1 */
-#define FB_NV_MAX 8
-#define FB_TB 32
+#define FB_LANES_d 4
+#define FB_LANES_f 8
 /* K is cut into chunks so one panel chunk (KC x NR) and the A rows it meets stay in L1 */
 #define FB_KC 256
 /* rows of A^T packed at once by fb_gemm_tn: KC x MC stays in L2 while every panel of B passes */
