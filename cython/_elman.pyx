@@ -46,8 +46,8 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
-from _tile cimport (bind_set, FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
-                    elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_cat_work,
+from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, bind_set, elman_seq_backward,
+                    elman_seq_forward, elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_cat_work,
                     gemm_tn_work, lanes, pack, pack_size, tile_chunks)
 from _vmath cimport all_finite, vtanh
 
@@ -694,7 +694,7 @@ def fused_ok(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dt
 def sequence_path(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dtype):
     """True when the fused entries run each sequence through all its steps in one call, with the
     projection and the weight gradients inside (small batch, whole registers, small input)."""
-    cdef Py_ssize_t w = 8 if np.dtype(dtype) == np.float32 else 4
+    cdef Py_ssize_t w = lanes(<float*> NULL) if np.dtype(dtype) == np.float32 else lanes(<double*> NULL)
     return bool(FASTBPTT_TILED and 1 <= batch <= SEQ_MAX_B and hidden_size % w == 0
                 and hidden_size // w <= FB_NV_MAX and input_size <= FUSED_MAX_I)
 

@@ -9,6 +9,9 @@ from conftest import assert_close
 import fastbptt as fb
 from fastbptt.heads import HeadGrad
 
+# every test here runs once per SIMD set the host supports (conftest.simd)
+pytestmark = pytest.mark.usefixtures("simd")
+
 HEADS = [("linear", "mse"), ("sigmoid", "mse"), ("sigmoid", "bce"), ("softmax", "mse"),
          ("softmax", "ce"), (None, "mse")]
 

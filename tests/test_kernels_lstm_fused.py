@@ -9,6 +9,9 @@ from conftest import assert_close
 from fastbptt import _lstm
 from fastbptt.reference import lstm as lstm_np
 
+# every test here runs once per SIMD set the host supports (conftest.simd)
+pytestmark = pytest.mark.usefixtures("simd")
+
 SHAPES = [  # T, B, I, Hn: one row per block takes the hand path, more take the register tiles
     (1, 1, 1, 1),
     (7, 1, 3, 5),

@@ -5,7 +5,7 @@ steps is one BLAS call.
 """
 
 from . import init, optim, train
-from ._backend import BACKENDS, HAVE_CYTHON, resolve_backend, show_config
+from ._backend import BACKENDS, HAVE_CYTHON, config, resolve_backend, show_config
 from .cells import CELLS
 from .gradcheck import gradcheck
 from .heads import LOSSES, OUTPUTS
@@ -37,6 +37,7 @@ __all__ = [
     "optim",
     "train",
     "load",
+    "config",
     "resolve_backend",
     "show_config",
 ]
