@@ -35,18 +35,38 @@ typedef int32_t fb_vfi __attribute__((vector_size(FB_VBYTES)));
 #define FB_WD (FB_VBYTES / 8)
 #define FB_WF (FB_VBYTES / 4)
 
+#if FB_VBYTES == 64
+static inline fb_vd fb_load_d(const double* p) { return _mm512_loadu_pd(p); }
+static inline fb_vf fb_load_f(const float* p) { return _mm512_loadu_ps(p); }
+static inline void fb_store_d(double* p, fb_vd v) { _mm512_storeu_pd(p, v); }
+static inline void fb_store_f(float* p, fb_vf v) { _mm512_storeu_ps(p, v); }
+static inline fb_vd fb_set1_d(double x) { return _mm512_set1_pd(x); }
+static inline fb_vf fb_set1_f(float x) { return _mm512_set1_ps(x); }
+#elif FB_VBYTES == 32
+static inline fb_vd fb_load_d(const double* p) { return _mm256_loadu_pd(p); }
+static inline fb_vf fb_load_f(const float* p) { return _mm256_loadu_ps(p); }
+static inline void fb_store_d(double* p, fb_vd v) { _mm256_storeu_pd(p, v); }
+static inline void fb_store_f(float* p, fb_vf v) { _mm256_storeu_ps(p, v); }
+static inline fb_vd fb_set1_d(double x) { return _mm256_set1_pd(x); }
+static inline fb_vf fb_set1_f(float x) { return _mm256_set1_ps(x); }
+#else
+static inline fb_vd fb_load_d(const double* p) {
+    fb_vd v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline fb_vf fb_load_f(const float* p) {
+    fb_vf v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void fb_store_d(double* p, fb_vd v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline void fb_store_f(float* p, fb_vf v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline fb_vd fb_set1_d(double x) { return (fb_vd){x, x}; }
+static inline fb_vf fb_set1_f(float x) { return (fb_vf){x, x, x, x}; }
+#endif
+
 #define FB_VEC_OPS(T, V, VI, SFX, W)                                                                 \
-    static inline V fb_load_##SFX(const T* p) {                                                     \
-        V v;                                                                                        \
-        __builtin_memcpy(&v, p, sizeof v);                                                          \
-        return v;                                                                                   \
-    }                                                                                               \
-    static inline void fb_store_##SFX(T* p, V v) { __builtin_memcpy(p, &v, sizeof v); }             \
-    static inline V fb_set1_##SFX(T x) {                                                            \
-        V v;                                                                                        \
-        for (int i = 0; i < W; i++) v[i] = x;                                                       \
-        return v;                                                                                   \
-    }                                                                                               \
     static inline V fb_zero_##SFX(void) { return fb_set1_##SFX((T)0); }                             \
     static inline V fb_and_##SFX(V a, V b) { return (V)((VI)a & (VI)b); }                           \
     static inline V fb_or_##SFX(V a, V b) { return (V)((VI)a | (VI)b); }                            \
