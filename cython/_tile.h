@@ -45,8 +45,13 @@
     }
 #define FB_LANES_d FB_WD
 #define FB_LANES_f FB_WF
-/* K is cut into chunks so one panel chunk (KC x NR) and the A rows it meets stay in L1 */
+/* K is cut into chunks so one panel chunk (KC x NR, 16 KB on the vector sets) and the A rows it
+ * meets stay in L1 */
+#if FB_VBYTES == 64
+#define FB_KC 128
+#else
 #define FB_KC 256
+#endif
 /* rows of A^T packed at once by fb_gemm_tn: KC x MC stays in L2 while every panel of B passes */
 #define FB_MC 72
 /* columns of B packed at once by fb_gemm_tn (a multiple of both panel widths) */
