@@ -4,7 +4,7 @@ import numpy as np
 
 from . import heads as _heads
 from ._backend import resolve_backend
-from ._checks import as_dtype, positive_int, real_array
+from ._checks import as_dtype, check_fits, param_bytes, positive_int, real_array, thread_count
 from ._threads import blas_single_in
 from .cells import CELLS
 from .init import init_params
@@ -97,6 +97,12 @@ class RNN:
                 0.0 <= dropout < 1.0):
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
+        self.n_threads = thread_count(n_threads)
+        check_fits(param_bytes(cell, self.input_size, self.hidden_size,
+                               None if output is None else output_size, self.num_layers,
+                               2 if self.bidirectional else 1, self.dtype),
+                   f"the parameters of a {cell} model of hidden_size={self.hidden_size}, "
+                   f"num_layers={self.num_layers}")
         # the recurrent layers; `cell` keeps the name the training loop and older code use
         self.cell = Stack(cell, self.input_size, self.hidden_size, self.num_layers,
                           self.bidirectional, self.dropout)
@@ -105,7 +111,6 @@ class RNN:
                              "use an output layer with bidirectional=True")
         self.head = _heads.Head(output, loss, reduction, target, self.cell.output_size, output_size)
         self.training = True
-        self.n_threads = positive_int("n_threads", n_threads)
         self._backend_request = backend
         self._backend = resolve_backend(backend)
         self.seed = seed

@@ -603,8 +603,8 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
                              f">= {N})")
         carried = _CARRIED.get(m)
         if carried is not None and h0 is None and c0 is None:
-            if carried[0].shape[0] != N:
-                raise ValueError(f"the carried state is for a batch of {carried[0].shape[0]}, this "
+            if carried[0].shape[-2] != N:  # states are (B, H) or (L * D, B, H)
+                raise ValueError(f"the carried state is for a batch of {carried[0].shape[-2]}, this "
                                  f"data has {N}; call fastbptt.train.reset_state(model) first")
             state_all = carried
     if state_all is None:
@@ -643,7 +643,8 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
                                else np.arange(b0, min(b0 + bs, N)))
                         Xb = np.ascontiguousarray(X3[:, idx])
                         Yb = np.ascontiguousarray(Y3[:, idx])
-                        st = tuple(np.ascontiguousarray(s[idx]) for s in state_all)
+                        # the batch axis is the one before H: (B, H) or (L * D, B, H)
+                        st = tuple(np.ascontiguousarray(s[..., idx, :]) for s in state_all)
                     B = Xb.shape[1]
                     chunks = _chunks(m, Xb, Yb, st, k1, k2)
                     while True:
