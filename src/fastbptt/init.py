@@ -25,6 +25,8 @@ import re
 
 import numpy as np
 
+from ._checks import real_array
+
 RECURRENT = ("W", "Wh")  # the cell's recurrent matrices: rows are gate blocks of H, columns H
 HEAD = ("V", "c")  # the output layer's parameters
 FORGET_SUFFIX = "+forget_bias"
@@ -185,7 +187,8 @@ def init_params(shapes, scheme, rng, dtype, hidden_size):
                                  f"model has no lstm bias 'b' of shape ({4 * hidden_size},)")
             # stacked and reverse layers (W_l1, Wh_l0_reverse) are initialised as their cell's W, Wh
             value = init(base_name(name), shape, rng, hidden_size)
-        value = np.asarray(value, dtype=dtype)
+        # complex, object or non-finite values are refused here, not silently cast
+        value = real_array(f"the initial value of {name!r}", value, dtype)
         if value.shape != tuple(shape):
             raise ValueError(f"initialiser for {name!r} gave shape {value.shape}, expected {shape}")
         out[name] = np.ascontiguousarray(value)

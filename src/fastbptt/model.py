@@ -36,6 +36,20 @@ class Params(dict):
     def __delitem__(self, name):
         raise TypeError("parameters cannot be deleted")
 
+    def _no_deleting(self, *args):
+        raise TypeError("parameters cannot be removed; assign new values instead")
+
+    pop = popitem = clear = _no_deleting
+
+    def setdefault(self, name, value=None):
+        if name not in self:
+            self[name] = value  # every name is always present: this refuses unknown ones
+        return self[name]
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
     def update(self, other=(), **kw):
         staged = dict(other, **kw)
         checked = Params(self._shapes, self._dtype, {})
@@ -118,11 +132,30 @@ class RNN:
         shapes = {**self.cell.param_shapes(), **self.head.param_shapes()}
         rng = np.random.default_rng(seed)
         values = init_params(shapes, init, rng, self.dtype, self.hidden_size)
-        self.params = Params(shapes, self.dtype, values)
+        self._params = Params(shapes, self.dtype, values)
         self._dropout_rng = np.random.default_rng([seed, 1]) if isinstance(seed, int) else \
             np.random.default_rng()
 
     # -- configuration ---------------------------------------------------------------------------------
+
+    @property
+    def params(self):
+        """The parameters, name -> ndarray (a Params: every assignment is checked)."""
+        return self._params
+
+    @params.setter
+    def params(self, values):
+        """Replace every parameter at once from a mapping with exactly the model's names (checked
+        as one assignment: on any error the model keeps its parameters)."""
+        if not hasattr(values, "keys"):
+            raise TypeError(f"params must be a mapping of parameter names to arrays, got "
+                            f"{type(values).__name__}")
+        shapes = self.param_shapes()
+        missing, unknown = set(shapes) - set(values.keys()), set(values.keys()) - set(shapes)
+        if missing or unknown:
+            raise ValueError(f"params must name every parameter of the model, {list(shapes)}; "
+                             f"missing {sorted(missing)}, unknown {sorted(map(str, unknown))}")
+        self._params = Params(shapes, self.dtype, {name: values[name] for name in shapes})
 
     @property
     def backend(self):
@@ -151,7 +184,7 @@ class RNN:
         return self.head.target
 
     def param_shapes(self):
-        return dict(self.params._shapes)
+        return dict(self._params._shapes)
 
     def get_config(self):
         """The constructor's arguments as plain JSON-able values: RNN(**config) rebuilds the model."""
