@@ -439,6 +439,8 @@ class RNN:
         reduction="mean" divides by the number of valid steps. In training mode (the default; see
         `train`/`eval`) dropout between stacked layers is applied.
         """
+        if Y is None:
+            raise TypeError("Y is None; the loss needs targets")
         call = self._prepare(X, h0, c0, lengths, Y)
         H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, logits=True)
         # the gradient at the states stays (dO, V) down to the kernels that take it, which fill
@@ -461,6 +463,8 @@ class RNN:
     @blas_single_in
     def evaluate(self, X, Y, h0=None, c0=None, lengths=None):
         """The loss alone (no backward pass through time, no dropout)."""
+        if Y is None:
+            raise TypeError("Y is None; the loss needs targets")
         call = self._prepare(X, h0, c0, lengths, Y)
         H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False,
                              logits=True)
