@@ -26,3 +26,16 @@ def assert_close(actual, expected, dtype, what=""):
     err = float(np.abs(actual - expected).max(initial=0.0))
     tol = TOL[np.dtype(dtype).type]
     assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol:g} x scale {scale:.3g}"
+
+
+# cases tried by the generated tests (checkpoint fuzzing, the property test), reported at the end
+_CASES = {}
+
+
+def count_cases(kind, n=1):
+    _CASES[kind] = _CASES.get(kind, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter):
+    for kind, n in sorted(_CASES.items()):
+        terminalreporter.write_line(f"{kind}: {n} cases tried")

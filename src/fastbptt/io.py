@@ -141,41 +141,49 @@ def _fsync_directory(directory):
         os.close(dfd)
 
 
-def _check_members(path):
-    """Before anything is read: every member of the archive is an uncompressed .npy of plain
-    numbers or text whose header's shape fits in the member's bytes, so reading the arrays
-    allocates no more than the file holds."""
+def _read_members(path):
+    """Every member of the archive as an array, each checked before its data is read: an
+    uncompressed .npy of plain numbers or text whose header's shape fits in the member's bytes,
+    so reading allocates no more than the file holds (and nothing is ever unpickled)."""
     with open(path, "rb") as f:
         if f.read(6) == b"\x93NUMPY":
             raise ValueError("it holds a single array, not an .npz archive")
+    arrays = {}
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
-            if not info.filename.endswith(".npy"):
-                raise ValueError(f"member {info.filename!r} is not an .npy array")
+            name = info.filename
+            if not name.endswith(".npy") or name[:-4] in arrays:
+                raise ValueError(f"member {name!r} is not an .npy array, or a second one")
             if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-                raise ValueError(f"member {info.filename!r} is compressed; save writes them stored")
+                raise ValueError(f"member {name!r} is compressed; save writes them stored")
             with archive.open(info) as f:
                 version = np.lib.format.read_magic(f)
-                if version not in ((1, 0), (2, 0), (3, 0)):
-                    raise ValueError(f"member {info.filename!r} has .npy version {version}")
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f"member {name!r} has .npy version {version}")
                 read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
-                shape, _, dtype = read_header(f, max_header_size=1024)
-            if dtype.hasobject or dtype.kind not in "biufU":
-                raise ValueError(f"member {info.filename!r} has dtype {dtype}")
-            if math.prod(shape) * dtype.itemsize > info.file_size:
-                raise ValueError(f"member {info.filename!r} says shape {shape} of {dtype}, more "
-                                 f"than its {info.file_size} bytes hold")
+                shape, fortran, dtype = read_header(f, max_header_size=1024)
+                if dtype.hasobject or dtype.kind not in "biufU" or dtype.fields is not None:
+                    raise ValueError(f"member {name!r} has dtype {dtype}")
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise ValueError(f"member {name!r} says shape {shape} of {dtype}, more than "
+                                     f"its {info.file_size} bytes hold")
+                raw = f.read(nbytes)
+                # reading to the member's end also checks its CRC
+                if len(raw) != nbytes or f.read(1):
+                    raise ValueError(f"member {name!r} holds other than {nbytes} bytes of data")
+            arrays[name[:-4]] = np.frombuffer(raw, dtype=dtype).reshape(
+                shape, order="F" if fortran else "C")
+    return arrays
 
 
 def _read_all(path):
     """Every entry of the .npz as a dict of arrays; any failure to read becomes a ValueError."""
     try:
-        _check_members(path)
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        return _read_members(path)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except Exception as exc:  # BadZipFile, zlib.error, EOFError, pickle refusal, bad headers
+    except Exception as exc:  # BadZipFile (truncated, bad CRC), bad headers, wrong dtypes
         raise ValueError(f"{path!s} is not a readable fastbptt checkpoint: "
                          f"{type(exc).__name__}: {exc}") from exc
 
