@@ -10,11 +10,9 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import count_cases
 
 import fastbptt as fb
-from fastbptt import io as fbio
-
-from conftest import count_cases
 
 # the largest allocation load may make, in multiples of the file's size (reading the arrays, the
 # model's copy of them) plus a fixed allowance for the interpreter's own objects
