@@ -2,6 +2,14 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# the property tests' budget: "ci" (the default) keeps the suite's time modest and runs the same
+# examples every time; HYPOTHESIS_PROFILE=thorough draws ten times as many, fresh each run
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True,
+                          print_blob=True)
+settings.register_profile("thorough", max_examples=1500, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 
