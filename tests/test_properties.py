@@ -1,7 +1,7 @@
 """A property test of the public API (hypothesis): cells, heads, losses, targets, reductions, dtypes,
-shapes (0 and 1 included), lengths, initial states, layouts (strided, Fortran, read-only), NaN / Inf, n_threads and
-backends. Each drawn call either raises a ValueError or TypeError naming what is wrong, with every
-parameter unchanged, or returns what the NumPy backend returns.
+shapes (0 and 1 included), lengths, initial states, layouts (strided, Fortran, read-only), NaN / Inf,
+n_threads and backends. Each drawn call either raises a ValueError or TypeError naming what is
+wrong, with every parameter unchanged, or returns what the NumPy backend returns.
 
 The number of examples comes from the hypothesis profile (tests/conftest.py: "ci" by default,
 HYPOTHESIS_PROFILE=thorough for more)."""
