@@ -197,3 +197,15 @@ def test_extra_and_missing_entries(saved, which, tmp_path):
                        ("param/U", np.zeros((2, 3))), ("param/U", np.full((3, 2), np.inf))]:
         outcome = _try(tmp_path / "extra.npz", _npz(dict(arrays, **{key: value})))
         assert outcome == "refused", key
+
+
+@pytest.mark.parametrize("config", [{"name": "adam", "lr": "x"}, {"name": "evil"}, [], "adam",
+                                    {"name": "adam", "t": float("inf")}, {"name": "adam", "t": -5},
+                                    {"name": "adam", "t": "12"}, {"name": "sgd", "lr": -1},
+                                    {"name": "adam", "lr": float("nan")}, {"lr": 0.1},
+                                    {"name": "adam", "beta1": [1]}, {"name": "adam", "x": 1}])
+def test_crafted_optimizer_configs(saved, config, tmp_path):
+    path, _ = saved["big"]
+    arrays = _arrays(path)
+    arrays["optim/config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
+    assert _try(tmp_path / "opt.npz", _npz(arrays)) == "refused"

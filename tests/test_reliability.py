@@ -31,6 +31,10 @@ def _unchanged(m, before):
 def test_n_threads_is_bounded_at_construction(n_threads):
     with pytest.raises(ValueError, match="n_threads"):
         fb.RNN(2, 8, 1, n_threads=n_threads)
+    m = fb.RNN(2, 8, 1, n_threads=2)
+    with pytest.raises(ValueError, match="n_threads"):
+        m.n_threads = n_threads
+    assert m.n_threads == 2
 
 
 def _os_threads():

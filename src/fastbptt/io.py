@@ -326,7 +326,10 @@ def load(path, backend=None, with_optimizer=False):
     if "optim/config" not in optim:
         raise ValueError(f"{path!s}: optimizer state without 'optim/config'")
     try:
-        opt = optimizer_from_config(_json(path, arrays, "optim/config"))
+        ocfg = _json(path, arrays, "optim/config")
+        if not isinstance(ocfg, dict) or not _is_int(ocfg.get("t", 0)) or ocfg.get("t", 0) < 0:
+            raise ValueError("the config must be a dict whose step count t is an integer >= 0")
+        opt = optimizer_from_config(ocfg)
         prefix = "optim/state/"
         state = {k[len(prefix):]: v for k, v in optim.items() if k.startswith(prefix)}
         stray = set(optim) - {"optim/config"} - {f"optim/state/{k}" for k in state}

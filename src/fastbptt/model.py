@@ -158,6 +158,15 @@ class RNN:
         self._params = Params(shapes, self.dtype, {name: values[name] for name in shapes})
 
     @property
+    def n_threads(self):
+        """Threads the kernels may use (at most one per sequence of a call's batch)."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = thread_count(value)
+
+    @property
     def backend(self):
         """The concrete backend the kernels run on: "cython", "numpy" or "python"."""
         return self._backend
