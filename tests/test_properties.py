@@ -105,8 +105,9 @@ def test_calls_match_numpy_or_name_what_is_wrong(data):
                   dtype=draw(st.sampled_from([np.float64, np.float32])),
                   num_layers=draw(st.integers(1, 2)), bidirectional=draw(st.integers(0, 3)) == 0,
                   n_threads=draw(st.sampled_from([1, 2, 3] * 4 + [1000, 0])), seed=1)
+    backend = draw(st.sampled_from(["cython"] * 4 + ["python"]))
     try:
-        m = fb.RNN(I, H, backend="cython", **config)
+        m = fb.RNN(I, H, backend=backend, **config)
     except (ValueError, TypeError) as exc:
         assert _named(str(exc), CONSTRUCTOR_ARGS), exc
         event("refused by the constructor")
@@ -155,12 +156,12 @@ def test_calls_match_numpy_or_name_what_is_wrong(data):
         except type(exc):
             pass
         else:
-            raise AssertionError(f"the numpy backend took what cython refused: {exc!r}")
+            raise AssertionError(f"the numpy backend took what {backend} refused: {exc!r}")
         event(f"refused: {sorted(broken)}")
         return
     assert not broken, f"took a call with broken {broken}"
-    event(f"equal to numpy: {op}")
+    event(f"{backend} equal to numpy: {op}")
     expected = getattr(ref, op)(*args, **kwargs)
-    assert _same(got, expected, m.dtype), f"{op}: cython and numpy differ"
+    assert _same(got, expected, m.dtype), f"{op}: {backend} and numpy differ"
     assert all(np.array_equal(m.params[k], v) for k, v in before.items())
     np.testing.assert_array_equal(X, X_before)
