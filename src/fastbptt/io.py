@@ -8,10 +8,13 @@ Layout (every entry a plain numeric or unicode array, so np.load(allow_pickle=Fa
   "optim/state/<param>/<slot>" arrays, to resume training.
 
 The write is atomic: a temporary file in the same directory, flushed and fsynced, then renamed over
-the target, so a crash leaves either the old file or the new one, never half of one. Reading checks
-the format name, the version, every key, dtype and shape against the stored config, and turns any
-failure to read (truncated zip, pickle payload, object arrays, bad JSON) into a ValueError that
-names the file.
+the target, so a crash leaves either the old file or the new one, never half of one; the temporary
+a killed save leaves behind is removed by a later save to the same path. A model with a non-finite
+parameter is not saved (load would refuse it). Reading checks each member's header before its
+data (so nothing larger than the file is allocated and nothing is unpickled), then the format
+name, the version, the config's keys and values, and every parameter's name, dtype and shape,
+all before the model is built; any failure (truncated zip, bad CRC, pickle payload, object arrays,
+bad JSON, a config that does not match the arrays) is a ValueError that names the file.
 """
 
 import json
@@ -93,7 +96,10 @@ _STALE_SECONDS = 10.0
 def _lock(f):
     """An exclusive advisory lock on an open temporary, held until it is closed (POSIX only)."""
     if fcntl is not None:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a filesystem without locks: the cleaner cannot lock it either
+            pass
 
 
 def _temporary_name(base):
