@@ -134,6 +134,7 @@ def test_crafted_config_values(saved, key, tmp_path):
 
 
 @pytest.mark.parametrize("config", [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"input_size": 2}',
+                                    b"[" * 100000, b'{"a": ' * 100000,
                                     json.dumps({"hidden_size": 10**9}).encode(),
                                     json.dumps(dict(fb.RNN(2, 3, 1).get_config(),
                                                     hidden_size=40000)).encode(),

@@ -201,7 +201,7 @@ def _json(path, arrays, key):
                          f"{arr.shape}")
     try:
         return json.loads(arr.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path!s}: entry {key!r} is not valid JSON: {exc}") from exc
 
 
