@@ -264,7 +264,7 @@ def test_float_class_ids_that_are_whole_numbers_are_class_ids(rng):
 def test_ce_targets_not_summing_to_one_warn_once(monkeypatch):
     from fastbptt import heads
 
-    monkeypatch.setattr(heads, "_warned_soft_labels", False)
+    monkeypatch.setattr(heads, "_WARNED", set())
     X = np.zeros((4, 5, 2))
     m = fb.RNN(2, 3, 3, output="softmax", loss="ce", target="last")
     with warnings.catch_warnings(record=True) as seen:
@@ -286,3 +286,16 @@ def test_gradcheck_leaves_out_relu_kinks_and_says_so(rng):
     X[0] = 1.0
     result = fb.gradcheck(m, X, Y)
     assert sum(result.kinks.values()) == 0 and max(result.values()) < 1e-8
+
+
+def test_a_model_pickles_and_copies_with_its_checks(rng):
+    import copy
+    import pickle
+
+    m = fb.RNN(2, 3, 1, cell="lstm", num_layers=2)
+    X = rng.standard_normal((4, 2, 2))
+    m.predict(X)  # the scratch pools hold arrays now
+    for other in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        np.testing.assert_array_equal(other.predict(X), m.predict(X))
+        with pytest.raises(ValueError, match="must have shape"):
+            other.params["Wh"] = np.zeros(1)

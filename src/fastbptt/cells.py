@@ -242,6 +242,9 @@ class _Scratch:
         self._keep = keep
         self._lock = threading.Lock()
 
+    def __reduce__(self):  # a copy of a model starts with an empty pool (and its own lock)
+        return (_Scratch, (self._keep,))
+
     @staticmethod
     def _refs(entry):
         return sys.getrefcount(entry[0])

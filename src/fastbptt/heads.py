@@ -70,12 +70,7 @@ def dense_grad(dH):
     return dH.dense() if isinstance(dH, HeadGrad) else dH
 
 
-_warned_soft_labels = False
-
-
-def _warn_soft_labels():
-    global _warned_soft_labels
-    _warned_soft_labels = True
+_WARNED = set()  # the warnings given once per process
 
 
 def _choice(kind, value, valid):
@@ -169,8 +164,8 @@ class Head:
             sums = Yf.sum(axis=-1, dtype=np.float64)
             tol = 1e-6 if Yf.dtype == np.float64 else 1e-4
             off = (np.abs(sums - 1) > tol) & (sums != 0)
-            if off.any() and not _warned_soft_labels:
-                _warn_soft_labels()
+            if off.any() and "ce sums" not in _WARNED:
+                _WARNED.add("ce sums")
                 warnings.warn(f"ce targets in Y do not sum to 1 over the classes at {int(off.sum())} "
                               f"steps (e.g. {sums[off].flat[0]:g}); each step's loss is weighted "
                               f"by its sum (warned once)", RuntimeWarning, stacklevel=4)

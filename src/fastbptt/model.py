@@ -36,6 +36,9 @@ class Params(dict):
     def __delitem__(self, name):
         raise TypeError("parameters cannot be deleted")
 
+    def __reduce__(self):  # rebuilt through the checks, which need the shapes first
+        return (Params, (self._shapes, self._dtype, dict(self)))
+
     def _no_deleting(self, *args):
         raise TypeError("parameters cannot be removed; assign new values instead")
 
