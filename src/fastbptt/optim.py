@@ -11,8 +11,16 @@ Conventions (each one written out so a step can be checked by hand):
 - Momentum:   v <- mu v + g;  p <- p - lr v                  (PyTorch's form, no dampening)
 - Nesterov:   v <- mu v + g;  p <- p - lr (g + mu v)
 - Adagrad:    m <- m + g^2;   p <- p - lr g / sqrt(m + eps)  (min-char-rnn's: eps inside the root)
+- RMSprop:    v <- a v + (1 - a) g^2;  p <- p - lr g / (sqrt(v) + eps)   (PyTorch's, a = alpha)
 - Adam:       m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
               p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps),  t = 1, 2, ...
+
+Weight decay `wd` (every optimizer takes `weight_decay=wd`, default 0):
+
+- SGD, momentum, Nesterov, Adagrad, RMSprop: L2 added to the gradient, g <- g + wd p, before the
+  rule above (PyTorch's `weight_decay` of these optimizers).
+- Adam: decoupled, as AdamW: p <- p - lr wd p - lr (Adam's step), both taken at the old p.
+  `AdamW` ("adamw") is Adam with `weight_decay=0.01` by default.
 
 A schedule is `schedule(step, lr) -> lr`: `step` counts the updates this optimizer has applied (0
 for the first) and `lr` is the optimizer's base rate.
@@ -41,14 +49,28 @@ def _unit_float(name, value):
 
 
 class Optimizer:
-    """Base class. Subclasses name their state `slots` and define `_update` for one parameter."""
+    """Base class of the optimizers: the step, weight decay, state and configuration.
+
+    Subclasses name their state `slots` and define `_update` for one parameter.
+
+    Parameters
+    ----------
+    lr : float, optional
+        Base learning rate, >= 0 (default: the subclass's `default_lr`).
+    schedule : callable, optional
+        ``schedule(step, lr) -> lr``, the rate of each step.
+    weight_decay : float, default 0
+        L2 added to the gradient (``g + weight_decay * p``), or, for Adam, decoupled as in AdamW.
+    """
 
     name = None
     slots = ()
     default_lr = 0.1
+    decoupled_decay = False  # True: p <- p - lr wd p beside the step, not through the gradient
 
-    def __init__(self, lr=None, schedule=None):
+    def __init__(self, lr: float | None = None, schedule=None, weight_decay: float = 0.0):
         self.lr = _nonneg_float("lr", self.default_lr if lr is None else lr)
+        self.weight_decay = _nonneg_float("weight_decay", weight_decay)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be a callable schedule(step, lr) -> lr, "
                             f"got {schedule!r}")
@@ -78,8 +100,14 @@ class Optimizer:
             slots = self.state.get(name)
             if slots is None:
                 slots = {s: np.zeros_like(p) for s in self.slots}
-            new_params[name], new_state[name] = self._update(p, g.astype(p.dtype, copy=False),
-                                                             slots, lr, self.t + 1)
+            g = g.astype(p.dtype, copy=False)
+            wd = p.dtype.type(self.weight_decay)
+            if wd and not self.decoupled_decay:
+                g = g + wd * p
+            new_p, new_state[name] = self._update(p, g, slots, lr, self.t + 1)
+            if wd and self.decoupled_decay:
+                new_p = new_p - p.dtype.type(lr) * wd * p
+            new_params[name] = new_p
         return new_params, new_state, lr
 
     def step(self, params, grads):
@@ -110,11 +138,13 @@ class Optimizer:
     # -- description and resuming ------------------------------------------------------------------
 
     def hyperparameters(self):
+        """The subclass's own settings, by keyword (weight_decay is added by get_config)."""
         return {}
 
     def get_config(self):
-        """JSON-able: name, lr, hyperparameters and the step count (not the schedule)."""
-        return {"name": self.name, "lr": self.lr, "t": self.t, **self.hyperparameters()}
+        """JSON-able: name, lr, hyperparameters, weight decay and the step count (not the schedule)."""
+        return {"name": self.name, "lr": self.lr, "t": self.t, **self.hyperparameters(),
+                "weight_decay": self.weight_decay}
 
     def state_arrays(self):
         """The optimizer state as {"<param>/<slot>": ndarray} (for checkpoints)."""
@@ -139,6 +169,8 @@ class Optimizer:
 
     def __repr__(self):
         hp = "".join(f", {k}={v!r}" for k, v in self.hyperparameters().items())
+        if self.weight_decay:
+            hp += f", weight_decay={self.weight_decay!r}"
         return f"{type(self).__name__}(lr={self.lr!r}{hp})"
 
 
@@ -159,8 +191,8 @@ class Momentum(Optimizer):
     slots = ("velocity",)
     default_lr = 0.01
 
-    def __init__(self, lr=None, momentum=0.9, nesterov=False, schedule=None):
-        super().__init__(lr, schedule)
+    def __init__(self, lr=None, momentum=0.9, nesterov=False, schedule=None, weight_decay=0.0):
+        super().__init__(lr, schedule, weight_decay)
         self.momentum = _unit_float("momentum", momentum)
         self.nesterov = bool(nesterov)
         if self.nesterov:
@@ -182,8 +214,8 @@ class Adagrad(Optimizer):
     slots = ("sum_sq",)
     default_lr = 0.1
 
-    def __init__(self, lr=None, eps=1e-8, schedule=None):
-        super().__init__(lr, schedule)
+    def __init__(self, lr=None, eps=1e-8, schedule=None, weight_decay=0.0):
+        super().__init__(lr, schedule, weight_decay)
         self.eps = _nonneg_float("eps", eps)
 
     def hyperparameters(self):
@@ -194,15 +226,36 @@ class Adagrad(Optimizer):
         return p - lr * g / np.sqrt(m + self.eps), {"sum_sq": m}
 
 
+class RMSprop(Optimizer):
+    """RMSprop as PyTorch writes it: v <- alpha v + (1 - alpha) g^2; p <- p - lr g / (sqrt(v) + eps)."""
+
+    name = "rmsprop"
+    slots = ("sq_avg",)
+    default_lr = 0.01
+
+    def __init__(self, lr=None, alpha=0.99, eps=1e-8, schedule=None, weight_decay=0.0):
+        super().__init__(lr, schedule, weight_decay)
+        self.alpha = _unit_float("alpha", alpha)
+        self.eps = _nonneg_float("eps", eps)
+
+    def hyperparameters(self):
+        return {"alpha": self.alpha, "eps": self.eps}
+
+    def _update(self, p, g, slots, lr, t):
+        v = self.alpha * slots["sq_avg"] + (1 - self.alpha) * (g * g)
+        return p - lr * g / (np.sqrt(v) + self.eps), {"sq_avg": v}
+
+
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with bias correction."""
+    """Adam (Kingma & Ba) with bias correction; weight decay is decoupled, as in AdamW."""
 
     name = "adam"
     slots = ("m", "v")
     default_lr = 1e-3
+    decoupled_decay = True
 
-    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, schedule=None):
-        super().__init__(lr, schedule)
+    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, schedule=None, weight_decay=0.0):
+        super().__init__(lr, schedule, weight_decay)
         self.beta1 = _unit_float("beta1", beta1)
         self.beta2 = _unit_float("beta2", beta2)
         self.eps = _nonneg_float("eps", eps)
@@ -218,21 +271,51 @@ class Adam(Optimizer):
         return p - lr * m_hat / (np.sqrt(v_hat) + self.eps), {"m": m, "v": v}
 
 
+class AdamW(Adam):
+    """Adam with decoupled weight decay, 0.01 unless given (PyTorch's AdamW default)."""
+
+    name = "adamw"
+
+    def __init__(self, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, schedule=None, weight_decay=0.01):
+        super().__init__(lr, beta1, beta2, eps, schedule, weight_decay)
+
+
 OPTIMIZERS = {
     "sgd": SGD,
     "momentum": Momentum,
     "nesterov": lambda **kw: Momentum(nesterov=True, **kw),
     "adagrad": Adagrad,
+    "rmsprop": RMSprop,
     "adam": Adam,
+    "adamw": AdamW,
 }
 
 
-def make_optimizer(spec="sgd", lr=None, schedule=None, **options):
-    """An Optimizer from a name in OPTIMIZERS (with lr, schedule and its options) or an instance."""
+def make_optimizer(spec="sgd", lr=None, schedule=None, weight_decay=None, **options):
+    """An optimizer from a name or an instance.
+
+    Parameters
+    ----------
+    spec : str or Optimizer
+        A name in `OPTIMIZERS` ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam",
+        "adamw"), or an instance, returned as it is.
+    lr, schedule, weight_decay : optional
+        For a name: the optimizer's settings (None: its defaults). With an instance they must be
+        None, since the instance carries its own.
+    **options
+        The named optimizer's other keywords (``momentum``, ``beta1``, ``alpha``, ``eps``, ...).
+
+    Returns
+    -------
+    Optimizer
+    """
+    if weight_decay is not None:
+        options["weight_decay"] = weight_decay
     if isinstance(spec, Optimizer):
         if lr is not None or schedule is not None or options:
-            raise ValueError("lr, schedule and options belong to the optimizer instance when "
-                             f"one is given; got an instance {spec!r} and also lr/schedule/options")
+            raise ValueError("lr, schedule, weight_decay and options belong to the optimizer "
+                             f"instance when one is given; got an instance {spec!r} and also "
+                             "lr/schedule/weight_decay/options")
         return spec
     if not isinstance(spec, str) or spec.lower() not in OPTIMIZERS:
         names = ", ".join(repr(n) for n in OPTIMIZERS)
