@@ -6,6 +6,7 @@ steps is one BLAS call.
 
 from . import init, optim, train
 from ._backend import BACKENDS, HAVE_CYTHON, resolve_backend, show_config
+from ._version import __version__
 from .cells import CELLS
 from .gradcheck import gradcheck
 from .heads import LOSSES, OUTPUTS
@@ -27,6 +28,7 @@ __all__ = [
     "EarlyStopping",
     "History",
     "StopTraining",
+    "__version__",
     "CELLS",
     "HAVE_CYTHON",
     "LOSSES",

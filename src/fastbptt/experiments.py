@@ -5,7 +5,7 @@
 - `counting`: seed 003's one-neuron ReLU network (no output layer) counting the ones seen so far;
   `COUNTING_RECIPES` name the report's set-up and what makes long sequences work.
 - `digits`: seed 004's tanh RNN + softmax reading the 8x8 digits row by row, loss over every step
-  (the report's) or only the last one.
+  (the report's) or only the last one; `mnist`: the same on MNIST IDX files you have.
 - `adder_check`: seed 002's hand-set adder on every pair of n-bit numbers.
 
 Every training function is reproducible from `seed` (data, initial weights and minibatch order
@@ -375,23 +375,49 @@ def digits(target="all", hidden_size=64, epochs=80, batch_size=32, optimizer="ad
                   optimizer=optimizer, lr=lr, clip_norm=clip_norm, test_fraction=test_fraction,
                   seed=seed, dtype=_dtype_name(dtype))
     data = tasks.load_digits_sequences(test_fraction, seed=seed, dtype=dtype)
+    return _row_wise("digits", data, config, backend, log, label)
+
+
+def mnist(idx_dir, target="last", hidden_size=128, epochs=2, batch_size=64, optimizer="adam",
+          lr=0.002, clip_norm=1.0, max_train=None, max_test=None, seed=0, backend=None,
+          dtype=np.float32, log=None, label=None):
+    """Seed 004's row-by-row set-up on MNIST IDX files you have (28 rows of 28 pixels).
+
+    `idx_dir` holds train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
+    t10k-labels-idx1-ubyte (optionally .gz; see `fastbptt.tasks.load_mnist`); nothing is
+    downloaded. The files' own train/test split is used; `max_train` / `max_test` keep only the
+    first so many images. Returns the same result dict as `digits`, with "task": "mnist".
+    """
+    config = dict(idx_dir=os.fspath(idx_dir), target=target, hidden_size=hidden_size,
+                  epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                  clip_norm=clip_norm, max_train=max_train, max_test=max_test, seed=seed,
+                  dtype=_dtype_name(dtype))
+    data = tasks.load_mnist(idx_dir, dtype=dtype, max_train=max_train, max_test=max_test)
+    return _row_wise("mnist", data, config, backend, log, label)
+
+
+def _row_wise(task, data, config, backend, log, label):
+    """Train a tanh RNN + softmax on images read one row per step; the result dict of `digits`."""
+    target, seed = config["target"], config["seed"]
     T = data.X_train.shape[0]
     Y = tasks.sequence_targets(data.y_train, T, target)
     Yt = tasks.sequence_targets(data.y_test, T, target)
-    model = RNN(data.X_train.shape[2], hidden_size, data.n_classes, cell="tanh", output="softmax",
-                loss="ce", target=target, seed=seed, backend=backend, dtype=dtype)
+    model = RNN(data.X_train.shape[2], config["hidden_size"], data.n_classes, cell="tanh",
+                output="softmax", loss="ce", target=target, seed=seed, backend=backend,
+                dtype=data.X_train.dtype)
 
     def accuracy(m, X, y):
         return tasks.classification_accuracy(_last_step_scores(m, X), y)
 
     tracker = _EpochTracker(lambda m: accuracy(m, data.X_test, data.y_test), log)
     history, diverged, seconds = _fit(model, data.X_train, Y, dict(
-        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, clip_norm=clip_norm,
-        seed=seed, validation=(data.X_test, Yt)), [tracker])
+        epochs=config["epochs"], batch_size=config["batch_size"], optimizer=config["optimizer"],
+        lr=config["lr"], clip_norm=config["clip_norm"], seed=seed,
+        validation=(data.X_test, Yt)), [tracker])
     by_step = [accuracy(model, data.X_test[:t], data.y_test) for t in range(1, T + 1)]
     curves = tracker.curves
     return {
-        "task": "digits",
+        "task": task,
         "label": label or f"loss on {'every step' if target == 'all' else 'the last step'}",
         "config": config,
         "curves": curves,
