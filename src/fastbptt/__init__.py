@@ -11,6 +11,7 @@ from .cells import CELLS
 from .gradcheck import gradcheck
 from .heads import LOSSES, OUTPUTS
 from .model import RNN
+from .sampling import sample
 from .train import EarlyStopping, History, StopTraining
 
 
@@ -40,5 +41,6 @@ __all__ = [
     "train",
     "load",
     "resolve_backend",
+    "sample",
     "show_config",
 ]
