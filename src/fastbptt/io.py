@@ -1,8 +1,9 @@
 """Checkpoints: a model (and optionally its optimizer's state) in one .npz file, without pickle.
 
 Layout (every entry a plain numeric or unicode array, so np.load(allow_pickle=False) reads it):
-- "format":  "fastbptt.rnn"            - "version": FORMAT_VERSION (int64)
-- "config":  the model's get_config() as UTF-8 JSON bytes (uint8)
+
+- "format": "fastbptt.rnn"; "version": FORMAT_VERSION (int64)
+- "config": the model's get_config() as UTF-8 JSON bytes (uint8)
 - "param/<name>": every parameter, in the model's dtype
 - optionally "optim/config" (JSON bytes: name, lr, hyperparameters, step count) and
   "optim/state/<param>/<slot>" arrays, to resume training.
@@ -17,6 +18,8 @@ all before the model is built; any failure (truncated zip, bad CRC, pickle paylo
 bad JSON, a config that does not match the arrays) is a ValueError that names the file.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
@@ -24,6 +27,7 @@ import re
 import tempfile
 import time
 import zipfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,21 +38,38 @@ try:
 except ImportError:  # not POSIX: stale temporaries are recognised by age alone
     fcntl = None
 
+if TYPE_CHECKING:
+    from .model import RNN
+    from .optim import Optimizer
+
 FORMAT = "fastbptt.rnn"
 FORMAT_VERSION = 1
-# a stored config must name these; any other key must be an RNN constructor argument
+# a stored config must name these; any other key must be one get_config writes (_CONFIG_CHECKS)
 _REQUIRED_KEYS = ("input_size", "hidden_size", "cell", "dtype")
-_NOT_STORED = ("self", "backend")  # chosen when loading, not by the file
 
 
 def _json_bytes(obj):
     return np.frombuffer(json.dumps(obj, sort_keys=True).encode("utf-8"), dtype=np.uint8)
 
 
-def save(model, path, optimizer=None):
-    """Write `model` (and `optimizer`'s state, if given) to `path` atomically; return the path.
+def save(model: RNN, path: str | os.PathLike, optimizer: Optimizer | None = None) -> str:
+    """Write a model (and an optimizer's state) to one .npz file, atomically.
 
-    The file is written exactly at `path` (no suffix is added); .npz is the convention.
+    Parameters
+    ----------
+    model : RNN
+        The model: its configuration and every parameter.
+    path : str or path-like
+        Where to write; exactly this name (no suffix is added; .npz is the convention). An existing
+        file is replaced only once the new one is complete.
+    optimizer : Optimizer, optional
+        Its configuration, step count and state (moments, velocities) are stored too, so that
+        ``load(path, with_optimizer=True)`` resumes training where it stopped.
+
+    Returns
+    -------
+    str
+        The path written.
     """
     path = os.fspath(path)
     for name, value in model.params.items():  # load refuses them: keep the old file instead
@@ -287,12 +308,32 @@ def _stored_shapes(path, config, n_params):
     return {**stack.param_shapes(), **head.param_shapes()}
 
 
-def load(path, backend=None, with_optimizer=False):
-    """Read a model written by `save`; with_optimizer=True returns (model, optimizer or None).
+def load(path: str | os.PathLike, backend: str | None = None, with_optimizer: bool = False):
+    """Read a model written by `save` (no pickle; a corrupt or mismatched file is refused).
 
-    Everything is checked against the file before the model is built: the archive's members,
-    the config's values, the parameters' names, dtypes and shapes. A file that fails any check
-    raises a ValueError naming it."""
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by `save` (or ``RNN.save``).
+    backend : str, optional
+        The kernels the loaded model runs on ("auto", "cython", "numpy", "python"); not stored.
+    with_optimizer : bool, default False
+        Also rebuild the optimizer stored with the model.
+
+    Returns
+    -------
+    RNN or tuple of (RNN, Optimizer or None)
+        The model; with ``with_optimizer=True``, the model and the stored optimizer (None when the
+        file has none).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is not a fastbptt checkpoint, is truncated or corrupt, holds
+        pickled or object data, or its arrays do not match its stored configuration. Every
+        check runs before the model is built, so a crafted file allocates nothing beyond its own
+        arrays.
+    """
     from .model import RNN
     from .optim import optimizer_from_config
 

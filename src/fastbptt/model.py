@@ -199,7 +199,7 @@ class RNN:
         return dict(self._params._shapes)
 
     def get_config(self):
-        """The constructor's arguments as plain JSON-able values: RNN(**config) rebuilds the model."""
+        """The constructor's arguments as plain JSON-able values: ``RNN(**config)`` rebuilds the model."""
         return {
             "input_size": self.input_size,
             "hidden_size": self.hidden_size,

@@ -549,15 +549,16 @@ def _prepare_validation(m, validation):
 def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer="sgd", lr=None,
         schedule=None, clip_norm=None, clip_value=None, shuffle=True, seed=0, validation=None,
         metric=None, tbptt=None, stateful=False, h0=None, c0=None, progress=True, callbacks=(),
-        log_every=None):
+        log_every=None, weight_decay=None):
     """Train `model` in place on X (T, N, I) (or (T, I)) and targets Y; return a History.
 
     - epochs | iterations: passes over the data, or parameter updates (one per minibatch, or per
       chunk with tbptt); neither means one epoch.
     - batch_size: minibatches over the batch axis N (None: all N); shuffled each epoch with `seed`
       when shuffle=True and there is more than one minibatch.
-    - optimizer: "sgd" | "momentum" | "nesterov" | "adagrad" | "adam" (with `lr`, `schedule`) or an
-      Optimizer instance (which keeps its state across calls); see fastbptt.optim.
+    - optimizer: "sgd" | "momentum" | "nesterov" | "adagrad" | "rmsprop" | "adam" | "adamw" (with
+      `lr`, `schedule`, `weight_decay`) or an Optimizer instance (which keeps its state across
+      calls); see fastbptt.optim.
     - clip_value then clip_norm: clip every gradient entry, then the global norm.
     - validation=(X_val, Y_val): loss (and metric) after every epoch, from zero states, forwarded
       tbptt's k1 steps at a time; metric: "accuracy" | "bit_accuracy" | "sequence_accuracy" |
@@ -581,7 +582,7 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
     iterations = positive_int("iterations", iterations, allow_none=True)
     if epochs is None and iterations is None:
         epochs = 1
-    opt = make_optimizer(optimizer, lr=lr, schedule=schedule)
+    opt = make_optimizer(optimizer, lr=lr, schedule=schedule, weight_decay=weight_decay)
     if clip_norm is not None:
         clip_norm = _nonneg_float("clip_norm", clip_norm)
     if clip_value is not None:
