@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 from conftest import count_cases
-from hypothesis import event, given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import fastbptt as fb
@@ -69,8 +69,8 @@ def _targets(draw, rng, m, T, B, broken):
     else:
         Y = rng.standard_normal(shape)
         kind = "good" if kind == "out of range" else kind
-    if kind == "wrong shape":
-        Y = Y[..., :1] if Y.ndim and Y.shape[-1] > 1 else np.stack([Y, Y], axis=-1)
+    if kind == "wrong shape":  # one value per class too many: neither class ids nor per-class
+        Y = rng.uniform(size=shape[:-1] + (O + 1,)) / (O + 1)
     if kind != "good":
         broken.add("Y")
     return _poison(draw, Y, "Y", broken)
@@ -165,3 +165,26 @@ def test_calls_match_numpy_or_name_what_is_wrong(data):
     assert _same(got, expected, m.dtype), f"{op}: {backend} and numpy differ"
     assert all(np.array_equal(m.params[k], v) for k, v in before.items())
     np.testing.assert_array_equal(X, X_before)
+
+
+@settings(max_examples=max(10, settings().max_examples // 4))  # a quarter of the profile's
+@given(data=st.data())
+def test_a_saved_model_loads_as_itself(data, tmp_path_factory):
+    draw = data.draw
+    count_cases("property test")
+    cell = draw(st.sampled_from(CELLS))
+    output, loss = draw(st.sampled_from(HEADS[:6]))
+    bidirectional = output is not None and draw(st.booleans())
+    m = fb.RNN(draw(st.integers(1, 4)), draw(st.integers(1, 4)),
+               None if output is None else draw(st.integers(1, 4)), cell=cell, output=output,
+               loss=loss, num_layers=draw(st.integers(1, 3)), bidirectional=bidirectional,
+               dtype=draw(st.sampled_from([np.float64, np.float32])),
+               n_threads=draw(st.integers(1, 256)), seed=draw(st.integers(0, 2**32 - 1)))
+    path = tmp_path_factory.mktemp("roundtrip") / "m.npz"
+    m.save(path)
+    loaded = fb.load(path)
+    assert loaded.get_config() == m.get_config()
+    assert all(np.array_equal(loaded.params[k], v) and loaded.params[k].dtype == v.dtype
+               for k, v in m.params.items())
+    X = np.random.default_rng(0).standard_normal((3, 2, m.input_size))
+    np.testing.assert_array_equal(loaded.predict(X), m.predict(X))
