@@ -37,7 +37,7 @@ def run(rows, dtypes, threads, repeats, tiny=False):
             m = model(spec, dtype, "cython", threads)
             fns = {}
             for s in sets:
-                def call(s=s):
+                def call(s=s, m=m, X=X, Y=Y):
                     _simd.use(s)
                     m.loss_and_grad(X, Y)
                 fns[s] = call
@@ -78,6 +78,7 @@ def main(argv=None):
     path = write_json(f"simd_{args.threads}t", info, Path(args.out) / f"simd_{args.threads}t.json"
                       if args.out else None)
     print(f"wrote {path}")
+    return info
 
 
 if __name__ == "__main__":

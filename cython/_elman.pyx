@@ -21,12 +21,13 @@ The NumPy twins with the same signatures, the ground truth, are in src/fastbptt/
 
 Paths, chosen per call from the shapes (results agree across them within rounding):
   - sequence: a batch of one to three sequences whose width n is a whole number of vector registers
-    (n = 4..32 doubles, 8..64 floats): each sequence runs all its steps in one C call, threads split
-    the batch;
-  - tiled: every other shape with AVX2 + FMA: per step one register-tiled product against W packed
-    once per call (no BLAS call per step, no repacking); threads split each step's rows as OpenMP
-    tasks, so a helper thread parked by a busy machine delays nothing;
-  - without AVX2 + FMA: hand-written loops for small sizes, a BLAS call per step for large ones.
+    (up to 8 registers of the SIMD set in use): each sequence runs all its steps in one C call,
+    threads split the batch;
+  - tiled: every other shape: per step one register-tiled product against W packed once per call
+    (no BLAS call per step, no repacking); threads split each step's rows as OpenMP tasks, so a
+    helper thread parked by a busy machine delays nothing.
+Every SIMD set (cython/_vec.h) has both; the table bound at import (fastbptt._simd) says so
+(FASTBPTT_TILED), the BLAS branches below serving a table without them.
 
 Variable lengths: every entry point takes batch_sizes (T,), non-increasing (the batch sorted by
 decreasing length): step t advances only rows [0, batch_sizes[t]); rows beyond are neither read nor
@@ -47,8 +48,8 @@ from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
 from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, bind_set, elman_seq_backward,
-                    elman_seq_forward, elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_cat_work,
-                    gemm_tn_work, lanes, pack, pack_size, tile_chunks)
+                    elman_seq_forward, elman_tiled_backward, elman_tiled_forward, gemm_packed,
+                    gemm_tn_cat_work, gemm_tn_work, lanes, pack, pack_size, tile_chunks)
 from _vmath cimport all_finite, vtanh
 
 import numpy as np
@@ -694,8 +695,8 @@ def backward(int act,
 
 
 def fused_ok(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dtype):
-    """True when forward_fused / backward_fused beat the contract path plus separate GEMMs: in every
-    build with the tiled kernels (AVX2 + FMA). They give the same results either way."""
+    """True when forward_fused / backward_fused beat the contract path plus separate GEMMs: whenever
+    the SIMD set in use has the tiled kernels (every set does). Same results either way."""
     return bool(FASTBPTT_TILED)
 
 

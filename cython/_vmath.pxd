@@ -23,7 +23,8 @@ cdef inline void vtanh(floating* x, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline void vtanh_fast(floating* x, Py_ssize_t n) noexcept nogil:
-    """x <- tanh(x), inlined AVX2 (a few ulp, several times libmvec's throughput); else vtanh."""
+    """x <- tanh(x), inline on whole registers of the SIMD set (a few ulp, several times libmvec's
+    throughput)."""
     if floating is float:
         fb_tanh_f(x, n)
     else:

@@ -104,3 +104,19 @@ def test_bench_elman_tiny(tmp_path):
     assert set(rows) == {"cython", "numpy", "python"}
     assert rows["cython"]["speedup_vs_python"] > 0
     assert json.loads(out.read_text())["results"]["cython"]["T"] == 50
+
+
+def test_bench_simd_times_every_supported_set(tmp_path):
+    """bench_simd.py: one row per workload and dtype, a time and a % of the GEMM peak for every set
+    this CPU runs, and the process left on its default set."""
+    import fastbptt
+    payload = _script("bench_simd").main(
+        ["--tiny", "--rows", "W3", "--dtypes", "float32", "--repeats", "1", "--out", str(tmp_path)])
+    (row,) = payload["rows"]
+    assert list(row["sets"]) == fastbptt.config()["simd_supported"]
+    for v in row["sets"].values():
+        assert v["us_per_step"] > 0 and v["pct_of_peak"] == pytest.approx(
+            100 * v["gflops"] / row["gemm_peak_gflops"])
+    assert json.loads((tmp_path / "simd_1t.json").read_text())["rows"][0]["row"] == "W3"
+    assert fastbptt.config()["simd"] == fastbptt.config()["simd_supported"][0]
+
