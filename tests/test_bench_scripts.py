@@ -120,3 +120,18 @@ def test_bench_simd_times_every_supported_set(tmp_path):
     assert json.loads((tmp_path / "simd_1t.json").read_text())["rows"][0]["row"] == "W3"
     assert fastbptt.config()["simd"] == fastbptt.config()["simd_supported"][0]
 
+
+
+def test_bench_windows_tiny_writes_json(tmp_path):
+    """bench_windows.py: a row per cell and window with fastbptt, NumPy and (when installed, after it
+    agreed on the loss and every gradient, the GRU's two biases included) PyTorch per step."""
+    peers = ["torch"] if _has("torch") else []
+    payload = _script("bench_windows").main(
+        ["--cells", "lstm", "gru", "--windows", "4", "--threads", "1", "--repeats", "1",
+         "--peers", *peers, "--out", str(tmp_path / "w.json")])
+    assert [(r["cell"], r["T"]) for r in payload["rows"]] == [("lstm", 4), ("gru", 4)]
+    for r in payload["rows"]:
+        assert r["fastbptt_us"] > 0 and r["speedup_vs_numpy"] > 0
+        assert ("torch_us" in r) == bool(peers)
+    saved = json.loads((tmp_path / "w.json").read_text())
+    assert saved["simd"] in saved["machine"]["fastbptt"]["simd_supported"]
