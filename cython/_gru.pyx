@@ -38,7 +38,7 @@ from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from _tile cimport bind_set, gemm_packed, pack, pack_size
+from _tile cimport bind_set, cols, gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh_fast
 from _blocks cimport active_rows, add_rows, earliest_bad
 
@@ -264,9 +264,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
         raise MemoryError()
     with nogil:
         if wt != NULL:
-            for k in range(3 * n):
-                for j in range(n):
-                    wt[j * 3 * n + k] = Wp[k * n + j]
+            cols(Wp, n, 3 * n, n, wt, 3 * n)  # wt = Wh^T by register transposes
         else:
             pack(Wp, n, True, n, 3 * n, P)
         if blocks > 1:

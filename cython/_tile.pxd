@@ -6,6 +6,10 @@ cdef extern from "_dispatch.h" nogil:
     int fb_bind(const char* name)
     Py_ssize_t fb_lanes_d() noexcept
     Py_ssize_t fb_lanes_f() noexcept
+    void fb_cols_d(const double* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                   double* dst, Py_ssize_t ldd) noexcept
+    void fb_cols_f(const float* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                   float* dst, Py_ssize_t ldd) noexcept
     int FASTBPTT_TILED
     int FB_NV_MAX
     int FB_TB
@@ -84,6 +88,16 @@ cdef inline Py_ssize_t lanes(const floating* p) noexcept nogil:
         return fb_lanes_f()
     else:
         return fb_lanes_d()
+
+
+cdef inline void cols(const floating* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t ncols,
+                      floating* dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[k * ldd + b] = src[b * lds + k]: `rows` rows of src stored as columns of dst (a transpose,
+    by register blocks where the set has them)."""
+    if floating is float:
+        fb_cols_f(src, lds, rows, ncols, dst, ldd)
+    else:
+        fb_cols_d(src, lds, rows, ncols, dst, ldd)
 
 
 cdef inline Py_ssize_t pack_size(const floating* p, Py_ssize_t K, Py_ssize_t N) noexcept nogil:
