@@ -54,5 +54,7 @@ static int fb_bind(const char* name) {
 #define fb_lstm_bwd_f (fb_K->lstm_bwd_f)
 #define fb_cols_d (fb_K->cols_d)
 #define fb_cols_f (fb_K->cols_f)
+#define fb_add_rows_d (fb_K->add_rows_d)
+#define fb_add_rows_f (fb_K->add_rows_f)
 
 #endif

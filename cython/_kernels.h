@@ -52,7 +52,8 @@
     void (*lstm_bwd_##SFX)(const FT* G, const FT* cp, const FT* c, const FT* dho, const FT* dhn,   \
                            FT* dc, FT* da, ptrdiff_t rows, ptrdiff_t n);                           \
     void (*cols_##SFX)(const FT* src, ptrdiff_t lds, ptrdiff_t rows, ptrdiff_t cols, FT* dst,      \
-                       ptrdiff_t ldd);
+                       ptrdiff_t ldd);                                                             \
+    void (*add_rows_##SFX)(const FT* X, const FT* v, const FT* y0, FT* y, ptrdiff_t p, ptrdiff_t m);
 
 typedef struct fb_kernels {
     const char* name;

@@ -14,7 +14,7 @@
     .elman_bwd_tiled_##SFX = fb_elman_bwd_tiled_##SFX, .all_finite_##SFX = fb_all_finite_##SFX,     \
     .vtanh_##SFX = fb_vtanh_##SFX, .tanh_##SFX = fb_tanh_##SFX, .vsigmoid_##SFX = fb_vsigmoid_##SFX, \
     .lstm_fwd_##SFX = fb_lstm_fwd_##SFX, .lstm_bwd_##SFX = fb_lstm_bwd_##SFX,                       \
-    .cols_##SFX = fb_cols_##SFX
+    .cols_##SFX = fb_cols_##SFX, .add_rows_##SFX = fb_add_rows_##SFX
 
 const fb_kernels FB_TABLE = {
     .name = FB_SET_NAME,
