@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 
+from .model import RNN
 from .stack import param_suffix
 
 _KEY = re.compile(r"^(weight|bias)_(ih|hh)_l(\d+)(_reverse)?$")
@@ -44,7 +45,7 @@ def _parse(state_dict):
     return layers
 
 
-def from_torch_state_dict(cls, state_dict, cell=None, nonlinearity="tanh", output_size=None,
+def from_torch_state_dict(state_dict, cell=None, nonlinearity="tanh", output_size=None,
                           output="linear", head=None, **kwargs):
     """An RNN with the recurrent weights of a PyTorch RNN / LSTM / GRU state dict.
 
@@ -76,9 +77,9 @@ def from_torch_state_dict(cls, state_dict, cell=None, nonlinearity="tanh", outpu
         raise ValueError("output_size is needed for a new output head (or output=None, or head=(V, c))")
     if head is not None:
         output_size = _array(head[0]).shape[0]
-    model = cls(w_ih.shape[1], hidden, None if output is None else output_size, cell=cell,
+    model = RNN(w_ih.shape[1], hidden, None if output is None else output_size, cell=cell,
                 output=output, num_layers=num_layers, bidirectional=bidirectional, **kwargs)
-    names = _NAMES[model.cell.family]
+    names = _NAMES[model.layers.family]
     values = {}
     D = 2 if bidirectional else 1
     for layer in range(num_layers):
@@ -109,7 +110,7 @@ def to_torch_state_dict(model):
     Load it with `module.load_state_dict({k: torch.from_numpy(v) for k, v in d.items()})`. The head,
     when there is one, is model.params["V"] and ["c"] (an nn.Linear's weight and bias).
     """
-    names = _NAMES[model.cell.family]
+    names = _NAMES[model.layers.family]
     out = {}
     D = 2 if model.bidirectional else 1
     for layer in range(model.num_layers):

@@ -21,6 +21,9 @@ import tempfile
 
 import numpy as np
 
+from .model import RNN
+from .optim import optimizer_from_config
+
 FORMAT = "fastbptt.rnn"
 FORMAT_VERSION = 1
 # a stored config must name these; any other key must be an RNN constructor argument
@@ -129,9 +132,6 @@ def _check_header(path, arrays):
 
 def load(path, backend=None, with_optimizer=False):
     """Read a model written by `save`; with_optimizer=True returns (model, optimizer or None)."""
-    from .model import RNN
-    from .optim import optimizer_from_config
-
     path = os.fspath(path)
     arrays = _read_all(path)
     _check_header(path, arrays)
