@@ -102,7 +102,7 @@ class Pass:
         """(seen states, their logits or None, mask, picks) over steps [s, e) of a call of T
         steps, from segments that end at e; None when no step there counts."""
         if self.model.target == "last":
-            return _last_seen(segs, e, T, lengths)
+            return _last_seen(segs, s, e, T, lengths)
         mask = None
         if lengths is not None:
             if lengths[0] <= s:  # sorted: every sequence ended before s
@@ -176,16 +176,16 @@ class Pass:
         return grads, dstate, dX
 
 
-def _last_seen(segs, e, T, lengths):
-    """target="last": each sequence's last state, for the sequences whose last step is in the
-    segments (all of them at the end of a call without lengths)."""
+def _last_seen(segs, s, e, T, lengths):
+    """target="last": each sequence's last state, for the sequences whose last step is in [s, e)
+    (all of them at the end of a call without lengths)."""
     if lengths is None:
         if e != T:
             return None
         return segs[-1].H[-1:], None, None, None
     picks, rows = [], []
     for g in segs:
-        hit = np.flatnonzero((lengths > g.start) & (lengths <= g.stop))
+        hit = np.flatnonzero((lengths > max(g.start, s)) & (lengths <= g.stop))
         if hit.size:
             picks.append(hit)
             rows.append(g.H[lengths[hit] - g.start, hit])
@@ -211,7 +211,8 @@ def _spread(loss, seg, target, lengths):
         if lo < b:
             part[lo - a:] = g[lo - s:b - s]
         return part, lo < b
-    part = np.zeros((b - a,) + g.shape[1:], dtype=g.dtype)
+    B = g.shape[1] if lengths is None else len(lengths)  # g covers the picked rows only
+    part = np.zeros((b - a, B, g.shape[-1]), dtype=g.dtype)
     if lengths is None:
         if b != loss.stop:
             return part, False
