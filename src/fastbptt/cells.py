@@ -96,15 +96,22 @@ class ElmanCell(Cell):
         super().__init__(name, input_size, hidden_size)
         self.act = _ACT[name]
         self.differentiable = name != "step"
+        self._fused_ok = {}
 
     def param_shapes(self):
         I, n = self.input_size, self.hidden_size
         return {"U": (n, I), "W": (n, n), "b": (n,)}
 
     def _fused(self, kern, X):
-        """Whether the kernel forms the projection and the weight gradients inside its time loops."""
-        ok = getattr(kern, "fused_ok", None)
-        return ok is not None and ok(X.shape[2], self.hidden_size, X.shape[1], X.dtype)
+        """Whether the kernel forms the projection and the weight gradients inside its time loops
+        (asked once per kernel module, batch size and dtype)."""
+        key = (kern, X.shape[1], X.dtype)
+        ok = self._fused_ok.get(key)
+        if ok is None:
+            ask = getattr(kern, "fused_ok", None)
+            ok = self._fused_ok[key] = ask is not None and ask(X.shape[2], self.hidden_size,
+                                                               X.shape[1], X.dtype)
+        return ok
 
     def logits_ok(self, kern, X):
         return self._fused(kern, X)

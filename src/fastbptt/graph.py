@@ -24,13 +24,16 @@ class Plan(NamedTuple):
     training: bool        # dropout between stacked layers
 
 
-def plan_for(layers, head):
-    """(logits_in_loop, dV_in_loop) for a model: only with an output layer and target="all" (with
-    "last" the head reads one step, less than the loops would do)."""
+def plans_for(layers, head, dropout):
+    """A model's two Plans, indexed by training (False, True). The output layer's work goes into
+    the loops only with an output layer and target="all" (with "last" the head reads one step,
+    less than the loops would do), dV only where every top cell fills it."""
     if head.output is None or head.target != "all":
-        return False, False
-    top = layers.cells[-1]
-    return True, all(c.takes_head_grad and c.fills_head_weight_grad for c in top)
+        logits = dV = False
+    else:
+        logits = True
+        dV = all(c.takes_head_grad and c.fills_head_weight_grad for c in layers.cells[-1])
+    return Plan(logits, dV, False), Plan(logits, dV, dropout > 0)
 
 
 class Segment:
@@ -75,8 +78,7 @@ class Pass:
         self.model = model
         self.p = model.params
         self.p.check_finite()
-        logits, dV = model._plan
-        self.plan = plan or Plan(logits, dV, bool(training and model.dropout > 0))
+        self.plan = plan or model._plans[bool(training)]
         self.kern = model.layers.kernels(model.backend)
 
     # -- forward ---------------------------------------------------------------------------------------
@@ -166,7 +168,8 @@ class Pass:
             part = None if dV is None or not counts else dV if seg is segs[-1] else np.empty_like(dV)
             dH = HeadGrad(dseg, loss.grad.V, part) if isinstance(loss.grad, HeadGrad) else dseg
             if dstate is None:
-                dstate = tuple(np.zeros_like(s) for s in self.final_state(seg))
+                shape = m.state_shape(seg.X.shape[1])
+                dstate = tuple(np.zeros(shape, seg.X.dtype) for _ in m.layers.state_names)
             g, dstate, dX = m.layers.backward(self.kern, self.p, seg.X, seg.H, seg.trace, dH,
                                               dstate, m.n_threads, need_dX)
             if part is not None and part is not dV:

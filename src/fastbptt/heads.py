@@ -11,6 +11,10 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
+from ._checks import all_finite
+
+_sum = np.add.reduce
+
 OUTPUTS = ("linear", "sigmoid", "softmax", None)
 LOSSES = ("mse", "bce", "ce")
 REDUCTIONS = ("mean", "sum")
@@ -125,7 +129,7 @@ class Head:
         if Y.dtype.kind not in "fiub":
             raise TypeError(f"Y has dtype {Y.dtype}; expected real numbers")
         Yf = np.ascontiguousarray(Y, dtype=dtype).reshape((steps, B, O))
-        if not np.isfinite(Yf).all():
+        if not all_finite(Yf):
             raise ValueError("Y contains NaN or Inf")
         return Yf
 
@@ -179,7 +183,7 @@ class Head:
             if scale is None:
                 scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0
             diff = Hs - Y
-            loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
+            loss = 0.5 * _sum(np.square(diff), None, np.float64)
             return loss * scale, diff * Hs.dtype.type(scale), {}
         o = self.logits(p, Hs) if logits is None else logits
         T, B, _ = o.shape
@@ -187,17 +191,17 @@ class Head:
             scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0
         if self.output == "linear":
             diff = o - Y
-            loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
+            loss = 0.5 * _sum(np.square(diff), None, np.float64)
             dO = diff
         elif self.output == "sigmoid":
             if self.loss == "bce":
                 # log(1 + e^o) - y o, written with logaddexp so large |o| neither overflows nor cancels
-                loss = np.sum(np.logaddexp(0, o) - Y * o, dtype=np.float64)
+                loss = _sum(np.logaddexp(0, o) - Y * o, None, np.float64)
                 dO = expit(o) - Y
             else:
                 s = expit(o)
                 diff = s - Y
-                loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
+                loss = 0.5 * _sum(np.square(diff), None, np.float64)
                 dO = diff * s * (1 - s)
         else:
             logp = log_softmax(o, axis=-1)
@@ -205,25 +209,25 @@ class Head:
             if self.loss == "ce":
                 if Y.ndim == 2:
                     picked = np.take_along_axis(logp, Y[..., None], axis=-1)
-                    loss = -np.sum(picked, dtype=np.float64)
+                    loss = -_sum(picked, None, np.float64)
                     dO = s
                     np.put_along_axis(dO, Y[..., None], np.take_along_axis(s, Y[..., None], -1) - 1,
                                       axis=-1)
                 else:
-                    loss = -np.sum(Y * logp, dtype=np.float64)
+                    loss = -_sum(Y * logp, None, np.float64)
                     dO = s * Y.sum(axis=-1, keepdims=True) - Y
             else:
                 g = s - Y
-                loss = 0.5 * np.sum(np.square(g), dtype=np.float64)
+                loss = 0.5 * _sum(np.square(g), None, np.float64)
                 dO = s * (g - np.sum(g * s, axis=-1, keepdims=True))
         if scale != 1:
             dO *= o.dtype.type(scale)  # every branch above made dO a fresh array
         dO2 = dO.reshape(T * B, -1)
         # over time first (rows of B * O contiguous values), then the batch: summing the
         # (T * B, O) rows directly runs a strided loop of O values, ten times slower
-        dc = dO.sum(axis=0).sum(axis=0)
+        dc = _sum(_sum(dO, 0), 0)
         if unformed and defer_weight_grad:
-            grads = {"V": np.zeros_like(p["V"]), "c": dc}
+            grads = {"V": np.zeros(p["V"].shape, p["V"].dtype), "c": dc}
             return float(loss) * scale, HeadGrad(dO.reshape(T, B, -1), p["V"], grads["V"]), grads
         grads = {"V": dO2.T @ Hs.reshape(T * B, -1), "c": dc}
         dHs = HeadGrad(dO.reshape(T, B, -1), p["V"])

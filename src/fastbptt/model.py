@@ -12,11 +12,11 @@ import numpy as np
 
 from . import heads as _heads
 from ._backend import resolve_backend
-from ._checks import as_dtype, positive_int, real_array
+from ._checks import as_dtype, positive_int, real_array, sum_finite
 from ._threads import blas_single_in
 from .calls import check_call, state_shape
 from .cells import CELLS
-from .graph import Pass, plan_for
+from .graph import Pass, plans_for
 from .init import init_params
 from .stack import Stack
 
@@ -67,6 +67,8 @@ class Params(dict):
             super().__setitem__(name, np.ascontiguousarray(value, dtype=self._dtype))
 
     def check_finite(self):
+        if sum_finite(list(self.values())):
+            return
         for name, value in self.items():
             if not np.isfinite(value).all():
                 raise ValueError(f"parameter {name!r} contains NaN or Inf")
@@ -112,7 +114,7 @@ class RNN:
                              "use an output layer with bidirectional=True")
         self.head = _heads.Head(output, loss, reduction, target, self.layers.output_size,
                                  output_size)
-        self._plan = plan_for(self.layers, self.head)
+        self._plans = plans_for(self.layers, self.head, self.dropout)
         self.training = True
         self.n_threads = positive_int("n_threads", n_threads)
         self._backend_request = backend

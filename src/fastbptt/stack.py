@@ -58,6 +58,11 @@ class Stack:
             n_in = input_size if layer == 0 else hidden_size * self.num_directions
             self.cells.append([make_cell(cell, n_in, hidden_size)
                                for _ in range(self.num_directions)])
+        self._kernels = {}  # backend -> kernel module
+        # per layer: whether its cells take the head's gradient unformed, and fill its dV too
+        self._takes = [all(c.takes_head_grad for c in row) for row in self.cells]
+        self._fills = [all(c.takes_head_grad and c.fills_head_weight_grad for c in row)
+                       for row in self.cells]
         first = self.cells[0][0]
         self.family = first.family
         self.state_names = first.state_names
@@ -74,7 +79,10 @@ class Stack:
         return self.hidden_size * self.num_directions
 
     def kernels(self, backend):
-        return self.cells[0][0].kernels(backend)
+        kern = self._kernels.get(backend)
+        if kern is None:
+            kern = self._kernels[backend] = self.cells[0][0].kernels(backend)
+        return kern
 
     def param_shapes(self):
         shapes = {}
@@ -86,11 +94,13 @@ class Stack:
 
     def _view(self, p, layer, direction):
         """The parameters of one cell under the cell's own names."""
+        if layer == 0 and direction == 0:
+            return p  # its names carry no suffix
         suffix = param_suffix(layer, direction)
         return {name: p[name + suffix] for name in self.cells[layer][direction].param_shapes()}
 
     def _state(self, states, k):
-        return tuple(s if self.single else s[k] for s in states)
+        return states if self.single else tuple(s[k] for s in states)
 
     # -- time reversal within each sequence's length ---------------------------------------------------
 
@@ -125,7 +135,7 @@ class Stack:
             for direction, cell in enumerate(row):
                 k = layer * self.num_directions + direction
                 Xd = inp if direction == 0 else self._reverse(inp, rev)
-                kw = _bs(batch_sizes)
+                kw = {} if batch_sizes is None else {"batch_sizes": batch_sizes}
                 if (head is not None and layer == top and self.num_directions == 1
                         and cell.logits_ok(kern, Xd)):
                     V, c = head
@@ -193,11 +203,10 @@ class Stack:
         for layer in range(self.num_layers - 1, -1, -1):
             dInp = None
             row = self.cells[layer]
-            if isinstance(dOut, HeadGrad) and dOut.dV is not None and not all(
-                    c.takes_head_grad and c.fills_head_weight_grad for c in row):
+            if isinstance(dOut, HeadGrad) and dOut.dV is not None and not self._fills[layer]:
                 dOut.weight_grad_from(self._layer_output(trace, layer))
                 dOut = HeadGrad(dOut.dO, dOut.V)
-            if isinstance(dOut, HeadGrad) and not all(c.takes_head_grad for c in row):
+            if isinstance(dOut, HeadGrad) and not self._takes[layer]:
                 dOut = row[0].dense_grad(dOut)
             for direction in range(D):
                 k = layer * D + direction
@@ -219,7 +228,7 @@ class Stack:
                 below = layer > 0 or need_dX
                 g, ds0, dXd = cell.backward(
                     kern, self._view(p, layer, direction), Xd, H, cache, dH,
-                    self._state(dstate_T, k), n_threads, below, **_bs(trace.batch_sizes))
+                    self._state(dstate_T, k), n_threads, below, trace.batch_sizes)
                 if isinstance(dH, HeadGrad) and dH.dV is not None and dH.dV is not dOut.dV:
                     dOut.dV[:, direction * n:(direction + 1) * n] = dH.dV
                 suffix = param_suffix(layer, direction)
@@ -238,10 +247,6 @@ class Stack:
         if self.single:
             return grads, tuple(d[0] for d in dstate0), dX
         return grads, tuple(np.stack(d) for d in dstate0), dX
-
-
-def _bs(batch_sizes):
-    return {} if batch_sizes is None else {"batch_sizes": batch_sizes}
 
 
 def _final(cell, H, cache, lengths):
