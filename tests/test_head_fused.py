@@ -51,7 +51,7 @@ def _formed(m, X, Y, states, lengths, unformed=False):
     loss = run.loss([seg], call.Y, 0, call.T, call.T, call.lengths)
     assert isinstance(loss.grad, HeadGrad if m.output is not None else np.ndarray)
     if not unformed and m.output is not None:
-        loss.grad = loss.grad.dense()
+        loss = loss._replace(grad=loss.grad.dense())
     grads, dstate0, _ = run.backward([seg], loss, call.lengths)
     for name, value in zip(("h0", "c0"), dstate0, strict=False):
         if name in states:

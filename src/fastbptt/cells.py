@@ -70,6 +70,7 @@ class Cell:
         self.name = name
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self._scratch = _Scratch()  # the forward's states, handed out again once nobody holds them
 
     def kernels(self, backend):
         return kernels(self.family, backend)
@@ -124,8 +125,7 @@ class ElmanCell(Cell):
             return self._forward_runs(kern, p, X, h0, n_threads, batch_sizes, logits), None
         # the kernels write every entry: an earlier call's states that nobody holds will do (a
         # fresh array costs page faults worth a tenth of a step at H=16)
-        scratch = self.__dict__.setdefault("_scratch", _Scratch())
-        H = scratch.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        H = self._scratch.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
         self._forward_block(kern, p, X, h0, H, n_threads, logits)
         return H, None
 
@@ -389,8 +389,7 @@ class LSTMCell(Cell):
         n = self.hidden_size
         if batch_sizes is None:
             # the kernels write every entry: arrays of an earlier call that nobody holds will do
-            scratch = self.__dict__.setdefault("_scratch", _Scratch())
-            alloc = scratch.empty
+            alloc = self._scratch.empty
         else:
             alloc = np.zeros
         H = alloc((T + 1, B, n), dtype=X.dtype)

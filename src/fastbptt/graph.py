@@ -46,19 +46,24 @@ class Segment:
         self.start, self.stop, self.X, self.H, self.trace = start, stop, X, H, trace
 
 
-class Loss:
+class Loss(NamedTuple):
     """The loss over steps [start, stop) of a call: `value` (scaled), `grad` at the seen states
     (a HeadGrad, or an ndarray without an output layer), the head's `head_grads`, the `seen`
     states, their `logits` (or None) and `targets`, `items` (the steps x sequences counted),
     `mask` (T', B) of the steps that count (None: all) and `picks`: with target="last", the rows
     whose last step lies in [start, stop) (None: all)."""
 
-    __slots__ = ("start", "stop", "value", "grad", "head_grads", "seen", "logits", "targets",
-                 "items", "mask", "picks")
-
-    def __init__(self, **kw):
-        for key, value in kw.items():
-            setattr(self, key, value)
+    start: int
+    stop: int
+    value: float
+    grad: object
+    head_grads: dict
+    seen: np.ndarray
+    logits: object
+    targets: np.ndarray
+    items: int
+    mask: object
+    picks: object
 
 
 def _local(lengths, batch_sizes, a, b):
@@ -150,8 +155,7 @@ class Pass:
             self.p, seen, targets, scale=scale, mask=mask, unformed=True,
             defer_weight_grad=self.plan.dV_in_loop or not for_grad, logits=logits)
         items = int(mask.sum()) if mask is not None else seen.shape[0] * seen.shape[1]
-        return Loss(start=s, stop=e, value=value, grad=grad, head_grads=head_grads, seen=seen,
-                    logits=logits, targets=targets, items=items, mask=mask, picks=picks)
+        return Loss(s, e, value, grad, head_grads, seen, logits, targets, items, mask, picks)
 
     def backward(self, segs, loss, lengths=None, dstate=None, need_dX=False):
         """Gradients of every parameter (summed over the segments), the gradient at the first
@@ -163,17 +167,21 @@ class Pass:
         dV = loss.grad.dV if isinstance(loss.grad, HeadGrad) else None
         grads = dX = None
         for seg in reversed(segs):  # latest first, chaining the state gradient
-            dseg, counts = _spread(loss, seg, m.target, lengths)
-            # the latest segment fills the head's dV itself, earlier ones with loss add theirs
-            part = None if dV is None or not counts else dV if seg is segs[-1] else np.empty_like(dV)
-            dH = HeadGrad(dseg, loss.grad.V, part) if isinstance(loss.grad, HeadGrad) else dseg
+            if m.target == "all" and (seg.start, seg.stop) == (loss.start, loss.stop):
+                dH = loss.grad  # the loss is over exactly this segment's steps
+            else:
+                dseg, counts = _spread(loss, seg, m.target, lengths)
+                # the latest segment fills the head's dV itself, earlier ones with loss add theirs
+                part = None if dV is None or not counts else dV if seg is segs[-1] else \
+                    np.empty_like(dV)
+                dH = HeadGrad(dseg, loss.grad.V, part) if isinstance(loss.grad, HeadGrad) else dseg
             if dstate is None:
                 shape = m.state_shape(seg.X.shape[1])
                 dstate = tuple(np.zeros(shape, seg.X.dtype) for _ in m.layers.state_names)
             g, dstate, dX = m.layers.backward(self.kern, self.p, seg.X, seg.H, seg.trace, dH,
                                               dstate, m.n_threads, need_dX)
-            if part is not None and part is not dV:
-                dV += part
+            if isinstance(dH, HeadGrad) and dH.dV is not None and dH.dV is not dV:
+                dV += dH.dV
             grads = g if grads is None else {k: grads[k] + v for k, v in g.items()}
         grads.update(loss.head_grads)
         return grads, dstate, dX

@@ -196,6 +196,14 @@ class Stack:
         (each direction its columns of V) when they take one, the array otherwise; the layers below
         get arrays. A HeadGrad's dV, when given, is filled: by the top layer's cells (each direction
         its columns) when they fill one, here from the layer's outputs otherwise."""
+        if self.single and (not isinstance(dHout, HeadGrad) or self._fills[0]):
+            # the loop below for one cell handed the gradient as it is (the lean path of short
+            # calls): its parameters and states carry no suffix and no layer index
+            Xd, H, cache = trace.layers[0]
+            if not isinstance(dHout, HeadGrad):
+                dHout = np.ascontiguousarray(dHout)
+            return self.cells[0][0].backward(kern, p, Xd, H, cache, dHout, dstate_T, n_threads,
+                                             need_dX, trace.batch_sizes)
         D, n = self.num_directions, self.hidden_size
         grads, dstate0 = {}, [[None] * (self.num_layers * D) for _ in self.state_names]
         dOut = dHout
