@@ -204,7 +204,7 @@ class Stack:
                 dHout = np.ascontiguousarray(dHout)
             return self.cells[0][0].backward(kern, p, Xd, H, cache, dHout, dstate_T, n_threads,
                                              need_dX, trace.batch_sizes)
-        D, n = self.num_directions, self.hidden_size
+        D = self.num_directions
         grads, dstate0 = {}, [[None] * (self.num_layers * D) for _ in self.state_names]
         dOut = dHout
         dX = None
@@ -218,34 +218,14 @@ class Stack:
                 dOut = row[0].dense_grad(dOut)
             for direction in range(D):
                 k = layer * D + direction
-                Xd, H, cache = trace.layers[k]
-                cell = row[direction]
-                if isinstance(dOut, HeadGrad):
-                    dH = dOut
-                    if D == 2:
-                        part = dOut.columns(direction * n, (direction + 1) * n)
-                        dO = part.dO if direction == 0 else self._reverse(part.dO,
-                                                                          trace.reverse_index)
-                        # this direction's columns of dV, filled in place below
-                        dV = None if dOut.dV is None else np.empty_like(part.V)
-                        dH = HeadGrad(dO, part.V, dV)
-                else:
-                    dH = dOut if D == 1 else dOut[..., direction * n:(direction + 1) * n]
-                    dH = np.ascontiguousarray(dH) if direction == 0 else self._reverse(
-                        dH, trace.reverse_index)
-                below = layer > 0 or need_dX
-                g, ds0, dXd = cell.backward(
-                    kern, self._view(p, layer, direction), Xd, H, cache, dH,
-                    self._state(dstate_T, k), n_threads, below, trace.batch_sizes)
-                if isinstance(dH, HeadGrad) and dH.dV is not None and dH.dV is not dOut.dV:
-                    dOut.dV[:, direction * n:(direction + 1) * n] = dH.dV
+                g, ds0, dXd = self._backward_cell(kern, p, trace, layer, direction, dOut,
+                                                  self._state(dstate_T, k), n_threads,
+                                                  layer > 0 or need_dX)
                 suffix = param_suffix(layer, direction)
                 grads.update({name + suffix: v for name, v in g.items()})
                 for i, v in enumerate(ds0):
                     dstate0[i][k] = v
                 if dXd is not None:
-                    if direction == 1:
-                        dXd = self._reverse(dXd, trace.reverse_index)
                     dInp = dXd if dInp is None else dInp + dXd
             if layer > 0:
                 mask = trace.masks[layer - 1]
@@ -256,6 +236,33 @@ class Stack:
             return grads, tuple(d[0] for d in dstate0), dX
         return grads, tuple(np.stack(d) for d in dstate0), dX
 
+
+    def _backward_cell(self, kern, p, trace, layer, direction, dOut, dstate_T, n_threads, below):
+        """One cell's backward pass given the gradient dOut at its layer's outputs (an array, or
+        a HeadGrad if the cell takes one): its grads, dstate0 and dX in forward time (or None).
+        A HeadGrad's dV gets this direction's columns."""
+        D, n = self.num_directions, self.hidden_size
+        Xd, H, cache = trace.layers[layer * D + direction]
+        rev = trace.reverse_index
+        cols = slice(direction * n, (direction + 1) * n)
+        if isinstance(dOut, HeadGrad):
+            dH = dOut
+            if D == 2:
+                part = dOut.columns(cols.start, cols.stop)
+                dO = part.dO if direction == 0 else self._reverse(part.dO, rev)
+                # this direction's columns of dV, filled in place below
+                dH = HeadGrad(dO, part.V, None if dOut.dV is None else np.empty_like(part.V))
+        else:
+            dH = dOut if D == 1 else dOut[..., cols]
+            dH = np.ascontiguousarray(dH) if direction == 0 else self._reverse(dH, rev)
+        g, ds0, dX = self.cells[layer][direction].backward(
+            kern, self._view(p, layer, direction), Xd, H, cache, dH, dstate_T, n_threads, below,
+            trace.batch_sizes)
+        if isinstance(dH, HeadGrad) and dH.dV is not None and dH.dV is not dOut.dV:
+            dOut.dV[:, cols] = dH.dV
+        if dX is not None and direction == 1:
+            dX = self._reverse(dX, rev)
+        return g, ds0, dX
 
 def _final(cell, H, cache, lengths):
     """One cell's state after each sequence's last valid step."""
