@@ -6,11 +6,13 @@ steps is one BLAS call.
 
 from . import init, optim, train
 from ._backend import BACKENDS, HAVE_CYTHON, resolve_backend, show_config
+from ._version import __version__
 from .cells import CELLS
 from .gradcheck import gradcheck
 from .heads import LOSSES, OUTPUTS
 from .io import load
 from .model import RNN
+from .sampling import sample
 from .train import EarlyStopping, History, StopTraining
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "EarlyStopping",
     "History",
     "StopTraining",
+    "__version__",
     "CELLS",
     "HAVE_CYTHON",
     "LOSSES",
@@ -29,5 +32,6 @@ __all__ = [
     "train",
     "load",
     "resolve_backend",
+    "sample",
     "show_config",
 ]

@@ -1,21 +1,54 @@
 """Gradients against central finite differences."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    from .model import RNN
 
-def gradcheck(model, X, Y, h0=None, c0=None, lengths=None, eps=1e-4, max_entries=None, seed=0):
-    """Worst relative error of `model.loss_and_grad` against central differences, per parameter.
+
+def gradcheck(model: RNN, X, Y, h0=None, c0=None, lengths=None, eps: float = 1e-4,
+              max_entries: int | None = None, seed: int = 0) -> dict[str, float]:
+    """Worst relative error of ``model.loss_and_grad`` against central differences, per parameter.
 
     Runs in float64 on a copy of the model (the model itself is not touched), in evaluation mode so
-    that dropout does not redraw its masks between evaluations. For each parameter (and h0 /
-    c0 when given) the error is max_i |analytic_i - numeric_i| / max(max_i |analytic_i|, max_i |numeric_i|),
-    the worst entry measured against the scale of that parameter's gradient (at least 1e-3 of the
-    largest parameter's gradient scale, so a vanishing gradient is not judged by its rounding noise).
-    `max_entries` checks a seeded random subset of each parameter's entries instead of all of them.
+    that dropout does not redraw its masks between evaluations. For each parameter (and h0 / c0
+    when given) the error is ``max_i |a_i - n_i| / max(max_i |a_i|, max_i |n_i|)`` (a: analytic,
+    n: numeric), the worst entry measured against the scale of that parameter's gradient (at least
+    1e-3 of the largest parameter's gradient scale, so a vanishing gradient is not judged by its
+    rounding noise).
 
-    The difference is the fourth-order central stencil (f(x-2e) - 8f(x-e) + 8f(x+e) - f(x+2e)) / 12e:
-    with e = 1e-4 its truncation (~e^4) and rounding (~1e-16 / e) errors both stay near 1e-12, where
-    the plain two-point stencil cannot get below ~1e-8 at any e.
+    The difference is the fourth-order central stencil
+    ``(f(x-2e) - 8 f(x-e) + 8 f(x+e) - f(x+2e)) / 12e``: with e = 1e-4 its truncation (~e^4) and
+    rounding (~1e-16 / e) errors both stay near 1e-12, where the plain two-point stencil cannot get
+    below ~1e-8 at any e.
+
+    Parameters
+    ----------
+    model : RNN
+        The model whose gradients are checked.
+    X, Y : array_like
+        Inputs and targets, as ``model.loss_and_grad`` takes them. Keep them small: each entry of
+        every parameter costs four evaluations of the loss.
+    h0, c0 : array_like, optional
+        Initial states; when given, their gradients are checked too.
+    lengths : array_like of int, optional
+        Sequence lengths of a right-padded batch.
+    eps : float, default 1e-4
+        The finite-difference step.
+    max_entries : int, optional
+        Check a seeded random subset of at most this many entries of each parameter.
+    seed : int, default 0
+        Seed of that subset.
+
+    Returns
+    -------
+    dict of str to float
+        The worst relative error per parameter name (and "h0", "c0"); below about 1e-7 the
+        gradient is right.
     """
     m = model.copy(dtype=np.float64).eval()
     X = np.asarray(X, dtype=np.float64)

@@ -1,10 +1,22 @@
 """Output layers and losses, applied to every time step at once (time-parallel NumPy).
 
+The losses, per step, summed over the step's output units o (y the target, p the output):
+
+- "mse": 0.5 * sum_o (p_o - y_o)^2, on any output (with O outputs, O/2 times PyTorch's
+  ``nn.MSELoss()``);
+- "bce": sum_o -[y_o log p_o + (1 - y_o) log(1 - p_o)], on a sigmoid output, from the logits;
+- "ce": -log p_class, on a softmax output; targets are class ids or one-hot rows.
+
+reduction="mean" divides the sum over steps and sequences by the number of steps that count (T * B,
+the sum of the lengths of a padded batch, or B with target="last"); "sum" does not divide.
+
 A head maps the states Hs (T', B, H) the loss looks at (all steps, or the last one) to outputs, and
 returns the loss with its gradient at Hs and at its own parameters V (O, H) and c (O,). The gradient
 at Hs can be handed over unformed, as a HeadGrad (dO, V): the recurrent kernels that take it form
 dO_t V inside their time loop instead of reading a (T', B, H) array back.
 """
+
+from __future__ import annotations
 
 from typing import NamedTuple
 
@@ -45,7 +57,7 @@ class HeadGrad(NamedTuple):
     V: np.ndarray
     dV: np.ndarray | None = None
 
-    def dense(self):
+    def dense(self) -> np.ndarray:
         """dH (T, B, H) = dO @ V."""
         T, B, O = self.dO.shape
         dO2 = self.dO.reshape(T * B, O)
@@ -53,22 +65,22 @@ class HeadGrad(NamedTuple):
         dH = dO2 * self.V if O == 1 else dO2 @ self.V
         return dH.reshape(T, B, self.V.shape[1])
 
-    def rows(self, t0, t1, b):
+    def rows(self, t0: int, t1: int, b: int) -> HeadGrad:
         """Steps t0..t1-1, batch rows [0, b), C-contiguous (dV is left to the caller)."""
         return HeadGrad(np.ascontiguousarray(self.dO[t0:t1, :b]), self.V)
 
-    def columns(self, j0, j1):
+    def columns(self, j0: int, j1: int) -> HeadGrad:
         """The gradient reaching units j0..j1-1 of the states (one direction of a bidirectional
         layer): the same dO with the columns of V (dV is left to the caller)."""
         return HeadGrad(self.dO, np.ascontiguousarray(self.V[:, j0:j1]))
 
-    def weight_grad_from(self, H):
+    def weight_grad_from(self, H: np.ndarray) -> None:
         """dV = sum_t dO_t^T H[t] over (T, B, H) states H, written into self.dV."""
         T, B, O = self.dO.shape
         np.matmul(self.dO.reshape(T * B, O).T, H.reshape(T * B, -1), out=self.dV)
 
 
-def dense_grad(dH):
+def dense_grad(dH: np.ndarray | HeadGrad) -> np.ndarray:
     """dH as a (T, B, H) ndarray, formed from a HeadGrad when it is one."""
     return dH.dense() if isinstance(dH, HeadGrad) else dH
 
@@ -81,9 +93,25 @@ def _choice(kind, value, valid):
 
 
 class Head:
-    """Output layer + loss + reduction over the states the loss sees."""
+    """Output layer + loss + reduction over the states the loss sees.
 
-    def __init__(self, output, loss, reduction, target, hidden_size, output_size):
+    Parameters
+    ----------
+    output : {"linear", "sigmoid", "softmax", None}
+        The activation after o = V h + c; None: no layer, the hidden state is the output.
+    loss : {"mse", "bce", "ce"}
+        "bce" needs a sigmoid output, "ce" a softmax one.
+    reduction : {"mean", "sum"}
+    target : {"all", "last"}
+        The loss on every step, or on the last step only.
+    hidden_size : int
+        Width of the states the head reads (H times the directions).
+    output_size : int or None
+        O (ignored without an output layer).
+    """
+
+    def __init__(self, output: str | None, loss: str, reduction: str, target: str,
+                 hidden_size: int, output_size: int | None):
         self.output = _choice("output", output, OUTPUTS)
         self.loss = _choice("loss", loss, LOSSES)
         self.reduction = _choice("reduction", reduction, REDUCTIONS)
@@ -94,14 +122,15 @@ class Head:
         self.hidden_size = hidden_size
         self.output_size = hidden_size if output is None else output_size
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """{"V": (O, H), "c": (O,)}, or {} without an output layer."""
         if self.output is None:
             return {}
         return {"V": (self.output_size, self.hidden_size), "c": (self.output_size,)}
 
     # -- targets ---------------------------------------------------------------------------------------
 
-    def prepare_targets(self, Y, T, B, single, dtype):
+    def prepare_targets(self, Y, T: int, B: int, single: bool, dtype) -> np.ndarray:
         """Validate Y and return it as (T', B, O) floats, or (T', B) int64 class ids for ce."""
         steps = T if self.target == "all" else 1
         O = self.output_size
@@ -135,11 +164,12 @@ class Head:
 
     # -- forward / loss --------------------------------------------------------------------------------
 
-    def logits(self, p, Hs):
+    def logits(self, p, Hs: np.ndarray) -> np.ndarray:
+        """o = Hs V^T + c, (T', B, O)."""
         T, B, n = Hs.shape
         return (Hs.reshape(T * B, n) @ p["V"].T + p["c"]).reshape(T, B, -1)
 
-    def forward(self, p, Hs, logits=None):
+    def forward(self, p, Hs: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
         """Outputs for the states Hs (T', B, H); `logits` (T', B, O), when given, are the states'
         Hs V^T + c already formed (by the recurrent kernel), and Hs is not read."""
         if self.output is None:

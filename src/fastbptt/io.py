@@ -1,8 +1,9 @@
 """Checkpoints: a model (and optionally its optimizer's state) in one .npz file, without pickle.
 
 Layout (every entry a plain numeric or unicode array, so np.load(allow_pickle=False) reads it):
-- "format":  "fastbptt.rnn"            - "version": FORMAT_VERSION (int64)
-- "config":  the model's get_config() as UTF-8 JSON bytes (uint8)
+
+- "format": "fastbptt.rnn"; "version": FORMAT_VERSION (int64)
+- "config": the model's get_config() as UTF-8 JSON bytes (uint8)
 - "param/<name>": every parameter, in the model's dtype
 - optionally "optim/config" (JSON bytes: name, lr, hyperparameters, step count) and
   "optim/state/<param>/<slot>" arrays, to resume training.
@@ -14,15 +15,21 @@ failure to read (truncated zip, pickle payload, object arrays, bad JSON) into a 
 names the file.
 """
 
+from __future__ import annotations
+
 import inspect
 import json
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .model import RNN
 from .optim import optimizer_from_config
+
+if TYPE_CHECKING:
+    from .optim import Optimizer
 
 FORMAT = "fastbptt.rnn"
 FORMAT_VERSION = 1
@@ -35,10 +42,24 @@ def _json_bytes(obj):
     return np.frombuffer(json.dumps(obj, sort_keys=True).encode("utf-8"), dtype=np.uint8)
 
 
-def save(model, path, optimizer=None):
-    """Write `model` (and `optimizer`'s state, if given) to `path` atomically; return the path.
+def save(model: RNN, path: str | os.PathLike, optimizer: Optimizer | None = None) -> str:
+    """Write a model (and an optimizer's state) to one .npz file, atomically.
 
-    The file is written exactly at `path` (no suffix is added); .npz is the convention.
+    Parameters
+    ----------
+    model : RNN
+        The model: its configuration and every parameter.
+    path : str or path-like
+        Where to write; exactly this name (no suffix is added; .npz is the convention). An existing
+        file is replaced only once the new one is complete.
+    optimizer : Optimizer, optional
+        Its configuration, step count and state (moments, velocities) are stored too, so that
+        ``load(path, with_optimizer=True)`` resumes training where it stopped.
+
+    Returns
+    -------
+    str
+        The path written.
     """
     path = os.fspath(path)
     arrays = {
@@ -130,8 +151,30 @@ def _check_header(path, arrays):
                          f"fastbptt reads version {FORMAT_VERSION}")
 
 
-def load(path, backend=None, with_optimizer=False):
-    """Read a model written by `save`; with_optimizer=True returns (model, optimizer or None)."""
+def load(path: str | os.PathLike, backend: str | None = None, with_optimizer: bool = False):
+    """Read a model written by `save` (no pickle; a corrupt or mismatched file is refused).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by `save` (or ``RNN.save``).
+    backend : str, optional
+        The kernels the loaded model runs on ("auto", "cython", "numpy", "python"); not stored.
+    with_optimizer : bool, default False
+        Also rebuild the optimizer stored with the model.
+
+    Returns
+    -------
+    RNN or tuple of (RNN, Optimizer or None)
+        The model; with ``with_optimizer=True``, the model and the stored optimizer (None when the
+        file has none).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is not a fastbptt checkpoint, is truncated or corrupt, holds
+        pickled or object data, or its arrays do not match its stored configuration.
+    """
     path = os.fspath(path)
     arrays = _read_all(path)
     _check_header(path, arrays)

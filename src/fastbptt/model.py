@@ -171,7 +171,7 @@ class RNN:
         return state_shape(self, B)
 
     def get_config(self):
-        """The constructor's arguments as plain JSON-able values: RNN(**config) rebuilds the model."""
+        """The constructor's arguments as plain JSON-able values: ``RNN(**config)`` rebuilds the model."""
         return {
             "input_size": self.input_size,
             "hidden_size": self.hidden_size,

@@ -44,15 +44,15 @@ def carried_state(model):
 class _Settings:
     """fit's options, checked."""
 
-    def __init__(self, m, N, T, epochs, iterations, batch_size, optimizer, lr, schedule, clip_norm,
-                 clip_value, tbptt, metric, callbacks, log_every):
+    def __init__(self, m, N, T, epochs, iterations, batch_size, opt, clip_norm, clip_value, tbptt,
+                 metric, callbacks, log_every):
         if epochs is not None and iterations is not None:
             raise ValueError("give epochs or iterations, not both")
         self.epochs = positive_int("epochs", epochs, allow_none=True)
         self.iterations = positive_int("iterations", iterations, allow_none=True)
         if self.epochs is None and self.iterations is None:
             self.epochs = 1
-        self.opt = make_optimizer(optimizer, lr=lr, schedule=schedule)
+        self.opt = opt
         self.clip_norm = None if clip_norm is None else _nonneg_float("clip_norm", clip_norm)
         self.clip_value = None if clip_value is None else _nonneg_float("clip_value", clip_value)
         self.bs = N if batch_size is None else min(positive_int("batch_size", batch_size), N)
@@ -109,7 +109,7 @@ def _minibatches(data, bs, order):
 def fit(model, X, Y, *, lengths=None, epochs=None, iterations=None, batch_size=None,
         optimizer="sgd", lr=None, schedule=None, clip_norm=None, clip_value=None, shuffle=True,
         seed=0, validation=None, metric=None, tbptt=None, stateful=False, h0=None, c0=None,
-        progress=True, callbacks=(), log_every=None):
+        progress=True, callbacks=(), log_every=None, weight_decay=None):
     """Train `model` in place on X (T, N, I) (or (T, I)) and targets Y; return a History.
 
     - lengths (N,): each sequence's length; padded steps carry no loss and no gradient, and
@@ -118,8 +118,9 @@ def fit(model, X, Y, *, lengths=None, epochs=None, iterations=None, batch_size=N
       chunk with tbptt); neither means one epoch.
     - batch_size: minibatches over the batch axis N (None: all N); shuffled each epoch with `seed`
       when shuffle=True and there is more than one minibatch.
-    - optimizer: "sgd" | "momentum" | "nesterov" | "adagrad" | "adam" (with `lr`, `schedule`) or an
-      Optimizer instance (which keeps its state across calls); see fastbptt.optim.
+    - optimizer: "sgd" | "momentum" | "nesterov" | "adagrad" | "rmsprop" | "adam" | "adamw" (with
+      `lr`, `schedule`, `weight_decay`) or an Optimizer instance (which keeps its state across
+      calls); see fastbptt.optim.
     - clip_value then clip_norm: clip every gradient entry, then the global norm.
     - validation=(X_val, Y_val) or (X_val, Y_val, lengths_val): loss (and metric) after every
       epoch, from zero states, forwarded tbptt's k1 steps at a time; metric: "accuracy" |
@@ -137,7 +138,8 @@ def fit(model, X, Y, *, lengths=None, epochs=None, iterations=None, batch_size=N
     """
     check_trainable(model)
     data = check_call(model, X, Y, h0, c0, lengths)
-    cfg = _Settings(model, data.B, data.T, epochs, iterations, batch_size, optimizer, lr, schedule,
+    cfg = _Settings(model, data.B, data.T, epochs, iterations, batch_size,
+                    make_optimizer(optimizer, lr=lr, schedule=schedule, weight_decay=weight_decay),
                     clip_norm, clip_value, tbptt, metric, callbacks, log_every)
     data.state0 = _start_state(model, data, cfg.bs, stateful, h0, c0)
     val = _validation(model, validation)
