@@ -3,7 +3,7 @@
 A cell owns its parameter shapes, the time-parallel work around its kernel (the input projection of every
 step before the loop, the weight gradients after it, each one GEMM) and the call into the sequential kernel
 of the chosen backend. The time loops themselves live in cython/_<family>.pyx and its twins in
-fastbptt/reference/.
+fastbptt/reference/; the contract they share, and how to add a cell: docs/architecture.md.
 """
 
 import sys
