@@ -6,6 +6,7 @@ and holds the parameters; its fit, save, load and PyTorch methods front modules 
 """
 
 import importlib
+import math
 import warnings
 
 import numpy as np
@@ -263,7 +264,7 @@ class RNN:
         run = Pass(self, self.training)
         seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
         loss = run.loss([seg], call.Y, 0, call.T, call.T, call.lengths)
-        if not np.isfinite(loss.value):
+        if not math.isfinite(loss.value):
             raise FloatingPointError(f"the loss is not finite ({loss.value})")
         grads, dstate0, _ = run.backward([seg], loss, call.lengths)
         for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0), strict=False):
