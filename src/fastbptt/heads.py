@@ -18,6 +18,7 @@ dO_t V inside their time loop instead of reading a (T', B, H) array back.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -85,6 +86,9 @@ def dense_grad(dH: np.ndarray | HeadGrad) -> np.ndarray:
     return dH.dense() if isinstance(dH, HeadGrad) else dH
 
 
+_WARNED = set()  # the warnings given once per process
+
+
 def _choice(kind, value, valid):
     if value not in valid:
         names = ", ".join(repr(v) for v in valid)
@@ -134,19 +138,20 @@ class Head:
         """Validate Y and return it as (T', B, O) floats, or (T', B) int64 class ids for ce."""
         steps = T if self.target == "all" else 1
         O = self.output_size
-        Y = np.asarray(Y)
-        if Y.dtype == object or np.iscomplexobj(Y):
+        if Y is None:
+            raise TypeError("Y is None; the loss needs targets")
+        try:
+            Y = np.asarray(Y)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"Y could not be read as an array: {exc}") from exc
+        if Y.dtype == object or Y.dtype.kind not in "fiub":
             raise TypeError(f"Y has dtype {Y.dtype}; expected real numbers")
         # the shapes a user passes, before the batch axis of a single sequence is added back
         full = (T, B) if not single else (T,)
         if self.target == "last":
             full = (B,) if not single else ()
-        if self.loss == "ce" and Y.shape == full and Y.dtype.kind in "iu":
-            ids = Y.astype(np.int64).reshape((steps, B))
-            if ids.size and (ids.min() < 0 or ids.max() >= O):
-                raise ValueError(f"class ids in Y must lie in [0, {O}); got range "
-                                 f"[{ids.min()}, {ids.max()}]")
-            return ids
+        if self.loss == "ce" and Y.shape == full:
+            return self._class_ids(Y, steps, B)
         expected = full + (O,)
         shape = Y.shape
         if self.target == "last" and shape == (1,) + expected:
@@ -155,12 +160,48 @@ class Head:
             hint = f" or class ids of shape {full}" if self.loss == "ce" else ""
             raise ValueError(f"Y has shape {Y.shape}; expected {expected}{hint} "
                              f"(target={self.target!r}, output size {O})")
-        if Y.dtype.kind not in "fiub":
-            raise TypeError(f"Y has dtype {Y.dtype}; expected real numbers")
         Yf = np.ascontiguousarray(Y, dtype=dtype).reshape((steps, B, O))
         if not all_finite(Yf):
             raise ValueError("Y contains NaN or Inf")
+        self._check_target_values(Yf)
         return Yf
+
+    def _class_ids(self, Y, steps, B):
+        """Class ids (T', B) int64 from integers, or from floats that are whole numbers (as
+        np.genfromtxt and pandas give them); the range is checked before any cast, so an
+        out-of-range id is shown as given."""
+        O = self.output_size
+        if Y.dtype.kind == "f":
+            if not np.isfinite(Y).all() or np.any(Y != np.round(Y)):
+                raise TypeError(f"Y has the shape of class ids {Y.shape} but dtype {Y.dtype} with "
+                                f"values that are not whole numbers; class ids must be integers "
+                                f"in [0, {O})")
+        elif Y.dtype.kind == "b":
+            raise TypeError(f"Y has the shape of class ids {Y.shape} but dtype bool; class ids "
+                            f"must be integers in [0, {O})")
+        if Y.size and (Y.min() < 0 or Y.max() >= O):
+            lo, hi = (int(v) if Y.dtype.kind in "iu" else float(v) for v in (Y.min(), Y.max()))
+            raise ValueError(f"class ids in Y must lie in [0, {O}); got range [{lo}, {hi}]")
+        return Y.astype(np.int64).reshape((steps, B))
+
+    def _check_target_values(self, Yf):
+        """bce targets are probabilities; ce's per-class targets are non-negative weights, warned
+        about (once) when a step's do not sum to 1 (all-zero steps, as padding, are let through)."""
+        if self.loss == "bce" and Yf.size and (Yf.min() < 0 or Yf.max() > 1):
+            raise ValueError(f"bce targets in Y must lie in [0, 1]; got range "
+                             f"[{Yf.min():g}, {Yf.max():g}]")
+        if self.loss == "ce" and Yf.size:
+            if Yf.min() < 0:
+                raise ValueError(f"ce targets in Y (one value per class) must be non-negative; got "
+                                 f"a minimum of {Yf.min():g}")
+            sums = Yf.sum(axis=-1, dtype=np.float64)
+            tol = 1e-6 if Yf.dtype == np.float64 else 1e-4
+            off = (np.abs(sums - 1) > tol) & (sums != 0)
+            if off.any() and "ce sums" not in _WARNED:
+                _WARNED.add("ce sums")
+                warnings.warn(f"ce targets in Y do not sum to 1 over the classes at {int(off.sum())} "
+                              f"steps (e.g. {sums[off].flat[0]:g}); each step's loss is weighted "
+                              f"by its sum (warned once)", RuntimeWarning, stacklevel=4)
 
     # -- forward / loss --------------------------------------------------------------------------------
 

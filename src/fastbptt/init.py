@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._checks import real_array
+
 Shape = tuple[int, ...]
 Initializer = Callable[[str, Shape, np.random.Generator, int], np.ndarray]
 
@@ -249,7 +251,8 @@ def init_params(shapes: dict[str, Shape], scheme, rng: np.random.Generator, dtyp
                                  f"model has no lstm bias 'b' of shape ({4 * hidden_size},)")
             # stacked and reverse layers (W_l1, Wh_l0_reverse) are initialised as their cell's W, Wh
             value = init(base_name(name), shape, rng, hidden_size)
-        value = np.asarray(value, dtype=dtype)
+        # complex, object or non-finite values are refused here, not silently cast
+        value = real_array(f"the initial value of {name!r}", value, dtype)
         if value.shape != tuple(shape):
             raise ValueError(f"initialiser for {name!r} gave shape {value.shape}, expected {shape}")
         out[name] = np.ascontiguousarray(value)

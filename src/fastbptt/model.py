@@ -13,7 +13,15 @@ import numpy as np
 
 from . import heads as _heads
 from ._backend import resolve_backend
-from ._checks import as_dtype, positive_int, real_array, sum_finite
+from ._checks import (
+    as_dtype,
+    check_fits,
+    param_bytes,
+    positive_int,
+    real_array,
+    sum_finite,
+    thread_count,
+)
 from ._threads import blas_single_in
 from .calls import check_call, state_shape
 from .cells import CELLS
@@ -52,6 +60,23 @@ class Params(dict):
 
     def __delitem__(self, name):
         raise TypeError("parameters cannot be deleted")
+
+    def __reduce__(self):  # rebuilt through the checks, which need the shapes first
+        return (Params, (self._shapes, self._dtype, dict(self)))
+
+    def _no_deleting(self, *args):
+        raise TypeError("parameters cannot be removed; assign new values instead")
+
+    pop = popitem = clear = _no_deleting
+
+    def setdefault(self, name, value=None):
+        if name not in self:
+            self[name] = value  # every name is always present: this refuses unknown ones
+        return self[name]
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
 
     def update(self, other=(), **kw):
         staged = dict(other, **kw)
@@ -108,6 +133,12 @@ class RNN:
                 0.0 <= dropout < 1.0):
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
+        self.n_threads = thread_count(n_threads)
+        check_fits(param_bytes(cell, self.input_size, self.hidden_size,
+                               None if output is None else output_size, self.num_layers,
+                               2 if self.bidirectional else 1, self.dtype),
+                   f"the parameters of a {cell} model of hidden_size={self.hidden_size}, "
+                   f"num_layers={self.num_layers}")
         self.layers = Stack(cell, self.input_size, self.hidden_size, self.num_layers,
                           self.bidirectional, self.dropout)
         if output is None and self.layers.output_size != self.hidden_size:
@@ -117,7 +148,6 @@ class RNN:
                                  output_size)
         self._plans = plans_for(self.layers, self.head, self.dropout)
         self.training = True
-        self.n_threads = positive_int("n_threads", n_threads)
         self._backend_request = backend
         self._backend = resolve_backend(backend)
         self.seed = seed
@@ -125,11 +155,39 @@ class RNN:
         shapes = {**self.layers.param_shapes(), **self.head.param_shapes()}
         rng = np.random.default_rng(seed)
         values = init_params(shapes, init, rng, self.dtype, self.hidden_size)
-        self.params = Params(shapes, self.dtype, values)
+        self._params = Params(shapes, self.dtype, values)
         self._dropout_rng = np.random.default_rng([seed, 1]) if isinstance(seed, int) else \
             np.random.default_rng()
 
     # -- configuration ---------------------------------------------------------------------------------
+
+    @property
+    def params(self):
+        """The parameters, name -> ndarray (a Params: every assignment is checked)."""
+        return self._params
+
+    @params.setter
+    def params(self, values):
+        """Replace every parameter at once from a mapping with exactly the model's names (checked
+        as one assignment: on any error the model keeps its parameters)."""
+        if not hasattr(values, "keys"):
+            raise TypeError(f"params must be a mapping of parameter names to arrays, got "
+                            f"{type(values).__name__}")
+        shapes = self.param_shapes()
+        missing, unknown = set(shapes) - set(values.keys()), set(values.keys()) - set(shapes)
+        if missing or unknown:
+            raise ValueError(f"params must name every parameter of the model, {list(shapes)}; "
+                             f"missing {sorted(missing)}, unknown {sorted(map(str, unknown))}")
+        self._params = Params(shapes, self.dtype, {name: values[name] for name in shapes})
+
+    @property
+    def n_threads(self):
+        """Threads the kernels may use (at most one per sequence of a call's batch)."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = thread_count(value)
 
     @property
     def backend(self):
@@ -165,7 +223,7 @@ class RNN:
         return self.head.target
 
     def param_shapes(self):
-        return dict(self.params._shapes)
+        return dict(self._params._shapes)
 
     def state_shape(self, B):
         """The shape of each initial / final state for a batch of B."""
@@ -260,6 +318,8 @@ class RNN:
         reduction="mean" divides by the number of valid steps. In training mode (the default; see
         `train`/`eval`) dropout between stacked layers is applied.
         """
+        if Y is None:
+            raise TypeError("Y is None; the loss needs targets")
         call = check_call(self, X, Y, h0, c0, lengths).sort()
         run = Pass(self, self.training)
         seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
@@ -278,6 +338,8 @@ class RNN:
     def evaluate(self, X, Y, h0=None, c0=None, lengths=None):
         """The loss alone (no backward pass through time, no dropout); with `lengths`, over the
         valid steps. fastbptt.train.evaluate adds a metric and bounded memory."""
+        if Y is None:
+            raise TypeError("Y is None; the loss needs targets")
         call = check_call(self, X, Y, h0, c0, lengths).sort()
         run = Pass(self)
         seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)

@@ -69,6 +69,9 @@ class Stack:
         self.differentiable = first.differentiable
         self.gates = first.gates
 
+    def __getstate__(self):  # kernel modules do not pickle: looked up again after a copy
+        return {**self.__dict__, "_kernels": {}}
+
     @property
     def single(self):
         """One layer, one direction: the stack is exactly its cell (states (B, H))."""
