@@ -289,7 +289,9 @@ class RNN:
         run = Pass(self)
         seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
         Y_hat = call.unsort(run.outputs(seg, call.lengths))
-        state = tuple(call.unsort(s) for s in run.final_state(seg))
+        state = run.final_state(seg)
+        if call.order is not None:
+            state = tuple(call.unsort(s) for s in state)
         if self.target == "last":
             Y_hat = Y_hat[0]
         if call.single:

@@ -181,12 +181,13 @@ class Stack:
 
     def final_state(self, Hout, trace):
         """The state after each sequence's last valid step, in the user's layout."""
+        if self.single:
+            _, H, cache = trace.layers[0]
+            return _final(self.cells[0][0], H, cache, trace.lengths)
         finals = []
         for (_, H, cache), (layer, direction) in zip(trace.layers, self._order(), strict=True):
             cell = self.cells[layer][direction]
             finals.append(_final(cell, H, cache, trace.lengths))
-        if self.single:
-            return finals[0]
         return tuple(np.stack([f[i] for f in finals]) for i in range(len(self.state_names)))
 
     def _order(self):
