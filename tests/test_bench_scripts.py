@@ -121,7 +121,6 @@ def test_bench_simd_times_every_supported_set(tmp_path):
     assert fastbptt.config()["simd"] == fastbptt.config()["simd_supported"][0]
 
 
-
 def test_bench_windows_tiny_writes_json(tmp_path):
     """bench_windows.py: a row per cell and window with fastbptt, NumPy and (when installed, after it
     agreed on the loss and every gradient, the GRU's two biases included) PyTorch per step."""
@@ -135,3 +134,12 @@ def test_bench_windows_tiny_writes_json(tmp_path):
         assert ("torch_us" in r) == bool(peers)
     saved = json.loads((tmp_path / "w.json").read_text())
     assert saved["simd"] in saved["machine"]["fastbptt"]["simd_supported"]
+
+
+def test_bench_call_writes_every_row(tmp_path):
+    payload = _script("bench_call").main(["--calls", "2", "--repeats", "1", "--hidden", "8",
+                                          "--out", str(tmp_path / "call.json")])
+    rows = payload["rows"]
+    assert {"loss_and_grad", "evaluate", "stage: backward", "forward step gru H=8"} <= set(rows)
+    assert all(v > 0 for v in rows.values())
+    assert json.loads((tmp_path / "call.json").read_text())["rows"] == rows
