@@ -37,6 +37,7 @@ from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
+from _blas cimport gemv
 from _tile cimport bind_set, cols, gemm_packed, lanes, pack, pack_size
 from _vmath cimport all_finite
 from _blocks cimport active_rows, add_rows, earliest_bad
@@ -46,6 +47,9 @@ from fastbptt import _simd
 from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape as _check
 
 _simd.register(__name__, lambda name: bind_set(name))
+
+# calls of at most this many rows in all (T * B) skip the transposed / packed copies of the weights
+cdef Py_ssize_t LEAN_ROWS = 2
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
@@ -499,6 +503,8 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     cdef const Py_ssize_t[::1] bs_view
     cdef const Py_ssize_t* bs = NULL
     cdef const Py_ssize_t[::1] starts
+    cdef Py_ssize_t t, r
+    cdef floating* g
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
     _check("Wx", (Wx.shape[0], Wx.shape[1]), (4 * n, I))
     _check("b", (b.shape[0],), (4 * n,))
@@ -540,6 +546,30 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     cdef floating* Hp = &H[0, 0, 0]
     cdef floating* Cp = &C[0, 0, 0]
     cdef floating* Gp = &G[0, 0, 0]
+    if T * B <= LEAN_ROWS and bs == NULL:
+        # a few rows in all (one step of generation): products with the weights as given, where
+        # transposing or packing them would cost more than the call's arithmetic
+        with nogil:
+            for t in range(T):
+                for r in range(B):
+                    g = Gp + (t * B + r) * 4 * n
+                    memcpy(g, bp, 4 * n * sizeof(floating))
+                    if I > 0:
+                        gemv(False, <int> (4 * n), <int> I, 1, Wxp, <int> I, Xp + (t * B + r) * I, 1, g)
+                    gemv(False, <int> (4 * n), <int> n, 1, Wp, <int> n, Hp + (t * B + r) * n, 1, g)
+                _cell(Gp + t * B * 4 * n, Cp + t * B * n, Cp + (t + 1) * B * n, Hp + (t + 1) * B * n,
+                      B, n)
+                if not (all_finite(Cp + (t + 1) * B * n, B * n)
+                        and all_finite(Hp + (t + 1) * B * n, B * n)):
+                    bad = t
+                    break
+                for r in range(B if outp != NULL else 0):
+                    memcpy(outp + (t * B + r) * O, cp, O * sizeof(floating))
+                    gemv(False, <int> O, <int> n, 1, Vp, <int> n, Hp + ((t + 1) * B + r) * n, 1,
+                         outp + (t * B + r) * O)
+        if bad >= 0:
+            raise FloatingPointError(f"non-finite hidden or cell state at time step {bad}")
+        return
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     if bad_block == NULL:
         raise MemoryError()
