@@ -14,6 +14,7 @@ pytestmark = pytest.mark.usefixtures("simd")
 
 SHAPES = [  # T, B, I, Hn: one row per block takes the hand path, more take the register tiles
     (1, 1, 1, 1),
+    (2, 1, 3, 16),  # two rows in all: the products with the weights as given
     (7, 1, 3, 5),
     (9, 2, 3, 16),
     (13, 5, 4, 37),

@@ -19,6 +19,7 @@ KERNELS = {
 }
 SHAPES = [  # T, B, Hn: one sequence per thread takes the hand path, more take the register tiles
     (1, 1, 1),
+    (1, 2, 24),  # two rows in all: the products with Wh as given (no transposed copy)
     (6, 2, 1),
     (5, 1, 16),
     (7, 3, 37),
