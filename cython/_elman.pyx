@@ -46,7 +46,7 @@ from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from _blas cimport gemm
+from _blas cimport gemm, gemv
 from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, bind_set, elman_seq_backward,
                     elman_seq_forward, elman_tiled_backward, elman_tiled_forward, gemm_packed,
                     gemm_tn_cat_work, gemm_tn_work, lanes, pack, pack_size, tile_chunks)
@@ -57,6 +57,9 @@ from fastbptt import _simd
 from fastbptt._kernel_args import check_batch_sizes, check_shape as _check
 
 _simd.register(__name__, lambda name: bind_set(name))
+
+# forward_fused calls of at most this many rows in all (T * B) skip the packed copies of the weights
+cdef Py_ssize_t LEAN_ROWS = 2
 
 TANH = 0
 RELU = 1
@@ -421,6 +424,36 @@ cdef floating* _packed_rect(const floating* M, Py_ssize_t rows, Py_ssize_t cols,
 # (b) drivers
 # ---------------------------------------------------------------------------------------------------
 
+cdef Py_ssize_t _forward_lean(int act, const floating* W, const floating* U, const floating* bias,
+                              const floating* X, floating* H, Py_ssize_t T, Py_ssize_t B,
+                              Py_ssize_t I, Py_ssize_t n, Py_ssize_t O, const floating* V,
+                              const floating* cv, floating* out) noexcept nogil:
+    """forward_fused for a few rows in all (one step of generation): the products with W, U and V
+    as given, where packing them would cost more than the call's arithmetic. Returns the first
+    step with a non-finite state, or -1."""
+    cdef Py_ssize_t t, r, k
+    cdef floating* h
+    for t in range(T):
+        h = H + (t + 1) * B * n
+        for r in range(B):
+            memcpy(h + r * n, bias, n * sizeof(floating))
+            if I > 0:
+                gemv(False, <int> n, <int> I, 1, U, <int> I, X + (t * B + r) * I, 1, h + r * n)
+            gemv(False, <int> n, <int> n, 1, W, <int> n, H + (t * B + r) * n, 1, h + r * n)
+        if act == 1:  # relu; NaN kept, as the other paths keep it
+            for k in range(B * n):
+                if h[k] <= 0:
+                    h[k] = 0
+        else:
+            _activate(act, h, B * n)
+        if not all_finite(h, B * n):
+            return t
+        for r in range(B if out != NULL else 0):
+            memcpy(out + (t * B + r) * O, cv, O * sizeof(floating))
+            gemv(False, <int> O, <int> n, 1, V, <int> n, h + r * n, 1, out + (t * B + r) * O)
+    return -1
+
+
 cdef inline int _team(int n_threads, Py_ssize_t work) noexcept:
     """Threads for a call: at least one, at most one per block of work (a thread with no rows
     of its own only costs its start)."""
@@ -769,6 +802,14 @@ def forward_fused(int act,
         out_ptr = &out[0, 0, 0]
         V_ptr = &V[0, 0]
         c_ptr = &c[0]
+    if T * B <= LEAN_ROWS and bs_arr is None:
+        with nogil:
+            bad = _forward_lean(act, &W[0, 0], &U[0, 0] if I > 0 else NULL, &b[0],
+                                &X[0, 0, 0] if I > 0 else NULL,
+                                &H[0, 0, 0], T, B, I, n, O, V_ptr, c_ptr, out_ptr)
+        if bad >= 0:
+            raise FloatingPointError(f"non-finite hidden state at time step {bad}")
+        return
     if bs_arr is not None:
         lengths = _lengths_of(bs_arr, T, B)
         lengths_ptr = &lengths[0]

@@ -143,6 +143,7 @@ def test_cython_refuses_mixed_dtypes_and_non_contiguous():
 
 FUSED_SHAPES = [  # T, B, I, H: the sequence path (H a whole number of registers, B <= 3) and others
     (1, 1, 1, 8),
+    (1, 2, 3, 40),    # two rows in all: the products with the weights as given
     (70, 1, 2, 16),   # W1's shape; T > one weight-gradient block
     (33, 2, 3, 32),
     (65, 3, 16, 24),
