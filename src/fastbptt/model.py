@@ -23,11 +23,13 @@ from ._checks import (
     thread_count,
 )
 from ._threads import blas_single_in
-from .calls import check_call, state_shape
+from .calls import check_call, state_shape, to_user_layout
 from .cells import CELLS
 from .graph import Pass, plans_for
 from .init import init_params
 from .stack import Stack
+
+INPUTS = ("dense", "tokens")
 
 
 def _front(module):
@@ -109,8 +111,15 @@ class RNN:
 
     def __init__(self, input_size, hidden_size, output_size=None, cell="tanh", output="linear",
                  loss="mse", reduction="mean", target="all", dtype=np.float64, backend=None,
-                 seed=0, init=None, n_threads=1, num_layers=1, bidirectional=False, dropout=0.0):
+                 seed=0, init=None, n_threads=1, num_layers=1, bidirectional=False, dropout=0.0,
+                 input="dense", batch_first=False):
         self.input_size = positive_int("input_size", input_size)
+        if input not in INPUTS:
+            raise ValueError(f"input must be one of {', '.join(map(repr, INPUTS))}, got {input!r}")
+        self.input = input
+        if not isinstance(batch_first, (bool, np.bool_)):
+            raise ValueError(f"batch_first must be True or False, got {batch_first!r}")
+        self.batch_first = bool(batch_first)
         self.hidden_size = positive_int("hidden_size", hidden_size)
         if output is None:
             if output_size not in (None, hidden_size):
@@ -245,6 +254,8 @@ class RNN:
             "num_layers": self.num_layers,
             "bidirectional": self.bidirectional,
             "dropout": self.dropout,
+            "input": self.input,
+            "batch_first": self.batch_first,
         }
 
     def train(self, mode=True):
@@ -273,7 +284,9 @@ class RNN:
                 f"dtype={self.dtype.name}, backend={self.backend!r}"
                 + (f", num_layers={self.num_layers}" if self.num_layers > 1 else "")
                 + (", bidirectional=True" if self.bidirectional else "")
-                + (f", dropout={self.dropout}" if self.dropout else "") + ")")
+                + (f", dropout={self.dropout}" if self.dropout else "")
+                + (", input='tokens'" if self.input == "tokens" else "")
+                + (", batch_first=True" if self.batch_first else "") + ")")
 
     # -- calls (checked in fastbptt.calls, run by fastbptt.graph; see docs/architecture.md) -------------
 
@@ -297,6 +310,8 @@ class RNN:
         if call.single:
             Y_hat = Y_hat[:, 0] if self.target == "all" else Y_hat[0]
             state = tuple(s[..., 0, :] for s in state)
+        elif self.target == "all":
+            Y_hat = to_user_layout(self, Y_hat, call.single)
         return Y_hat, state
 
     def predict(self, X, h0=None, c0=None, lengths=None):
