@@ -202,4 +202,6 @@ def _targets(model, Y, T, B, single):
     if Yarr.shape[:2] != (B, T):
         raise ValueError(f"Y has shape {Yarr.shape}; batch_first=True expects (B, T, ...) = "
                          f"({B}, {T}, ...), the batch and steps of X")
-    return model.head.prepare_targets(Yarr.swapaxes(0, 1), T, B, single, model.dtype)
+    # contiguous, so the loss sums in the same order as for time-major targets
+    return model.head.prepare_targets(np.ascontiguousarray(Yarr.swapaxes(0, 1)), T, B, single,
+                                      model.dtype)
