@@ -5,6 +5,7 @@ and holds the parameters; its fit, save, load and PyTorch methods front modules 
 (see docs/architecture.md).
 """
 
+import functools
 import importlib
 import math
 import warnings
@@ -36,6 +37,33 @@ def _front(module):
     """A module that depends on the model (train, io, interop), imported when an RNN method that
     fronts it is first called: importing it here at the top would make a cycle."""
     return importlib.import_module(f"{__package__}.{module}")
+
+
+class _FrontedMethod:
+    """An RNN method that is a function of a module above the model, ``module.name(model, ...)``:
+    it shows that function's signature and docstring (help(), inspect.signature, the API
+    reference), so the options are written down once, where they are implemented. The module is
+    imported when the method is first looked up (after both modules exist, so no cycle)."""
+
+    def __init__(self, module, name):
+        self._where = (module, name)
+        self._method = None
+
+    def __set_name__(self, owner, name):
+        self._owner_name = f"{owner.__name__}.{name}"
+
+    def __get__(self, obj, owner=None):
+        if self._method is None:
+            target = getattr(_front(self._where[0]), self._where[1])
+
+            @functools.wraps(target)
+            def method(self, *args, **kwargs):
+                return target(self, *args, **kwargs)
+
+            method.__qualname__ = self._owner_name
+            method.__module__ = __name__
+            self._method = method
+        return self._method if obj is None else self._method.__get__(obj, owner)
 
 
 class Params(dict):
@@ -103,10 +131,81 @@ class Params(dict):
 
 
 class RNN:
-    """A recurrent network: one recurrent layer (tanh, relu, step, lstm or gru) and an output head.
+    """A recurrent network trained by backpropagation through time: recurrent layers of one cell
+    type and an output head.
 
-    Inputs are time-major, X (T, B, I); a 2-D X (T, I) is a single sequence. Parameter names and
-    shapes follow PyTorch's layout (see the README); how a call runs: docs/architecture.md.
+    Inputs are time-major, X (T, B, I), unless ``batch_first=True`` makes them (B, T, I); a 2-D X
+    (T, I) is one sequence either way. Parameter names and shapes follow PyTorch's layout, so
+    weights move between the two (see `to_torch_state_dict`); how a call runs:
+    docs/architecture.md.
+
+    Parameters
+    ----------
+    input_size : int
+        Input features I per step; with ``input="tokens"``, the vocabulary size V.
+    hidden_size : int
+        Units H of each recurrent layer and direction.
+    output_size : int, optional
+        Outputs O of the head; must be None (or H) with ``output=None``.
+    cell : {"tanh", "relu", "lstm", "gru", "step"}, default "tanh"
+        The recurrent cell: Elman with tanh or relu, PyTorch's LSTM and GRU, or "step" (a Heaviside
+        Elman cell for hand-set networks: forward only, it cannot be trained).
+    output : {"linear", "sigmoid", "softmax", None}, default "linear"
+        The head: a linear layer ``h V^T + c`` and its activation; None makes the hidden state the
+        output.
+    loss : {"mse", "bce", "ce"}, default "mse"
+        "mse" is ``0.5 * (o - y)**2`` summed over the output units (so 0.5 x O times PyTorch's
+        MSELoss for O outputs), "bce" binary cross-entropy, "ce" cross-entropy over a softmax (class
+        ids or one-hot targets).
+    reduction : {"mean", "sum"}, default "mean"
+        "mean" divides the summed loss by the number of (valid) steps times sequences.
+    target : {"all", "last"}, default "all"
+        A target at every step (Y (T, B, O)), or at each sequence's last step only (Y (B, O)).
+    dtype : {numpy.float64, numpy.float32}, default numpy.float64
+        The dtype of the parameters and of every computation.
+    backend : {"auto", "cython", "numpy", "python"}, optional
+        The kernels: compiled, the NumPy reference, or pure Python. None reads
+        ``FASTBPTT_BACKEND``, else "auto" (compiled when built).
+    seed : int or None, default 0
+        Seeds the initial weights and the dropout masks.
+    init : str, callable or mapping, optional
+        Initial weights; see fastbptt.init (default: PyTorch's uniform initialisation).
+    n_threads : int, default 1
+        Threads the kernels may use over the batch.
+    num_layers : int, default 1
+        Stacked recurrent layers; layer l > 0 reads the outputs of layer l - 1.
+    bidirectional : bool, default False
+        A second direction per layer that runs over each sequence reversed within its length.
+    dropout : float, default 0.0
+        Dropout on the outputs of every layer but the last, in training mode only.
+    input : {"dense", "tokens"}, default "dense"
+        "dense": X holds features (integers are cast to floats). "tokens": X holds integer token
+        ids in [0, input_size), shaped (T, B) (or (B, T) with batch_first, (T,) for one sequence),
+        meaning exactly their one-hot rows: the first layer's input projection is a gather of
+        columns of its input weights, and their gradient a scatter-add, so no one-hot array is
+        built.
+    batch_first : bool, default False
+        X, Y and the outputs are (B, T, ...) as PyTorch's ``batch_first=True``; ``lengths`` stays
+        (B,). As in PyTorch, the states (h0, c0 and those returned) keep their layout, (B, H) or
+        (num_layers * num_directions, B, H).
+
+    Attributes
+    ----------
+    layers : Stack
+        The recurrent layers.
+    head : Head
+        The output layer and the loss.
+
+    Examples
+    --------
+    >>> import numpy as np, fastbptt as fb
+    >>> m = fb.RNN(input_size=2, hidden_size=8, output_size=1, cell="lstm")
+    >>> X = np.zeros((5, 3, 2))
+    >>> m.predict(X).shape
+    (5, 3, 1)
+    >>> fb.RNN(100, 8, 100, output="softmax", loss="ce", input="tokens").predict(
+    ...     np.array([[3, 14, 15]])).shape
+    (1, 3, 100)
     """
 
     def __init__(self, input_size, hidden_size, output_size=None, cell="tanh", output="linear",
@@ -375,9 +474,8 @@ class RNN:
         """The recurrent weights keyed like PyTorch's (NumPy arrays); see fastbptt.interop."""
         return _front("interop").to_torch_state_dict(self)
 
-    def fit(self, X, Y, **kwargs):
-        """Train in place; see fastbptt.train.fit for the options. Returns a History."""
-        return _front("train").fit(self, X, Y, **kwargs)
+    # fastbptt.train.fit with this model as `model`: its signature and docstring
+    fit = _FrontedMethod("train", "fit")
 
     def save(self, path, optimizer=None):
         """Write the model (and an optimizer's state, to resume) to `path` (.npz, atomically).
