@@ -1,10 +1,10 @@
 """Generation from a trained next-symbol model, one step at a time, carrying the state.
 
 A model trained to predict the next symbol of a sequence (softmax output over a vocabulary of V
-symbols, inputs that are token ids (input="tokens") or one-hot rows of width V, loss on every
-step) generates by feeding each drawn symbol back as the next input. Each step is one call ``y, state = model.forward(x_t, h0=h, c0=c)`` on a single
-time step: the state it returns is the state the next call starts from, so the whole text is never
-run again.
+symbols, inputs that are token ids (input="tokens") or one-hot rows of width V, loss on every step)
+generates by feeding each drawn symbol back as the next input. Each step is one call ``y, state =
+model.forward(x_t, h0=h, c0=c)`` on a single time step: the state it returns is the state the next
+call starts from, so the whole text is never run again.
 """
 
 from __future__ import annotations
