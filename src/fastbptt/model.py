@@ -5,12 +5,18 @@ and holds the parameters; its fit, save, load and PyTorch methods front modules 
 (see docs/architecture.md).
 """
 
+from __future__ import annotations
+
 import functools
 import importlib
 import math
+import os
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import heads as _heads
 from ._backend import resolve_backend
@@ -208,10 +214,12 @@ class RNN:
     (1, 3, 100)
     """
 
-    def __init__(self, input_size, hidden_size, output_size=None, cell="tanh", output="linear",
-                 loss="mse", reduction="mean", target="all", dtype=np.float64, backend=None,
-                 seed=0, init=None, n_threads=1, num_layers=1, bidirectional=False, dropout=0.0,
-                 input="dense", batch_first=False):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int | None = None,
+                 cell: str = "tanh", output: str | None = "linear", loss: str = "mse",
+                 reduction: str = "mean", target: str = "all", dtype: DTypeLike = np.float64,
+                 backend: str | None = None, seed: int | None = 0, init: Any = None,
+                 n_threads: int = 1, num_layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0, input: str = "dense", batch_first: bool = False) -> None:
         self.input_size = positive_int("input_size", input_size)
         if input not in INPUTS:
             raise ValueError(f"input must be one of {', '.join(map(repr, INPUTS))}, got {input!r}")
@@ -270,12 +278,12 @@ class RNN:
     # -- configuration ---------------------------------------------------------------------------------
 
     @property
-    def params(self):
+    def params(self) -> Params:
         """The parameters, name -> ndarray (a Params: every assignment is checked)."""
         return self._params
 
     @params.setter
-    def params(self, values):
+    def params(self, values: Mapping[str, ArrayLike]) -> None:
         """Replace every parameter at once from a mapping with exactly the model's names (checked
         as one assignment: on any error the model keeps its parameters)."""
         if not hasattr(values, "keys"):
@@ -289,21 +297,21 @@ class RNN:
         self._params = Params(shapes, self.dtype, {name: values[name] for name in shapes})
 
     @property
-    def n_threads(self):
+    def n_threads(self) -> int:
         """Threads the kernels may use (at most one per sequence of a call's batch)."""
         return self._n_threads
 
     @n_threads.setter
-    def n_threads(self, value):
+    def n_threads(self, value: int) -> None:
         self._n_threads = thread_count(value)
 
     @property
-    def backend(self):
+    def backend(self) -> str:
         """The concrete backend the kernels run on: "cython", "numpy" or "python"."""
         return self._backend
 
     @backend.setter
-    def backend(self, name):
+    def backend(self, name: str | None) -> None:
         self._backend = resolve_backend(name)
         self._backend_request = name
 
@@ -315,29 +323,35 @@ class RNN:
         return self.layers
 
     @property
-    def output(self):
+    def output(self) -> str | None:
+        """The head's activation: "linear", "sigmoid", "softmax" or None."""
         return self.head.output
 
     @property
-    def loss(self):
+    def loss(self) -> str:
+        """The loss: "mse", "bce" or "ce"."""
         return self.head.loss
 
     @property
-    def reduction(self):
+    def reduction(self) -> str:
+        """How the loss is reduced: "mean" or "sum"."""
         return self.head.reduction
 
     @property
-    def target(self):
+    def target(self) -> str:
+        """Where the targets are: "all" steps or the "last"."""
         return self.head.target
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each parameter's shape, name -> tuple."""
         return dict(self._params._shapes)
 
-    def state_shape(self, B):
-        """The shape of each initial / final state for a batch of B."""
+    def state_shape(self, B: int) -> tuple[int, ...]:
+        """The shape of each initial / final state for a batch of B: (B, H), or
+        (num_layers * num_directions, B, H) for stacked or bidirectional models."""
         return state_shape(self, B)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """The constructor's arguments as plain JSON-able values: ``RNN(**config)`` rebuilds the model."""
         return {
             "input_size": self.input_size,
@@ -357,16 +371,16 @@ class RNN:
             "batch_first": self.batch_first,
         }
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> RNN:
         """Training mode (dropout between layers active in loss_and_grad and fit); returns self."""
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self) -> RNN:
         """Evaluation mode: no dropout anywhere; returns self."""
         return self.train(False)
 
-    def copy(self, dtype=None):
+    def copy(self, dtype: DTypeLike | None = None) -> RNN:
         """An independent copy (optionally in another dtype) with the same parameters and backend."""
         cfg = self.get_config()
         if dtype is not None:
@@ -390,12 +404,30 @@ class RNN:
     # -- calls (checked in fastbptt.calls, run by fastbptt.graph; see docs/architecture.md) -------------
 
     @blas_single_in
-    def forward(self, X, h0=None, c0=None, lengths=None):
-        """Outputs and final state: (Y_hat, state), state = (h_T,) or (h_T, c_T) for lstm.
+    def forward(self, X: ArrayLike, h0: ArrayLike | None = None, c0: ArrayLike | None = None,
+                lengths: ArrayLike | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Outputs and final state. Feed the state back as h0 / c0 to run a sequence in pieces.
 
-        With `lengths`, outputs at padded steps are zero and the state is each sequence's state after
-        its own last step. States are (B, H), or (num_layers * num_directions, B, H) for stacked or
-        bidirectional models.
+        Parameters
+        ----------
+        X : array_like
+            Inputs (T, B, I), or (B, T, I) with ``batch_first=True``; (T, I) for one sequence. With
+            ``input="tokens"``, integer ids (T, B), (B, T) or (T,).
+        h0, c0 : array_like, optional
+            Initial states (c0 for lstm only), shaped as `state_shape` says, (H,) or (L*D, H) for
+            one sequence; zeros when not given.
+        lengths : array_like of int, shape (B,), optional
+            Each sequence's length (1..T); the steps after it are padding.
+
+        Returns
+        -------
+        Y_hat : ndarray
+            Outputs (T, B, O), (B, T, O) with batch_first, (B, O) for target="last"; without B
+            for one sequence. With `lengths`, zero at padded steps.
+        state : tuple of ndarray
+            ``(h_T,)``, or ``(h_T, c_T)`` for lstm: each sequence's state after its own last step,
+            (B, H) or (num_layers * num_directions, B, H) (batch_first does not change them, as in
+            PyTorch).
         """
         call = check_call(self, X, None, h0, c0, lengths).sort()
         run = Pass(self)
@@ -413,11 +445,15 @@ class RNN:
             Y_hat = to_user_layout(self, Y_hat, call.single)
         return Y_hat, state
 
-    def predict(self, X, h0=None, c0=None, lengths=None):
-        """Outputs for X: (T, B, O) for target="all", (B, O) for target="last" (without B for 2-D X)."""
+    def predict(self, X: ArrayLike, h0: ArrayLike | None = None, c0: ArrayLike | None = None,
+                lengths: ArrayLike | None = None) -> np.ndarray:
+        """The outputs of `forward` alone: (T, B, O) (or (B, T, O) with batch_first) for
+        target="all", (B, O) for target="last"; without B for one sequence."""
         return self.forward(X, h0, c0, lengths)[0]
 
-    def predict_classes(self, X, h0=None, c0=None, lengths=None):
+    def predict_classes(self, X: ArrayLike, h0: ArrayLike | None = None,
+                        c0: ArrayLike | None = None,
+                        lengths: ArrayLike | None = None) -> np.ndarray:
         """Arg-max class (softmax), 0/1 (sigmoid, threshold 0.5) or 0/1 (linear/None, threshold 0)."""
         Y_hat = self.predict(X, h0, c0, lengths)
         if self.output == "softmax":
@@ -426,13 +462,38 @@ class RNN:
         return (Y_hat > threshold).astype(np.int64)
 
     @blas_single_in
-    def loss_and_grad(self, X, Y, h0=None, c0=None, lengths=None):
-        """Loss and its gradient for every parameter (and for h0 / c0 when given).
+    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike, h0: ArrayLike | None = None,
+                      c0: ArrayLike | None = None, lengths: ArrayLike | None = None
+                      ) -> tuple[float, dict[str, np.ndarray]]:
+        """The loss and its gradient for every parameter (and for h0 / c0 when given), by
+        backpropagation through the whole sequence.
 
-        Returns (loss, grads) with grads keyed like `params` (plus "h0", "c0" for given initial
-        states). With `lengths` (B,), padded steps add nothing to the loss or the gradients, and
-        reduction="mean" divides by the number of valid steps. In training mode (the default; see
-        `train`/`eval`) dropout between stacked layers is applied.
+        Parameters
+        ----------
+        X : array_like
+            Inputs (T, B, I), or (B, T, I) with ``batch_first=True``; (T, I) for one sequence. With
+            ``input="tokens"``, integer ids (T, B), (B, T) or (T,).
+        h0, c0 : array_like, optional
+            Initial states (c0 for lstm only), shaped as `state_shape` says, (H,) or (L*D, H) for
+            one sequence; zeros when not given.
+        lengths : array_like of int, shape (B,), optional
+            Each sequence's length (1..T); the steps after it are padding.
+        Y : array_like
+            Targets in the layout of the outputs (see `forward`): (T, B, O), or class ids (T, B)
+            for loss="ce"; (B, O) / (B,) for target="last".
+
+        Returns
+        -------
+        loss : float
+            Padded steps add nothing; reduction="mean" divides by the number of valid steps
+            times sequences.
+        grads : dict of str to ndarray
+            Keyed like `params`, plus "h0" / "c0" for the initial states given.
+
+        Notes
+        -----
+        In training mode (the default; see `train` / `eval`) dropout between stacked layers is
+        applied.
         """
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
@@ -451,9 +512,11 @@ class RNN:
         return loss.value, grads
 
     @blas_single_in
-    def evaluate(self, X, Y, h0=None, c0=None, lengths=None):
-        """The loss alone (no backward pass through time, no dropout); with `lengths`, over the
-        valid steps. fastbptt.train.evaluate adds a metric and bounded memory."""
+    def evaluate(self, X: ArrayLike, Y: ArrayLike, h0: ArrayLike | None = None,
+                 c0: ArrayLike | None = None, lengths: ArrayLike | None = None) -> float:
+        """The loss alone (no backward pass, no dropout), arguments as `loss_and_grad`; with
+        `lengths`, over the valid steps. fastbptt.train.evaluate adds a metric and bounded
+        memory."""
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
         call = check_call(self, X, Y, h0, c0, lengths).sort()
@@ -464,20 +527,23 @@ class RNN:
     # -- fronts of the modules that depend on the model ---------------------------------------------
 
     @classmethod
-    def from_torch_state_dict(cls, state_dict, cell=None, nonlinearity="tanh", output_size=None,
-                              output="linear", head=None, **kwargs):
-        """An RNN holding a PyTorch RNN / LSTM / GRU's weights; see fastbptt.interop."""
+    def from_torch_state_dict(cls, state_dict: Mapping[str, Any], cell: str | None = None,
+                              nonlinearity: str = "tanh", output_size: int | None = None,
+                              output: str | None = "linear", head: Any = None,
+                              **kwargs: Any) -> RNN:
+        """An RNN holding a PyTorch RNN / LSTM / GRU's weights; see fastbptt.interop.from_torch_state_dict.
+        `kwargs` go to the constructor (loss, dtype, input, batch_first, ...)."""
         return _front("interop").from_torch_state_dict(state_dict, cell, nonlinearity, output_size,
                                                        output, head, **kwargs)
 
-    def to_torch_state_dict(self):
+    def to_torch_state_dict(self) -> dict[str, np.ndarray]:
         """The recurrent weights keyed like PyTorch's (NumPy arrays); see fastbptt.interop."""
         return _front("interop").to_torch_state_dict(self)
 
     # fastbptt.train.fit with this model as `model`: its signature and docstring
     fit = _FrontedMethod("train", "fit")
 
-    def save(self, path, optimizer=None):
+    def save(self, path: str | os.PathLike, optimizer: Any = None) -> None:
         """Write the model (and an optimizer's state, to resume) to `path` (.npz, atomically).
 
         Read it back with fastbptt.load."""
