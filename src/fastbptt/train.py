@@ -39,13 +39,13 @@ __all__ = ["METRICS", "Callback", "Chunk", "EarlyStopping", "History", "Metric",
 _CARRIED = weakref.WeakKeyDictionary()
 
 
-def reset_state(model):
-    """Forget the state that fit(stateful=True) carries across calls."""
+def reset_state(model: RNN) -> None:
+    """Forget the state that ``fit(stateful=True)`` carries across calls."""
     _CARRIED.pop(model, None)
 
 
-def carried_state(model):
-    """The state fit(stateful=True) will start from next, ((h,) or (h, c)), or None."""
+def carried_state(model: RNN) -> tuple[np.ndarray, ...] | None:
+    """The state ``fit(stateful=True)`` will start from next, ``(h,)`` or ``(h, c)``, or None."""
     state = _CARRIED.get(model)
     return None if state is None else tuple(s.copy() for s in state)
 
