@@ -130,3 +130,14 @@ def test_sample_feeds_ids_to_a_token_model(rng):
     tok, dense = fb.RNN(V, 6, V, input="tokens", **kw), fb.RNN(V, 6, V, **kw)
     drawn = [fb.sample(m, [1, 2, 3], 12, temperature=0.8, seed=7) for m in (tok, dense)]
     assert np.array_equal(drawn[0], drawn[1])
+
+
+def test_from_torch_with_token_inputs_matches_torch_on_one_hot(rng):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(V, 5, num_layers=2).double()
+    m = fb.RNN.from_torch_state_dict(lstm.state_dict(), output=None, input="tokens")
+    ids = rng.integers(0, V, size=(T, B))
+    with torch.no_grad():
+        expected = lstm(torch.nn.functional.one_hot(torch.from_numpy(ids), V).double())[0]
+    assert_close(m.predict(ids), expected.numpy(), np.float64, "outputs")
