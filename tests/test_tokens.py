@@ -141,3 +141,21 @@ def test_from_torch_with_token_inputs_matches_torch_on_one_hot(rng):
     with torch.no_grad():
         expected = lstm(torch.nn.functional.one_hot(torch.from_numpy(ids), V).double())[0]
     assert_close(m.predict(ids), expected.numpy(), np.float64, "outputs")
+
+
+def test_gradcheck_of_a_token_model(rng):
+    m = fb.RNN(V, 4, 3, cell="lstm", output="softmax", loss="ce", input="tokens",
+               batch_first=True, num_layers=2)
+    ids = rng.integers(0, V, size=(2, 5))
+    errors = fb.gradcheck(m, ids, ids % 3)
+    assert max(errors.values()) < 1e-7
+
+
+def test_float32_tokens_equal_float32_one_hot(rng):
+    tok, dense = _pair("lstm", "auto", "one", dtype=np.float32)
+    ids = rng.integers(0, V, size=(T, B))
+    Y = rng.normal(size=(T, B, 3))
+    g_t, g_d = tok.loss_and_grad(ids, Y)[1], dense.loss_and_grad(np.eye(V)[ids], Y)[1]
+    for k in g_d:
+        assert g_t[k].dtype == np.float32
+        assert_close(g_t[k], g_d[k], np.float32, k)
