@@ -44,7 +44,7 @@ def _gather(ids, Wx, b):
     """A[t, b] = Wx[:, ids[t, b]] + b: the projection of one-hot inputs without forming them."""
     T, B = ids.shape
     A = np.empty((T, B, Wx.shape[0]), dtype=Wx.dtype)
-    np.add(np.take(Wx, ids.reshape(-1), axis=1).T, b, out=_flat(A))
+    np.add(Wx.T[ids.reshape(-1)], b, out=_flat(A))
     return A
 
 
