@@ -189,7 +189,7 @@ class RNN:
         ids in [0, input_size), shaped (T, B) (or (B, T) with batch_first, (T,) for one sequence),
         meaning exactly their one-hot rows: the first layer's input projection is a gather of
         columns of its input weights, and their gradient a scatter-add, so no one-hot array is
-        built.
+        built. Every id is checked, padded steps' too: pad with any id below input_size.
     batch_first : bool, default False
         X, Y and the outputs are (B, T, ...) as PyTorch's ``batch_first=True``; ``lengths`` stays
         (B,). As in PyTorch, the states (h0, c0 and those returned) keep their layout, (B, H) or
