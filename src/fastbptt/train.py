@@ -534,6 +534,31 @@ class _Progress:
 
 # -- fit -------------------------------------------------------------------------------------------
 
+class Shard:
+    """fit's one extension point, for training across processes (fastbptt.distributed implements
+    it over MPI). The default is one process: every row, nothing to combine.
+
+    - rows(idx, N): this process's rows of a minibatch, given the minibatch's row indices (None: all
+      N rows, in order); returns indices into the data, or None for all N rows.
+    - reduce(chunk, divisor): one update's Chunk and loss divisor (what reduction="mean" divided the
+      chunk's loss by) combined over the processes, before the gradient is checked, clipped and
+      applied; returns the combined (chunk, divisor).
+    - metric(tally): the training Metric, counted over the processes.
+    """
+
+    def rows(self, idx, N):
+        return idx
+
+    def reduce(self, chunk, divisor):
+        return chunk, divisor
+
+    def metric(self, tally):
+        return tally
+
+
+_ONE_PROCESS = Shard()
+
+
 def _prepare_validation(m, validation):
     try:
         Xv, Yv = validation
@@ -549,7 +574,7 @@ def _prepare_validation(m, validation):
 def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer="sgd", lr=None,
         schedule=None, clip_norm=None, clip_value=None, shuffle=True, seed=0, validation=None,
         metric=None, tbptt=None, stateful=False, h0=None, c0=None, progress=True, callbacks=(),
-        log_every=None):
+        log_every=None, shard=None):
     """Train `model` in place on X (T, N, I) (or (T, I)) and targets Y; return a History.
 
     - epochs | iterations: passes over the data, or parameter updates (one per minibatch, or per
@@ -569,6 +594,7 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
     - callbacks: callables(epoch, logs, model) or Callback objects; True or StopTraining stops.
     - progress: a tqdm bar (a plain line every log_every steps when tqdm is missing); False for
       none.
+    - shard: a Shard, for fastbptt.distributed (None: one process).
 
     A non-finite loss, gradient or update raises FloatingPointError naming the step; the model keeps
     the parameters it had before that step (the error carries `.history`).
@@ -591,7 +617,8 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
     Y3 = m.head.prepare_targets(Y, T, N, single, m.dtype)
     bs = N if batch_size is None else min(positive_int("batch_size", batch_size), N)
     k1, k2 = parse_tbptt(tbptt, T)
-    tally = None if metric is None else Metric(metric, m)
+    shard = _ONE_PROCESS if shard is None else shard
+    tally = None if metric is None else shard.metric(Metric(metric, m))
     cbs = _callbacks(callbacks)
     log_every = positive_int("log_every", log_every, allow_none=True)
 
@@ -636,11 +663,14 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
                     tally.reset()
                 stop = False
                 for b0 in range(0, N, bs):
-                    if bs == N:
-                        Xb, Yb, st = X3, Y3, state_all
-                    else:
+                    idx = None
+                    if bs < N:
                         idx = (order[b0:b0 + bs] if order is not None
                                else np.arange(b0, min(b0 + bs, N)))
+                    idx = shard.rows(idx, N)
+                    if idx is None:
+                        Xb, Yb, st = X3, Y3, state_all
+                    else:
                         Xb = np.ascontiguousarray(X3[:, idx])
                         Yb = np.ascontiguousarray(Y3[:, idx])
                         st = tuple(np.ascontiguousarray(s[idx]) for s in state_all)
@@ -653,10 +683,11 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
                             raise _diverged(step + 1, epoch, str(exc), history) from exc
                         if chunk is None:
                             break
+                        chunk, batch_divisor = shard.reduce(chunk, B * divisor)
                         step += 1
-                        logs = _train_step(m, opt, chunk, B * divisor, clip_norm, clip_value, tally,
-                                           step, epoch, history)
-                        raw += chunk.loss * (B * divisor) if m.reduction == "mean" else chunk.loss
+                        logs = _train_step(m, opt, chunk, batch_divisor, clip_norm, clip_value,
+                                           tally, step, epoch, history)
+                        raw += chunk.loss * batch_divisor if m.reduction == "mean" else chunk.loss
                         items += chunk.items
                         history._append(history.steps, logs)
                         epoch_logs = {"epoch": epoch, "step": step,
