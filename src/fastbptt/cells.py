@@ -235,6 +235,10 @@ class _Scratch:
         self._arrays = []  # [array, reference count when only the pool held it]
         self._keep = keep
 
+    def __reduce__(self):
+        # a copy starts empty: the arrays are workspace, and their counts hold in this process only
+        return _Scratch, (self._keep,)
+
     @staticmethod
     def _refs(entry):
         return sys.getrefcount(entry[0])

@@ -7,6 +7,8 @@
 - `digits`: seed 004's tanh RNN + softmax reading the 8x8 digits row by row, loss over every step
   (the report's) or only the last one.
 - `adder_check`: seed 002's hand-set adder on every pair of n-bit numbers.
+- `run_many(fn, configs, executor)`: many runs (seeds, sweeps) on a local process pool, a Dask
+  cluster or any concurrent.futures.Executor, results in the order of the configs.
 
 Every training function is reproducible from `seed` (data, initial weights and minibatch order
 all derive from it) and returns a result dict: "task", "label", "config" (its arguments), "curves"
@@ -16,8 +18,11 @@ trained "model" and fit's "history". `to_json(result)` keeps the JSON-able part,
 matplotlib, the `plot` extra).
 """
 
+import concurrent.futures
+import contextlib
 import io
 import math
+import multiprocessing
 import os
 import statistics
 import time
@@ -25,6 +30,7 @@ import time
 import numpy as np
 
 from . import tasks
+from ._checks import positive_int
 from .model import RNN
 from .optim import inverse_time_decay, make_optimizer
 from .train import Callback, StopTraining
@@ -197,19 +203,119 @@ def addition(n_bits=8, hidden_size=16, init="fan_in", iterations=3000, batch_siz
     }
 
 
-def compare_inits(inits=INITS_001, seeds=(0, 1, 2, 3, 4), log=None, **kwargs):
-    """Seed 001's comparison: `addition` for every init x seed, same data and budget per seed.
+def compare_inits(inits=INITS_001, seeds=(0, 1, 2, 3, 4), log=None, executor=None, workers=None,
+                  **kwargs):
+    """Seed 001's comparison: `addition` for every init x seed, same data and budget per seed, run
+    by run_many (on `executor`, else a local pool of `workers` processes).
 
     Returns the list of results (labelled by init); `summarize` gives iterations to 100 % per init.
     """
+    runs = [(addition, dict(init=init, seed=seed, label=f"init={init}", **kwargs))
+            for init in inits for seed in seeds]
     results = []
-    for init in inits:
-        for seed in seeds:
-            result = addition(init=init, seed=seed, label=f"init={init}", **kwargs)
-            if log is not None:
-                log(run_line(result))
-            results.append(result)
+    for result in iter_results(call, runs, executor, workers):
+        if log is not None:
+            log(run_line(result))
+        results.append(result)
     return results
+
+
+# -- many runs on an executor ----------------------------------------------------------------------
+
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def call(run):
+    """run = (function, keyword arguments): the function's result. What run_many's fn is when the
+    runs call different functions (the command line's seeds and recipes)."""
+    fn, kwargs = run
+    return fn(**kwargs)
+
+
+def _one_blas_thread(fn, config):
+    """fn(config) with BLAS and OpenMP on one thread: the workers share the cores between them."""
+    from ._threads import _blas_pools
+
+    pools = _blas_pools()
+    if pools is None:  # threadpoolctl is missing: the local pool's environment still says one
+        return fn(config)
+    with pools.limit(limits=1):
+        return fn(config)
+
+
+@contextlib.contextmanager
+def _environment(**values):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def iter_results(fn, configs, executor=None, workers=None):
+    """Yield fn(config) for every config, in the order of `configs`, each as soon as it and the
+    ones before it have finished; see run_many."""
+    configs = list(configs)
+    own = executor is None
+    if own:
+        workers = max(1, min(len(configs), os.cpu_count() or 1) if workers is None
+                      else positive_int("workers", workers))
+        executor = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        # the pool starts its workers while the runs are submitted: they inherit one thread
+        with _environment(**dict.fromkeys(_ONE_THREAD, "1")) if own else contextlib.nullcontext():
+            futures = [executor.submit(_one_blas_thread, fn, config) for config in configs]
+        for future in futures:
+            yield future.result()
+    finally:
+        if own:
+            executor.shutdown(cancel_futures=True)
+
+
+def run_many(fn, configs, executor=None, workers=None):
+    """[fn(config) for config in configs], run on a concurrent.futures.Executor.
+
+    `executor`: any Executor, such as a Dask cluster's (`dask_executor(address)`, or
+    distributed.Client(...).get_executor()), mpi4py.futures.MPIPoolExecutor() or a process pool;
+    None starts a local pool of `workers` processes (default: one per core, at most one per
+    config) and shuts it down after. fn and the configs must pickle (a function of a module, not a
+    lambda), and so must the results. Every run has BLAS and OpenMP on one thread. The results come
+    in the order of `configs`, whatever order they finish in, and equal a serial run's bitwise: every
+    run depends on its config alone. The first run to raise raises here.
+    """
+    return list(iter_results(fn, configs, executor, workers))
+
+
+class _DaskExecutor(concurrent.futures.Executor):
+    """A Dask client's executor that closes the client when it shuts down."""
+
+    def __init__(self, client):
+        self.client = client
+        self.inner = client.get_executor()
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self.inner.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        self.inner.shutdown(wait=wait)
+        self.client.close()
+
+
+def dask_executor(address):
+    """A concurrent.futures.Executor on the Dask scheduler at `address` (needs the dask extra);
+    .shutdown() (or a with block) closes its client."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ImportError("running on a Dask cluster needs distributed: pip install "
+                          "'fastbptt[dask]'") from exc
+    return _DaskExecutor(Client(address))
 
 
 # -- counting (seed 003) ---------------------------------------------------------------------------

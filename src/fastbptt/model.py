@@ -36,6 +36,10 @@ class Params(dict):
     def __delitem__(self, name):
         raise TypeError("parameters cannot be deleted")
 
+    def __reduce__(self):
+        # rebuilt through __init__, which sets the shapes before any value (for process pools)
+        return Params, (self._shapes, self._dtype, dict(self))
+
     def update(self, other=(), **kw):
         staged = dict(other, **kw)
         checked = Params(self._shapes, self._dtype, {})
