@@ -78,6 +78,32 @@ def _split(n, size, rank):
     return lo, lo + base + (rank < extra)
 
 
+def ring_allreduce(comm, buf, scratch=None):
+    """Sum the ranks' 1-D arrays `buf` in place, the same on every rank and bitwise repeatable:
+    a reduce-scatter, then an allgather, round the ring of ranks by Sendrecv, buf cut into one
+    segment per rank. Each segment is summed in a fixed order (starting from one rank, each next
+    rank adds its own), whatever the MPI library would do; 2 (size - 1) messages of 1/size of buf
+    per rank. `scratch`: at least len(buf) // size + 1 elements of buf's dtype, reused."""
+    size, rank = comm.Get_size(), comm.Get_rank()
+    if size == 1:
+        return buf
+    bounds = [_split(len(buf), size, r) for r in range(size)]
+    if scratch is None:
+        scratch = np.empty(len(buf) // size + 1, dtype=buf.dtype)
+    right, left = (rank + 1) % size, (rank - 1) % size
+    for step in range(size - 1):  # after it, rank holds segment (rank + 1) % size summed
+        s_lo, s_hi = bounds[(rank - step) % size]
+        r_lo, r_hi = bounds[(rank - step - 1) % size]
+        got = scratch[:r_hi - r_lo]
+        comm.Sendrecv(buf[s_lo:s_hi], dest=right, recvbuf=got, source=left)
+        buf[r_lo:r_hi] += got
+    for step in range(size - 1):
+        s_lo, s_hi = bounds[(rank + 1 - step) % size]
+        r_lo, r_hi = bounds[(rank - step) % size]
+        comm.Sendrecv(buf[s_lo:s_hi], dest=right, recvbuf=buf[r_lo:r_hi], source=left)
+    return buf
+
+
 class _MPIShard(_train.Shard):
     """fit's Shard over an MPI communicator: this rank's rows, and the rounds described above."""
 
@@ -99,7 +125,6 @@ class _MPIShard(_train.Shard):
             offset += n
         self.buffer = np.empty(offset, dtype=model.dtype)
         self.incoming = np.empty(offset // self.size + 1, dtype=model.dtype)
-        self.bounds = [_split(offset, self.size, r) for r in range(self.size)]
 
     # -- the rounds --------------------------------------------------------------------------------
 
@@ -114,7 +139,8 @@ class _MPIShard(_train.Shard):
             mine[7] = _params_checksum(self.model)
         started = time.perf_counter()
         self.comm.Allgather(mine, self.head)
-        self.comm_seconds += time.perf_counter() - started
+        if kind in (_UPDATE, _METRIC):  # the cost of training, not of starting and ending
+            self.comm_seconds += time.perf_counter() - started
         head = self.head
         if head[:, 0].any():
             self._raise_failure(head, failure)
@@ -148,23 +174,8 @@ class _MPIShard(_train.Shard):
         self.round(_END, failure=failure)
 
     def _allreduce(self, buf):
-        """Ring allreduce of buf in place: reduce-scatter then allgather, segment by segment."""
-        size, rank = self.size, self.rank
-        if size == 1:
-            return
         started = time.perf_counter()
-        right, left = (rank + 1) % size, (rank - 1) % size
-        bounds, incoming = self.bounds, self.incoming
-        for step in range(size - 1):  # after it, rank holds segment (rank + 1) % size summed
-            s_lo, s_hi = bounds[(rank - step) % size]
-            r_lo, r_hi = bounds[(rank - step - 1) % size]
-            got = incoming[:r_hi - r_lo]
-            self.comm.Sendrecv(buf[s_lo:s_hi], dest=right, recvbuf=got, source=left)
-            buf[r_lo:r_hi] += got
-        for step in range(size - 1):
-            s_lo, s_hi = bounds[(rank + 1 - step) % size]
-            r_lo, r_hi = bounds[(rank - step) % size]
-            self.comm.Sendrecv(buf[s_lo:s_hi], dest=right, recvbuf=buf[r_lo:r_hi], source=left)
+        ring_allreduce(self.comm, buf, self.incoming)
         self.comm_seconds += time.perf_counter() - started
 
     # -- the Shard interface -----------------------------------------------------------------------
@@ -345,5 +356,6 @@ def fit(model, X, Y, comm=None, *, checkpoint=None, checkpoint_every=1, check_ev
         if limit is not None:
             limit.restore_original_limits()
     history.config.update(ranks=shard.size, threads_per_rank=threads)
+    # seconds in the rounds of the updates (waiting for the slowest rank included)
     history.communication_seconds = shard.comm_seconds
     return history
