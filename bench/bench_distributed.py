@@ -243,12 +243,14 @@ def project(compute_s, buffer_bytes, software_alpha):
     return table
 
 
-def _fit_line(rows):
-    """Least squares t = a + bytes / bandwidth over the measured allreduce times (seconds)."""
-    x = np.array([r["bytes"] for r in rows], dtype=float)
-    y = np.array([r["us"] for r in rows]) * 1e-6
-    slope, intercept = np.polyfit(x, y, 1)
-    return max(float(intercept), 0.0), 1.0 / max(float(slope), 1e-30)
+def _link_here(rows):
+    """(seconds per message, bytes per second) of the ring at 2 ranks, from the measured times:
+    the smallest buffer's time is two messages' fixed cost; the two largest give the bandwidth."""
+    per_message = rows[0]["us"] * 1e-6 / 2
+    a, b = rows[-2], rows[-1]
+    # buffer bytes reduced per second (each rank sends and receives that much, in halves)
+    bandwidth = (b["bytes"] - a["bytes"]) / max((b["us"] - a["us"]) * 1e-6, 1e-12)
+    return per_message, bandwidth
 
 
 def main(argv=None):
@@ -307,9 +309,7 @@ def main(argv=None):
     if ddp:
         measured["ddp_ms"] = {n: med(runs["ddp"][n], "ms_per_update") for n in (1, 2)}
         measured["ddp_efficiency_2"] = measured["ddp_ms"][1] / measured["ddp_ms"][2]
-    # 2 messages per ring step at 2 ranks: the fitted intercept over 2 is the cost per message
-    intercept, local_bandwidth = _fit_line(measured["allreduce"])
-    software_alpha = intercept / 2
+    software_alpha, local_bandwidth = _link_here(measured["allreduce"])
     compute_s = (measured["ms"][1] - measured["comm_ms"][1]) * 1e-3
     projected = project(compute_s, measured["buffer_bytes"], software_alpha)
     payload = {"spec": spec, "tiny": args.tiny, "updates": args.updates,
