@@ -112,13 +112,25 @@ def main(out_dir):
     except Exception as exc:
         errors["nonfinite"] = [type(exc).__name__, str(exc)]
 
-    # after all that, the ranks are still in step
-    history = fb.distributed.fit(make(), X, Y, progress=False, **kwargs)
+    # after all that, the ranks are still in step; the threads while training, per rank
+    seen_threads = []
+
+    def threads(step, logs, model):
+        from threadpoolctl import threadpool_info
+
+        seen_threads.append(max([model.n_threads] + [p["num_threads"] for p in threadpool_info()]))
+
+    cb = train.Callback()
+    cb.on_step = threads
+    model = make()
+    model.n_threads = 8
+    history = fb.distributed.fit(model, X, Y, progress=False, callbacks=[cb], **kwargs)
     arrays["after_errors/history"] = _flat(history)
     np.savez(f"{out_dir}/rank{rank}.npz", **arrays)
     with open(f"{out_dir}/rank{rank}.json", "w") as f:
         json.dump({"errors": errors, "ranks": history.config["ranks"],
                    "threads_per_rank": history.config["threads_per_rank"],
+                   "threads_seen": max(seen_threads), "n_threads_after": model.n_threads,
                    "fit_takes_lengths": FIT_TAKES_LENGTHS}, f)
 
 

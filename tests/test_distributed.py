@@ -127,9 +127,15 @@ def test_rank_0_writes_the_checkpoint(ranks):
         np.testing.assert_array_equal(value, arrays[0][f"checkpointed/param/{key}"])
     assert opt.t > 0
     assert not [p for p in out.iterdir() if p.name.startswith(".ckpt")]  # no temporary left
-    # the cores are shared: ranks x threads never exceed them
+
+
+def test_threads_per_rank_are_capped(ranks):
+    n, _, _, meta = ranks
+    # the cores are shared: ranks x threads never exceed them (one thread per rank at least)
     assert meta[0]["ranks"] == n
     assert n * meta[0]["threads_per_rank"] <= max(n, os.cpu_count())
+    for m in meta:  # asked for 8, each rank ran no more threads than its share, then got 8 back
+        assert m["threads_seen"] <= m["threads_per_rank"] and m["n_threads_after"] == 8
 
 
 def test_without_mpi4py_the_error_names_the_extra(monkeypatch):

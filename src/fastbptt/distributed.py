@@ -281,6 +281,16 @@ def _threads_per_rank(MPI, comm):
     return max(1, min(allowed, cores // on_node))
 
 
+def _cap_pools(threads):
+    """Lower the BLAS and OpenMP pools that have more than `threads` threads to `threads` (never
+    raise one, e.g. one set by OMP_NUM_THREADS); the limits to restore after."""
+    pools = _blas_pools()
+    if pools is None:
+        return []
+    over = sorted({p["user_api"] for p in pools.info() if p["num_threads"] > threads})
+    return [pools.limit(limits=threads, user_api=api) for api in over]
+
+
 def fit(model, X, Y, comm=None, *, checkpoint=None, checkpoint_every=1, check_every=100,
         **fit_kwargs):
     """Train `model` on (X, Y) over the ranks of `comm` (default MPI.COMM_WORLD); return the History.
@@ -340,8 +350,7 @@ def fit(model, X, Y, comm=None, *, checkpoint=None, checkpoint_every=1, check_ev
     threads = _threads_per_rank(MPI, comm)
     saved_threads = model.n_threads
     model.n_threads = min(model.n_threads, threads)
-    pools = _blas_pools()
-    limit = pools.limit(limits=threads) if pools is not None else None
+    limits = _cap_pools(threads)
     try:
         try:
             history = _train.fit(model, X, Y, optimizer=opt, callbacks=callbacks, shard=shard,
@@ -353,7 +362,7 @@ def fit(model, X, Y, comm=None, *, checkpoint=None, checkpoint_every=1, check_ev
         shard.round(_END, check=True)
     finally:
         model.n_threads = saved_threads
-        if limit is not None:
+        for limit in limits:
             limit.restore_original_limits()
     history.config.update(ranks=shard.size, threads_per_rank=threads)
     # seconds in the rounds of the updates (waiting for the slowest rank included)
