@@ -102,6 +102,26 @@ def main(out_dir):
     except Exception as exc:
         errors["callback"] = [type(exc).__name__, str(exc)]
 
+    # parameters nudged on the last rank only: the periodic check finds it
+    def nudge(step, logs, model):
+        if rank == comm.Get_size() - 1 and step == 2:
+            model.params["b"] = model.params["b"] + 1e-9
+
+    cb = train.Callback()
+    cb.on_step = nudge
+    try:
+        fb.distributed.fit(make(), X, Y, progress=False, callbacks=[cb], check_every=2, **kwargs)
+    except Exception as exc:
+        errors["nudged"] = [type(exc).__name__, str(exc)]
+
+    # a callback that stops training on rank 1 only
+    cb = train.Callback()
+    cb.on_step = lambda step, logs, model: rank == 1 and step == 2
+    try:
+        fb.distributed.fit(make(), X, Y, progress=False, callbacks=[cb], **kwargs)
+    except Exception as exc:
+        errors["stopped_alone"] = [type(exc).__name__, str(exc)]
+
     # a loss that overflows on rank 0's rows only
     Yhuge = np.zeros((X.shape[0], X.shape[1], 2))
     if rank == 0:

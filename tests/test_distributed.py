@@ -112,6 +112,11 @@ def test_one_rank_error_ends_every_rank_with_the_same_error(ranks):
         assert kind == "RankFailed" and message == f"rank 1 of {n}: KeyError: 'no such thing'"
     else:
         assert "callback" not in errors[0]
+    if n > 1:
+        kind, message = errors[0]["nudged"]
+        assert kind == "RuntimeError" and "parameters differ at update 4" in message
+        kind, message = errors[0]["stopped_alone"]
+        assert kind == "RuntimeError" and "out of step" in message
     kind, message = errors[0]["nonfinite"]
     assert kind == "FloatingPointError" and "training diverged at step 1" in message
     # after the errors, the ranks still train in step

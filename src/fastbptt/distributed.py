@@ -145,13 +145,15 @@ class _MPIShard(_train.Shard):
         if head[:, 0].any():
             self._raise_failure(head, failure)
         if not ((head[:, 1] == kind).all() and (head[:, 2] == self.update).all()):
-            raise _collective(RuntimeError(f"the ranks are out of step (rank: kind of round, update): "
-                               f"{[(r, int(k), int(u)) for r, (k, u) in enumerate(head[:, 1:3])]}"
-                               "; a callback that stops training on some ranks only does this"))
+            where = [(r, int(k), int(u)) for r, (k, u) in enumerate(head[:, 1:3])]
+            raise _collective(RuntimeError(
+                f"the ranks are out of step (rank, kind of round, update): {where}; a callback "
+                "that stops training on some ranks only does this"))
         if check and len(set(head[:, 7])) > 1:
-            raise _collective(RuntimeError(f"the ranks' parameters differ at update {self.update} (checksums "
-                               f"{[int(c) for c in head[:, 7]]}): every rank must run the same "
-                               "code on the same data"))
+            raise _collective(RuntimeError(
+                f"the ranks' parameters differ at update {self.update} (checksums "
+                f"{[int(c) for c in head[:, 7]]}): every rank must run the same code on the same "
+                "data"))
         return head
 
     def _raise_failure(self, head, failure):
