@@ -3,10 +3,7 @@
 import importlib.util
 import json
 import os
-import shutil
-import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -17,26 +14,10 @@ import fastbptt as fb
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import mpi_fit_scenarios as scen  # noqa: E402
+from mpi_launch import launch  # noqa: E402
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
                                 reason="needs the mpi extra: pip install '.[mpi]'")
-
-
-def mpiexec():
-    """The mpiexec of this Python's environment (the mpich wheel puts it beside python), else
-    the one on PATH."""
-    local = Path(sysconfig.get_path("scripts")) / "mpiexec"
-    return str(local) if local.exists() else shutil.which("mpiexec")
-
-
-def launch(n, out, script, *args, timeout=120):
-    env = dict(os.environ)
-    package_root = str(Path(fb.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py", str(script), str(out), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{cmd} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,15 @@ def test_without_distributed_the_error_names_the_extra(monkeypatch, capsys):
         ex.dask_executor("tcp://127.0.0.1:8786")
     assert cli.main(["train", "addition", "--seeds", "2", "--dask", "tcp://127.0.0.1:8786"]) == 1
     assert "fastbptt[dask]" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
+                    reason="needs the mpi extra: pip install '.[mpi]'")
+def test_mpi_pool_executor_equals_serial(tmp_path):
+    import mpi_pool_sweep
+    from mpi_launch import launch
+
+    out = tmp_path / "curves.json"
+    launch(3, out, Path(__file__).resolve().parent / "mpi_pool_sweep.py", module="mpi4py.futures")
+    serial = [ex.to_json(ex.call(run))["curves"] for run in mpi_pool_sweep.RUNS]
+    assert json.loads(out.read_text()) == serial
