@@ -417,6 +417,12 @@ cdef floating* _packed_rect(const floating* M, Py_ssize_t rows, Py_ssize_t cols,
 # (b) drivers
 # ---------------------------------------------------------------------------------------------------
 
+cdef inline int _team(int n_threads, Py_ssize_t work) noexcept:
+    """Threads for a call: at least one, at most one per block of work (a thread with no rows
+    of its own only costs its start)."""
+    return <int> max(1, min(<Py_ssize_t> n_threads, work))
+
+
 def _lengths_of(bs, Py_ssize_t T, Py_ssize_t B):
     """Each row's number of steps: how many batch sizes exceed its index (intp, (B,))."""
     return (T - np.searchsorted(bs[::-1], np.arange(B), side="right")).astype(np.intp)
@@ -576,6 +582,7 @@ def forward(int act,
     cdef Py_ssize_t T = A.shape[0], B = A.shape[1], n = A.shape[2]
     cdef Py_ssize_t nv, bad = -1
     cdef floating* buf = NULL
+    n_threads = _team(n_threads, B)
     if act not in (TANH, RELU, STEP):
         raise ValueError(f"unknown activation code {act}")
     _check("W", (W.shape[0], W.shape[1]), (n, n))
@@ -632,6 +639,7 @@ def backward(int act,
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
     cdef Py_ssize_t nv, bad = -1
     cdef floating* P = NULL
+    n_threads = _team(n_threads, B)
     if act == STEP:
         raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
     if act not in (TANH, RELU):
@@ -741,6 +749,7 @@ def forward_fused(int act,
         _check("c", (c.shape[0],), (O,))
         _check("out", (out.shape[0], out.shape[1], out.shape[2]), (T, B, O))
     bs_arr = check_batch_sizes(batch_sizes, T, B)
+    n_threads = _team(n_threads, B)
     if not FASTBPTT_TILED or (bs_arr is not None and not sequence_path(
             I, n, B, np.float32 if floating is float else np.float64)):
         forward(act, W, _projection(X, U, b, bs_arr), h0, H, n_threads, bs_arr)
@@ -871,6 +880,8 @@ def backward_fused(int act,
     _check("dW", (dW.shape[0], dW.shape[1]), (n, n))
     _check("db", (db.shape[0],), (n,))
     bs_arr = check_batch_sizes(batch_sizes, T, B)
+    # the weight-gradient fold is cut over its n + O rows too, not only over the batch
+    n_threads = _team(n_threads, max(B, n + O))
     seq = FASTBPTT_TILED and B > 0 and n > 0 and sequence_path(
         I, n, B, np.float32 if floating is float else np.float64)
     if FASTBPTT_TILED and B > 0 and n > 0 and not seq and bs_arr is None:

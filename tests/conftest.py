@@ -2,6 +2,14 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# the property tests' budget: "ci" (the default) keeps the suite's time modest and runs the same
+# examples every time; HYPOTHESIS_PROFILE=thorough draws ten times as many, fresh each run
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True,
+                          print_blob=True)
+settings.register_profile("thorough", max_examples=1500, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 
@@ -26,3 +34,16 @@ def assert_close(actual, expected, dtype, what=""):
     err = float(np.abs(actual - expected).max(initial=0.0))
     tol = TOL[np.dtype(dtype).type]
     assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol:g} x scale {scale:.3g}"
+
+
+# cases tried by the generated tests (checkpoint fuzzing, the property test), reported at the end
+_CASES = {}
+
+
+def count_cases(kind, n=1):
+    _CASES[kind] = _CASES.get(kind, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter):
+    for kind, n in sorted(_CASES.items()):
+        terminalreporter.write_line(f"{kind}: {n} cases tried")

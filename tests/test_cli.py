@@ -1,15 +1,18 @@
 """The `fastbptt` command, run in-process through fastbptt.cli.main (and once as a subprocess)."""
 
+import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fastbptt as fb
-from fastbptt.cli import main
+from fastbptt.cli import build_parser, main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -179,3 +182,133 @@ def test_bench_gradcheck_config_still_work(capsys, tmp_path):
     assert code == 0 and "ok" in out
     code, out, _ = run(capsys, "config")
     assert code == 0 and out
+
+
+# -- every command: --help, and help that tells the truth ------------------------------------------
+
+def _subparsers(parser, path=()):
+    """(argv prefix, parser) for every command and sub-command."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _subparsers(sub, path + (name,))
+
+
+COMMANDS = [path for path, _ in _subparsers(build_parser())]
+
+
+def test_every_command_is_listed():
+    assert {" ".join(p) for p in COMMANDS} >= {
+        "", "train", "train addition", "train counting", "train digits", "train mnist", "adder",
+        "plot", "demo", "bench", "gradcheck", "config"}
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "fastbptt")
+def test_help(capsys, path):
+    with pytest.raises(SystemExit) as exc:
+        main([*path, "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out.startswith("usage: fastbptt")
+
+
+def _as_number(text):
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "fastbptt")
+def test_help_states_the_real_defaults(path):
+    """Every "(default X)" in a help line is the value the option takes when it is left out."""
+    parser = dict(_subparsers(build_parser()))[path]
+    checked = 0
+    for action in parser._actions:
+        text = parser._get_formatter()._expand_help(action) if action.help else ""
+        match = re.search(r"default:? ([^;),]+(?:,\d{3})*)", text)
+        if not match or action.default is None:
+            continue
+        stated, real = match.group(1).strip(), parser.get_default(action.dest)
+        number = _as_number(stated)
+        if number is not None:
+            assert number == pytest.approx(float(real)), (action.dest, stated, real)
+        elif isinstance(real, list):
+            assert stated.split() == real, (action.dest, stated, real)
+        else:
+            assert stated == str(real), (action.dest, stated, real)
+        checked += 1
+    if path in {("gradcheck",), ("bench",), ("train", "mnist")}:
+        assert checked >= 5
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fastbptt {fb.__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+([ab]|rc|\.dev)?\d*", fb.__version__)
+
+
+def test_version_is_single_sourced():
+    import tomllib
+
+    pyproject = tomllib.loads((SRC.parent / "pyproject.toml").read_text())
+    assert "version" in pyproject["project"]["dynamic"] and "version" not in pyproject["project"]
+    attr = pyproject["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    module, _, name = attr.rpartition(".")
+    assert getattr(importlib.import_module(module), name) == fb.__version__
+
+
+# -- gradcheck's flags take effect or are refused --------------------------------------------------
+
+def test_gradcheck_flags(capsys):
+    code, out, _ = run(capsys, "gradcheck", "--cell", "gru", "--threads", "2", "--backend", "numpy",
+                       "--hidden", "3", "-T", "4")
+    assert code == 0 and "gru RNN(2, 3, 3), T=4, B=2, numpy backend, 2 thread(s)" in out
+    assert "Wh:" in out and "ok" in out
+    code, out, err = run(capsys, "gradcheck", "--dtype", "float32")
+    assert code == 1 and "--dtype float32" in err and "float64" in err and out == ""
+    code, _, err = run(capsys, "gradcheck", "--threads", "0")
+    assert code == 1 and "n_threads" in err
+    code, out, _ = run(capsys, "gradcheck", "--tol", "1e-30")
+    assert code == 1 and "FAILED" in out
+
+
+# -- train mnist on IDX files written here ---------------------------------------------------------
+
+def _write_mnist(folder, n_train, n_test, rng):
+    """Images whose bright row is the label: learnable in a few epochs."""
+    from fastbptt.tasks import write_idx
+
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+        images[np.arange(n), 2 * labels + 3] = 255
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels, compress=True)
+
+
+def test_train_mnist_from_idx_files(capsys, tmp_path):
+    _write_mnist(tmp_path, 200, 50, np.random.default_rng(0))
+    js = tmp_path / "mnist.json"
+    code, out, _ = run(capsys, "train", "mnist", "--idx-dir", str(tmp_path), "--hidden", "16",
+                       "--epochs", "6", "--batch", "20", "--lr", "0.02", "--json", str(js))
+    assert code == 0, out
+    assert "epoch    6" in out and "of 50 images" in out
+    (result,) = json.loads(js.read_text())["results"]
+    assert result["task"] == "mnist" and result["n_train"] == 200 and result["n_test"] == 50
+    assert result["config"]["dtype"] == "float32" and len(result["accuracy_by_step"]) == 28
+    assert result["accuracy"] >= 0.8  # the label's row is bright: a model that reads learns it
+    code, out, _ = run(capsys, "train", "mnist", "--idx-dir", str(tmp_path), "--max-train", "30",
+                       "--max-test", "10", "--epochs", "1", "--hidden", "4", "-q")
+    assert code == 0 and "of 10 images" in out
+
+
+def test_train_mnist_missing_files(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "mnist", "--idx-dir", str(tmp_path))
+    assert code == 1 and "train images" in err and out == ""
+    with pytest.raises(SystemExit):
+        main(["train", "mnist"])  # --idx-dir is required

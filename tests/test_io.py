@@ -63,17 +63,20 @@ def test_file_holds_no_pickle_and_is_written_exactly_at_path(tmp_path):
         assert all(data[k].dtype != object for k in data.files)
 
 
-def test_resume_training_from_checkpoint_matches_uninterrupted(tmp_path, rng):
+@pytest.mark.parametrize("make", [lambda: optim.Adam(lr=0.02),
+                                  lambda: optim.AdamW(lr=0.02, weight_decay=0.1),
+                                  lambda: optim.RMSprop(lr=0.02, weight_decay=0.1)])
+def test_resume_training_from_checkpoint_matches_uninterrupted(tmp_path, rng, make):
     X, Y = rng.normal(size=(6, 4, 3)), rng.normal(size=(6, 4, 4))
     straight = _model()
-    opt = optim.Adam(lr=0.02)
+    opt = make()
     straight.fit(X, Y, epochs=2, batch_size=2, optimizer=opt, seed=1, progress=False)
     fbio.save(straight, tmp_path / "ckpt.npz", optimizer=opt)
     straight.fit(X, Y, epochs=2, batch_size=2, optimizer=opt, seed=2, progress=False)
 
     resumed, opt2 = fbio.load(tmp_path / "ckpt.npz", with_optimizer=True)
-    assert isinstance(opt2, optim.Adam) and opt2.t == 4 and opt2.get_config() == \
-        optim.Adam(lr=0.02).get_config() | {"t": 4}
+    assert type(opt2) is type(opt) and opt2.t == 4 and opt2.get_config() == \
+        make().get_config() | {"t": 4}
     resumed.fit(X, Y, epochs=2, batch_size=2, optimizer=opt2, seed=2, progress=False)
     for name in straight.params:
         assert resumed.params[name].tobytes() == straight.params[name].tobytes(), name

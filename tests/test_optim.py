@@ -100,6 +100,99 @@ def test_adam_step_by_hand(dtype):
     np.testing.assert_allclose(q["w"], [-0.01, 0.01], rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rmsprop_step_by_hand(dtype):
+    p = {"w": np.array([1.0, -1.0], dtype=dtype)}
+    opt = optim.RMSprop(lr=0.01, alpha=0.9, eps=1e-8)
+    expected, v = [1.0, -1.0], [0.0, 0.0]
+    for g in ([0.5, -2.0], [-1.0, 1.0], [0.25, 0.0]):
+        opt.step(p, {"w": np.array(g, dtype=dtype)})
+        for i in range(2):
+            v[i] = 0.9 * v[i] + 0.1 * g[i] * g[i]
+            expected[i] -= 0.01 * g[i] / (math.sqrt(v[i]) + 1e-8)
+        _check(p, {"w": expected}, dtype)
+    assert optim.make_optimizer("rmsprop").lr == 0.01
+
+
+# -- weight decay ----------------------------------------------------------------------------------
+
+WD = 0.1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_weight_decay_by_hand(dtype):
+    p = _params(dtype)
+    optim.SGD(lr=0.1, weight_decay=WD).step(p, _grads(G1, dtype))
+    # g + wd p: a [1 + 0.1, 2 - 0.2], b [-0.5 + 0.05]
+    _check(p, {"a": [1.0 - 0.1 * 1.1, -2.0 - 0.1 * 1.8], "b": [0.5 + 0.1 * 0.45]}, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_weight_decay_by_hand(dtype, nesterov):
+    p = {"w": np.array([2.0], dtype=dtype)}
+    opt = optim.Momentum(lr=0.1, momentum=0.5, nesterov=nesterov, weight_decay=WD)
+    w, v = 2.0, 0.0
+    for g in (1.0, -3.0):
+        opt.step(p, {"w": np.array([g], dtype=dtype)})
+        d = g + WD * w  # the decay goes into the velocity
+        v = 0.5 * v + d
+        w -= 0.1 * ((d + 0.5 * v) if nesterov else v)
+        _check(p, {"w": [w]}, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_weight_decay_is_decoupled(dtype, name):
+    p = {"w": np.array([3.0, -1.0], dtype=dtype)}
+    opt = optim.make_optimizer(name, lr=0.01, weight_decay=WD)
+    assert opt.weight_decay == WD
+    w, m, v = [3.0, -1.0], [0.0, 0.0], [0.0, 0.0]
+    for t, g in enumerate(([0.5, -2.0], [-1.0, 1.0]), start=1):
+        opt.step(p, {"w": np.array(g, dtype=dtype)})
+        for i in range(2):
+            m[i] = 0.9 * m[i] + 0.1 * g[i]  # the moments see the raw gradient, not wd p
+            v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i]
+            step = (m[i] / (1 - 0.9 ** t)) / (math.sqrt(v[i] / (1 - 0.999 ** t)) + 1e-8)
+            w[i] = w[i] - 0.01 * WD * w[i] - 0.01 * step
+        _check(p, {"w": w}, dtype)
+    np.testing.assert_allclose(opt.state["w"]["m"], m, rtol=TOL[dtype])
+
+
+def test_adamw_defaults_and_zero_gradient_shrinks_weights():
+    assert optim.AdamW().weight_decay == 0.01 and optim.Adam().weight_decay == 0.0
+    p = {"w": np.array([2.0, -4.0])}
+    optim.AdamW(lr=0.1, weight_decay=0.5).step(p, {"w": np.zeros(2)})
+    np.testing.assert_allclose(p["w"], [2.0 * 0.95, -4.0 * 0.95], rtol=1e-15)
+
+
+def test_rmsprop_weight_decay_by_hand():
+    p = {"w": np.array([2.0])}
+    optim.RMSprop(lr=0.01, alpha=0.9, weight_decay=WD).step(p, {"w": np.array([1.0])})
+    d = 1.0 + WD * 2.0
+    np.testing.assert_allclose(p["w"], [2.0 - 0.01 * d / (math.sqrt(0.1 * d * d) + 1e-8)],
+                               rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_fit_passes_weight_decay(name):
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 3, 2)), rng.normal(size=(5, 3, 1))
+    m = fb.RNN(2, 4, 1, seed=0, backend="numpy")
+    by_hand = {k: v.copy() for k, v in m.params.items()}
+    _, grads = m.loss_and_grad(X, Y)
+    optim.make_optimizer(name, lr=0.05, weight_decay=0.2).step(by_hand, grads)
+    hist = m.fit(X, Y, iterations=1, optimizer=name, lr=0.05, weight_decay=0.2, progress=False)
+    assert hist.optimizer.weight_decay == 0.2
+    for k, v in by_hand.items():
+        np.testing.assert_allclose(m.params[k], v, rtol=1e-13, atol=1e-15, err_msg=k)
+    m2 = fb.RNN(2, 4, 1, seed=0, backend="numpy")  # an instance carries its own decay
+    m2.fit(X, Y, iterations=1, optimizer=optim.make_optimizer(name, lr=0.05, weight_decay=0.2),
+           progress=False)
+    for k, v in by_hand.items():
+        np.testing.assert_allclose(m2.params[k], v, rtol=1e-13, atol=1e-15, err_msg=k)
+
+
 def test_schedule_sets_each_steps_rate():
     seen = []
 
@@ -132,7 +225,7 @@ def test_bad_schedule_value_refused():
     assert p["w"][0] == 1.0
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
 def test_non_finite_step_changes_nothing(name):
     p = {"w": np.array([1.0, 2.0]), "u": np.array([3.0])}
     opt = optim.make_optimizer(name, lr=1e300)
@@ -177,8 +270,14 @@ def test_make_optimizer_choices_and_errors():
     assert optim.make_optimizer("adagrad", lr=0.5).lr == 0.5
     inst = optim.Adam()
     assert optim.make_optimizer(inst) is inst
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
-        optim.make_optimizer("rmsprop")
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        optim.make_optimizer("lbfgs")
+    with pytest.raises(ValueError, match="weight_decay"):
+        optim.make_optimizer(inst, weight_decay=0.1)
+    with pytest.raises(ValueError, match="weight_decay"):
+        optim.SGD(weight_decay=-0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        optim.RMSprop(alpha=1.0)
     with pytest.raises(ValueError, match="instance"):
         optim.make_optimizer(inst, lr=0.1)
     with pytest.raises(ValueError, match="lr"):
@@ -195,9 +294,10 @@ def test_make_optimizer_choices_and_errors():
         optim.SGD(schedule=0.5)
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam",
+                                  "adamw"])
 def test_config_and_state_round_trip(name):
-    opt = optim.make_optimizer(name, lr=0.05)
+    opt = optim.make_optimizer(name, lr=0.05, weight_decay=0.125)
     p = {"w": np.array([1.0, 2.0])}
     for g in ([0.1, -0.2], [0.3, 0.4]):
         opt.step(p, {"w": np.array(g)})

@@ -36,8 +36,26 @@ HAVE_CYTHON = "elman" in _COMPILED
 _warned = False
 
 
-def resolve_backend(backend=None):
-    """Return the concrete backend name ("cython", "numpy" or "python") for a requested one."""
+def resolve_backend(backend: str | None = None) -> str:
+    """The concrete backend ("cython", "numpy" or "python") that a request resolves to.
+
+    Parameters
+    ----------
+    backend : {"auto", "cython", "numpy", "python"}, optional
+        None: the ``FASTBPTT_BACKEND`` environment variable, else "auto". "auto" is "cython" when
+        the extension is built, else "numpy" (with one warning).
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    ImportError
+        For "cython" when the extension is not built; the message says how to build it.
+    """
     global _warned
     if backend is None:
         backend = os.environ.get("FASTBPTT_BACKEND", "auto") or "auto"
@@ -79,8 +97,8 @@ def kernels(family, backend):
     raise ValueError(f"unknown backend {backend!r}; expected one of cython, numpy, python")
 
 
-def config():
-    """The build and runtime configuration as a dict (what show_config prints)."""
+def config() -> dict:
+    """The build and runtime configuration as a dict (what `show_config` prints)."""
     info = {
         "fastbptt": _version(),
         "python": sys.version.split()[0],
@@ -131,15 +149,12 @@ def resolve_backend_quiet():
 
 
 def _version():
-    try:
-        from importlib.metadata import version
+    from ._version import __version__
 
-        return version("fastbptt")
-    except Exception:  # running from a source tree that is not installed
-        return "unknown"
+    return __version__
 
 
-def show_config():
-    """Print how fastbptt was built and which kernels run."""
+def show_config() -> None:
+    """Print how fastbptt was built and which kernels run (`config`, one line per entry)."""
     for key, value in config().items():
         print(f"{key:>22}: {value}")

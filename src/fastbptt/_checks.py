@@ -1,5 +1,7 @@
 """Input validation shared by the model, the training loop and the checkpoint reader."""
 
+import os
+
 import numpy as np
 
 DTYPES = (np.float32, np.float64)
@@ -36,3 +38,57 @@ def positive_int(name, value, allow_none=False):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+# More threads than this is a mistake, not a machine: each OpenMP thread reserves a stack, and a
+# team of thousands ends the process (libgomp aborts) instead of raising
+MAX_THREADS = 256
+
+
+def thread_count(value):
+    """n_threads as a positive int no larger than MAX_THREADS; the kernels use at most one thread
+    per block of work (a call on B sequences runs at most B)."""
+    n = positive_int("n_threads", value)
+    if n > MAX_THREADS:
+        raise ValueError(f"n_threads must be at most {MAX_THREADS}, got {value!r}; the kernels run "
+                         "at most one thread per sequence of a batch")
+    return n
+
+
+# gates per cell and bias vectors per layer (gru has bx and bh)
+_GATES = {"tanh": (1, 1), "relu": (1, 1), "step": (1, 1), "lstm": (4, 1), "gru": (3, 2)}
+# what a parameter array costs beside its data (the ndarray, its dict entries, the cell objects)
+_OVERHEAD_PER_ARRAY = 2048
+
+
+def param_bytes(cell, input_size, hidden_size, output_size, num_layers, directions, dtype):
+    """Bytes the parameters of such a model take (estimated from the sizes alone, before anything
+    is built): weights, biases and the output layer, plus a small fixed cost per array."""
+    gates, biases = _GATES[cell]
+    count, arrays = 0, 0
+    for layer in range(min(num_layers, 2)):  # layers past the second all have the second's shapes
+        n_in = input_size if layer == 0 else hidden_size * directions
+        per = gates * hidden_size * (n_in + hidden_size + biases)
+        times = 1 if layer == 0 else num_layers - 1
+        count += per * directions * times
+        arrays += (2 + biases) * directions * times
+    if output_size is not None:
+        count += output_size * (hidden_size * directions + 1)
+        arrays += 2
+    return count * np.dtype(dtype).itemsize + arrays * _OVERHEAD_PER_ARRAY
+
+
+def memory_limit():
+    """Bytes of physical memory (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_fits(nbytes, what):
+    """Refuse, before allocating, `nbytes` that cannot fit in this machine's memory."""
+    limit = memory_limit()
+    if limit is not None and nbytes > limit:
+        raise ValueError(f"{what} would take {nbytes / 2**30:.3g} GiB, more than this machine's "
+                         f"{limit / 2**30:.3g} GiB of memory")

@@ -7,6 +7,7 @@ fastbptt/reference/.
 """
 
 import sys
+import threading
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from .heads import HeadGrad, dense_grad
 
 CELLS = ("tanh", "relu", "step", "lstm", "gru")
 _ACT = {"tanh": 0, "relu": 1, "step": 2}
+_GIL_ENABLED = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def _flat(a):
@@ -229,11 +231,19 @@ class _Scratch:
     step): a fresh array of that size is paid for in page faults, about a tenth of a step at
     T=1000, B=32, H=128. An array is handed out again only once nothing outside the pool holds it
     or a view of it (its reference count is back to the pool's own), so a cache still in use is
-    never overwritten; the pool keeps the `keep` most recent arrays."""
+    never overwritten; the pool keeps the `keep` most recent arrays.
+
+    The check and the hand-out happen under one lock, so two threads calling the same model never
+    get the same array. Without the GIL (free-threaded CPython) another thread's references are
+    counted lazily and the count cannot prove an array free, so every call gets a fresh array."""
 
     def __init__(self, keep=6):
         self._arrays = []  # [array, reference count when only the pool held it]
         self._keep = keep
+        self._lock = threading.Lock()
+
+    def __reduce__(self):  # a copy of a model starts with an empty pool (and its own lock)
+        return (_Scratch, (self._keep,))
 
     def __reduce__(self):
         # a copy starts empty: the arrays are workspace, and their counts hold in this process only
@@ -246,19 +256,22 @@ class _Scratch:
     def empty(self, shape, dtype):
         """An uninitialised array of this shape and dtype that nobody else holds."""
         shape, dtype = tuple(shape), np.dtype(dtype)
-        for i, entry in enumerate(self._arrays):
-            a = entry[0]
-            if a.shape == shape and a.dtype == dtype:
-                del a
-                if self._refs(entry) == entry[1]:
-                    self._arrays.append(self._arrays.pop(i))
-                    return entry[0]
-        entry = [np.empty(shape, dtype), 0]
-        entry[1] = self._refs(entry)
-        self._arrays.append(entry)
-        if len(self._arrays) > self._keep:
-            self._arrays.pop(0)
-        return entry[0]
+        if not _GIL_ENABLED:
+            return np.empty(shape, dtype)
+        with self._lock:
+            for i, entry in enumerate(self._arrays):
+                a = entry[0]
+                if a.shape == shape and a.dtype == dtype:
+                    del a
+                    if self._refs(entry) == entry[1]:
+                        self._arrays.append(self._arrays.pop(i))
+                        return entry[0]
+            entry = [np.empty(shape, dtype), 0]
+            entry[1] = self._refs(entry)
+            self._arrays.append(entry)
+            if len(self._arrays) > self._keep:
+                self._arrays.pop(0)
+            return entry[0]
 
 
 def _has_fused(kern):

@@ -9,6 +9,7 @@ gradient. Every rank then applies the same clipping and optimizer step. It is fa
 itself that runs, with a `_MPIShard` (a fastbptt.train.Shard) choosing the rows and reducing.
 
 One update, one round of two collectives on the communicator:
+
 1. an Allgather of a few numbers per rank: its status (ok or failed), the kind of round and the
    update's number (to catch ranks out of step), its loss divisor and items, and every
    `check_every` updates a checksum of its parameters. A failed status makes every rank raise the

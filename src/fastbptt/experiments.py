@@ -5,7 +5,7 @@
 - `counting`: seed 003's one-neuron ReLU network (no output layer) counting the ones seen so far;
   `COUNTING_RECIPES` name the report's set-up and what makes long sequences work.
 - `digits`: seed 004's tanh RNN + softmax reading the 8x8 digits row by row, loss over every step
-  (the report's) or only the last one.
+  (the report's) or only the last one; `mnist`: the same on MNIST IDX files you have.
 - `adder_check`: seed 002's hand-set adder on every pair of n-bit numbers.
 - `run_many(fn, configs, executor)`: many runs (seeds, sweeps) on a local process pool, a Dask
   cluster or any concurrent.futures.Executor, results in the order of the configs.
@@ -18,6 +18,8 @@ trained "model" and fit's "history". `to_json(result)` keeps the JSON-able part,
 matplotlib, the `plot` extra).
 """
 
+from __future__ import annotations
+
 import concurrent.futures
 import contextlib
 import io
@@ -26,6 +28,7 @@ import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -139,21 +142,61 @@ def _pct(x):
 
 # -- binary addition (seeds 000, 001) --------------------------------------------------------------
 
-def addition(n_bits=8, hidden_size=16, init="fan_in", iterations=3000, batch_size=1,
-             optimizer="sgd", lr=0.1, loss="mse", reduction="sum", n_test=None, eval_every=100,
-             stop_at=None, seed=0, backend=None, dtype=np.float64, log=None, label=None):
+def addition(n_bits: int = 8, hidden_size: int = 16, init="fan_in", iterations: int = 3000,
+             batch_size: int = 1, optimizer="sgd", lr: float = 0.1, loss: str = "mse",
+             reduction: str = "sum", n_test: int | None = None, eval_every: int = 100,
+             stop_at: float | None = None, seed: int = 0, backend: str | None = None,
+             dtype=np.float64, log: Callable[[str], None] | None = None,
+             label: str | None = None) -> dict:
     """Train a tanh RNN(2, hidden_size, 1) with a sigmoid output to add n-bit numbers.
 
     Each iteration is one update on `batch_size` fresh random pairs (seed 001 draws a new pair every
-    iteration), drawn from outside a held-out set of `n_test` distinct pairs (default
-    min(4096, 4**n_bits / 4)). Every `eval_every` iterations the held-out sequence accuracy (every
-    bit of the n_bits + 1-bit sum right) and bit accuracy are recorded; `stop_at` stops training
-    once the sequence accuracy reaches it. Defaults are seed 001's network: H = 16, sigmoid output,
-    mse summed over the steps, plain SGD, lr 0.1, one pair per iteration, U(+-1/sqrt(fan-in)).
+    iteration), drawn from outside a held-out set of `n_test` distinct pairs. The defaults are
+    seed 001's network: H = 16, sigmoid output, mse summed over the steps, plain SGD, lr 0.1, one
+    pair per iteration, U(+-1/sqrt(fan-in)).
 
-    Returns a result dict with "accuracy", "bit_accuracy", "iterations_to_perfect" (the first
-    recorded iteration at 100 % held-out accuracy, or None), "iterations", "seconds" and "curves"
-    (step, loss = mean training loss since the previous point, accuracy, bit_accuracy).
+    Parameters
+    ----------
+    n_bits : int, default 8
+        Operand width; the sums have n_bits + 1 bits, one per step, lowest first.
+    hidden_size : int, default 16
+        Hidden units.
+    init : str, callable or dict, default "fan_in"
+        The initialiser (see `fastbptt.init`).
+    iterations : int, default 3000
+        Parameter updates.
+    batch_size : int, default 1
+        Fresh pairs per update.
+    optimizer : str or Optimizer, default "sgd"
+        As `fit` takes it.
+    lr : float, default 0.1
+        Learning rate.
+    loss : {"mse", "bce"}, default "mse"
+    reduction : {"sum", "mean"}, default "sum"
+    n_test : int, optional
+        Held-out pairs, distinct (default min(4096, 4**n_bits / 4)).
+    eval_every : int, default 100
+        Iterations between two evaluations on the held-out pairs.
+    stop_at : float, optional
+        Stop once the held-out accuracy reaches this.
+    seed : int, default 0
+        Seed of the data, the initial weights and the minibatch order.
+    backend : str, optional
+        The kernels: "auto", "cython", "numpy" or "python".
+    dtype : numpy dtype
+        float32 or float64.
+    log : callable, optional
+        Called with a progress line (str) at every evaluation.
+    label : str, optional
+        The run's label in summaries and plots.
+
+    Returns
+    -------
+    dict
+        "accuracy" (share of held-out sums right in every bit), "bit_accuracy",
+        "iterations_to_perfect" (the first recorded iteration at 100 % held-out accuracy, or
+        None), "iterations", "seconds", "curves" (step, loss = mean training loss since the
+        previous point, accuracy, bit_accuracy), "config", "model" and "history".
     """
     grid = 4 ** n_bits
     n_test = min(4096, max(1, grid // 4)) if n_test is None else int(n_test)
@@ -203,12 +246,31 @@ def addition(n_bits=8, hidden_size=16, init="fan_in", iterations=3000, batch_siz
     }
 
 
-def compare_inits(inits=INITS_001, seeds=(0, 1, 2, 3, 4), log=None, executor=None, workers=None,
-                  **kwargs):
+def compare_inits(inits: Iterable = INITS_001, seeds: Iterable[int] = (0, 1, 2, 3, 4),
+                  log: Callable[[str], None] | None = None, executor=None, workers=None,
+                  **kwargs) -> list[dict]:
     """Seed 001's comparison: `addition` for every init x seed, same data and budget per seed, run
     by run_many (on `executor`, else a local pool of `workers` processes).
 
-    Returns the list of results (labelled by init); `summarize` gives iterations to 100 % per init.
+    Parameters
+    ----------
+    inits : iterable, default INITS_001
+        Initialisers to compare ("fan_in", "uniform", "uniform_positive").
+    seeds : iterable of int, default (0, 1, 2, 3, 4)
+        One run per seed and initialiser.
+    log : callable, optional
+        Called with one line per finished run.
+    executor : concurrent.futures.Executor, optional
+        Where the runs go (see `run_many`); None: a local pool of `workers` processes.
+    workers : int, optional
+        The local pool's size (default: one per core, at most one per run).
+    **kwargs
+        Passed on to `addition`.
+
+    Returns
+    -------
+    list of dict
+        The results, labelled "init=NAME"; `summarize` gives the iterations to 100 % per init.
     """
     runs = [(addition, dict(init=init, seed=seed, label=f"init={init}", **kwargs))
             for init in inits for seed in seeds]
@@ -349,24 +411,63 @@ class _ZeroBias(Callback):
         model.params["b"] = np.zeros_like(model.params["b"])
 
 
-def counting(T=5, init="report", iterations=1000, optimizer="sgd", lr=0.001, lr_decay=None,
-             clip_norm=None, tbptt=None, n_train=4, n_test=500, reduction="sum", fix_bias=True,
-             eval_every=None, stop_at=None, seed=0, backend=None, dtype=np.float64, log=None,
-             label=None):
+def counting(T: int = 5, init="report", iterations: int = 1000, optimizer="sgd",
+             lr: float = 0.001, lr_decay: float | None = None, clip_norm: float | None = None,
+             tbptt=None, n_train: int = 4, n_test: int = 500, reduction: str = "sum",
+             fix_bias: bool = True, eval_every: int | None = None, stop_at: float | None = None,
+             seed: int = 0, backend: str | None = None, dtype=np.float64,
+             log: Callable[[str], None] | None = None, label: str | None = None) -> dict:
     """Seed 003: one ReLU unit, no output layer, h_t = relu(W h_{t-1} + U x_t), counts the ones.
 
-    Trains on `n_train` fixed random bit sequences of length T (the report: 4), full batch, loss
+    Trains full batch on `n_train` fixed random bit sequences of length T, loss
     0.5 (h_t - count_t)^2 summed over steps and sequences, and measures the fraction of steps of
-    `n_test` fresh sequences whose rounded output is the count. init "report" draws U and W from
-    U(0, 2) as the report does; "identity" sets W = 1 (the unit keeps its count) and U from U(0, 2);
-    any other fastbptt initialiser name is passed on. fix_bias holds the bias (the report has none)
-    at 0. lr_decay r divides the rate by 1 + r * step. Weights so large that the test sequences
-    overflow the state score accuracy 0. Defaults are the report's set-up (lr 0.001,
-    1000 iterations); see COUNTING_RECIPES for what makes T = 10 and T = 50 work.
+    `n_test` fresh sequences whose rounded output is the count. Weights so large that the test
+    sequences overflow the state score accuracy 0. The defaults are the report's set-up;
+    COUNTING_RECIPES name what makes T = 10 and T = 50 work.
 
-    Returns a result dict with "accuracy", "max_error" (largest |h_t - count_t| on the test set),
-    "iterations_to_perfect", "weights" (final U, W, b), "diverged" and "curves" (step, loss,
-    accuracy, U, W, b).
+    Parameters
+    ----------
+    T : int, default 5
+        Sequence length.
+    init : str, default "report"
+        "report": U and W from U(0, 2); "identity": W = 1 (the unit keeps its count), U from
+        U(0, 2); any other name is a fastbptt initialiser.
+    iterations : int, default 1000
+        Parameter updates.
+    optimizer : str or Optimizer, default "sgd"
+    lr : float, default 0.001
+    lr_decay : float, optional
+        r: the rate is divided by 1 + r * step.
+    clip_norm : float, optional
+        Clip the gradient's global norm.
+    tbptt : int or tuple, optional
+        Truncated BPTT, as `fit` takes it.
+    n_train, n_test : int, default 4, 500
+        Training and test sequences.
+    reduction : {"sum", "mean"}, default "sum"
+    fix_bias : bool, default True
+        Hold the bias at 0 (the report's unit has none).
+    eval_every : int, optional
+        Iterations between evaluations (default: 100 evaluations in all).
+    stop_at : float, optional
+        Stop once the test accuracy reaches this.
+    seed : int, default 0
+        Seed of the data, the initial weights and the minibatch order.
+    backend : str, optional
+        The kernels: "auto", "cython", "numpy" or "python".
+    dtype : numpy dtype
+        float32 or float64.
+    log : callable, optional
+        Called with a progress line (str) at every evaluation.
+    label : str, optional
+        The run's label in summaries and plots.
+
+    Returns
+    -------
+    dict
+        "accuracy", "max_error" (largest absolute error of the count on the test set),
+        "iterations_to_perfect", "weights" (final U, W, b), "diverged", "curves" (step, loss,
+        accuracy, U, W, b), "config", "model" and "history".
     """
     if eval_every is None:
         eval_every = max(1, iterations // 100)
@@ -423,8 +524,21 @@ def counting(T=5, init="report", iterations=1000, optimizer="sgd", lr=0.001, lr_
     }
 
 
-def counting_recipe(name, **overrides):
-    """`counting` with the keyword arguments of COUNTING_RECIPES[name], then `overrides`."""
+def counting_recipe(name: str, **overrides) -> dict:
+    """`counting` with the keyword arguments of ``COUNTING_RECIPES[name]``, then `overrides`.
+
+    Parameters
+    ----------
+    name : str
+        A key of COUNTING_RECIPES ("seed003", "clip-T10", "adam-T50", "identity-T50", ...).
+    **overrides
+        Keyword arguments of `counting` that replace the recipe's.
+
+    Returns
+    -------
+    dict
+        As `counting`, labelled with the recipe's name unless a label is given.
+    """
     if name not in COUNTING_RECIPES:
         raise ValueError(f"unknown counting recipe {name!r}; expected one of "
                          f"{', '.join(COUNTING_RECIPES)}")
@@ -462,42 +576,123 @@ class _EpochTracker(Callback):
         return None
 
 
-def digits(target="all", hidden_size=64, epochs=80, batch_size=32, optimizer="adam", lr=0.01,
-           clip_norm=None, test_fraction=0.25, seed=0, backend=None, dtype=np.float64, log=None,
-           label=None):
+def digits(target: str = "all", hidden_size: int = 64, epochs: int = 80, batch_size: int = 32,
+           optimizer="adam", lr: float = 0.01, clip_norm: float | None = None,
+           test_fraction: float = 0.25, seed: int = 0, backend: str | None = None,
+           dtype=np.float64, log: Callable[[str], None] | None = None,
+           label: str | None = None) -> dict:
     """Seed 004 on scikit-learn's 8x8 digits: a tanh RNN reads an image one row (8 pixels) per
     step, a softmax head with cross-entropy classifies it.
 
-    target "all": the loss is averaged over every step, the label repeated over time (seed 004's
-    E = 1/(NT) sum_n sum_t E_t); target "last": the loss of the last step only. Accuracy is always
-    that of the last step's prediction on the held-out split (stratified, `test_fraction`); needs
+    Accuracy is always that of the last step's prediction on the held-out split. Needs
     scikit-learn (the `data` extra).
 
-    Returns a result dict with "accuracy" (test, last step), "accuracy_by_step" (test accuracy of
-    the prediction after reading 1, 2, ..., 8 rows), "train_accuracy", "seconds" and "curves"
-    (epoch, step, loss, test_loss, accuracy).
+    Parameters
+    ----------
+    target : {"all", "last"}, default "all"
+        "all": the loss is averaged over every step, the label repeated over time (seed 004's
+        E = 1/(NT) sum_n sum_t E_t); "last": the loss of the last step only.
+    hidden_size : int, default 64
+    epochs : int, default 80
+    batch_size : int, default 32
+    optimizer : str or Optimizer, default "adam"
+    lr : float, default 0.01
+    clip_norm : float, optional
+        Clip the gradient's global norm.
+    test_fraction : float, default 0.25
+        Held out, stratified by class.
+    seed : int, default 0
+        Seed of the data, the initial weights and the minibatch order.
+    backend : str, optional
+        The kernels: "auto", "cython", "numpy" or "python".
+    dtype : numpy dtype
+        float32 or float64.
+    log : callable, optional
+        Called with a progress line (str) at every evaluation.
+    label : str, optional
+        The run's label in summaries and plots.
+
+    Returns
+    -------
+    dict
+        "accuracy" (test, last step), "accuracy_by_step" (test accuracy of the prediction after
+        reading 1, 2, ..., 8 rows), "train_accuracy", "n_train", "n_test", "epochs", "seconds",
+        "curves" (epoch, step, loss, test_loss, accuracy), "config", "model" and "history".
     """
     config = dict(target=target, hidden_size=hidden_size, epochs=epochs, batch_size=batch_size,
                   optimizer=optimizer, lr=lr, clip_norm=clip_norm, test_fraction=test_fraction,
                   seed=seed, dtype=_dtype_name(dtype))
     data = tasks.load_digits_sequences(test_fraction, seed=seed, dtype=dtype)
+    return _row_wise("digits", data, config, backend, log, label)
+
+
+def mnist(idx_dir: str | os.PathLike, target: str = "last", hidden_size: int = 128,
+          epochs: int = 2, batch_size: int = 64, optimizer="adam", lr: float = 0.002,
+          clip_norm: float | None = 1.0, max_train: int | None = None,
+          max_test: int | None = None, seed: int = 0, backend: str | None = None,
+          dtype=np.float32, log: Callable[[str], None] | None = None,
+          label: str | None = None) -> dict:
+    """Seed 004's row-by-row set-up on MNIST IDX files you have (28 rows of 28 pixels).
+
+    Nothing is downloaded. The files' own train/test split is used.
+
+    Parameters
+    ----------
+    idx_dir : str or path-like
+        Holds train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
+        t10k-labels-idx1-ubyte (optionally .gz; see `fastbptt.tasks.load_mnist`).
+    target : {"all", "last"}, default "last"
+        As for `digits`.
+    hidden_size, epochs, batch_size, optimizer, lr, clip_norm
+        As for `digits` (defaults 128, 2, 64, "adam", 0.002, 1.0).
+    max_train, max_test : int, optional
+        Keep only the first so many training and test images.
+    seed : int, default 0
+        Seed of the data, the initial weights and the minibatch order.
+    backend : str, optional
+        The kernels: "auto", "cython", "numpy" or "python".
+    dtype : numpy dtype
+        float32 (the default) or float64.
+    log : callable, optional
+        Called with a progress line (str) at every evaluation.
+    label : str, optional
+        The run's label in summaries and plots.
+
+    Returns
+    -------
+    dict
+        As `digits`, with "task": "mnist".
+    """
+    config = dict(idx_dir=os.fspath(idx_dir), target=target, hidden_size=hidden_size,
+                  epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                  clip_norm=clip_norm, max_train=max_train, max_test=max_test, seed=seed,
+                  dtype=_dtype_name(dtype))
+    data = tasks.load_mnist(idx_dir, dtype=dtype, max_train=max_train, max_test=max_test)
+    return _row_wise("mnist", data, config, backend, log, label)
+
+
+def _row_wise(task, data, config, backend, log, label):
+    """Train a tanh RNN + softmax on images read one row per step; the result dict of `digits`."""
+    target, seed = config["target"], config["seed"]
     T = data.X_train.shape[0]
     Y = tasks.sequence_targets(data.y_train, T, target)
     Yt = tasks.sequence_targets(data.y_test, T, target)
-    model = RNN(data.X_train.shape[2], hidden_size, data.n_classes, cell="tanh", output="softmax",
-                loss="ce", target=target, seed=seed, backend=backend, dtype=dtype)
+    model = RNN(data.X_train.shape[2], config["hidden_size"], data.n_classes, cell="tanh",
+                output="softmax", loss="ce", target=target, seed=seed, backend=backend,
+                dtype=data.X_train.dtype)
 
     def accuracy(m, X, y):
         return tasks.classification_accuracy(_last_step_scores(m, X), y)
 
     tracker = _EpochTracker(lambda m: accuracy(m, data.X_test, data.y_test), log)
     history, diverged, seconds = _fit(model, data.X_train, Y, dict(
-        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, clip_norm=clip_norm,
-        seed=seed, validation=(data.X_test, Yt)), [tracker])
+        epochs=config["epochs"], batch_size=config["batch_size"], optimizer=config["optimizer"],
+        lr=config["lr"], clip_norm=config["clip_norm"], seed=seed,
+        validation=(data.X_test, Yt)), [tracker])
     by_step = [accuracy(model, data.X_test[:t], data.y_test) for t in range(1, T + 1)]
     curves = tracker.curves
     return {
-        "task": "digits",
+        "task": task,
         "label": label or f"loss on {'every step' if target == 'all' else 'the last step'}",
         "config": config,
         "curves": curves,
@@ -517,13 +712,30 @@ def digits(target="all", hidden_size=64, epochs=80, batch_size=32, optimizer="ad
 
 # -- the hand-set adder (seed 002) -----------------------------------------------------------------
 
-def adder_check(n_bits=8, corrected=True, block=65536, backend=None, dtype=np.float64,
-                max_examples=5):
+def adder_check(n_bits: int = 8, corrected: bool = True, block: int = 65536,
+                backend: str | None = None, dtype=np.float64, max_examples: int = 5) -> dict:
     """Seed 002's hand-set adder on every pair of n-bit operands (4**n_bits sums, n_bits + 1 bits).
 
-    corrected=False runs the report's weights as written (W all ones), which fail. The grid is run
-    `block` pairs at a time. Returns "pairs", "correct", "exact", "bit_accuracy", "wrong_examples"
-    (the first few (a, b, the adder's sum, a + b)) and "seconds".
+    Parameters
+    ----------
+    n_bits : int, default 8
+        Operand width, 1 to 12.
+    corrected : bool, default True
+        False runs the report's weights as written (W all ones), which fail.
+    block : int, default 65536
+        Pairs per call of the model.
+    backend : str, optional
+        The kernels.
+    dtype : numpy dtype
+        float32 or float64.
+    max_examples : int, default 5
+        How many wrong sums to keep as examples.
+
+    Returns
+    -------
+    dict
+        "pairs", "correct", "exact", "accuracy", "bit_accuracy", "wrong_examples" (the first few
+        (a, b, the adder's sum, a + b)), "seconds" and the "model".
     """
     if not 1 <= n_bits <= tasks.MAX_GRID_BITS:
         raise ValueError(f"n_bits must lie in 1..{tasks.MAX_GRID_BITS} to check every pair, "
@@ -569,9 +781,21 @@ def _median_reached(values):
     return None if math.isinf(med) else med
 
 
-def summarize(results):
-    """Runs grouped by label (in order): their count, final accuracy (median, min, max), seconds,
-    and for tasks that record it how many reached 100 % and the median iterations to get there."""
+def summarize(results: list[dict]) -> dict[str, dict]:
+    """Runs grouped by label (in order), with their figures.
+
+    Parameters
+    ----------
+    results : list of dict
+        Results of the training functions.
+
+    Returns
+    -------
+    dict of str to dict
+        Per label: "runs", the final accuracy's "accuracy_median", "accuracy_min",
+        "accuracy_max", "seconds_median", and for the tasks that record it how many "reached"
+        100 % and the "iterations_to_perfect_median".
+    """
     groups = {}
     for result in results:
         groups.setdefault(result["label"], []).append(result)
@@ -591,7 +815,7 @@ def summarize(results):
     return out
 
 
-def run_line(result):
+def run_line(result: dict) -> str:
     """One line for a finished run: label, seed, final accuracy, iterations to 100 %, seconds."""
     parts = [f"{result['label']:<24}"]
     if "seed" in result.get("config", {}):
@@ -621,12 +845,12 @@ def _jsonable(value):
     return value
 
 
-def to_json(result):
+def to_json(result: dict) -> dict:
     """The JSON-able part of a result (everything but the model and fit's History object)."""
     return _jsonable({k: v for k, v in result.items() if k not in ("model", "history")})
 
 
-def require_matplotlib():
+def require_matplotlib() -> type:
     """Import matplotlib's Figure, or fail with an error that names the `plot` extra."""
     try:
         from matplotlib.figure import Figure
@@ -663,12 +887,27 @@ def _reached_legend(label, runs):
     return f"{label}: 100 % at {med:,.0f} it.{tail}"
 
 
-def plot(results, path=None, title=None, dpi=90):
+def plot(results: dict | list[dict], path: str | os.PathLike | None = None,
+         title: str | None = None, dpi: int = 90):
     """Draw the curves of results of one task on one figure; save it to `path` if given.
 
     addition: held-out accuracy and training loss against the iteration; counting: test accuracy,
-    loss and the recurrent weight W; digits: test accuracy against the epoch and against the number
-    of rows read. Returns the matplotlib Figure (needs the `plot` extra).
+    loss and the recurrent weight W; digits and mnist: test accuracy against the epoch and against
+    the number of rows read. Needs matplotlib (the `plot` extra).
+
+    Parameters
+    ----------
+    results : dict or list of dict
+        Results of one training function (each run a line, one colour per label).
+    path : str or path-like, optional
+        Where to save the figure (PNG through a 256-colour palette when Pillow is there).
+    title : str, optional
+        The figure's title.
+    dpi : int, default 90
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     Figure = require_matplotlib()
     if isinstance(results, dict):

@@ -1,11 +1,24 @@
 """Output layers and losses, applied to every time step at once (time-parallel NumPy).
 
+The losses, per step, summed over the step's output units o (y the target, p the output):
+
+- "mse": 0.5 * sum_o (p_o - y_o)^2, on any output (with O outputs, O/2 times PyTorch's
+  ``nn.MSELoss()``);
+- "bce": sum_o -[y_o log p_o + (1 - y_o) log(1 - p_o)], on a sigmoid output, from the logits;
+- "ce": -log p_class, on a softmax output; targets are class ids or one-hot rows.
+
+reduction="mean" divides the sum over steps and sequences by the number of steps that count (T * B,
+the sum of the lengths of a padded batch, or B with target="last"); "sum" does not divide.
+
 A head maps the states Hs (T', B, H) the loss looks at (all steps, or the last one) to outputs, and
 returns the loss with its gradient at Hs and at its own parameters V (O, H) and c (O,). The gradient
 at Hs can be handed over unformed, as a HeadGrad (dO, V): the recurrent kernels that take it form
 dO_t V inside their time loop instead of reading a (T', B, H) array back.
 """
 
+from __future__ import annotations
+
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -41,7 +54,7 @@ class HeadGrad(NamedTuple):
     V: np.ndarray
     dV: np.ndarray | None = None
 
-    def dense(self):
+    def dense(self) -> np.ndarray:
         """dH (T, B, H) = dO @ V."""
         T, B, O = self.dO.shape
         dO2 = self.dO.reshape(T * B, O)
@@ -49,24 +62,27 @@ class HeadGrad(NamedTuple):
         dH = dO2 * self.V if O == 1 else dO2 @ self.V
         return dH.reshape(T, B, self.V.shape[1])
 
-    def rows(self, t0, t1, b):
+    def rows(self, t0: int, t1: int, b: int) -> HeadGrad:
         """Steps t0..t1-1, batch rows [0, b), C-contiguous (dV is left to the caller)."""
         return HeadGrad(np.ascontiguousarray(self.dO[t0:t1, :b]), self.V)
 
-    def columns(self, j0, j1):
+    def columns(self, j0: int, j1: int) -> HeadGrad:
         """The gradient reaching units j0..j1-1 of the states (one direction of a bidirectional
         layer): the same dO with the columns of V (dV is left to the caller)."""
         return HeadGrad(self.dO, np.ascontiguousarray(self.V[:, j0:j1]))
 
-    def weight_grad_from(self, H):
+    def weight_grad_from(self, H: np.ndarray) -> None:
         """dV = sum_t dO_t^T H[t] over (T, B, H) states H, written into self.dV."""
         T, B, O = self.dO.shape
         np.matmul(self.dO.reshape(T * B, O).T, H.reshape(T * B, -1), out=self.dV)
 
 
-def dense_grad(dH):
+def dense_grad(dH: np.ndarray | HeadGrad) -> np.ndarray:
     """dH as a (T, B, H) ndarray, formed from a HeadGrad when it is one."""
     return dH.dense() if isinstance(dH, HeadGrad) else dH
+
+
+_WARNED = set()  # the warnings given once per process
 
 
 def _choice(kind, value, valid):
@@ -77,9 +93,25 @@ def _choice(kind, value, valid):
 
 
 class Head:
-    """Output layer + loss + reduction over the states the loss sees."""
+    """Output layer + loss + reduction over the states the loss sees.
 
-    def __init__(self, output, loss, reduction, target, hidden_size, output_size):
+    Parameters
+    ----------
+    output : {"linear", "sigmoid", "softmax", None}
+        The activation after o = V h + c; None: no layer, the hidden state is the output.
+    loss : {"mse", "bce", "ce"}
+        "bce" needs a sigmoid output, "ce" a softmax one.
+    reduction : {"mean", "sum"}
+    target : {"all", "last"}
+        The loss on every step, or on the last step only.
+    hidden_size : int
+        Width of the states the head reads (H times the directions).
+    output_size : int or None
+        O (ignored without an output layer).
+    """
+
+    def __init__(self, output: str | None, loss: str, reduction: str, target: str,
+                 hidden_size: int, output_size: int | None):
         self.output = _choice("output", output, OUTPUTS)
         self.loss = _choice("loss", loss, LOSSES)
         self.reduction = _choice("reduction", reduction, REDUCTIONS)
@@ -90,30 +122,32 @@ class Head:
         self.hidden_size = hidden_size
         self.output_size = hidden_size if output is None else output_size
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """{"V": (O, H), "c": (O,)}, or {} without an output layer."""
         if self.output is None:
             return {}
         return {"V": (self.output_size, self.hidden_size), "c": (self.output_size,)}
 
     # -- targets ---------------------------------------------------------------------------------------
 
-    def prepare_targets(self, Y, T, B, single, dtype):
+    def prepare_targets(self, Y, T: int, B: int, single: bool, dtype) -> np.ndarray:
         """Validate Y and return it as (T', B, O) floats, or (T', B) int64 class ids for ce."""
         steps = T if self.target == "all" else 1
         O = self.output_size
-        Y = np.asarray(Y)
-        if Y.dtype == object or np.iscomplexobj(Y):
+        if Y is None:
+            raise TypeError("Y is None; the loss needs targets")
+        try:
+            Y = np.asarray(Y)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"Y could not be read as an array: {exc}") from exc
+        if Y.dtype == object or Y.dtype.kind not in "fiub":
             raise TypeError(f"Y has dtype {Y.dtype}; expected real numbers")
         # the shapes a user passes, before the batch axis of a single sequence is added back
         full = (T, B) if not single else (T,)
         if self.target == "last":
             full = (B,) if not single else ()
-        if self.loss == "ce" and Y.shape == full and Y.dtype.kind in "iu":
-            ids = Y.astype(np.int64).reshape((steps, B))
-            if ids.size and (ids.min() < 0 or ids.max() >= O):
-                raise ValueError(f"class ids in Y must lie in [0, {O}); got range "
-                                 f"[{ids.min()}, {ids.max()}]")
-            return ids
+        if self.loss == "ce" and Y.shape == full:
+            return self._class_ids(Y, steps, B)
         expected = full + (O,)
         shape = Y.shape
         if self.target == "last" and shape == (1,) + expected:
@@ -122,20 +156,57 @@ class Head:
             hint = f" or class ids of shape {full}" if self.loss == "ce" else ""
             raise ValueError(f"Y has shape {Y.shape}; expected {expected}{hint} "
                              f"(target={self.target!r}, output size {O})")
-        if Y.dtype.kind not in "fiub":
-            raise TypeError(f"Y has dtype {Y.dtype}; expected real numbers")
         Yf = np.ascontiguousarray(Y, dtype=dtype).reshape((steps, B, O))
         if not np.isfinite(Yf).all():
             raise ValueError("Y contains NaN or Inf")
+        self._check_target_values(Yf)
         return Yf
+
+    def _class_ids(self, Y, steps, B):
+        """Class ids (T', B) int64 from integers, or from floats that are whole numbers (as
+        np.genfromtxt and pandas give them); the range is checked before any cast, so an
+        out-of-range id is shown as given."""
+        O = self.output_size
+        if Y.dtype.kind == "f":
+            if not np.isfinite(Y).all() or np.any(Y != np.round(Y)):
+                raise TypeError(f"Y has the shape of class ids {Y.shape} but dtype {Y.dtype} with "
+                                f"values that are not whole numbers; class ids must be integers "
+                                f"in [0, {O})")
+        elif Y.dtype.kind == "b":
+            raise TypeError(f"Y has the shape of class ids {Y.shape} but dtype bool; class ids "
+                            f"must be integers in [0, {O})")
+        if Y.size and (Y.min() < 0 or Y.max() >= O):
+            lo, hi = (int(v) if Y.dtype.kind in "iu" else float(v) for v in (Y.min(), Y.max()))
+            raise ValueError(f"class ids in Y must lie in [0, {O}); got range [{lo}, {hi}]")
+        return Y.astype(np.int64).reshape((steps, B))
+
+    def _check_target_values(self, Yf):
+        """bce targets are probabilities; ce's per-class targets are non-negative weights, warned
+        about (once) when a step's do not sum to 1 (all-zero steps, as padding, are let through)."""
+        if self.loss == "bce" and Yf.size and (Yf.min() < 0 or Yf.max() > 1):
+            raise ValueError(f"bce targets in Y must lie in [0, 1]; got range "
+                             f"[{Yf.min():g}, {Yf.max():g}]")
+        if self.loss == "ce" and Yf.size:
+            if Yf.min() < 0:
+                raise ValueError(f"ce targets in Y (one value per class) must be non-negative; got "
+                                 f"a minimum of {Yf.min():g}")
+            sums = Yf.sum(axis=-1, dtype=np.float64)
+            tol = 1e-6 if Yf.dtype == np.float64 else 1e-4
+            off = (np.abs(sums - 1) > tol) & (sums != 0)
+            if off.any() and "ce sums" not in _WARNED:
+                _WARNED.add("ce sums")
+                warnings.warn(f"ce targets in Y do not sum to 1 over the classes at {int(off.sum())} "
+                              f"steps (e.g. {sums[off].flat[0]:g}); each step's loss is weighted "
+                              f"by its sum (warned once)", RuntimeWarning, stacklevel=4)
 
     # -- forward / loss --------------------------------------------------------------------------------
 
-    def logits(self, p, Hs):
+    def logits(self, p, Hs: np.ndarray) -> np.ndarray:
+        """o = Hs V^T + c, (T', B, O)."""
         T, B, n = Hs.shape
         return (Hs.reshape(T * B, n) @ p["V"].T + p["c"]).reshape(T, B, -1)
 
-    def forward(self, p, Hs, logits=None):
+    def forward(self, p, Hs: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
         """Outputs for the states Hs (T', B, H); `logits` (T', B, O), when given, are the states'
         Hs V^T + c already formed (by the recurrent kernel), and Hs is not read."""
         if self.output is None:

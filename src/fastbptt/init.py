@@ -1,9 +1,13 @@
 """Parameter initialisers, chosen by name, by callable, or per parameter with a dict.
 
-Every initialiser is `f(name, shape, rng, hidden_size) -> ndarray` and draws only from `rng`, so a
-model is reproducible from its seed.
+Every initialiser is ``f(name, shape, rng, hidden_size) -> ndarray``: `name` is the parameter's
+name in its cell ("U", "W", "b" for tanh and relu; "Wx", "Wh", "b" for lstm; "Wx", "Wh", "bx",
+"bh" for gru; "V", "c" for the head; a stacked or reverse layer's parameters get their cell's
+name), `shape` its shape, `rng` a numpy.random.Generator, `hidden_size` the model's H. It returns
+an array of that shape and draws only from `rng`, so a model is reproducible from its seed.
 
 Names (INITIALIZERS):
+
 - "default": U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch's RNN/LSTM/GRU.
 - "fan_in", "uniform", "uniform_positive": seed 001's three schemes (U(+-1/sqrt(fan-in)), U(-1, 1),
   U(0, 1)) for weight matrices; biases zero.
@@ -21,9 +25,17 @@ b[H:2H] to 1 (gate order i, f, g, o; Gers et al. 2000, Jozefowicz et al. 2015);
 `with_forget_bias(base, value)` does the same for a callable or another value.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Callable
 
 import numpy as np
+
+from ._checks import real_array
+
+Shape = tuple[int, ...]
+Initializer = Callable[[str, Shape, np.random.Generator, int], np.ndarray]
 
 RECURRENT = ("W", "Wh")  # the cell's recurrent matrices: rows are gate blocks of H, columns H
 HEAD = ("V", "c")  # the output layer's parameters
@@ -40,13 +52,13 @@ def _is_recurrent(name, shape, hidden_size):
             and shape[0] % hidden_size == 0)
 
 
-def pytorch_default(name, shape, rng, hidden_size):
+def pytorch_default(name: str, shape: Shape, rng: np.random.Generator, hidden_size: int) -> np.ndarray:
     """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as torch.nn.RNN/LSTM/GRU do."""
     k = 1.0 / np.sqrt(hidden_size)
     return rng.uniform(-k, k, size=shape)
 
 
-def fan_in_uniform(name, shape, rng, hidden_size):
+def fan_in_uniform(name: str, shape: Shape, rng: np.random.Generator, hidden_size: int) -> np.ndarray:
     """U(-1/sqrt(n), 1/sqrt(n)), n the fan-in of each matrix (seed 001's first scheme); biases 0."""
     if len(shape) == 1:
         return np.zeros(shape)
@@ -54,21 +66,21 @@ def fan_in_uniform(name, shape, rng, hidden_size):
     return rng.uniform(-k, k, size=shape)
 
 
-def uniform_symmetric(name, shape, rng, hidden_size):
+def uniform_symmetric(name: str, shape: Shape, rng: np.random.Generator, hidden_size: int) -> np.ndarray:
     """U(-1, 1) for weights (seed 001's second scheme); biases zero."""
     if len(shape) == 1:
         return np.zeros(shape)
     return rng.uniform(-1.0, 1.0, size=shape)
 
 
-def uniform_positive(name, shape, rng, hidden_size):
+def uniform_positive(name: str, shape: Shape, rng: np.random.Generator, hidden_size: int) -> np.ndarray:
     """U(0, 1) for weights (seed 001's third scheme, the one that fails); biases zero."""
     if len(shape) == 1:
         return np.zeros(shape)
     return rng.uniform(0.0, 1.0, size=shape)
 
 
-def xavier_uniform(name, shape, rng, hidden_size):
+def xavier_uniform(name: str, shape: Shape, rng: np.random.Generator, hidden_size: int) -> np.ndarray:
     """U(-a, a), a = sqrt(6 / (fan_in + fan_out)); fan_out = H per gate block of a cell matrix."""
     if len(shape) == 1:
         return np.zeros(shape)
@@ -77,14 +89,26 @@ def xavier_uniform(name, shape, rng, hidden_size):
     return rng.uniform(-a, a, size=shape)
 
 
-def random_orthogonal(n, rng):
-    """An n x n orthogonal matrix drawn uniformly (Haar): QR of a Gaussian, R's signs fixed."""
+def random_orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
+    """An n x n orthogonal matrix drawn uniformly (Haar): QR of a Gaussian, R's signs fixed.
+
+    Parameters
+    ----------
+    n : int
+        Size of the matrix.
+    rng : numpy.random.Generator
+        Source of the draw.
+
+    Returns
+    -------
+    ndarray, shape (n, n)
+    """
     q, r = np.linalg.qr(rng.standard_normal((n, n)))
     # QR alone is not uniform: flipping columns by sign(diag R) makes it so (Mezzadri 2007)
     return q * np.where(np.diag(r) < 0, -1.0, 1.0)
 
 
-def orthogonal(name, shape, rng, hidden_size):
+def orthogonal(name: str, shape: Shape, rng: np.random.Generator, hidden_size: int) -> np.ndarray:
     """Each H x H gate block of the recurrent matrix orthogonal; the rest as "default"."""
     if not _is_recurrent(name, shape, hidden_size):
         return pytorch_default(name, shape, rng, hidden_size)
@@ -92,8 +116,19 @@ def orthogonal(name, shape, rng, hidden_size):
     return np.concatenate(blocks, axis=0)
 
 
-def identity(gain=1.0):
-    """Initialiser: recurrent matrix gain * I (per gate block), biases 0, the rest "default"."""
+def identity(gain: float = 1.0) -> Initializer:
+    """An initialiser: recurrent matrix gain * I (per gate block), biases 0, the rest "default".
+
+    Parameters
+    ----------
+    gain : float, default 1.0
+        The diagonal's value ("identity" by name is gain 1; Le, Jaitly & Hinton 2015).
+
+    Returns
+    -------
+    callable
+        ``f(name, shape, rng, hidden_size) -> ndarray``.
+    """
     gain = float(gain)
 
     def scaled_identity(name, shape, rng, hidden_size):
@@ -108,13 +143,22 @@ def identity(gain=1.0):
 
 
 class with_forget_bias:  # noqa: N801 (used like a function: with_forget_bias("xavier"))
-    """Initialiser: `base` for everything, then the LSTM forget-gate bias b[H:2H] = value."""
+    """An initialiser: `base` for everything, then the LSTM forget-gate bias b[H:2H] = value.
 
-    def __init__(self, base="default", value=1.0):
+    Parameters
+    ----------
+    base : str or callable, default "default"
+        An initialiser's name in INITIALIZERS, or an initialiser.
+    value : float, default 1.0
+        The forget-gate bias (Gers et al. 2000; Jozefowicz et al. 2015).
+    """
+
+    def __init__(self, base: str | Initializer = "default", value: float = 1.0):
         self.base = base
         self.value = float(value)
 
-    def __call__(self, name, shape, rng, hidden_size):
+    def __call__(self, name: str, shape: Shape, rng: np.random.Generator,
+                 hidden_size: int) -> np.ndarray:
         out = np.array(_resolve(self.base)(name, shape, rng, hidden_size), dtype=np.float64)
         if _is_lstm_bias(name, shape, hidden_size):
             out[hidden_size:2 * hidden_size] = self.value
@@ -155,13 +199,35 @@ def _resolve(spec):
                      "parameter name")
 
 
-def base_name(name):
+def base_name(name: str) -> str:
     """The cell's own name of a parameter of any layer or direction: W_l1_reverse -> W."""
     return _LAYER_SUFFIX.sub("", name)
 
 
-def init_params(shapes, scheme, rng, dtype, hidden_size):
-    """Draw every parameter of `shapes` (name -> shape), in the order given, from `rng`."""
+def init_params(shapes: dict[str, Shape], scheme, rng: np.random.Generator, dtype,
+                hidden_size: int) -> dict[str, np.ndarray]:
+    """Draw every parameter of `shapes`, in the order given, from `rng`.
+
+    Parameters
+    ----------
+    shapes : dict of str to tuple of int
+        Parameter name to shape, as ``RNN.param_shapes`` gives them.
+    scheme : str, callable, dict or None
+        An initialiser's name (optionally with "+forget_bias"), an initialiser, or a dict from
+        parameter name to either (or to an array, used as it is); names left out of the dict, and
+        None, get "default".
+    rng : numpy.random.Generator
+        Source of every draw.
+    dtype : numpy dtype
+        The arrays' dtype.
+    hidden_size : int
+        The model's H.
+
+    Returns
+    -------
+    dict of str to ndarray
+        C-contiguous arrays, one per name of `shapes`.
+    """
     if scheme is None:
         scheme = "default"
     if isinstance(scheme, dict):
@@ -185,7 +251,8 @@ def init_params(shapes, scheme, rng, dtype, hidden_size):
                                  f"model has no lstm bias 'b' of shape ({4 * hidden_size},)")
             # stacked and reverse layers (W_l1, Wh_l0_reverse) are initialised as their cell's W, Wh
             value = init(base_name(name), shape, rng, hidden_size)
-        value = np.asarray(value, dtype=dtype)
+        # complex, object or non-finite values are refused here, not silently cast
+        value = real_array(f"the initial value of {name!r}", value, dtype)
         if value.shape != tuple(shape):
             raise ValueError(f"initialiser for {name!r} gave shape {value.shape}, expected {shape}")
         out[name] = np.ascontiguousarray(value)

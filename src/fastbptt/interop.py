@@ -1,9 +1,10 @@
 """Move weights between fastbptt and PyTorch's nn.RNN / nn.LSTM / nn.GRU, as NumPy arrays.
 
-PyTorch keys a layer's weights `weight_ih_l{k}`, `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}`, with
-`_reverse` for the backward direction. The layouts are the same (gate order i, f, g, o and r, z, n); the
-Elman and LSTM cells keep one bias where PyTorch has two, so the two are summed on the way in and split as
-(b, 0) on the way out. The GRU keeps both, since r multiplies the recurrent bias of n.
+PyTorch keys a layer's weights ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+``bias_hh_l{k}``, with ``_reverse`` for the backward direction. The layouts are the same (gate
+order i, f, g, o and r, z, n); the Elman and LSTM cells keep one bias where PyTorch has two, so the
+two are summed on the way in and split as (b, 0) on the way out. The GRU keeps both, since r
+multiplies the recurrent bias of n.
 """
 
 import re
@@ -44,14 +45,37 @@ def _parse(state_dict):
     return layers
 
 
-def from_torch_state_dict(cls, state_dict, cell=None, nonlinearity="tanh", output_size=None,
-                          output="linear", head=None, **kwargs):
+def from_torch_state_dict(cls, state_dict, cell: str | None = None, nonlinearity: str = "tanh",
+                          output_size: int | None = None, output: str | None = "linear", head=None,
+                          **kwargs):
     """An RNN with the recurrent weights of a PyTorch RNN / LSTM / GRU state dict.
 
-    `cell` is inferred from the gate count (4: "lstm", 3: "gru", 1: `nonlinearity`, "tanh" or "relu")
-    unless given. The output head is new (initialised from `seed`) unless `head=(V, c)` is given, e.g.
-    an nn.Linear's (weight, bias); output=None makes the hidden state the output. Other keyword arguments
-    go to RNN (dtype, loss, target, backend, ...).
+    Called as ``RNN.from_torch_state_dict(state_dict, ...)``.
+
+    Parameters
+    ----------
+    cls : type
+        The model class (RNN).
+    state_dict : mapping of str to array_like
+        ``module.state_dict()`` of an ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU`` (tensors or arrays),
+        any number of layers, either direction.
+    cell : str, optional
+        Inferred from the gate count unless given: 4 gates "lstm", 3 "gru", 1 `nonlinearity`.
+    nonlinearity : {"tanh", "relu"}, default "tanh"
+        The Elman cell's, as given to ``nn.RNN``.
+    output_size : int, optional
+        Size of a new head; taken from `head` when that is given.
+    output : {"linear", "sigmoid", "softmax", None}, default "linear"
+        The head's activation; None makes the hidden state the output.
+    head : tuple of (weight, bias), optional
+        The head's weights, e.g. an ``nn.Linear``'s ``(weight, bias)``; a new head initialised
+        from `seed` otherwise.
+    **kwargs
+        Passed on to RNN (dtype, loss, target, backend, seed, ...).
+
+    Returns
+    -------
+    RNN
     """
     layers = _parse(state_dict)
     try:
@@ -103,11 +127,21 @@ def from_torch_state_dict(cls, state_dict, cell=None, nonlinearity="tanh", outpu
     return model
 
 
-def to_torch_state_dict(model):
-    """The recurrent weights as a dict of NumPy arrays keyed like PyTorch's RNN / LSTM / GRU.
+def to_torch_state_dict(model) -> dict[str, np.ndarray]:
+    """The recurrent weights as NumPy arrays keyed like PyTorch's RNN / LSTM / GRU state dict.
 
-    Load it with `module.load_state_dict({k: torch.from_numpy(v) for k, v in d.items()})`. The head,
-    when there is one, is model.params["V"] and ["c"] (an nn.Linear's weight and bias).
+    Parameters
+    ----------
+    model : RNN
+        The model whose recurrent layers are exported.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ... (copies). Load it
+        with ``module.load_state_dict({k: torch.from_numpy(v) for k, v in d.items()})``. The head,
+        when there is one, is ``model.params["V"]`` and ``["c"]`` (an ``nn.Linear``'s weight and
+        bias).
     """
     names = _NAMES[model.cell.family]
     out = {}

@@ -4,7 +4,7 @@ import numpy as np
 
 from . import heads as _heads
 from ._backend import resolve_backend
-from ._checks import as_dtype, positive_int, real_array
+from ._checks import as_dtype, check_fits, param_bytes, positive_int, real_array, thread_count
 from ._threads import blas_single_in
 from .cells import CELLS
 from .init import init_params
@@ -36,9 +36,22 @@ class Params(dict):
     def __delitem__(self, name):
         raise TypeError("parameters cannot be deleted")
 
-    def __reduce__(self):
-        # rebuilt through __init__, which sets the shapes before any value (for process pools)
-        return Params, (self._shapes, self._dtype, dict(self))
+    def __reduce__(self):  # rebuilt through the checks, which need the shapes first
+        return (Params, (self._shapes, self._dtype, dict(self)))
+
+    def _no_deleting(self, *args):
+        raise TypeError("parameters cannot be removed; assign new values instead")
+
+    pop = popitem = clear = _no_deleting
+
+    def setdefault(self, name, value=None):
+        if name not in self:
+            self[name] = value  # every name is always present: this refuses unknown ones
+        return self[name]
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
 
     def update(self, other=(), **kw):
         staged = dict(other, **kw)
@@ -101,6 +114,12 @@ class RNN:
                 0.0 <= dropout < 1.0):
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
+        self.n_threads = thread_count(n_threads)
+        check_fits(param_bytes(cell, self.input_size, self.hidden_size,
+                               None if output is None else output_size, self.num_layers,
+                               2 if self.bidirectional else 1, self.dtype),
+                   f"the parameters of a {cell} model of hidden_size={self.hidden_size}, "
+                   f"num_layers={self.num_layers}")
         # the recurrent layers; `cell` keeps the name the training loop and older code use
         self.cell = Stack(cell, self.input_size, self.hidden_size, self.num_layers,
                           self.bidirectional, self.dropout)
@@ -109,7 +128,6 @@ class RNN:
                              "use an output layer with bidirectional=True")
         self.head = _heads.Head(output, loss, reduction, target, self.cell.output_size, output_size)
         self.training = True
-        self.n_threads = positive_int("n_threads", n_threads)
         self._backend_request = backend
         self._backend = resolve_backend(backend)
         self.seed = seed
@@ -117,11 +135,39 @@ class RNN:
         shapes = {**self.cell.param_shapes(), **self.head.param_shapes()}
         rng = np.random.default_rng(seed)
         values = init_params(shapes, init, rng, self.dtype, self.hidden_size)
-        self.params = Params(shapes, self.dtype, values)
+        self._params = Params(shapes, self.dtype, values)
         self._dropout_rng = np.random.default_rng([seed, 1]) if isinstance(seed, int) else \
             np.random.default_rng()
 
     # -- configuration ---------------------------------------------------------------------------------
+
+    @property
+    def params(self):
+        """The parameters, name -> ndarray (a Params: every assignment is checked)."""
+        return self._params
+
+    @params.setter
+    def params(self, values):
+        """Replace every parameter at once from a mapping with exactly the model's names (checked
+        as one assignment: on any error the model keeps its parameters)."""
+        if not hasattr(values, "keys"):
+            raise TypeError(f"params must be a mapping of parameter names to arrays, got "
+                            f"{type(values).__name__}")
+        shapes = self.param_shapes()
+        missing, unknown = set(shapes) - set(values.keys()), set(values.keys()) - set(shapes)
+        if missing or unknown:
+            raise ValueError(f"params must name every parameter of the model, {list(shapes)}; "
+                             f"missing {sorted(missing)}, unknown {sorted(map(str, unknown))}")
+        self._params = Params(shapes, self.dtype, {name: values[name] for name in shapes})
+
+    @property
+    def n_threads(self):
+        """Threads the kernels may use (at most one per sequence of a call's batch)."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = thread_count(value)
 
     @property
     def backend(self):
@@ -150,10 +196,10 @@ class RNN:
         return self.head.target
 
     def param_shapes(self):
-        return dict(self.params._shapes)
+        return dict(self._params._shapes)
 
     def get_config(self):
-        """The constructor's arguments as plain JSON-able values: RNN(**config) rebuilds the model."""
+        """The constructor's arguments as plain JSON-able values: ``RNN(**config)`` rebuilds the model."""
         return {
             "input_size": self.input_size,
             "hidden_size": self.hidden_size,
@@ -405,6 +451,8 @@ class RNN:
         reduction="mean" divides by the number of valid steps. In training mode (the default; see
         `train`/`eval`) dropout between stacked layers is applied.
         """
+        if Y is None:
+            raise TypeError("Y is None; the loss needs targets")
         call = self._prepare(X, h0, c0, lengths, Y)
         H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, logits=True)
         # the gradient at the states stays (dO, V) down to the kernels that take it, which fill
@@ -427,6 +475,8 @@ class RNN:
     @blas_single_in
     def evaluate(self, X, Y, h0=None, c0=None, lengths=None):
         """The loss alone (no backward pass through time, no dropout)."""
+        if Y is None:
+            raise TypeError("Y is None; the loss needs targets")
         call = self._prepare(X, h0, c0, lengths, Y)
         H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False,
                              logits=True)

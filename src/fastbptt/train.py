@@ -574,15 +574,16 @@ def _prepare_validation(m, validation):
 def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer="sgd", lr=None,
         schedule=None, clip_norm=None, clip_value=None, shuffle=True, seed=0, validation=None,
         metric=None, tbptt=None, stateful=False, h0=None, c0=None, progress=True, callbacks=(),
-        log_every=None, shard=None):
+        log_every=None, weight_decay=None, shard=None):
     """Train `model` in place on X (T, N, I) (or (T, I)) and targets Y; return a History.
 
     - epochs | iterations: passes over the data, or parameter updates (one per minibatch, or per
       chunk with tbptt); neither means one epoch.
     - batch_size: minibatches over the batch axis N (None: all N); shuffled each epoch with `seed`
       when shuffle=True and there is more than one minibatch.
-    - optimizer: "sgd" | "momentum" | "nesterov" | "adagrad" | "adam" (with `lr`, `schedule`) or an
-      Optimizer instance (which keeps its state across calls); see fastbptt.optim.
+    - optimizer: "sgd" | "momentum" | "nesterov" | "adagrad" | "rmsprop" | "adam" | "adamw" (with
+      `lr`, `schedule`, `weight_decay`) or an Optimizer instance (which keeps its state across
+      calls); see fastbptt.optim.
     - clip_value then clip_norm: clip every gradient entry, then the global norm.
     - validation=(X_val, Y_val): loss (and metric) after every epoch, from zero states, forwarded
       tbptt's k1 steps at a time; metric: "accuracy" | "bit_accuracy" | "sequence_accuracy" |
@@ -607,7 +608,7 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
     iterations = positive_int("iterations", iterations, allow_none=True)
     if epochs is None and iterations is None:
         epochs = 1
-    opt = make_optimizer(optimizer, lr=lr, schedule=schedule)
+    opt = make_optimizer(optimizer, lr=lr, schedule=schedule, weight_decay=weight_decay)
     if clip_norm is not None:
         clip_norm = _nonneg_float("clip_norm", clip_norm)
     if clip_value is not None:
@@ -630,8 +631,8 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
                              f">= {N})")
         carried = _CARRIED.get(m)
         if carried is not None and h0 is None and c0 is None:
-            if carried[0].shape[0] != N:
-                raise ValueError(f"the carried state is for a batch of {carried[0].shape[0]}, this "
+            if carried[0].shape[-2] != N:  # states are (B, H) or (L * D, B, H)
+                raise ValueError(f"the carried state is for a batch of {carried[0].shape[-2]}, this "
                                  f"data has {N}; call fastbptt.train.reset_state(model) first")
             state_all = carried
     if state_all is None:
@@ -673,7 +674,8 @@ def fit(model, X, Y, *, epochs=None, iterations=None, batch_size=None, optimizer
                     else:
                         Xb = np.ascontiguousarray(X3[:, idx])
                         Yb = np.ascontiguousarray(Y3[:, idx])
-                        st = tuple(np.ascontiguousarray(s[idx]) for s in state_all)
+                        # the batch axis is the one before H: (B, H) or (L * D, B, H)
+                        st = tuple(np.ascontiguousarray(s[..., idx, :]) for s in state_all)
                     B = Xb.shape[1]
                     chunks = _chunks(m, Xb, Yb, st, k1, k2)
                     while True:

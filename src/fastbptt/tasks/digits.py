@@ -136,8 +136,10 @@ def load_digits_sequences(
     layout : "rows" -> X (8, N, 8), one row of 8 pixels per step; "pixels" -> X (64, N, 1).
     stratify : keep the class proportions equal in train and test.
 
-    Returns a SequenceData with X_train, y_train, X_test, y_test (labels int64 in 0..9),
-    n_classes=10.
+    Returns
+    -------
+    SequenceData
+        X_train, y_train, X_test, y_test (labels int64 in 0..9), n_classes=10.
     """
     images, labels = _load_sklearn_digits()
     train_idx, test_idx = stratified_split(labels, test_fraction, seed, stratify=stratify)

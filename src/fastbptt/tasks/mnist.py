@@ -189,9 +189,11 @@ def load_mnist(
     layout : "rows" -> X (28, N, 28), one image row per step; "pixels" -> X (784, N, 1).
     max_train, max_test : keep only the first so many examples of each file (quick experiments).
 
-    Returns a SequenceData (labels int64, n_classes=10). The split is the files' own train/test
-    split.
-    """
+    Returns
+    -------
+    SequenceData
+        Labels int64, n_classes=10; the split is the files' own train/test split.
+"""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     paths = _locate(source)
