@@ -245,10 +245,6 @@ class _Scratch:
     def __reduce__(self):  # a copy of a model starts with an empty pool (and its own lock)
         return (_Scratch, (self._keep,))
 
-    def __reduce__(self):
-        # a copy starts empty: the arrays are workspace, and their counts hold in this process only
-        return _Scratch, (self._keep,)
-
     @staticmethod
     def _refs(entry):
         return sys.getrefcount(entry[0])

@@ -80,11 +80,26 @@ def _split(n, size, rank):
 
 
 def ring_allreduce(comm, buf, scratch=None):
-    """Sum the ranks' 1-D arrays `buf` in place, the same on every rank and bitwise repeatable:
-    a reduce-scatter, then an allgather, round the ring of ranks by Sendrecv, buf cut into one
-    segment per rank. Each segment is summed in a fixed order (starting from one rank, each next
-    rank adds its own), whatever the MPI library would do; 2 (size - 1) messages of 1/size of buf
-    per rank. `scratch`: at least len(buf) // size + 1 elements of buf's dtype, reused."""
+    """Sum the ranks' arrays in place, the same on every rank and bitwise repeatable.
+
+    A reduce-scatter, then an allgather, round the ring of ranks by Sendrecv, with `buf` cut into
+    one segment per rank. Each segment is summed in a fixed order (starting from one rank, each
+    next rank adds its own), whatever the MPI library would do: 2 (size - 1) messages of 1/size of
+    the buffer per rank.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+    buf : ndarray
+        1-D, contiguous, the same length and dtype on every rank; overwritten with the sum.
+    scratch : ndarray, optional
+        At least ``len(buf) // size + 1`` elements of buf's dtype, to reuse between calls.
+
+    Returns
+    -------
+    ndarray
+        `buf`.
+    """
     size, rank = comm.Get_size(), comm.Get_rank()
     if size == 1:
         return buf
@@ -296,22 +311,50 @@ def _cap_pools(threads):
 
 def fit(model, X, Y, comm=None, *, checkpoint=None, checkpoint_every=1, check_every=100,
         **fit_kwargs):
-    """Train `model` on (X, Y) over the ranks of `comm` (default MPI.COMM_WORLD); return the History.
+    """Train `model` on (X, Y) over the ranks of an MPI communicator, as fastbptt.train.fit would
+    on one process, and return the History.
 
-    Call it on every rank with the same model configuration and the same data; each rank trains
-    on its part of every minibatch (see the module docstring). Takes fastbptt.train.fit's keyword
-    arguments (optimizer, lr, schedule, clip_norm, clip_value, tbptt, lengths, validation, metric,
-    callbacks, ...), and:
+    Call it on every rank with the same model configuration and the same data, under
+    ``mpiexec -n N python -m mpi4py script.py``. Rank 0's parameters are broadcast first; each rank
+    trains on its part of every minibatch (see the module docstring). Rank 0 alone shows progress.
+    Validation runs on every rank over the whole validation set, so that callbacks see the same
+    logs everywhere and stop together. Each rank runs with at most cores / (ranks on its node)
+    threads, for the kernels (``n_threads``), BLAS and OpenMP, during the call.
 
-    - checkpoint=PATH: rank 0 writes the model and the optimizer's state there (atomically) every
-      `checkpoint_every` epochs and at the end; fastbptt.load(PATH) reads it.
-    - check_every: every so many updates the ranks compare a checksum of their parameters.
+    Parameters
+    ----------
+    model : RNN
+        Trained in place; the same configuration on every rank.
+    X, Y : ndarray
+        The whole data set, the same on every rank, as fit takes it.
+    comm : mpi4py.MPI.Comm, optional
+        The ranks that train together (default ``MPI.COMM_WORLD``).
+    checkpoint : str or path, optional
+        Rank 0 writes the model and the optimizer's state there (atomically) every
+        `checkpoint_every` epochs and at the end; ``fastbptt.load(path, with_optimizer=True)``
+        reads it back.
+    checkpoint_every : int, default 1
+        Epochs between checkpoints.
+    check_every : int, default 100
+        Updates between the comparisons of a checksum of every rank's parameters.
+    **fit_kwargs
+        fastbptt.train.fit's keyword arguments: optimizer, lr, schedule, weight_decay, clip_norm,
+        clip_value, tbptt, lengths, validation, metric, callbacks, ... (stateful=True is not
+        supported: each rank holds only its own sequences' states).
 
-    Rank 0 alone shows progress. Validation runs on every rank over the whole validation set, so
-    that callbacks see the same logs everywhere and stop together. Each rank runs with at most
-    cores / (ranks on its node) threads, for the kernels (n_threads), BLAS and OpenMP. An exception
-    on any rank is raised on every rank, with the failing rank's message. stateful=True is not
-    supported.
+    Returns
+    -------
+    History
+        The same on every rank; ``config`` also holds "ranks" and "threads_per_rank", and
+        ``communication_seconds`` the time spent in the updates' rounds.
+
+    Raises
+    ------
+    ImportError
+        Without mpi4py (the ``mpi`` extra).
+    Exception
+        An exception on any rank is raised on every rank, prefixed with the failing rank ("rank 1
+        of 4: ..."), as the same builtin type (ValueError, FloatingPointError, ...) or RankFailed.
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -325,9 +368,10 @@ def fit(model, X, Y, comm=None, *, checkpoint=None, checkpoint_every=1, check_ev
         if fit_kwargs.get("stateful"):
             raise ValueError("stateful=True is not supported by fastbptt.distributed.fit: each "
                              "rank would carry only its own rows' states across calls")
-        opt = make_optimizer(fit_kwargs.pop("optimizer", "sgd"),
-                                    lr=fit_kwargs.pop("lr", None),
-                                    schedule=fit_kwargs.pop("schedule", None))
+        # one optimizer object, so that rank 0's checkpoints hold its state
+        opt = make_optimizer(fit_kwargs.pop("optimizer", "sgd"), lr=fit_kwargs.pop("lr", None),
+                             schedule=fit_kwargs.pop("schedule", None),
+                             weight_decay=fit_kwargs.pop("weight_decay", None))
     except Exception as exc:  # every rank must learn of it in the first round
         failure = exc
     # the first round: everyone ready, with the same parameter layout

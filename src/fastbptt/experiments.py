@@ -341,15 +341,36 @@ def iter_results(fn, configs, executor=None, workers=None):
 
 
 def run_many(fn, configs, executor=None, workers=None):
-    """[fn(config) for config in configs], run on a concurrent.futures.Executor.
+    """``[fn(config) for config in configs]``, run on a concurrent.futures.Executor.
 
-    `executor`: any Executor, such as a Dask cluster's (`dask_executor(address)`, or
-    distributed.Client(...).get_executor()), mpi4py.futures.MPIPoolExecutor() or a process pool;
-    None starts a local pool of `workers` processes (default: one per core, at most one per
-    config) and shuts it down after. fn and the configs must pickle (a function of a module, not a
-    lambda), and so must the results. Every run has BLAS and OpenMP on one thread. The results come
-    in the order of `configs`, whatever order they finish in, and equal a serial run's bitwise: every
-    run depends on its config alone. The first run to raise raises here.
+    The results come in the order of `configs`, whatever order they finish in, and equal a serial
+    run's bitwise: every run depends on its config alone. Every run has BLAS and OpenMP on one
+    thread, so that the workers share the cores between them.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(config)`` runs one training and returns its result. It must pickle (a function of a
+        module, not a lambda), and so must the configs and the results. `call` runs
+        ``(function, kwargs)`` pairs, for runs of different functions.
+    configs : iterable
+        One config per run.
+    executor : concurrent.futures.Executor, optional
+        A Dask cluster's (`dask_executor`, or ``distributed.Client(...).get_executor()``),
+        ``mpi4py.futures.MPIPoolExecutor()``, a process pool, ...; None starts a local pool of
+        processes and shuts it down after.
+    workers : int, optional
+        The local pool's size (default: one per core, at most one per config).
+
+    Returns
+    -------
+    list
+        fn's results, in the order of `configs`.
+
+    Raises
+    ------
+    Exception
+        The first run (in the order of `configs`) to raise raises here.
     """
     return list(iter_results(fn, configs, executor, workers))
 
@@ -370,8 +391,23 @@ class _DaskExecutor(concurrent.futures.Executor):
 
 
 def dask_executor(address):
-    """A concurrent.futures.Executor on the Dask scheduler at `address` (needs the dask extra);
-    .shutdown() (or a with block) closes its client."""
+    """A concurrent.futures.Executor on a Dask cluster, for `run_many`.
+
+    Parameters
+    ----------
+    address : str
+        The scheduler's address, such as ``"tcp://head:8786"``.
+
+    Returns
+    -------
+    concurrent.futures.Executor
+        Its ``shutdown()`` (or the end of a ``with`` block) also closes the Dask client.
+
+    Raises
+    ------
+    ImportError
+        Without distributed (the ``dask`` extra).
+    """
     try:
         from distributed import Client
     except ImportError as exc:
