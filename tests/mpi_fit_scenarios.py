@@ -39,7 +39,7 @@ def scenarios():
                               metric="accuracy", seed=1)),
         # the whole batch in one minibatch, full BPTT, sequence accuracy
         "tanh_full": (lambda: fb.RNN(3, 4, 2, cell="tanh", output="sigmoid", loss="bce", seed=2),
-                      X, Ybits, dict(iterations=3, optimizer="sgd", lr=0.5,
+                      X, Ybits, dict(iterations=3, optimizer="sgd", lr=0.5, weight_decay=0.01,
                                      metric="sequence_accuracy")),
     }
     if FIT_TAKES_LENGTHS:
