@@ -372,7 +372,7 @@ def _add_run_args(p):
     p.add_argument("--title", help="the plot's title")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.add_argument("--workers", type=int, default=1,
-                   help="run the seeds on this many local processes (default 1: one after another)")
+                   help="run the seeds on this many local processes (default 1, one after another)")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="run the seeds on the Dask scheduler at ADDRESS (needs the dask extra)")
 
