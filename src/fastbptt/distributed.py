@@ -212,6 +212,8 @@ class _MPIShard(_train.Shard):
         check = self.update % self.check_every == 0
         head = self.round(_UPDATE, (divisor, chunk.items), check=check)
         total = float(head[:, 3].sum())
+        if not head[:, 4].any():  # no rank has a step that counts in this chunk: no update
+            return chunk, total
         weight = divisor / total if self.mean else 1.0
         buf = self.buffer
         buf[0] = chunk.loss * weight
@@ -220,11 +222,12 @@ class _MPIShard(_train.Shard):
         self._allreduce(buf)
         grads = {name: buf[offset:offset + n].reshape(shape)
                  for name, offset, n, shape in self.layout}
-        combined = _train.Chunk(start=chunk.start, stop=chunk.stop,
-                                window_start=chunk.window_start, loss=float(buf[0]), grads=grads,
-                                seen=chunk.seen, logits=chunk.logits, targets=chunk.targets,
-                                items=int(head[:, 4].sum()), state=chunk.state)
-        return combined, total
+        # this rank's outputs and states, the whole minibatch's loss, gradient and counts
+        fields = {k: getattr(chunk, k) for k in type(chunk).__slots__}
+        fields.update(loss=float(buf[0]), grads=grads, items=int(head[:, 4].sum()))
+        if "divisor" in fields:
+            fields["divisor"] = total
+        return type(chunk)(**fields), total
 
     def metric(self, tally):
         return _ShardMetric(tally, self)
@@ -253,10 +256,10 @@ class _ShardMetric:
         inner.num, inner.den = num0 + float(sums[0]), den0 + float(sums[1])
         return sums
 
-    def add(self, Y_hat, Y):
+    def add(self, Y_hat, Y, *more):
         inner = self.inner
         num0, den0 = inner.num, inner.den
-        value = inner.add(Y_hat, Y)
+        value = inner.add(Y_hat, Y, *more)
         rows = Y_hat.shape[1]
         sums = self._combine(num0, den0, (value * rows, rows))
         if self.name == "sequence_accuracy":

@@ -542,7 +542,9 @@ class Shard:
       N rows, in order); returns indices into the data, or None for all N rows.
     - reduce(chunk, divisor): one update's Chunk and loss divisor (what reduction="mean" divided the
       chunk's loss by) combined over the processes, before the gradient is checked, clipped and
-      applied; returns the combined (chunk, divisor).
+      applied; returns the combined (chunk, divisor). Every process must offer a chunk for every
+      update, even one in which its own rows have no step that counts (items 0, zero gradient);
+      a combined chunk with items 0 means no process had one: no update.
     - metric(tally): the training Metric, counted over the processes.
     """
 
