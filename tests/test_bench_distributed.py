@@ -24,6 +24,7 @@ def test_bench_distributed_tiny(tmp_path):
     for n in (1, 2):
         assert measured["ms"][n] > 0 and 0 <= measured["comm_share"][n] < 1
     assert measured["fit_ms"] > 0 and measured["efficiency_2"] > 0
+    assert measured["independent_ms_2"] > 0 and measured["efficiency_2_vs_independent"] > 0
     sizes = [r["bytes"] for r in measured["allreduce"]]
     assert sizes == sorted(sizes) and all(r["us"] > 0 for r in measured["allreduce"])
     projected = payload["projected_efficiency"]
