@@ -7,6 +7,8 @@ import pytest
 from conftest import assert_close
 
 import fastbptt as fb
+from fastbptt.calls import check_call
+from fastbptt.graph import Pass, Plan
 from fastbptt.heads import HeadGrad
 
 HEADS = [("linear", "mse"), ("sigmoid", "mse"), ("sigmoid", "bce"), ("softmax", "mse"),
@@ -42,40 +44,34 @@ def _lengths(rng, T, B, ragged):
 def _formed(m, X, Y, states, lengths, unformed=False):
     """loss_and_grad with the head's gradient formed as a (T, B, H) array before the backward pass;
     with `unformed`, left as a HeadGrad whose dV the backward pass fills."""
-    call = m._prepare(X, states.get("h0"), states.get("c0"), lengths, Y)
-    H, trace = m._run(call.X, call.state0, call.lengths, call.batch_sizes)
-    assert trace.logits is None  # the head forms the logits itself
-    loss, dHs, head_grads = m._head_loss(call, H, trace, unformed=unformed,
-                                         defer_weight_grad=unformed)
-    assert isinstance(dHs, HeadGrad if unformed and m.output is not None else np.ndarray)
-    grads, dstate0, _ = m._backward(call.X, H, trace, dHs)
-    grads.update(head_grads)
-    if call.order is not None:
-        inverse = np.argsort(call.order)
-        dstate0 = tuple(d[..., inverse, :] for d in dstate0)
+    call = check_call(m, X, Y, states.get("h0"), states.get("c0"), lengths).sort()
+    run = Pass(m, m.training, Plan(False, unformed, m.training and m.dropout > 0))
+    seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
+    assert seg.trace.logits is None  # the head forms the logits itself
+    loss = run.loss([seg], call.Y, 0, call.T, call.T, call.lengths)
+    assert isinstance(loss.grad, HeadGrad if m.output is not None else np.ndarray)
+    if not unformed and m.output is not None:
+        loss = loss._replace(grad=loss.grad.dense())
+    grads, dstate0, _ = run.backward([seg], loss, call.lengths)
     for name, value in zip(("h0", "c0"), dstate0, strict=False):
         if name in states:
-            grads[name] = value
-    return loss, grads
+            grads[name] = call.unsort(value)
+    return loss.value, grads
 
 
 def _head_outputs(m, X, states, lengths):
     """forward's outputs with the head forming the logits from the states itself, and the logits
     the top layer's kernel forms in its loop (None where it forms none)."""
-    call = m._prepare(X, states.get("h0"), states.get("c0"), lengths)
-    H, trace = m._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False)
-    _, in_loop = m._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False,
-                        logits=True)
-    Y_hat = m.head.forward(m.params, m._seen(H, call.lengths))
-    if call.lengths is not None and m.target == "all":
-        Y_hat[np.arange(Y_hat.shape[0])[:, None] >= call.lengths[None, :]] = 0
-    if call.order is not None:
-        Y_hat = Y_hat[:, np.argsort(call.order)]
+    call = check_call(m, X, None, states.get("h0"), states.get("c0"), lengths).sort()
+    run = Pass(m, plan=Plan(False, False, False))
+    seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
+    in_loop = Pass(m).forward(call.X, call.state0, 0, call.lengths, call.batch_sizes).trace
+    Y_hat = call.unsort(run.outputs(seg, call.lengths))
     if m.target == "last":
         Y_hat = Y_hat[0]
     if in_loop.logits is not None:
         assert in_loop.logits.dtype == X.dtype
-        seen = m._seen(H, call.lengths)
+        seen = seg.H[1:]
         if call.lengths is not None:  # the kernels leave padded steps at zero
             valid = np.arange(seen.shape[0])[:, None] < call.lengths[None, :]
             assert not in_loop.logits[~valid].any()
@@ -288,7 +284,7 @@ def test_dropout_below_the_top_layer(cell, rng):
     assert_close(loss, ref_loss, np.float64, "loss")
     for name, g in ref_grads.items():
         assert_close(grads[name], g, np.float64, name)
-    assert m._head_plan() == (True, True)
+    assert Pass(m).plan[:2] == (True, True)
 
 
 def test_outputs_handed_out_are_never_overwritten(rng):
@@ -322,4 +318,4 @@ def test_head_plan(cell, output, target, layers, bidirectional, plan):
     fills its columns)."""
     m = fb.RNN(3, 4, None if output is None else 2, cell=cell, output=output, target=target,
                num_layers=layers, bidirectional=bidirectional)
-    assert m._head_plan() == plan
+    assert Pass(m).plan[:2] == plan

@@ -345,15 +345,15 @@ def test_elman_bad_batch_sizes_refused(bad, match, backend, rng):
     assert not H.any() and not dA.any()
 
 
-# -- the cells' time-parallel work on the valid steps only (fastbptt.cells) ------------------------
+# -- the cells' time-parallel work on the valid steps only (fastbptt.valid_steps) ----------------
 
 @pytest.mark.parametrize("chunk_bytes", [1, 1000, 1 << 22])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_packed_products_match_masked_ones(chunk_bytes, dtype, rng, monkeypatch):
     """Chunks of one step (1 byte), chunks that cut runs of steps (1000 bytes), one chunk."""
-    from fastbptt import cells
+    from fastbptt import valid_steps
 
-    monkeypatch.setattr(cells, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(valid_steps, "CHUNK_BYTES", chunk_bytes)
     T, k, m = 11, 5, 3
     lengths = [11, 9, 9, 6, 3, 3, 1]
     B = len(lengths)
@@ -363,11 +363,11 @@ def test_packed_products_match_masked_ones(chunk_bytes, dtype, rng, monkeypatch)
     Y = rng.normal(size=(T, B, m)).astype(dtype)
     W = rng.normal(size=(k, m)).astype(dtype)
     bias = rng.normal(size=m).astype(dtype)
-    out = cells._rows_times(X, W, bs, bias)
+    out = valid_steps.rows_times(X, W, bs, bias)
     expected = np.where(mask[:, :, None], X @ W + bias, 0)
     assert_close(out, expected, dtype, "rows_times")
     assert not out[~mask].any(), "padded steps stay zero"
-    (xy, xx), (sx, sy) = cells._valid_grads(bs, (X, Y), ((0, 1), (0, 0)), (0, 1))
+    (xy, xx), (sx, sy) = valid_steps.valid_grads(bs, (X, Y), ((0, 1), (0, 0)), (0, 1))
     Xv, Yv = X[mask], Y[mask]
     assert_close(xy, Xv.T @ Yv, dtype, "X^T Y")
     assert_close(xx, Xv.T @ Xv, dtype, "X^T X")
@@ -376,14 +376,14 @@ def test_packed_products_match_masked_ones(chunk_bytes, dtype, rng, monkeypatch)
 
 
 def test_chunks_cover_every_valid_step_once():
-    from fastbptt import cells
+    from fastbptt import valid_steps
 
     lengths = np.array([9, 7, 7, 4, 2, 1])
     T = 12  # batch size 0 at the end
     bs = batch_sizes_of(lengths, T)
     for rows in (6, 7, 10, 64):
         seen = np.zeros((T, len(lengths)), dtype=int)
-        for chunk in cells._chunks(bs, rows):
+        for chunk in valid_steps.chunks(bs, rows):
             assert sum((t1 - t0) * b for t0, t1, b in chunk) <= rows
             for t0, t1, b in chunk:
                 seen[t0:t1, :b] += 1

@@ -11,6 +11,7 @@ from conftest import assert_close
 
 import fastbptt as fb
 from fastbptt import optim, train
+from fastbptt.graph import Pass
 
 
 def _available(cell):
@@ -58,7 +59,7 @@ def _state_kwargs(state):
 def _state_at(m, X, t):
     """The state after the first t steps of X, from an unchunked forward (zeros for t = 0)."""
     if t == 0:
-        return tuple(np.zeros((X.shape[1], m.hidden_size)) for _ in m.cell.state_names)
+        return tuple(np.zeros((X.shape[1], m.hidden_size)) for _ in m.layers.state_names)
     return m.forward(X[:t])[1]
 
 
@@ -121,8 +122,8 @@ def test_chunk_logits_and_head_gradient_across_segments(cell, k1, k2, rng):
         if c.logits is not None:
             assert_close(c.logits, m.head.logits(m.params, c.seen), np.float64, "logits")
         start = _state_kwargs(_state_at(m, X, c.window_start))
-        H, _ = m._run(np.ascontiguousarray(X[c.window_start:c.stop]),
-                      tuple(np.asarray(v) for v in start.values()), training=False)
+        H = Pass(m).forward(np.ascontiguousarray(X[c.window_start:c.stop]),
+                            tuple(np.asarray(v) for v in start.values())).H
         seen = H[1 + c.start - c.window_start:]
         _, _, head = m.head.loss_and_grad(m.params, seen, Y[c.start:c.stop], scale=1.0)
         assert_close(c.grads["V"], head["V"], np.float64, f"chunk [{c.start},{c.stop}) dV")

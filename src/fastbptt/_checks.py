@@ -1,8 +1,11 @@
 """Input validation shared by the model, the training loop and the checkpoint reader."""
 
+import math
 import os
 
 import numpy as np
+
+_sum = np.add.reduce
 
 DTYPES = (np.float32, np.float64)
 
@@ -27,9 +30,23 @@ def real_array(name, value, dtype):
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float, int or bool)")
     out = np.ascontiguousarray(arr, dtype=dtype)
-    if out.size and not np.isfinite(out).all():
+    if not all_finite(out):
         raise ValueError(f"{name} contains NaN or Inf")
     return out
+
+
+def all_finite(a):
+    """Whether every entry of a is finite. A sum is finite only when every entry is, and one
+    reduction costs less than a test per entry; the exact test runs only when the sum is not."""
+    return math.isfinite(_sum(a, None)) or bool(np.isfinite(a).all())
+
+
+def sum_finite(arrays):
+    """Whether every entry of every array is finite (as all_finite, one reduction each)."""
+    total = 0.0
+    for a in arrays:
+        total += _sum(a, None)
+    return math.isfinite(total) or all(np.isfinite(a).all() for a in arrays)
 
 
 def positive_int(name, value, allow_none=False):

@@ -10,6 +10,17 @@ def check_shape(name, shape, expected):
         raise ValueError(f"{name} has shape {tuple(shape)}, expected {tuple(expected)}")
 
 
+def check_head(V, c, out, T, B, n):
+    """A ValueError unless the output layer's V (O, n), c (O,) and logits out (T, B, O) are all
+    given, with those shapes, or all None."""
+    if (V is None) != (c is None) or (V is None) != (out is None):
+        raise ValueError("the output layer needs V, c and out together")
+    if V is not None:
+        check_shape("V", V.shape, (V.shape[0], n))
+        check_shape("c", c.shape, (V.shape[0],))
+        check_shape("out", out.shape, (T, B, V.shape[0]))
+
+
 def check_batch_sizes(batch_sizes, T, B, full_if_none=False):
     """batch_sizes as a C-contiguous intp array after checking it (shape (T,), values in [0, B],
     non-increasing); None stays None, or becomes all B (every row at every step) with full_if_none."""

@@ -3,7 +3,7 @@
 A cell owns its parameter shapes, the time-parallel work around its kernel (the input projection of every
 step before the loop, the weight gradients after it, each one GEMM) and the call into the sequential kernel
 of the chosen backend. The time loops themselves live in cython/_<family>.pyx and its twins in
-fastbptt/reference/.
+fastbptt/reference/; the contract they share, and how to add a cell: docs/architecture.md.
 """
 
 import sys
@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 
+from . import valid_steps
 from ._backend import kernels
 from .heads import HeadGrad, dense_grad
 
@@ -72,6 +73,7 @@ class Cell:
         self.name = name
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self._scratch = _Scratch()  # the forward's states, handed out again once nobody holds them
 
     def kernels(self, backend):
         return kernels(self.family, backend)
@@ -98,15 +100,22 @@ class ElmanCell(Cell):
         super().__init__(name, input_size, hidden_size)
         self.act = _ACT[name]
         self.differentiable = name != "step"
+        self._fused_ok = {}
 
     def param_shapes(self):
         I, n = self.input_size, self.hidden_size
         return {"U": (n, I), "W": (n, n), "b": (n,)}
 
     def _fused(self, kern, X):
-        """Whether the kernel forms the projection and the weight gradients inside its time loops."""
-        ok = getattr(kern, "fused_ok", None)
-        return ok is not None and ok(X.shape[2], self.hidden_size, X.shape[1], X.dtype)
+        """Whether the kernel forms the projection and the weight gradients inside its time loops
+        (asked once per kernel module, batch size and dtype)."""
+        key = (kern.__name__, X.shape[1], X.dtype)
+        ok = self._fused_ok.get(key)
+        if ok is None:
+            ask = getattr(kern, "fused_ok", None)
+            ok = self._fused_ok[key] = ask is not None and ask(X.shape[2], self.hidden_size,
+                                                               X.shape[1], X.dtype)
+        return ok
 
     def logits_ok(self, kern, X):
         return self._fused(kern, X)
@@ -119,8 +128,7 @@ class ElmanCell(Cell):
             return self._forward_runs(kern, p, X, h0, n_threads, batch_sizes, logits), None
         # the kernels write every entry: an earlier call's states that nobody holds will do (a
         # fresh array costs page faults worth a tenth of a step at H=16)
-        scratch = self.__dict__.setdefault("_scratch", _Scratch())
-        H = scratch.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        H = self._scratch.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
         self._forward_block(kern, p, X, h0, H, n_threads, logits)
         return H, None
 
@@ -139,7 +147,7 @@ class ElmanCell(Cell):
         T, B, _ = X.shape
         H = np.zeros((T + 1, B, self.hidden_size), dtype=X.dtype)
         H[0] = h0
-        for t0, t1, b in _runs(batch_sizes):
+        for t0, t1, b in valid_steps.runs(batch_sizes):
             block = np.empty((t1 - t0 + 1, b, self.hidden_size), dtype=X.dtype)
             run_logits = None
             if logits is not None:
@@ -199,7 +207,7 @@ class ElmanCell(Cell):
         dh = dh_T.copy()
         grads = {k: np.zeros_like(p[k]) for k in ("U", "W", "b")}
         dX = np.zeros_like(X) if need_dX else None
-        for t0, t1, b in reversed(_runs(batch_sizes)):
+        for t0, t1, b in reversed(valid_steps.runs(batch_sizes)):
             dH_run = dH.rows(t0, t1, b) if isinstance(dH, HeadGrad) else \
                 np.ascontiguousarray(dH[t0:t1, :b])
             if fold_dV:
@@ -215,15 +223,6 @@ class ElmanCell(Cell):
             if need_dX:
                 dX[t0:t1, :b] = self.input_grads(dA, p["U"], True)
         return grads, (dh,), dX
-
-
-# -- variable lengths: the time-parallel work on the valid steps only ------------------------------
-# With batch_sizes (T,), non-increasing, the valid (t, b) are rows [0, batch_sizes[t]) of each step.
-# Padded steps cost nothing in the kernels, so the GEMMs around them should not pay for them either:
-# the valid rows are packed, a chunk at a time, into buffers small enough to stay in cache, and each
-# chunk is one GEMM (faster than one GEMM over the whole padded array, zero rows included).
-
-_CHUNK_BYTES = 1 << 22
 
 
 class _Scratch:
@@ -282,93 +281,6 @@ def _given(batch_sizes):
     return () if batch_sizes is None else (batch_sizes,)
 
 
-def _runs(batch_sizes):
-    """(t0, t1, b): the runs of consecutive steps with the same batch size b > 0."""
-    edges = np.flatnonzero(np.diff(batch_sizes)) + 1
-    starts = np.concatenate(([0], edges))
-    ends = np.concatenate((edges, [len(batch_sizes)]))
-    return [(int(t0), int(t1), int(batch_sizes[t0]))
-            for t0, t1 in zip(starts, ends, strict=True) if batch_sizes[t0] > 0]
-
-
-def _chunk_rows(arrays, B):
-    """Rows per chunk: the packed rows of all `arrays` in about _CHUNK_BYTES, at least one step."""
-    row_bytes = sum(a.shape[-1] * a.itemsize for a in arrays)
-    return max(B, _CHUNK_BYTES // max(row_bytes, 1))
-
-
-def _chunks(batch_sizes, rows):
-    """The valid steps as chunks of at most `rows` packed rows, in time order; each chunk is a list
-    of pieces (t0, t1, b): steps t0..t1-1, rows [0, b) of each."""
-    chunk, fill = [], 0
-    for t0, t1, b in _runs(batch_sizes):
-        t = t0
-        while t < t1:
-            if fill + b > rows:
-                yield chunk
-                chunk, fill = [], 0
-            steps = min(t1 - t, (rows - fill) // b)
-            chunk.append((t, t + steps, b))
-            fill += steps * b
-            t += steps
-    if chunk:
-        yield chunk
-
-
-def _pack(a, chunk, buf):
-    """The valid rows of a (T, B, k) named by chunk, packed into buf; returns the filled part."""
-    n = 0
-    for t0, t1, b in chunk:
-        m = (t1 - t0) * b
-        buf[n:n + m].reshape(t1 - t0, b, -1)[...] = a[t0:t1, :b]
-        n += m
-    return buf[:n]
-
-
-def _unpack(packed, chunk, a):
-    """The inverse of _pack: packed rows back to their places in a (T, B, k)."""
-    n = 0
-    for t0, t1, b in chunk:
-        m = (t1 - t0) * b
-        a[t0:t1, :b] = packed[n:n + m].reshape(t1 - t0, b, -1)
-        n += m
-
-
-def _rows_times(X, W, batch_sizes, bias=None):
-    """X (T, B, k) @ W (k, m) (+ bias) at the valid steps, zero elsewhere: (T, B, m)."""
-    T, B, _ = X.shape
-    out = np.zeros((T, B, W.shape[1]), dtype=X.dtype)
-    rows = _chunk_rows((X, out), B)
-    xbuf = np.empty((rows, X.shape[2]), dtype=X.dtype)
-    obuf = np.empty((rows, W.shape[1]), dtype=X.dtype)
-    for chunk in _chunks(batch_sizes, rows):
-        x = _pack(X, chunk, xbuf)
-        o = obuf[:len(x)]
-        np.matmul(x, W, out=o)
-        if bias is not None:
-            o += bias
-        _unpack(o, chunk, out)
-    return out
-
-
-def _valid_grads(batch_sizes, arrays, products, sums):
-    """Over the valid steps of the (T, B, k) `arrays`: arrays[i]^T arrays[j] for each (i, j) in
-    products and the column sum of arrays[i] for each i in sums."""
-    B = arrays[0].shape[1]
-    dtype = arrays[0].dtype
-    rows = _chunk_rows(arrays, B)
-    bufs = [np.empty((rows, a.shape[2]), dtype=dtype) for a in arrays]
-    prods = [np.zeros((arrays[i].shape[2], arrays[j].shape[2]), dtype=dtype) for i, j in products]
-    totals = [np.zeros(arrays[i].shape[2], dtype=dtype) for i in sums]
-    for chunk in _chunks(batch_sizes, rows):
-        packed = [_pack(a, chunk, buf) for a, buf in zip(arrays, bufs, strict=True)]
-        for out, (i, j) in zip(prods, products, strict=True):
-            out += packed[i].T @ packed[j]
-        for out, i in zip(totals, sums, strict=True):
-            out += packed[i].sum(axis=0)
-    return prods, totals
-
-
 class LSTMCell(Cell):
     """PyTorch's LSTM: gates i, f, g, o from Wx x_t + Wh h_{t-1} + b."""
 
@@ -395,8 +307,7 @@ class LSTMCell(Cell):
         n = self.hidden_size
         if batch_sizes is None:
             # the kernels write every entry: arrays of an earlier call that nobody holds will do
-            scratch = self.__dict__.setdefault("_scratch", _Scratch())
-            alloc = scratch.empty
+            alloc = self._scratch.empty
         else:
             alloc = np.zeros
         H = alloc((T + 1, B, n), dtype=X.dtype)
@@ -409,7 +320,7 @@ class LSTMCell(Cell):
         if batch_sizes is None:
             A = _project(X, p["Wx"], p["b"])
         else:
-            A = _rows_times(X, p["Wx"].T, batch_sizes, p["b"])
+            A = valid_steps.rows_times(X, p["Wx"].T, batch_sizes, p["b"])
         kern.forward(p["Wh"], A, h0, c0, H, C, G, n_threads, *_given(batch_sizes))
         return H, (C, G)
 
@@ -442,8 +353,8 @@ class LSTMCell(Cell):
             dA2 = _flat(dA)
             grads = {"Wx": dA2.T @ _flat(X), "Wh": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
             return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
-        (dWx, dWh), (db,) = _valid_grads(batch_sizes, (dA, X, H[:-1]), ((0, 1), (0, 2)), (0,))
-        dX = _rows_times(dA, p["Wx"], batch_sizes) if need_dX else None
+        (dWx, dWh), (db,) = valid_steps.valid_grads(batch_sizes, (dA, X, H[:-1]), ((0, 1), (0, 2)), (0,))
+        dX = valid_steps.rows_times(dA, p["Wx"], batch_sizes) if need_dX else None
         return {"Wx": dWx, "Wh": dWh, "b": db}, (dh0, dc0), dX
 
 
@@ -464,7 +375,7 @@ class GRUCell(Cell):
             A = _project(X, p["Wx"], p["bx"])
             alloc = np.empty
         else:
-            A = _rows_times(X, p["Wx"].T, batch_sizes, p["bx"])
+            A = valid_steps.rows_times(X, p["Wx"].T, batch_sizes, p["bx"])
             alloc = np.zeros
         H = alloc((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
         G = alloc(A.shape, dtype=X.dtype)
@@ -487,9 +398,9 @@ class GRUCell(Cell):
         dh0 = np.empty_like(dh_T)
         kern.backward(p["Wh"], H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads, *_given(batch_sizes))
         if batch_sizes is not None:
-            (dWx, dWh), (dbx, dbh) = _valid_grads(batch_sizes, (dA, dGh, X, H[:-1]),
+            (dWx, dWh), (dbx, dbh) = valid_steps.valid_grads(batch_sizes, (dA, dGh, X, H[:-1]),
                                                   ((0, 2), (1, 3)), (0, 1))
-            dX = _rows_times(dA, p["Wx"], batch_sizes) if need_dX else None
+            dX = valid_steps.rows_times(dA, p["Wx"], batch_sizes) if need_dX else None
             return {"Wx": dWx, "Wh": dWh, "bx": dbx, "bh": dbh}, (dh0,), dX
         dA2, dGh2 = _flat(dA), _flat(dGh)
         grads = {

@@ -24,6 +24,10 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
+from ._checks import all_finite
+
+_sum = np.add.reduce
+
 OUTPUTS = ("linear", "sigmoid", "softmax", None)
 LOSSES = ("mse", "bce", "ce")
 REDUCTIONS = ("mean", "sum")
@@ -157,7 +161,7 @@ class Head:
             raise ValueError(f"Y has shape {Y.shape}; expected {expected}{hint} "
                              f"(target={self.target!r}, output size {O})")
         Yf = np.ascontiguousarray(Y, dtype=dtype).reshape((steps, B, O))
-        if not np.isfinite(Yf).all():
+        if not all_finite(Yf):
             raise ValueError("Y contains NaN or Inf")
         self._check_target_values(Yf)
         return Yf
@@ -231,71 +235,67 @@ class Head:
         states Hs are not read at all (they may be None).
         """
         if mask is not None:
-            idx = np.nonzero(mask)
-            reads_states = self.output is None or logits is None or not (
-                unformed and defer_weight_grad)
-            loss, dvalid, grads = self.loss_and_grad(
-                p, Hs[idx][None] if reads_states else None, Y[idx][None], scale,
-                unformed=unformed, defer_weight_grad=defer_weight_grad,
-                logits=None if logits is None else logits[idx][None])
-            if isinstance(dvalid, HeadGrad):
-                dO = np.zeros(mask.shape + (dvalid.dO.shape[-1],), dtype=dvalid.dO.dtype)
-                dO[idx] = dvalid.dO[0]
-                return loss, HeadGrad(dO, dvalid.V, dvalid.dV), grads
-            dHs = np.zeros_like(Hs)
-            dHs[idx] = dvalid[0]
-            return loss, dHs, grads
+            return self._masked(p, Hs, Y, scale, mask, unformed, defer_weight_grad, logits)
         if self.output is None:
             T, B, n = Hs.shape
             if scale is None:
                 scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0
             diff = Hs - Y
-            loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
+            loss = 0.5 * _sum(np.square(diff), None, np.float64)
             return loss * scale, diff * Hs.dtype.type(scale), {}
         o = self.logits(p, Hs) if logits is None else logits
         T, B, _ = o.shape
         if scale is None:
             scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0
-        if self.output == "linear":
-            diff = o - Y
-            loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
-            dO = diff
-        elif self.output == "sigmoid":
-            if self.loss == "bce":
-                # log(1 + e^o) - y o, written with logaddexp so large |o| neither overflows nor cancels
-                loss = np.sum(np.logaddexp(0, o) - Y * o, dtype=np.float64)
-                dO = expit(o) - Y
-            else:
-                s = expit(o)
-                diff = s - Y
-                loss = 0.5 * np.sum(np.square(diff), dtype=np.float64)
-                dO = diff * s * (1 - s)
-        else:
-            logp = log_softmax(o, axis=-1)
-            s = np.exp(logp)
-            if self.loss == "ce":
-                if Y.ndim == 2:
-                    picked = np.take_along_axis(logp, Y[..., None], axis=-1)
-                    loss = -np.sum(picked, dtype=np.float64)
-                    dO = s
-                    np.put_along_axis(dO, Y[..., None], np.take_along_axis(s, Y[..., None], -1) - 1,
-                                      axis=-1)
-                else:
-                    loss = -np.sum(Y * logp, dtype=np.float64)
-                    dO = s * Y.sum(axis=-1, keepdims=True) - Y
-            else:
-                g = s - Y
-                loss = 0.5 * np.sum(np.square(g), dtype=np.float64)
-                dO = s * (g - np.sum(g * s, axis=-1, keepdims=True))
+        loss, dO = self._loss_at_logits(o, Y)
         if scale != 1:
-            dO *= o.dtype.type(scale)  # every branch above made dO a fresh array
-        dO2 = dO.reshape(T * B, -1)
+            dO *= o.dtype.type(scale)  # _loss_at_logits made dO a fresh array
         # over time first (rows of B * O contiguous values), then the batch: summing the
         # (T * B, O) rows directly runs a strided loop of O values, ten times slower
-        dc = dO.sum(axis=0).sum(axis=0)
+        dc = _sum(_sum(dO, 0), 0)
         if unformed and defer_weight_grad:
-            grads = {"V": np.zeros_like(p["V"]), "c": dc}
-            return float(loss) * scale, HeadGrad(dO.reshape(T, B, -1), p["V"], grads["V"]), grads
-        grads = {"V": dO2.T @ Hs.reshape(T * B, -1), "c": dc}
-        dHs = HeadGrad(dO.reshape(T, B, -1), p["V"])
+            grads = {"V": np.zeros(p["V"].shape, p["V"].dtype), "c": dc}
+            return float(loss) * scale, HeadGrad(dO, p["V"], grads["V"]), grads
+        grads = {"V": dO.reshape(T * B, -1).T @ Hs.reshape(T * B, -1), "c": dc}
+        dHs = HeadGrad(dO, p["V"])
         return float(loss) * scale, dHs if unformed else dHs.dense(), grads
+
+    def _masked(self, p, Hs, Y, scale, mask, unformed, defer_weight_grad, logits):
+        """loss_and_grad over the steps `mask` marks, as one step of a batch of those steps."""
+        idx = np.nonzero(mask)
+        reads_states = self.output is None or logits is None or not (unformed and defer_weight_grad)
+        loss, dvalid, grads = self.loss_and_grad(
+            p, Hs[idx][None] if reads_states else None, Y[idx][None], scale,
+            unformed=unformed, defer_weight_grad=defer_weight_grad,
+            logits=None if logits is None else logits[idx][None])
+        if isinstance(dvalid, HeadGrad):
+            dO = np.zeros(mask.shape + (dvalid.dO.shape[-1],), dtype=dvalid.dO.dtype)
+            dO[idx] = dvalid.dO[0]
+            return loss, HeadGrad(dO, dvalid.V, dvalid.dV), grads
+        dHs = np.zeros_like(Hs)
+        dHs[idx] = dvalid[0]
+        return loss, dHs, grads
+
+    def _loss_at_logits(self, o, Y):
+        """The summed loss (float64) and its gradient dO (a fresh array) at the logits o."""
+        if self.output == "linear":
+            diff = o - Y
+            return 0.5 * _sum(np.square(diff), None, np.float64), diff
+        if self.output == "sigmoid":
+            if self.loss == "bce":
+                # log(1 + e^o) - y o, written with logaddexp so large |o| neither overflows nor cancels
+                return _sum(np.logaddexp(0, o) - Y * o, None, np.float64), expit(o) - Y
+            s = expit(o)
+            diff = s - Y
+            return 0.5 * _sum(np.square(diff), None, np.float64), diff * s * (1 - s)
+        logp = log_softmax(o, axis=-1)
+        s = np.exp(logp)
+        if self.loss != "ce":
+            g = s - Y
+            return 0.5 * _sum(np.square(g), None, np.float64), s * (g - np.sum(g * s, axis=-1,
+                                                                              keepdims=True))
+        if Y.ndim == 2:  # class ids
+            picked = np.take_along_axis(logp, Y[..., None], axis=-1)
+            np.put_along_axis(s, Y[..., None], np.take_along_axis(s, Y[..., None], -1) - 1, axis=-1)
+            return -_sum(picked, None, np.float64), s
+        return -_sum(Y * logp, None, np.float64), s * Y.sum(axis=-1, keepdims=True) - Y

@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+from .model import RNN
 from .stack import param_suffix
 
 _KEY = re.compile(r"^(weight|bias)_(ih|hh)_l(\d+)(_reverse)?$")
@@ -45,7 +46,7 @@ def _parse(state_dict):
     return layers
 
 
-def from_torch_state_dict(cls, state_dict, cell: str | None = None, nonlinearity: str = "tanh",
+def from_torch_state_dict(state_dict, cell: str | None = None, nonlinearity: str = "tanh",
                           output_size: int | None = None, output: str | None = "linear", head=None,
                           **kwargs):
     """An RNN with the recurrent weights of a PyTorch RNN / LSTM / GRU state dict.
@@ -54,8 +55,6 @@ def from_torch_state_dict(cls, state_dict, cell: str | None = None, nonlinearity
 
     Parameters
     ----------
-    cls : type
-        The model class (RNN).
     state_dict : mapping of str to array_like
         ``module.state_dict()`` of an ``nn.RNN``, ``nn.LSTM`` or ``nn.GRU`` (tensors or arrays),
         any number of layers, either direction.
@@ -100,9 +99,9 @@ def from_torch_state_dict(cls, state_dict, cell: str | None = None, nonlinearity
         raise ValueError("output_size is needed for a new output head (or output=None, or head=(V, c))")
     if head is not None:
         output_size = _array(head[0]).shape[0]
-    model = cls(w_ih.shape[1], hidden, None if output is None else output_size, cell=cell,
+    model = RNN(w_ih.shape[1], hidden, None if output is None else output_size, cell=cell,
                 output=output, num_layers=num_layers, bidirectional=bidirectional, **kwargs)
-    names = _NAMES[model.cell.family]
+    names = _NAMES[model.layers.family]
     values = {}
     D = 2 if bidirectional else 1
     for layer in range(num_layers):
@@ -143,7 +142,7 @@ def to_torch_state_dict(model) -> dict[str, np.ndarray]:
         when there is one, is ``model.params["V"]`` and ``["c"]`` (an ``nn.Linear``'s weight and
         bias).
     """
-    names = _NAMES[model.cell.family]
+    names = _NAMES[model.layers.family]
     out = {}
     D = 2 if model.bidirectional else 1
     for layer in range(model.num_layers):

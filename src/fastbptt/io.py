@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._checks import MAX_THREADS
+from .model import RNN
+from .optim import optimizer_from_config
 
 try:
     import fcntl
@@ -39,7 +41,6 @@ except ImportError:  # not POSIX: stale temporaries are recognised by age alone
     fcntl = None
 
 if TYPE_CHECKING:
-    from .model import RNN
     from .optim import Optimizer
 
 FORMAT = "fastbptt.rnn"
@@ -334,9 +335,6 @@ def load(path: str | os.PathLike, backend: str | None = None, with_optimizer: bo
         check runs before the model is built, so a crafted file allocates nothing beyond its own
         arrays.
     """
-    from .model import RNN
-    from .optim import optimizer_from_config
-
     path = os.fspath(path)
     arrays = _read_all(path)
     _check_header(path, arrays)

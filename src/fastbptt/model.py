@@ -1,14 +1,39 @@
-"""The model: a recurrent layer and an output head, trained by backpropagation through time."""
+"""The model: recurrent layers and an output head, trained by backpropagation through time.
+
+RNN checks a call (fastbptt.calls), runs it through one forward and backward pass (fastbptt.graph)
+and holds the parameters; its fit, save, load and PyTorch methods front modules that depend on it
+(see docs/architecture.md).
+"""
+
+import importlib
+import math
+import warnings
 
 import numpy as np
 
 from . import heads as _heads
 from ._backend import resolve_backend
-from ._checks import as_dtype, check_fits, param_bytes, positive_int, real_array, thread_count
+from ._checks import (
+    as_dtype,
+    check_fits,
+    param_bytes,
+    positive_int,
+    real_array,
+    sum_finite,
+    thread_count,
+)
 from ._threads import blas_single_in
+from .calls import check_call, state_shape
 from .cells import CELLS
+from .graph import Pass, plans_for
 from .init import init_params
 from .stack import Stack
+
+
+def _front(module):
+    """A module that depends on the model (train, io, interop), imported when an RNN method that
+    fronts it is first called: importing it here at the top would make a cycle."""
+    return importlib.import_module(f"{__package__}.{module}")
 
 
 class Params(dict):
@@ -68,24 +93,18 @@ class Params(dict):
             super().__setitem__(name, np.ascontiguousarray(value, dtype=self._dtype))
 
     def check_finite(self):
+        if sum_finite(list(self.values())):
+            return
         for name, value in self.items():
             if not np.isfinite(value).all():
                 raise ValueError(f"parameter {name!r} contains NaN or Inf")
 
 
-class _Call:
-    """One validated call: inputs (sorted by decreasing length when lengths are given)."""
-
-    def __init__(self, X, single, state0, Y):
-        self.X, self.single, self.state0, self.Y = X, single, state0, Y
-        self.lengths = self.batch_sizes = self.order = None
-
-
 class RNN:
     """A recurrent network: one recurrent layer (tanh, relu, step, lstm or gru) and an output head.
 
-    Inputs are time-major, X (T, B, I); a 2-D X (T, I) is a single sequence. See DESIGN.md for the
-    parameter names and shapes (PyTorch's layout).
+    Inputs are time-major, X (T, B, I); a 2-D X (T, I) is a single sequence. Parameter names and
+    shapes follow PyTorch's layout (see the README); how a call runs: docs/architecture.md.
     """
 
     def __init__(self, input_size, hidden_size, output_size=None, cell="tanh", output="linear",
@@ -120,19 +139,20 @@ class RNN:
                                2 if self.bidirectional else 1, self.dtype),
                    f"the parameters of a {cell} model of hidden_size={self.hidden_size}, "
                    f"num_layers={self.num_layers}")
-        # the recurrent layers; `cell` keeps the name the training loop and older code use
-        self.cell = Stack(cell, self.input_size, self.hidden_size, self.num_layers,
+        self.layers = Stack(cell, self.input_size, self.hidden_size, self.num_layers,
                           self.bidirectional, self.dropout)
-        if output is None and self.cell.output_size != self.hidden_size:
+        if output is None and self.layers.output_size != self.hidden_size:
             raise ValueError("output=None (the hidden state is the output) needs one direction; "
                              "use an output layer with bidirectional=True")
-        self.head = _heads.Head(output, loss, reduction, target, self.cell.output_size, output_size)
+        self.head = _heads.Head(output, loss, reduction, target, self.layers.output_size,
+                                 output_size)
+        self._plans = plans_for(self.layers, self.head, self.dropout)
         self.training = True
         self._backend_request = backend
         self._backend = resolve_backend(backend)
         self.seed = seed
         self.init = init
-        shapes = {**self.cell.param_shapes(), **self.head.param_shapes()}
+        shapes = {**self.layers.param_shapes(), **self.head.param_shapes()}
         rng = np.random.default_rng(seed)
         values = init_params(shapes, init, rng, self.dtype, self.hidden_size)
         self._params = Params(shapes, self.dtype, values)
@@ -180,6 +200,13 @@ class RNN:
         self._backend_request = name
 
     @property
+    def cell(self):
+        """Deprecated alias of `layers` (the recurrent layers, a Stack); removed in the next release."""
+        warnings.warn("RNN.cell is deprecated: it holds the recurrent layers, now RNN.layers",
+                      DeprecationWarning, stacklevel=2)
+        return self.layers
+
+    @property
     def output(self):
         return self.head.output
 
@@ -197,6 +224,10 @@ class RNN:
 
     def param_shapes(self):
         return dict(self._params._shapes)
+
+    def state_shape(self, B):
+        """The shape of each initial / final state for a batch of B."""
+        return state_shape(self, B)
 
     def get_config(self):
         """The constructor's arguments as plain JSON-able values: ``RNN(**config)`` rebuilds the model."""
@@ -244,165 +275,7 @@ class RNN:
                 + (", bidirectional=True" if self.bidirectional else "")
                 + (f", dropout={self.dropout}" if self.dropout else "") + ")")
 
-    # -- inputs ----------------------------------------------------------------------------------------
-
-    def _inputs(self, X):
-        """X as a C-contiguous (T, B, I) array of the model's dtype, and whether it was one sequence."""
-        X = real_array("X", X, self.dtype)
-        single = X.ndim == 2
-        if single:
-            X = X[:, None, :]
-        if X.ndim != 3:
-            raise ValueError(f"X has shape {X.shape}; expected (T, B, {self.input_size}) time-major, "
-                             f"or (T, {self.input_size}) for one sequence")
-        T, B, I = X.shape
-        if I != self.input_size:
-            raise ValueError(f"X has {I} input features (shape {X.shape}); the model expects "
-                             f"input_size={self.input_size}")
-        if T == 0:
-            raise ValueError("X has no time steps (T = 0); expected at least one")
-        if B == 0:
-            raise ValueError("X has an empty batch (B = 0); expected at least one sequence")
-        return np.ascontiguousarray(X), single
-
-    def _state_shape(self, B):
-        k = self.num_layers * (2 if self.bidirectional else 1)
-        return (B, self.hidden_size) if k == 1 else (k, B, self.hidden_size)
-
-    def _initial_state(self, B, single, h0=None, c0=None):
-        given = {"h0": h0, "c0": c0}
-        if c0 is not None and "c" not in self.cell.state_names:
-            raise ValueError(f"c0 is only for the lstm cell; this model's cell is {self.cell_name!r}")
-        shape = self._state_shape(B)
-        state = []
-        for sname in self.cell.state_names:
-            key = sname + "0"
-            value = given[key]
-            if value is None:
-                state.append(np.zeros(shape, dtype=self.dtype))
-                continue
-            arr = real_array(key, value, self.dtype)
-            if single and arr.ndim == len(shape) - 1:
-                arr = np.expand_dims(arr, axis=-2)
-            if arr.shape != shape:
-                layout = "(B, H)" if len(shape) == 2 else "(num_layers * num_directions, B, H)"
-                raise ValueError(f"{key} has shape {np.shape(value)}; expected {shape}, that is "
-                                 f"{layout} for a batch of {B}")
-            state.append(np.ascontiguousarray(arr))
-        return tuple(state)
-
-    def _lengths(self, lengths, T, B):
-        """Validated lengths (B,) int64, or None when every sequence fills all T steps."""
-        if lengths is None:
-            return None
-        arr = np.asarray(lengths)
-        if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
-            raise TypeError(f"lengths has dtype {arr.dtype}; expected integers")
-        arr = arr.astype(np.int64).reshape(-1) if arr.ndim == 0 else arr.astype(np.int64)
-        if arr.shape != (B,):
-            raise ValueError(f"lengths has shape {np.shape(lengths)}; expected ({B},), one length "
-                             "per sequence")
-        if arr.min() < 1 or arr.max() > T:
-            raise ValueError(f"lengths must lie in [1, T={T}] (empty sequences are not allowed); "
-                             f"got range [{arr.min()}, {arr.max()}]")
-        return None if np.all(arr == T) else arr
-
-    # -- forward / backward ------------------------------------------------------------------------------
-
-    def _kernels(self):
-        return self.cell.kernels(self._backend)
-
-    def _prepare(self, X, h0=None, c0=None, lengths=None, Y=None):
-        """Validate one call's inputs; with lengths, sort the batch by decreasing length."""
-        X, single = self._inputs(X)
-        T, B, _ = X.shape
-        state0 = self._initial_state(B, single, h0, c0)
-        lengths = self._lengths(lengths, T, B)
-        if Y is not None:
-            Y = self.head.prepare_targets(Y, T, B, single, self.dtype)
-        call = _Call(X, single, state0, Y)
-        if lengths is not None:
-            order = np.argsort(-lengths, kind="stable")
-            call.lengths = np.ascontiguousarray(lengths[order])
-            # at step t only the sequences still running (a prefix, once sorted) are advanced
-            ascending = call.lengths[::-1]
-            call.batch_sizes = (B - np.searchsorted(ascending, np.arange(T), side="right")).astype(
-                np.intp)
-            if np.any(order != np.arange(B)):
-                call.order = order
-                call.X = np.ascontiguousarray(X[:, order])
-                call.state0 = tuple(np.ascontiguousarray(s[..., order, :]) for s in state0)
-                if Y is not None:
-                    call.Y = np.ascontiguousarray(Y[:, order])
-        return call
-
-    def _run(self, X, state0, lengths=None, batch_sizes=None, training=None, logits=False):
-        """Forward through the recurrent layers: the top layer's states Hout (T+1, B, H * D) and a
-        trace. With `logits` (and _head_plan's say-so), the top layer's kernel forms the output
-        layer's logits too, in trace.logits when it could (else None)."""
-        self.params.check_finite()
-        if training is None:
-            training = self.training
-        head = None
-        if logits and self._head_plan()[0]:
-            head = (self.params["V"], self.params["c"])
-        return self.cell.forward(self._kernels(), self.params, X, state0, self.n_threads,
-                                 lengths=lengths, batch_sizes=batch_sizes,
-                                 training=training and self.dropout > 0, rng=self._dropout_rng,
-                                 head=head)
-
-    def _head_plan(self):
-        """(logits, defer_weight_grad): whether the top layer's kernels do the output layer's work
-        over the states while they are in cache, so the head never reads the (T, B, H) states: the
-        logits in the forward loop (Stack.forward asks the cells that can), the weight gradient dV
-        in the backward loop (when every top cell fills it). Only for target="all": with "last"
-        the head reads one step, less than the loops would do. fit's truncated BPTT follows the
-        same plan, so that it agrees with loss_and_grad bitwise."""
-        if self.output is None or self.target != "all":
-            return False, False
-        top = self.cell.cells[-1]
-        return True, all(c.takes_head_grad and c.fills_head_weight_grad for c in top)
-
-    def _seen(self, H, lengths=None):
-        """The states the head and loss look at: every step, or only each sequence's last."""
-        if self.target == "all":
-            return H[1:]
-        if lengths is None:
-            return H[-1:]
-        return H[lengths, np.arange(H.shape[1])][None]
-
-    def _backward(self, X, H, cache, dHs, dstate_T=None, need_dX=False):
-        """From the gradient at the seen states, the parameter grads, dstate0 and dX.
-
-        dHs is an ndarray, or a HeadGrad (dO, V) that stays unformed down to the recurrent layers."""
-        if not self.cell.differentiable:
-            raise ValueError(f"the {self.cell_name!r} cell is forward only: it has no useful gradient")
-        unformed = isinstance(dHs, _heads.HeadGrad)
-        # the array to spread over all T steps: dO (T', B, O) when unformed, else dHs (T', B, H)
-        seen = dHs.dO if unformed else dHs
-        if self.target == "all":
-            full = np.ascontiguousarray(seen, dtype=self.dtype)
-        else:
-            full = np.zeros((H.shape[0] - 1, H.shape[1], seen.shape[-1]), dtype=self.dtype)
-            lengths = getattr(cache, "lengths", None)
-            if lengths is None:
-                full[-1] = seen[0]
-            else:
-                full[lengths - 1, np.arange(H.shape[1])] = seen[0]
-        dH = _heads.HeadGrad(full, dHs.V, dHs.dV) if unformed else full
-        if dstate_T is None:
-            shape = self._state_shape(H.shape[1])
-            dstate_T = tuple(np.zeros(shape, dtype=self.dtype) for _ in self.cell.state_names)
-        return self.cell.backward(self._kernels(), self.params, X, H, cache, dH, dstate_T,
-                                  self.n_threads, need_dX)
-
-    def _head_loss(self, call, H, trace, unformed=False, defer_weight_grad=False):
-        mask = None
-        if call.lengths is not None and self.target == "all":
-            mask = np.arange(H.shape[0] - 1)[:, None] < call.lengths[None, :]
-        return self.head.loss_and_grad(self.params, self._seen(H, call.lengths), call.Y, mask=mask,
-                                       unformed=unformed, defer_weight_grad=defer_weight_grad,
-                                       logits=trace.logits)
+    # -- calls (checked in fastbptt.calls, run by fastbptt.graph; see docs/architecture.md) -------------
 
     @blas_single_in
     def forward(self, X, h0=None, c0=None, lengths=None):
@@ -412,17 +285,13 @@ class RNN:
         its own last step. States are (B, H), or (num_layers * num_directions, B, H) for stacked or
         bidirectional models.
         """
-        call = self._prepare(X, h0, c0, lengths)
-        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False,
-                             logits=True)
-        Y_hat = self.head.forward(self.params, self._seen(H, call.lengths), trace.logits)
-        state = self.cell.final_state(H, trace)
-        if call.lengths is not None and self.target == "all":
-            Y_hat[np.arange(Y_hat.shape[0])[:, None] >= call.lengths[None, :]] = 0
+        call = check_call(self, X, None, h0, c0, lengths).sort()
+        run = Pass(self)
+        seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
+        Y_hat = call.unsort(run.outputs(seg, call.lengths))
+        state = run.final_state(seg)
         if call.order is not None:
-            inverse = np.argsort(call.order)
-            Y_hat = Y_hat[:, inverse]
-            state = tuple(s[..., inverse, :] for s in state)
+            state = tuple(call.unsort(s) for s in state)
         if self.target == "last":
             Y_hat = Y_hat[0]
         if call.single:
@@ -453,65 +322,50 @@ class RNN:
         """
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
-        call = self._prepare(X, h0, c0, lengths, Y)
-        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, logits=True)
-        # the gradient at the states stays (dO, V) down to the kernels that take it, which fill
-        # the head's dV too where _head_plan says so
-        loss, dHs, head_grads = self._head_loss(call, H, trace, unformed=True,
-                                                defer_weight_grad=self._head_plan()[1])
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"the loss is not finite ({loss})")
-        grads, dstate0, _ = self._backward(call.X, H, trace, dHs)
-        grads.update(head_grads)
-        if call.order is not None:
-            inverse = np.argsort(call.order)
-            dstate0 = tuple(d[..., inverse, :] for d in dstate0)
+        call = check_call(self, X, Y, h0, c0, lengths).sort()
+        run = Pass(self, self.training)
+        seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
+        loss = run.loss([seg], call.Y, 0, call.T, call.T, call.lengths)
+        if not math.isfinite(loss.value):
+            raise FloatingPointError(f"the loss is not finite ({loss.value})")
+        grads, dstate0, _ = run.backward([seg], loss, call.lengths)
         for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0), strict=False):
             if given is not None:
+                value = call.unsort(value)
                 grads[name] = value[..., 0, :] if call.single and np.ndim(given) < value.ndim \
                     else value
-        return loss, grads
+        return loss.value, grads
 
     @blas_single_in
     def evaluate(self, X, Y, h0=None, c0=None, lengths=None):
-        """The loss alone (no backward pass through time, no dropout)."""
+        """The loss alone (no backward pass through time, no dropout); with `lengths`, over the
+        valid steps. fastbptt.train.evaluate adds a metric and bounded memory."""
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
-        call = self._prepare(X, h0, c0, lengths, Y)
-        H, trace = self._run(call.X, call.state0, call.lengths, call.batch_sizes, training=False,
-                             logits=True)
-        # the loss alone: a gradient left unformed and a deferred dV cost nothing over the states
-        return self._head_loss(call, H, trace, unformed=True, defer_weight_grad=True)[0]
+        call = check_call(self, X, Y, h0, c0, lengths).sort()
+        run = Pass(self)
+        seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
+        return run.loss([seg], call.Y, 0, call.T, call.T, call.lengths, for_grad=False).value
 
-    # -- PyTorch interop (fastbptt.interop) --------------------------------------------------------------
+    # -- fronts of the modules that depend on the model ---------------------------------------------
 
     @classmethod
     def from_torch_state_dict(cls, state_dict, cell=None, nonlinearity="tanh", output_size=None,
                               output="linear", head=None, **kwargs):
         """An RNN holding a PyTorch RNN / LSTM / GRU's weights; see fastbptt.interop."""
-        from .interop import from_torch_state_dict
-
-        return from_torch_state_dict(cls, state_dict, cell, nonlinearity, output_size, output, head,
-                                     **kwargs)
+        return _front("interop").from_torch_state_dict(state_dict, cell, nonlinearity, output_size,
+                                                       output, head, **kwargs)
 
     def to_torch_state_dict(self):
         """The recurrent weights keyed like PyTorch's (NumPy arrays); see fastbptt.interop."""
-        from .interop import to_torch_state_dict
-
-        return to_torch_state_dict(self)
-
-    # -- training and checkpoints (fastbptt.train, fastbptt.io) -----------------------------------------
+        return _front("interop").to_torch_state_dict(self)
 
     def fit(self, X, Y, **kwargs):
         """Train in place; see fastbptt.train.fit for the options. Returns a History."""
-        from .train import fit
-
-        return fit(self, X, Y, **kwargs)
+        return _front("train").fit(self, X, Y, **kwargs)
 
     def save(self, path, optimizer=None):
         """Write the model (and an optimizer's state, to resume) to `path` (.npz, atomically).
 
         Read it back with fastbptt.load."""
-        from .io import save
-
-        save(self, path, optimizer=optimizer)
+        _front("io").save(self, path, optimizer=optimizer)

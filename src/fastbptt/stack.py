@@ -58,11 +58,19 @@ class Stack:
             n_in = input_size if layer == 0 else hidden_size * self.num_directions
             self.cells.append([make_cell(cell, n_in, hidden_size)
                                for _ in range(self.num_directions)])
+        self._kernels = {}  # backend -> kernel module
+        # per layer: whether its cells take the head's gradient unformed, and fill its dV too
+        self._takes = [all(c.takes_head_grad for c in row) for row in self.cells]
+        self._fills = [all(c.takes_head_grad and c.fills_head_weight_grad for c in row)
+                       for row in self.cells]
         first = self.cells[0][0]
         self.family = first.family
         self.state_names = first.state_names
         self.differentiable = first.differentiable
         self.gates = first.gates
+
+    def __getstate__(self):  # kernel modules do not pickle: looked up again after a copy
+        return {**self.__dict__, "_kernels": {}}
 
     @property
     def single(self):
@@ -74,7 +82,10 @@ class Stack:
         return self.hidden_size * self.num_directions
 
     def kernels(self, backend):
-        return self.cells[0][0].kernels(backend)
+        kern = self._kernels.get(backend)
+        if kern is None:
+            kern = self._kernels[backend] = self.cells[0][0].kernels(backend)
+        return kern
 
     def param_shapes(self):
         shapes = {}
@@ -86,11 +97,13 @@ class Stack:
 
     def _view(self, p, layer, direction):
         """The parameters of one cell under the cell's own names."""
+        if layer == 0 and direction == 0:
+            return p  # its names carry no suffix
         suffix = param_suffix(layer, direction)
         return {name: p[name + suffix] for name in self.cells[layer][direction].param_shapes()}
 
     def _state(self, states, k):
-        return tuple(s if self.single else s[k] for s in states)
+        return states if self.single else tuple(s[k] for s in states)
 
     # -- time reversal within each sequence's length ---------------------------------------------------
 
@@ -125,7 +138,7 @@ class Stack:
             for direction, cell in enumerate(row):
                 k = layer * self.num_directions + direction
                 Xd = inp if direction == 0 else self._reverse(inp, rev)
-                kw = _bs(batch_sizes)
+                kw = {} if batch_sizes is None else {"batch_sizes": batch_sizes}
                 if (head is not None and layer == top and self.num_directions == 1
                         and cell.logits_ok(kern, Xd)):
                     V, c = head
@@ -168,12 +181,13 @@ class Stack:
 
     def final_state(self, Hout, trace):
         """The state after each sequence's last valid step, in the user's layout."""
+        if self.single:
+            _, H, cache = trace.layers[0]
+            return _final(self.cells[0][0], H, cache, trace.lengths)
         finals = []
         for (_, H, cache), (layer, direction) in zip(trace.layers, self._order(), strict=True):
             cell = self.cells[layer][direction]
             finals.append(_final(cell, H, cache, trace.lengths))
-        if self.single:
-            return finals[0]
         return tuple(np.stack([f[i] for f in finals]) for i in range(len(self.state_names)))
 
     def _order(self):
@@ -186,49 +200,36 @@ class Stack:
         (each direction its columns of V) when they take one, the array otherwise; the layers below
         get arrays. A HeadGrad's dV, when given, is filled: by the top layer's cells (each direction
         its columns) when they fill one, here from the layer's outputs otherwise."""
-        D, n = self.num_directions, self.hidden_size
+        if self.single and (not isinstance(dHout, HeadGrad) or self._fills[0]):
+            # the loop below for one cell handed the gradient as it is (the lean path of short
+            # calls): its parameters and states carry no suffix and no layer index
+            Xd, H, cache = trace.layers[0]
+            if not isinstance(dHout, HeadGrad):
+                dHout = np.ascontiguousarray(dHout)
+            return self.cells[0][0].backward(kern, p, Xd, H, cache, dHout, dstate_T, n_threads,
+                                             need_dX, trace.batch_sizes)
+        D = self.num_directions
         grads, dstate0 = {}, [[None] * (self.num_layers * D) for _ in self.state_names]
         dOut = dHout
         dX = None
         for layer in range(self.num_layers - 1, -1, -1):
             dInp = None
             row = self.cells[layer]
-            if isinstance(dOut, HeadGrad) and dOut.dV is not None and not all(
-                    c.takes_head_grad and c.fills_head_weight_grad for c in row):
+            if isinstance(dOut, HeadGrad) and dOut.dV is not None and not self._fills[layer]:
                 dOut.weight_grad_from(self._layer_output(trace, layer))
                 dOut = HeadGrad(dOut.dO, dOut.V)
-            if isinstance(dOut, HeadGrad) and not all(c.takes_head_grad for c in row):
+            if isinstance(dOut, HeadGrad) and not self._takes[layer]:
                 dOut = row[0].dense_grad(dOut)
             for direction in range(D):
                 k = layer * D + direction
-                Xd, H, cache = trace.layers[k]
-                cell = row[direction]
-                if isinstance(dOut, HeadGrad):
-                    dH = dOut
-                    if D == 2:
-                        part = dOut.columns(direction * n, (direction + 1) * n)
-                        dO = part.dO if direction == 0 else self._reverse(part.dO,
-                                                                          trace.reverse_index)
-                        # this direction's columns of dV, filled in place below
-                        dV = None if dOut.dV is None else np.empty_like(part.V)
-                        dH = HeadGrad(dO, part.V, dV)
-                else:
-                    dH = dOut if D == 1 else dOut[..., direction * n:(direction + 1) * n]
-                    dH = np.ascontiguousarray(dH) if direction == 0 else self._reverse(
-                        dH, trace.reverse_index)
-                below = layer > 0 or need_dX
-                g, ds0, dXd = cell.backward(
-                    kern, self._view(p, layer, direction), Xd, H, cache, dH,
-                    self._state(dstate_T, k), n_threads, below, **_bs(trace.batch_sizes))
-                if isinstance(dH, HeadGrad) and dH.dV is not None and dH.dV is not dOut.dV:
-                    dOut.dV[:, direction * n:(direction + 1) * n] = dH.dV
+                g, ds0, dXd = self._backward_cell(kern, p, trace, layer, direction, dOut,
+                                                  self._state(dstate_T, k), n_threads,
+                                                  layer > 0 or need_dX)
                 suffix = param_suffix(layer, direction)
                 grads.update({name + suffix: v for name, v in g.items()})
                 for i, v in enumerate(ds0):
                     dstate0[i][k] = v
                 if dXd is not None:
-                    if direction == 1:
-                        dXd = self._reverse(dXd, trace.reverse_index)
                     dInp = dXd if dInp is None else dInp + dXd
             if layer > 0:
                 mask = trace.masks[layer - 1]
@@ -240,9 +241,32 @@ class Stack:
         return grads, tuple(np.stack(d) for d in dstate0), dX
 
 
-def _bs(batch_sizes):
-    return {} if batch_sizes is None else {"batch_sizes": batch_sizes}
-
+    def _backward_cell(self, kern, p, trace, layer, direction, dOut, dstate_T, n_threads, below):
+        """One cell's backward pass given the gradient dOut at its layer's outputs (an array, or
+        a HeadGrad if the cell takes one): its grads, dstate0 and dX in forward time (or None).
+        A HeadGrad's dV gets this direction's columns."""
+        D, n = self.num_directions, self.hidden_size
+        Xd, H, cache = trace.layers[layer * D + direction]
+        rev = trace.reverse_index
+        cols = slice(direction * n, (direction + 1) * n)
+        if isinstance(dOut, HeadGrad):
+            dH = dOut
+            if D == 2:
+                part = dOut.columns(cols.start, cols.stop)
+                dO = part.dO if direction == 0 else self._reverse(part.dO, rev)
+                # this direction's columns of dV, filled in place below
+                dH = HeadGrad(dO, part.V, None if dOut.dV is None else np.empty_like(part.V))
+        else:
+            dH = dOut if D == 1 else dOut[..., cols]
+            dH = np.ascontiguousarray(dH) if direction == 0 else self._reverse(dH, rev)
+        g, ds0, dX = self.cells[layer][direction].backward(
+            kern, self._view(p, layer, direction), Xd, H, cache, dH, dstate_T, n_threads, below,
+            trace.batch_sizes)
+        if isinstance(dH, HeadGrad) and dH.dV is not None and dH.dV is not dOut.dV:
+            dOut.dV[:, cols] = dH.dV
+        if dX is not None and direction == 1:
+            dX = self._reverse(dX, rev)
+        return g, ds0, dX
 
 def _final(cell, H, cache, lengths):
     """One cell's state after each sequence's last valid step."""

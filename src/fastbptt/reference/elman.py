@@ -6,6 +6,7 @@ Variable lengths: with batch_sizes (T,), non-increasing, step t advances only th
 
 import numpy as np
 
+from .._kernel_args import check_head
 from .._kernel_args import check_shape as _check
 from .lstm import check_batch_sizes
 
@@ -89,12 +90,7 @@ def forward_fused(act, U, b, W, X, h0, H, n_threads=1, batch_sizes=None, V=None,
     n = W.shape[0]
     _check("U", U.shape, (n, I))
     _check("b", b.shape, (n,))
-    if (V is None) != (c is None) or (V is None) != (out is None):
-        raise ValueError("the output layer needs V, c and out together")
-    if V is not None:
-        _check("V", V.shape, (V.shape[0], n))
-        _check("c", c.shape, (V.shape[0],))
-        _check("out", out.shape, (T, B, V.shape[0]))
+    check_head(V, c, out, T, B, n)
     if batch_sizes is None:
         A = (X.reshape(T * B, I) @ U.T + b).reshape(T, B, n)
     else:

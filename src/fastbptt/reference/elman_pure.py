@@ -5,12 +5,9 @@ The benchmarks' baseline: what the recurrence costs written plainly in Python.
 
 import math
 
+from ._pure import add_transposed, finite, store_steps
 from .elman import RELU, STEP, TANH, _check
 from .lstm import check_batch_sizes
-
-
-def _finite(row):
-    return all(math.isfinite(v) for v in row)
 
 
 def forward(act, W, A, h0, H, n_threads=1, batch_sizes=None):
@@ -43,7 +40,7 @@ def forward(act, W, A, h0, H, n_threads=1, batch_sizes=None):
                     h.append(s if s > 0.0 else 0.0)
                 else:
                     h.append(1.0 if s > 0.0 else 0.0)
-            if not _finite(h):
+            if not finite(h):
                 raise FloatingPointError(f"non-finite hidden state at time step {t}")
             step.append(h)
         states.append(step)
@@ -86,21 +83,11 @@ def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1, batch_sizes=None):
             else:
                 da = [(g[i] + d[i]) if h[i] > 0.0 else 0.0 for i in range(n)]
             new = [0.0] * n
-            for i in range(n):
-                dai = da[i]
-                row = w[i]
-                for j in range(n):
-                    new[j] += row[j] * dai
-            if not _finite(new):
+            add_transposed(new, w, da)
+            if not finite(new):
                 raise FloatingPointError(f"non-finite gradient at time step {t}")
             dh[b] = new
             da_step.append(da)
         da_all[t] = da_step
-    if batch_sizes is None:
-        if T:
-            dA[...] = da_all
-    else:
-        for t in range(T):
-            if bs[t]:
-                dA[t, :bs[t]] = da_all[t]
+    store_steps(dA, da_all, None if batch_sizes is None else bs)
     dh0[...] = dh

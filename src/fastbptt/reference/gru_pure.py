@@ -5,20 +5,9 @@ The benchmarks' baseline: what the GRU recurrence costs written plainly in Pytho
 
 import math
 
+from ._pure import add_transposed, finite, sigmoid, store_steps
 from .gru import _check
 from .lstm import check_batch_sizes
-
-
-def _sigmoid(x):
-    # the two branches keep exp's argument <= 0, so it never overflows
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-def _finite(row):
-    return all(math.isfinite(v) for v in row)
 
 
 def forward(Wh, bh, A, h0, H, G, HN, n_threads=1, batch_sizes=None):
@@ -53,12 +42,12 @@ def forward(Wh, bh, A, h0, H, G, HN, n_threads=1, batch_sizes=None):
                 for j in range(n):
                     s += row[j] * h_prev[j]
                 gh.append(s)
-            r = [_sigmoid(a[k] + gh[k]) for k in range(n)]
-            z = [_sigmoid(a[n + k] + gh[n + k]) for k in range(n)]
+            r = [sigmoid(a[k] + gh[k]) for k in range(n)]
+            z = [sigmoid(a[n + k] + gh[n + k]) for k in range(n)]
             hn = gh[2 * n:]
             nn = [math.tanh(a[2 * n + k] + r[k] * hn[k]) for k in range(n)]
             h = [(1.0 - z[k]) * nn[k] + z[k] * h_prev[k] for k in range(n)]
-            if not _finite(h):
+            if not finite(h):
                 raise FloatingPointError(f"non-finite hidden state at time step {t}")
             h_step.append(h)
             g_step.append(r + z + nn)
@@ -123,25 +112,14 @@ def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1, batch_sizes=None
                 da[k], da[n + k], da[2 * n + k] = dar, daz, dan
                 dgh[k], dgh[n + k], dgh[2 * n + k] = dar, daz, dan * r
                 new[k] = dhk * z
-            for k in range(3 * n):
-                dgk = dgh[k]
-                row = w[k]
-                for j in range(n):
-                    new[j] += row[j] * dgk
-            if not _finite(new):
+            add_transposed(new, w, dgh)
+            if not finite(new):
                 raise FloatingPointError(f"non-finite gradient at time step {t}")
             dh[b] = new
             da_step.append(da)
             dgh_step.append(dgh)
         da_all[t] = da_step
         dgh_all[t] = dgh_step
-    if batch_sizes is None:
-        if T:
-            dA[...] = da_all
-            dGh[...] = dgh_all
-    else:
-        for t in range(T):
-            if bs[t]:
-                dA[t, :bs[t]] = da_all[t]
-                dGh[t, :bs[t]] = dgh_all[t]
+    store_steps(dA, da_all, None if batch_sizes is None else bs)
+    store_steps(dGh, dgh_all, None if batch_sizes is None else bs)
     dh0[...] = dh

@@ -11,6 +11,7 @@ import numpy as np
 from scipy.special import expit
 
 from .. import _kernel_args as _args
+from .._kernel_args import check_head
 from .._kernel_args import check_shape as _check
 
 
@@ -98,12 +99,7 @@ def forward_fused(Wx, b, Wh, X, h0, c0, H, C, G, n_threads=1, batch_sizes=None, 
     _check("Wh", Wh.shape, (4 * n, n))
     _check("Wx", Wx.shape, (4 * n, I))
     _check("b", b.shape, (4 * n,))
-    if (V is None) != (c is None) or (V is None) != (out is None):
-        raise ValueError("the output layer needs V, c and out together")
-    if V is not None:
-        _check("V", V.shape, (V.shape[0], n))
-        _check("c", c.shape, (V.shape[0],))
-        _check("out", out.shape, (T, B, V.shape[0]))
+    check_head(V, c, out, T, B, n)
     A = (X.reshape(T * B, I) @ Wx.T + b).reshape(T, B, 4 * n)
     forward(Wh, A, h0, c0, H, C, G, n_threads, batch_sizes)
     if V is not None:

@@ -5,19 +5,8 @@ The benchmarks' baseline: what the LSTM recurrence costs written plainly in Pyth
 
 import math
 
+from ._pure import add_transposed, finite, sigmoid, store_steps
 from .lstm import _check, check_batch_sizes
-
-
-def _sigmoid(x):
-    # the two branches keep exp's argument <= 0, so it never overflows
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-def _finite(row):
-    return all(math.isfinite(v) for v in row)
 
 
 def forward(Wh, A, h0, c0, H, C, G, n_threads=1, batch_sizes=None):
@@ -53,13 +42,13 @@ def forward(Wh, A, h0, c0, H, C, G, n_threads=1, batch_sizes=None):
                 for j in range(n):
                     s += row[j] * h_prev[j]
                 z.append(s)
-            i = [_sigmoid(v) for v in z[:n]]
-            f = [_sigmoid(v) for v in z[n:2 * n]]
+            i = [sigmoid(v) for v in z[:n]]
+            f = [sigmoid(v) for v in z[n:2 * n]]
             g = [math.tanh(v) for v in z[2 * n:3 * n]]
-            o = [_sigmoid(v) for v in z[3 * n:]]
+            o = [sigmoid(v) for v in z[3 * n:]]
             c = [f[k] * c_prev[k] + i[k] * g[k] for k in range(n)]
             h = [o[k] * math.tanh(c[k]) for k in range(n)]
-            if not (_finite(c) and _finite(h)):
+            if not (finite(c) and finite(h)):
                 raise FloatingPointError(f"non-finite hidden or cell state at time step {t}")
             h_step.append(h)
             c_step.append(c)
@@ -125,22 +114,12 @@ def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1, batch_sizes
                 da[3 * n + k] = dhk * th * o * (1.0 - o)
                 dc[b][k] = dck * f
             new = [0.0] * n
-            for k in range(4 * n):
-                dak = da[k]
-                row = w[k]
-                for j in range(n):
-                    new[j] += row[j] * dak
-            if not (_finite(new) and _finite(dc[b])):
+            add_transposed(new, w, da)
+            if not (finite(new) and finite(dc[b])):
                 raise FloatingPointError(f"non-finite gradient at time step {t}")
             dh[b] = new
             da_step.append(da)
         da_all[t] = da_step
-    if batch_sizes is None:
-        if T:
-            dA[...] = da_all
-    else:
-        for t in range(T):
-            if bs[t]:
-                dA[t, :bs[t]] = da_all[t]
+    store_steps(dA, da_all, None if batch_sizes is None else bs)
     dh0[...] = dh
     dc0[...] = dc
