@@ -177,16 +177,34 @@ def _check_outputs(args):
 
 
 def _run_all(args, runs):
-    """Run every (function, kwargs); one run logs its progress, several log a line each."""
-    from .experiments import run_line
+    """Run every (function, kwargs): one run in this process, logging its progress; several on
+    --workers processes or the --dask scheduler (else one after another), a line each."""
+    from .experiments import call, dask_executor, iter_results, run_line
 
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if len(runs) == 1:
+        fn, kwargs = runs[0]
+        return [fn(log=_log(args), **kwargs)]
+    if args.dask:
+        executor = dask_executor(args.dask)
+    elif args.workers > 1:
+        executor = None  # iter_results starts a local pool of --workers processes
+    else:
+        executor = False
     results = []
-    for fn, kwargs in runs:
-        log = _log(args) if len(runs) == 1 else None
-        result = fn(log=log, **kwargs)
-        if len(runs) > 1 and not args.quiet:
-            print(run_line(result), flush=True)
-        results.append(result)
+    try:
+        if executor is False:
+            done = (fn(**kwargs) for fn, kwargs in runs)
+        else:
+            done = iter_results(call, runs, executor, args.workers)
+        for result in done:
+            if not args.quiet:
+                print(run_line(result), flush=True)
+            results.append(result)
+    finally:
+        if executor:
+            executor.shutdown()
     return results
 
 
@@ -353,6 +371,10 @@ def _add_run_args(p):
     p.add_argument("--json", metavar="PATH", help="save the curves and figures as JSON")
     p.add_argument("--title", help="the plot's title")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run the seeds on this many local processes (default 1, one after another)")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run the seeds on the Dask scheduler at ADDRESS (needs the dask extra)")
 
 
 def _add_train_parsers(sub):

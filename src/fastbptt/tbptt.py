@@ -91,7 +91,7 @@ def loss_divisor(model, call):
     return call.T * call.B if call.lengths is None else int(call.lengths.sum())
 
 
-def windows(m, call, k1, k2):
+def windows(m, call, k1, k2, keep_empty=False):
     """Yield a Chunk per update of one TBPTT pass over a sorted Call; reads m.params afresh for
     every window, so a caller that updates the parameters between chunks trains as fit does."""
     T = call.T
@@ -121,6 +121,11 @@ def windows(m, call, k1, k2):
                         seen=loss.seen, logits=loss.logits, targets=loss.targets, mask=loss.mask,
                         picks=loss.picks, items=loss.items, divisor=divisor,
                         state=tuple(call.unsort(x) for x in st))
+        elif keep_empty:  # another process's rows may have steps that count: this one takes part
+            yield Chunk(start=s, stop=e, window_start=w, loss=0.0,
+                        grads={k: np.zeros_like(v) for k, v in m.params.items()}, seen=None,
+                        logits=None, targets=None, mask=None, picks=None, items=0,
+                        divisor=divisor, state=tuple(call.unsort(x) for x in st))
         state, w = carry, nxt
 
 

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from .model import RNN
     from .optim import Optimizer
 
-__all__ = ["METRICS", "Callback", "Chunk", "EarlyStopping", "History", "Metric", "StopTraining",
-           "carried_state", "evaluate", "fit", "parse_tbptt", "reset_state", "truncated_bptt"]
+__all__ = ["METRICS", "Callback", "Chunk", "EarlyStopping", "History", "Metric", "Shard",
+           "StopTraining", "carried_state", "evaluate", "fit", "parse_tbptt", "reset_state",
+           "truncated_bptt"]
 
 # state carried across fit calls for stateful=True, keyed weakly by model (see reset_state)
 _CARRIED = weakref.WeakKeyDictionary()
@@ -103,15 +104,43 @@ def _validation(m, validation):
     return check_call(m, Xv, Yv, lengths=Lv[0] if Lv else None, lengths_name="lengths_val").sort()
 
 
-def _minibatches(data, bs, order):
-    """The minibatches of one epoch as sorted Calls: rows in `order` (None: as given), bs each."""
+class Shard:
+    """fit's one extension point, for training across processes (fastbptt.distributed implements
+    it over MPI). The default is one process: every row, nothing to combine.
+
+    - rows(idx, N): this process's rows of a minibatch, given the minibatch's row indices (None: all
+      N rows, in order); returns indices into the data, or None for all N rows.
+    - reduce(chunk, divisor): one update's Chunk and loss divisor (what reduction="mean" divided the
+      chunk's loss by) combined over the processes, before the gradient is checked, clipped and
+      applied; returns the combined (chunk, divisor). Every process offers a chunk for every
+      window, even one in which its own rows have no step that counts (items 0, zero gradient);
+      a combined chunk with items 0 means no process had one: no update.
+    - metric(tally): the training Metric, counted over the processes.
+    """
+
+    def rows(self, idx, N):
+        return idx
+
+    def reduce(self, chunk, divisor):
+        return chunk, divisor
+
+    def metric(self, tally):
+        return tally
+
+
+_ONE_PROCESS = Shard()
+
+
+def _minibatches(data, bs, order, shard):
+    """The minibatches of one epoch as sorted Calls: rows in `order` (None: as given), bs each,
+    of which this process takes the shard's rows."""
     N = data.B
-    if bs == N:
-        yield data.sort()
-        return
     for b0 in range(0, N, bs):
-        idx = order[b0:b0 + bs] if order is not None else np.arange(b0, min(b0 + bs, N))
-        yield data.rows(idx).sort()
+        idx = None
+        if bs < N:
+            idx = order[b0:b0 + bs] if order is not None else np.arange(b0, min(b0 + bs, N))
+        idx = shard.rows(idx, N)
+        yield data.sort() if idx is None else data.rows(idx).sort()
 
 
 @blas_single_in
@@ -124,7 +153,7 @@ def fit(model: RNN, X: ArrayLike, Y: ArrayLike, *, lengths: ArrayLike | None = N
         tbptt: int | tuple[int, int] | None = None, stateful: bool = False,
         h0: ArrayLike | None = None, c0: ArrayLike | None = None, progress: bool = True,
         callbacks: Iterable = (), log_every: int | None = None,
-        weight_decay: float | None = None) -> History:
+        weight_decay: float | None = None, shard: Shard | None = None) -> History:
     """Train `model` in place on inputs X and targets Y; return a History.
 
     ``RNN.fit(X, Y, ...)`` is this function with the model given.
@@ -185,6 +214,8 @@ def fit(model: RNN, X: ArrayLike, Y: ArrayLike, *, lengths: ArrayLike | None = N
         Steps between progress lines without tqdm.
     weight_decay : float, optional
         Decoupled weight decay (as AdamW) for the optimizers that take it.
+    shard : Shard, optional
+        This process's part of the data, for fastbptt.distributed (None: one process).
 
     Returns
     -------
@@ -203,6 +234,9 @@ def fit(model: RNN, X: ArrayLike, Y: ArrayLike, *, lengths: ArrayLike | None = N
                     make_optimizer(optimizer, lr=lr, schedule=schedule, weight_decay=weight_decay),
                     clip_norm, clip_value, tbptt, metric, callbacks, log_every)
     data.state0 = _start_state(model, data, cfg.bs, stateful, h0, c0)
+    cfg.shard = _ONE_PROCESS if shard is None else shard
+    if cfg.tally is not None:
+        cfg.tally = cfg.shard.metric(cfg.tally)
     val = _validation(model, validation)
     history = History(None if cfg.tally is None else cfg.tally.name, validation=val is not None,
                       config={"epochs": cfg.epochs, "iterations": cfg.iterations,
@@ -253,8 +287,8 @@ def _epoch(m, cfg, data, order, epoch, step, stateful, history, bar):
     if cfg.tally is not None:
         cfg.tally.reset()
     logs = {}
-    for batch in _minibatches(data, cfg.bs, order):
-        chunks = _windows(m, batch, cfg.k1, cfg.k2)
+    for batch in _minibatches(data, cfg.bs, order, cfg.shard):
+        chunks = _windows(m, batch, cfg.k1, cfg.k2, keep_empty=cfg.shard is not _ONE_PROCESS)
         while not stop:
             try:
                 chunk = next(chunks, None)
@@ -262,6 +296,9 @@ def _epoch(m, cfg, data, order, epoch, step, stateful, history, bar):
                 raise _diverged(step + 1, epoch, str(exc), history) from exc
             if chunk is None:
                 break
+            chunk, _ = cfg.shard.reduce(chunk, chunk.divisor)
+            if not chunk.items:  # no process has a step that counts in this window
+                continue
             step += 1
             step_logs = _train_step(m, cfg, chunk, batch.B, step, epoch, history)
             raw += chunk.loss * chunk.divisor if mean else chunk.loss
