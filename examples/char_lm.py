@@ -4,7 +4,8 @@
     python examples/char_lm.py --text my.txt --epochs 60 --hidden 256 --temperature 0.6
 
 The text is cut into windows of --seq-len characters; the model reads each window one character at
-a time (one-hot inputs over the text's alphabet) and is trained to predict the next character at
+a time (token ids over the text's alphabet, input="tokens": the same model as one-hot inputs,
+without building them) and is trained to predict the next character at
 every step (softmax output, cross-entropy). Sampling then runs the model one step at a time,
 carrying its state from call to call, and feeds every drawn character back in.
 """
@@ -49,11 +50,11 @@ def main(argv=None):
     index = {ch: i for i, ch in enumerate(alphabet)}
     ids = np.array([index[ch] for ch in text], dtype=np.int64)
     V = len(alphabet)
-    X_ids, Y = windows(ids, args.seq_len)
-    X = np.eye(V)[X_ids]  # (T, N, V) one-hot
+    X, Y = windows(ids, args.seq_len)  # (T, N) ids in, (T, N) ids of the next character out
     print(f"{len(text):,} characters, alphabet of {V}, {X.shape[1]} windows of {args.seq_len}")
 
-    model = fb.RNN(V, args.hidden, V, cell=args.cell, output="softmax", loss="ce", seed=args.seed)
+    model = fb.RNN(V, args.hidden, V, cell=args.cell, output="softmax", loss="ce", input="tokens",
+                   seed=args.seed)
     before = model.evaluate(X, Y)
     started = time.perf_counter()
     model.fit(X, Y, epochs=args.epochs, batch_size=args.batch, optimizer="adam", lr=args.lr,

@@ -143,3 +143,14 @@ def test_bench_call_writes_every_row(tmp_path):
     assert {"loss_and_grad", "evaluate", "stage: backward", "forward step gru H=8"} <= set(rows)
     assert all(v > 0 for v in rows.values())
     assert json.loads((tmp_path / "call.json").read_text())["rows"] == rows
+
+
+def test_bench_tokens_tiny(tmp_path):
+    out = tmp_path / "tokens.json"
+    payload = _script("bench_tokens").main(["--tiny", "--out", str(out)])
+    assert [r["cell"] for r in payload["rows"]] == ["lstm", "tanh"]
+    for r in payload["rows"]:
+        assert r["tokens_ms"] > 0 and r["one_hot_ms"] > 0
+        assert r["tokens_input_bytes"] < r["one_hot_input_bytes"]
+        assert r["max_rel_grad_diff"] < 1e-4  # float32: the two inputs give the same gradients
+    assert json.loads(out.read_text())["rows"] == payload["rows"]

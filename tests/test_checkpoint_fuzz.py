@@ -129,7 +129,9 @@ def test_crafted_config_values(saved, key, tmp_path):
         cfg = dict(model.get_config(), **{key: value})
         arrays["config"] = np.frombuffer(json.dumps(cfg).encode(), dtype=np.uint8)
         outcome = _try(tmp_path / "cfg.npz", _npz(arrays))
-        if outcome == "loaded":  # only values that describe this same model
+        # only values that describe this same model (batch_first=True is one: the same
+        # parameters, read in another layout)
+        if outcome == "loaded" and not (key == "batch_first" and value is True):
             assert fb.load(tmp_path / "cfg.npz").get_config()[key] == model.get_config()[key]
 
 

@@ -57,11 +57,20 @@ def test_the_model_reaches_the_modules_above_it_only_through_front():
     assert lazy == [], "model.py imports inside functions; use _front"
     fronts = {"fit": "train", "save": "io", "to_torch_state_dict": "interop",
               "from_torch_state_dict": "interop"}
+    text = (SRC / "model.py").read_text()
     for method, module in fronts.items():
         assert getattr(fastbptt.RNN, method).__doc__, method
-        src = ast.get_source_segment((SRC / "model.py").read_text(), next(
-            n for n in ast.walk(mods["model"]) if isinstance(n, ast.FunctionDef) and n.name == method))
-        assert f'_front("{module}")' in src, method
+        # a method written out, or one that is the module's function itself (_FrontedMethod,
+        # which looks the module up through _front)
+        node = next(n for n in ast.walk(mods["model"])
+                    if (isinstance(n, ast.FunctionDef) and n.name == method)
+                    or (isinstance(n, ast.Assign) and [getattr(t, "id", None) for t in n.targets]
+                        == [method]))
+        src = ast.get_source_segment(text, node)
+        assert f'_front("{module}")' in src or f'_FrontedMethod("{module}", ' in src, method
+    fronted = next(n for n in ast.walk(mods["model"])
+                   if isinstance(n, ast.ClassDef) and n.name == "_FrontedMethod")
+    assert "_front(" in ast.get_source_segment(text, fronted)
 
 
 def test_training_touches_no_private_member_of_the_model():

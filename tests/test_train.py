@@ -557,3 +557,14 @@ def test_single_sequence_2d_input(rng):
     a.fit(X[:, 0], Y[:, 0], tbptt=3, epochs=2, progress=False)
     b.fit(X, Y, tbptt=3, epochs=2, progress=False)
     _same(a.params, b.params)
+
+
+def test_rnn_fit_shows_train_fit_signature_and_docstring():
+    import inspect
+
+    m = fb.RNN(2, 3, 1)
+    sig = inspect.signature(m.fit)
+    assert list(sig.parameters)[:3] == ["X", "Y", "lengths"]
+    assert not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    assert list(sig.parameters) == list(inspect.signature(fb.train.fit).parameters)[1:]
+    assert m.fit.__doc__ == fb.train.fit.__doc__ and "Parameters" in m.fit.__doc__

@@ -4,7 +4,7 @@ Only the time recurrence is sequential: it runs in compiled Cython kernels; ever
 steps is one BLAS call.
 """
 
-from . import init, optim, train
+from . import distributed, experiments, init, optim, train
 from ._backend import BACKENDS, HAVE_CYTHON, config, resolve_backend, show_config
 from ._version import __version__
 from .cells import CELLS
@@ -26,6 +26,8 @@ __all__ = [
     "LOSSES",
     "OUTPUTS",
     "RNN",
+    "distributed",
+    "experiments",
     "gradcheck",
     "init",
     "optim",

@@ -1,6 +1,14 @@
 """Callbacks of fit: hooks per step, per epoch and at the end; EarlyStopping."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .optim import _nonneg_float
+
+if TYPE_CHECKING:
+    from .history import History
+    from .model import RNN
 
 
 class StopTraining(Exception):
@@ -8,16 +16,20 @@ class StopTraining(Exception):
 
 
 class Callback:
-    """Base for callbacks with hooks; each hook may return True (or raise StopTraining) to stop.
-    A plain callable given to fit is called as on_epoch(epoch, logs, model)."""
+    """Base for fit's callbacks: override the hooks wanted. A hook may return True (or raise
+    StopTraining) to stop training. A plain callable given to fit is called as
+    ``on_epoch(epoch, logs, model)``."""
 
-    def on_step(self, step, logs, model):
+    def on_step(self, step: int, logs: dict[str, Any], model: RNN) -> bool | None:
+        """After each update, with that step's logs (see History.steps)."""
         return None
 
-    def on_epoch(self, epoch, logs, model):
+    def on_epoch(self, epoch: int, logs: dict[str, Any], model: RNN) -> bool | None:
+        """After each epoch (and its validation), with the epoch's logs (see History.epochs)."""
         return None
 
-    def on_end(self, history, model):
+    def on_end(self, history: History, model: RNN) -> None:
+        """Once, when fit ends for any reason but an error."""
         return None
 
 
@@ -30,12 +42,27 @@ class _FunctionCallback(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stop after `patience` epochs (at least 1) in which the epoch log `monitor` did not improve by
-    min_delta, or as soon as it reaches `target`. mode "min" | "max" | "auto" (min for names with
-    "loss"). With restore_best, the model ends with the parameters of the best epoch."""
+    """Stop training when an epoch log stops improving, or reaches a target.
 
-    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", target=None,
-                 restore_best=False):
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        The epoch log watched ("loss", "metric", "val_loss", "val_metric").
+    patience : int, default 0
+        Epochs without improvement tolerated (at least 1 is always waited).
+    min_delta : float, default 0.0
+        The smallest change that counts as an improvement.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better; "auto" is "min" for names containing "loss".
+    target : float, optional
+        Stop as soon as the monitored value reaches it.
+    restore_best : bool, default False
+        End with the parameters of the best epoch.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
+                 mode: str = "auto", target: float | None = None,
+                 restore_best: bool = False) -> None:
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor

@@ -69,23 +69,66 @@ def _full_is_none(lengths, T):
 
 
 def check_X(model, X):
-    """X as a C-contiguous (T, B, I) array of the model's dtype, and whether it was one sequence."""
+    """X as a C-contiguous (T, B, I) array of the model's dtype, or for input="tokens" a (T, B)
+    intp array of ids, time-major either way; and whether it was one sequence."""
+    if model.input == "tokens":
+        return check_tokens(model, X)
     X = real_array("X", X, model.dtype)
     single = X.ndim == 2
     if single:
         X = X[:, None, :]
     if X.ndim != 3:
-        raise ValueError(f"X has shape {X.shape}; expected (T, B, {model.input_size}) time-major, "
+        layout = "(B, T, {0}) batch-first" if model.batch_first else "(T, B, {0}) time-major"
+        raise ValueError(f"X has shape {X.shape}; expected {layout.format(model.input_size)}, "
                          f"or (T, {model.input_size}) for one sequence")
+    if model.batch_first and not single:
+        X = X.swapaxes(0, 1)
     T, B, I = X.shape
     if I != model.input_size:
         raise ValueError(f"X has {I} input features (shape {X.shape}); the model expects "
                          f"input_size={model.input_size}")
+    _check_steps(T, B)
+    return X if X.flags.c_contiguous else np.ascontiguousarray(X), single
+
+
+def _check_steps(T, B):
     if T == 0:
         raise ValueError("X has no time steps (T = 0); expected at least one")
     if B == 0:
         raise ValueError("X has an empty batch (B = 0); expected at least one sequence")
-    return X if X.flags.c_contiguous else np.ascontiguousarray(X), single
+
+
+def check_tokens(model, X):
+    """Token ids as a C-contiguous (T, B) intp array, time-major, and whether it was one
+    sequence; every id must lie in [0, input_size)."""
+    try:
+        ids = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"X could not be read as an array: {exc}") from exc
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"X has dtype {ids.dtype}; input='tokens' expects integer token ids")
+    layout = "(B, T)" if model.batch_first else "(T, B)"
+    if ids.ndim not in (1, 2):
+        raise ValueError(f"X has shape {ids.shape}; input='tokens' expects ids shaped {layout}, "
+                         "or (T,) for one sequence")
+    bad = (ids < 0) | (ids >= model.input_size)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"X[{', '.join(map(str, where))}] = {ids[where]} is not a token id: ids "
+                         f"must lie in [0, input_size={model.input_size})")
+    single = ids.ndim == 1
+    if single:
+        ids = ids[:, None]
+    elif model.batch_first:
+        ids = ids.T
+    _check_steps(*ids.shape)
+    return np.ascontiguousarray(ids, dtype=np.intp), single
+
+
+def to_user_layout(model, a, single):
+    """A time-major (T, B, ...) array of a call's outputs in the user's layout: (B, T, ...) for a
+    batch-first model (one sequence, (T, ...), is the same either way)."""
+    return np.ascontiguousarray(a.swapaxes(0, 1)) if model.batch_first and not single else a
 
 
 def state_shape(model, B):
@@ -137,9 +180,28 @@ def check_lengths(lengths, T, B, name="lengths"):
 def check_call(model, X, Y=None, h0=None, c0=None, lengths=None, lengths_name="lengths"):
     """Everything a call is given, checked: a Call (not yet sorted by length)."""
     X, single = check_X(model, X)
-    T, B, _ = X.shape
+    T, B = X.shape[:2]
     state0 = initial_state(model, B, single, h0, c0)
     lengths = check_lengths(lengths, T, B, lengths_name)
     if Y is not None:
-        Y = model.head.prepare_targets(Y, T, B, single, model.dtype)
+        Y = _targets(model, Y, T, B, single)
     return Call(X, Y, state0, single, lengths)
+
+
+def _targets(model, Y, T, B, single):
+    """Y prepared by the head; a batch-first model's per-step targets (B, T, ...) are swapped to
+    time-major first."""
+    if not (model.batch_first and model.target == "all" and not single):
+        return model.head.prepare_targets(Y, T, B, single, model.dtype)
+    try:
+        Yarr = np.asarray(Y)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"Y could not be read as an array: {exc}") from exc
+    if Yarr.ndim < 2:
+        return model.head.prepare_targets(Yarr, T, B, single, model.dtype)
+    if Yarr.shape[:2] != (B, T):
+        raise ValueError(f"Y has shape {Yarr.shape}; batch_first=True expects (B, T, ...) = "
+                         f"({B}, {T}, ...), the batch and steps of X")
+    # contiguous, so the loss sums in the same order as for time-major targets
+    return model.head.prepare_targets(np.ascontiguousarray(Yarr.swapaxes(0, 1)), T, B, single,
+                                      model.dtype)

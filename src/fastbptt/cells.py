@@ -25,13 +25,47 @@ def _flat(a):
     return a.reshape(-1, a.shape[-1])
 
 
-def _project(X, Wx, b):
-    """A = X Wx^T + b for every step at once: (T, B, I) -> (T, B, G)."""
+def _project(X, Wx, b, batch_sizes=None):
+    """A = X Wx^T + b for every step at once: (T, B, I) -> (T, B, G); with batch_sizes, at the
+    valid steps only (zero elsewhere). Token ids X (T, B) stand for their one-hot rows: A is then
+    a gather of Wx's columns."""
+    if X.ndim == 2:
+        return _gather(X, Wx, b)
+    if batch_sizes is not None:
+        return valid_steps.rows_times(X, Wx.T, batch_sizes, b)
     T, B, _ = X.shape
     A = np.empty((T, B, Wx.shape[0]), dtype=X.dtype)
     np.matmul(_flat(X), Wx.T, out=_flat(A))
     A += b
     return A
+
+
+def _gather(ids, Wx, b):
+    """A[t, b] = Wx[:, ids[t, b]] + b: the projection of one-hot inputs without forming them."""
+    T, B = ids.shape
+    A = np.empty((T, B, Wx.shape[0]), dtype=Wx.dtype)
+    np.add(Wx.T[ids.reshape(-1)], b, out=_flat(A))
+    return A
+
+
+def token_weight_grad(dA, ids, vocabulary):
+    """dWx (G, V) = sum over steps of dA_t^T onehot(ids_t): each row of dA (T, B, G) added into
+    the column of its id. The rows are grouped by id (one stable sort); the first row of every
+    group is taken at once, then the k-th rows of the groups that have k, so the loop runs as
+    many times as the most frequent id occurs (np.add.at and np.add.reduceat along rows are
+    several times slower)."""
+    flat_ids, rows = ids.reshape(-1), _flat(dA)
+    order = np.argsort(flat_ids, kind="stable")
+    sorted_ids = flat_ids[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+    counts = np.diff(np.append(starts, len(sorted_ids)))
+    sums = rows[order[starts]]
+    for k in range(1, int(counts.max())):
+        groups = np.flatnonzero(counts > k)
+        sums[groups] += rows[order[starts[groups] + k]]
+    dWx = np.zeros((rows.shape[1], vocabulary), dtype=dA.dtype)
+    dWx[:, sorted_ids[starts]] = sums.T
+    return dWx
 
 
 class Cell:
@@ -88,6 +122,13 @@ class Cell:
             return None
         return (_flat(dA) @ Wx).reshape(dA.shape[0], dA.shape[1], -1)
 
+    def input_weight_grad(self, dA, X):
+        """sum_t dA_t^T X_t, the input weights' gradient: one product, or for token ids (T, B)
+        a scatter-add of dA's rows into the columns of their ids."""
+        if X.ndim == 2:
+            return token_weight_grad(dA, X, self.input_size)
+        return _flat(dA).T @ _flat(X)
+
 
 class ElmanCell(Cell):
     """h_t = f(U x_t + W h_{t-1} + b), f = tanh | relu | step."""
@@ -109,6 +150,8 @@ class ElmanCell(Cell):
     def _fused(self, kern, X):
         """Whether the kernel forms the projection and the weight gradients inside its time loops
         (asked once per kernel module, batch size and dtype)."""
+        if X.ndim == 2:  # token ids: the projection is a gather, done before the loop
+            return False
         key = (kern.__name__, X.shape[1], X.dtype)
         ok = self._fused_ok.get(key)
         if ok is None:
@@ -128,7 +171,7 @@ class ElmanCell(Cell):
             return self._forward_runs(kern, p, X, h0, n_threads, batch_sizes, logits), None
         # the kernels write every entry: an earlier call's states that nobody holds will do (a
         # fresh array costs page faults worth a tenth of a step at H=16)
-        H = self._scratch.empty((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
+        H = self._scratch.empty((X.shape[0] + 1,) + h0.shape, dtype=h0.dtype)
         self._forward_block(kern, p, X, h0, H, n_threads, logits)
         return H, None
 
@@ -144,15 +187,15 @@ class ElmanCell(Cell):
     def _forward_runs(self, kern, p, X, h0, n_threads, batch_sizes, logits=None):
         """Each run of steps with the same active batch b is one kernel call on rows [0, b): the
         rows are independent, and finished ones are neither read nor written (their states stay 0)."""
-        T, B, _ = X.shape
-        H = np.zeros((T + 1, B, self.hidden_size), dtype=X.dtype)
+        T, B = X.shape[:2]
+        H = np.zeros((T + 1, B, self.hidden_size), dtype=h0.dtype)
         H[0] = h0
         for t0, t1, b in valid_steps.runs(batch_sizes):
-            block = np.empty((t1 - t0 + 1, b, self.hidden_size), dtype=X.dtype)
+            block = np.empty((t1 - t0 + 1, b, self.hidden_size), dtype=h0.dtype)
             run_logits = None
             if logits is not None:
                 V, c, out = logits
-                run_logits = (V, c, np.empty((t1 - t0, b, V.shape[0]), dtype=X.dtype))
+                run_logits = (V, c, np.empty((t1 - t0, b, V.shape[0]), dtype=h0.dtype))
             self._forward_block(kern, p, np.ascontiguousarray(X[t0:t1, :b]),
                                 np.ascontiguousarray(H[t0, :b]), block, n_threads, run_logits)
             H[t0 + 1:t1 + 1, :b] = block[1:]
@@ -191,7 +234,8 @@ class ElmanCell(Cell):
         dA = np.empty(shape, dtype=H.dtype)
         kern.backward(self.act, p["W"], H, dH, dh_T, dA, dh0, n_threads)
         dA2 = _flat(dA)
-        grads = {"U": dA2.T @ _flat(X), "W": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
+        grads = {"U": self.input_weight_grad(dA, X), "W": dA2.T @ _flat(H[:-1]),
+                 "b": dA2.sum(axis=0)}
         return grads, dh0, dA
 
     def _backward_runs(self, kern, p, X, H, dH, dh_T, n_threads, need_dX, batch_sizes):
@@ -269,10 +313,11 @@ class _Scratch:
             return entry[0]
 
 
-def _has_fused(kern):
+def _has_fused(kern, X):
     """Whether a gated cell's kernel module forms the projection and the weight gradients inside
-    its time loops (forward_fused / backward_fused)."""
-    return hasattr(kern, "forward_fused")
+    its time loops (forward_fused / backward_fused) for inputs X; token ids (T, B) take the
+    gather before the loop instead."""
+    return X.ndim == 3 and hasattr(kern, "forward_fused")
 
 
 def _given(batch_sizes):
@@ -297,30 +342,27 @@ class LSTMCell(Cell):
         return {"Wx": (4 * n, I), "Wh": (4 * n, n), "b": (4 * n,)}
 
     def logits_ok(self, kern, X):
-        return _has_fused(kern)
+        return _has_fused(kern, X)
 
     def forward(self, kern, p, X, state0, n_threads, batch_sizes=None, logits=None):
         """States H (T+1, B, H) and the cache (C, G); with batch_sizes, zero past each end. With
         logits=(V, c, out), out is filled too (see Cell)."""
         h0, c0 = state0
-        T, B, _ = X.shape
+        T, B = X.shape[:2]
         n = self.hidden_size
         if batch_sizes is None:
             # the kernels write every entry: arrays of an earlier call that nobody holds will do
             alloc = self._scratch.empty
         else:
             alloc = np.zeros
-        H = alloc((T + 1, B, n), dtype=X.dtype)
-        C = alloc(H.shape, dtype=X.dtype)
-        G = alloc((T, B, 4 * n), dtype=X.dtype)
-        if _has_fused(kern):
+        H = alloc((T + 1, B, n), dtype=h0.dtype)
+        C = alloc(H.shape, dtype=h0.dtype)
+        G = alloc((T, B, 4 * n), dtype=h0.dtype)
+        if _has_fused(kern, X):
             kern.forward_fused(p["Wx"], p["b"], p["Wh"], X, h0, c0, H, C, G, n_threads,
                                batch_sizes, *(logits or ()))
             return H, (C, G)
-        if batch_sizes is None:
-            A = _project(X, p["Wx"], p["b"])
-        else:
-            A = valid_steps.rows_times(X, p["Wx"].T, batch_sizes, p["b"])
+        A = _project(X, p["Wx"], p["b"], batch_sizes)
         kern.forward(p["Wh"], A, h0, c0, H, C, G, n_threads, *_given(batch_sizes))
         return H, (C, G)
 
@@ -334,7 +376,7 @@ class LSTMCell(Cell):
         dh_T, dc_T = dstate_T
         dh0 = np.empty_like(dh_T)
         dc0 = np.empty_like(dc_T)
-        if _has_fused(kern):
+        if _has_fused(kern, X):
             grads = {k: np.empty_like(p[k]) for k in ("Wx", "Wh", "b")}
             # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
             dA = None if not need_dX else np.zeros(G.shape, G.dtype)
@@ -351,8 +393,13 @@ class LSTMCell(Cell):
                       *_given(batch_sizes))
         if batch_sizes is None:
             dA2 = _flat(dA)
-            grads = {"Wx": dA2.T @ _flat(X), "Wh": dA2.T @ _flat(H[:-1]), "b": dA2.sum(axis=0)}
+            grads = {"Wx": self.input_weight_grad(dA, X), "Wh": dA2.T @ _flat(H[:-1]),
+                     "b": dA2.sum(axis=0)}
             return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
+        if X.ndim == 2:  # token ids: dA is zero at the padded steps, so all rows may be scattered
+            (dWh,), (db,) = valid_steps.valid_grads(batch_sizes, (dA, H[:-1]), ((0, 1),), (0,))
+            return ({"Wx": self.input_weight_grad(dA, X), "Wh": dWh, "b": db}, (dh0, dc0),
+                    None)
         (dWx, dWh), (db,) = valid_steps.valid_grads(batch_sizes, (dA, X, H[:-1]), ((0, 1), (0, 2)), (0,))
         dX = valid_steps.rows_times(dA, p["Wx"], batch_sizes) if need_dX else None
         return {"Wx": dWx, "Wh": dWh, "b": db}, (dh0, dc0), dX
@@ -371,15 +418,11 @@ class GRUCell(Cell):
     def forward(self, kern, p, X, state0, n_threads, batch_sizes=None):
         """States H (T+1, B, H) and the cache (G, HN); with batch_sizes, zero past each end."""
         (h0,) = state0
-        if batch_sizes is None:
-            A = _project(X, p["Wx"], p["bx"])
-            alloc = np.empty
-        else:
-            A = valid_steps.rows_times(X, p["Wx"].T, batch_sizes, p["bx"])
-            alloc = np.zeros
-        H = alloc((X.shape[0] + 1,) + h0.shape, dtype=X.dtype)
-        G = alloc(A.shape, dtype=X.dtype)
-        HN = alloc((X.shape[0],) + h0.shape, dtype=X.dtype)
+        A = _project(X, p["Wx"], p["bx"], batch_sizes)
+        alloc = np.empty if batch_sizes is None else np.zeros
+        H = alloc((X.shape[0] + 1,) + h0.shape, dtype=h0.dtype)
+        G = alloc(A.shape, dtype=h0.dtype)
+        HN = alloc((X.shape[0],) + h0.shape, dtype=h0.dtype)
         kern.forward(p["Wh"], p["bh"], A, h0, H, G, HN, n_threads, *_given(batch_sizes))
         return H, (G, HN)
 
@@ -397,6 +440,11 @@ class GRUCell(Cell):
         dGh = alloc(G.shape, G.dtype)
         dh0 = np.empty_like(dh_T)
         kern.backward(p["Wh"], H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads, *_given(batch_sizes))
+        if batch_sizes is not None and X.ndim == 2:  # token ids: dA is zero at padded steps
+            (dWh,), (dbx, dbh) = valid_steps.valid_grads(batch_sizes, (dA, dGh, H[:-1]),
+                                                         ((1, 2),), (0, 1))
+            return ({"Wx": self.input_weight_grad(dA, X), "Wh": dWh, "bx": dbx, "bh": dbh},
+                    (dh0,), None)
         if batch_sizes is not None:
             (dWx, dWh), (dbx, dbh) = valid_steps.valid_grads(batch_sizes, (dA, dGh, X, H[:-1]),
                                                   ((0, 2), (1, 3)), (0, 1))
@@ -404,7 +452,7 @@ class GRUCell(Cell):
             return {"Wx": dWx, "Wh": dWh, "bx": dbx, "bh": dbh}, (dh0,), dX
         dA2, dGh2 = _flat(dA), _flat(dGh)
         grads = {
-            "Wx": dA2.T @ _flat(X),
+            "Wx": self.input_weight_grad(dA, X),
             "Wh": dGh2.T @ _flat(H[:-1]),
             "bx": dA2.sum(axis=0),
             "bh": dGh2.sum(axis=0),

@@ -1,12 +1,15 @@
-"""The seeds' experiments, runnable from Python and from the command line (`fastbptt train ...`).
+"""The bundled experiments, runnable from Python and from the command line (`fastbptt train ...`).
 
-- `addition`: binary addition (seeds 000 and 001), fresh random pairs every iteration, accuracy on
-  held-out pairs the training never sees; `INITS_001` are seed 001's three initialisations.
-- `counting`: seed 003's one-neuron ReLU network (no output layer) counting the ones seen so far;
-  `COUNTING_RECIPES` name the report's set-up and what makes long sequences work.
-- `digits`: seed 004's tanh RNN + softmax reading the 8x8 digits row by row, loss over every step
-  (the report's) or only the last one; `mnist`: the same on MNIST IDX files you have.
-- `adder_check`: seed 002's hand-set adder on every pair of n-bit numbers.
+- `addition`: an Elman network learning binary addition bit by bit, fresh random pairs every
+  iteration, accuracy on held-out pairs the training never sees; `INITS_001` are the three weight
+  initialisations it compares (fan-in uniform, uniform(-1, 1), uniform(0, 1)).
+- `counting`: a one-neuron ReLU network (no output layer) counting the ones seen so far;
+  `COUNTING_RECIPES` name the original set-up and what makes long sequences work.
+- `digits`: a tanh RNN + softmax reading the 8x8 digits row by row, loss over every step or only
+  the last one; `mnist`: the same on MNIST IDX files you have.
+- `adder_check`: the hand-set threshold adder on every pair of n-bit numbers.
+- `run_many(fn, configs, executor)`: many runs (seeds, sweeps) on a local process pool, a Dask
+  cluster or any concurrent.futures.Executor, results in the order of the configs.
 
 Every training function is reproducible from `seed` (data, initial weights and minibatch order
 all derive from it) and returns a result dict: "task", "label", "config" (its arguments), "curves"
@@ -18,8 +21,11 @@ matplotlib, the `plot` extra).
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import io
 import math
+import multiprocessing
 import os
 import statistics
 import time
@@ -28,6 +34,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from . import tasks
+from ._checks import positive_int
 from .model import RNN
 from .optim import inverse_time_decay, make_optimizer
 from .train import Callback, StopTraining
@@ -241,8 +248,10 @@ def addition(n_bits: int = 8, hidden_size: int = 16, init="fan_in", iterations: 
 
 
 def compare_inits(inits: Iterable = INITS_001, seeds: Iterable[int] = (0, 1, 2, 3, 4),
-                  log: Callable[[str], None] | None = None, **kwargs) -> list[dict]:
-    """Seed 001's comparison: `addition` for every init x seed, same data and budget per seed.
+                  log: Callable[[str], None] | None = None, executor=None, workers=None,
+                  **kwargs) -> list[dict]:
+    """Seed 001's comparison: `addition` for every init x seed, same data and budget per seed, run
+    by run_many (on `executor`, else a local pool of `workers` processes).
 
     Parameters
     ----------
@@ -252,6 +261,10 @@ def compare_inits(inits: Iterable = INITS_001, seeds: Iterable[int] = (0, 1, 2, 
         One run per seed and initialiser.
     log : callable, optional
         Called with one line per finished run.
+    executor : concurrent.futures.Executor, optional
+        Where the runs go (see `run_many`); None: a local pool of `workers` processes.
+    workers : int, optional
+        The local pool's size (default: one per core, at most one per run).
     **kwargs
         Passed on to `addition`.
 
@@ -260,14 +273,148 @@ def compare_inits(inits: Iterable = INITS_001, seeds: Iterable[int] = (0, 1, 2, 
     list of dict
         The results, labelled "init=NAME"; `summarize` gives the iterations to 100 % per init.
     """
+    runs = [(addition, dict(init=init, seed=seed, label=f"init={init}", **kwargs))
+            for init in inits for seed in seeds]
     results = []
-    for init in inits:
-        for seed in seeds:
-            result = addition(init=init, seed=seed, label=f"init={init}", **kwargs)
-            if log is not None:
-                log(run_line(result))
-            results.append(result)
+    for result in iter_results(call, runs, executor, workers):
+        if log is not None:
+            log(run_line(result))
+        results.append(result)
     return results
+
+
+# -- many runs on an executor ----------------------------------------------------------------------
+
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def call(run):
+    """run = (function, keyword arguments): the function's result. What run_many's fn is when the
+    runs call different functions (the command line's seeds and recipes)."""
+    fn, kwargs = run
+    return fn(**kwargs)
+
+
+def _one_blas_thread(fn, config):
+    """fn(config) with BLAS and OpenMP on one thread: the workers share the cores between them."""
+    from ._threads import _blas_pools
+
+    pools = _blas_pools()
+    if pools is None:  # threadpoolctl is missing: the local pool's environment still says one
+        return fn(config)
+    with pools.limit(limits=1):
+        return fn(config)
+
+
+@contextlib.contextmanager
+def _environment(**values):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def iter_results(fn, configs, executor=None, workers=None):
+    """Yield fn(config) for every config, in the order of `configs`, each as soon as it and the
+    ones before it have finished; see run_many."""
+    configs = list(configs)
+    own = executor is None
+    if own:
+        workers = max(1, min(len(configs), os.cpu_count() or 1) if workers is None
+                      else positive_int("workers", workers))
+        executor = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        # the pool starts its workers while the runs are submitted: they inherit one thread
+        with _environment(**dict.fromkeys(_ONE_THREAD, "1")) if own else contextlib.nullcontext():
+            futures = [executor.submit(_one_blas_thread, fn, config) for config in configs]
+        for future in futures:
+            yield future.result()
+    finally:
+        if own:
+            executor.shutdown(cancel_futures=True)
+
+
+def run_many(fn, configs, executor=None, workers=None):
+    """``[fn(config) for config in configs]``, run on a concurrent.futures.Executor.
+
+    The results come in the order of `configs`, whatever order they finish in, and equal a serial
+    run's bitwise: every run depends on its config alone. Every run has BLAS and OpenMP on one
+    thread, so that the workers share the cores between them.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(config)`` runs one training and returns its result. It must pickle (a function of a
+        module, not a lambda), and so must the configs and the results. `call` runs
+        ``(function, kwargs)`` pairs, for runs of different functions.
+    configs : iterable
+        One config per run.
+    executor : concurrent.futures.Executor, optional
+        A Dask cluster's (`dask_executor`, or ``distributed.Client(...).get_executor()``),
+        ``mpi4py.futures.MPIPoolExecutor()``, a process pool, ...; None starts a local pool of
+        processes and shuts it down after.
+    workers : int, optional
+        The local pool's size (default: one per core, at most one per config).
+
+    Returns
+    -------
+    list
+        fn's results, in the order of `configs`.
+
+    Raises
+    ------
+    Exception
+        The first run (in the order of `configs`) to raise raises here.
+    """
+    return list(iter_results(fn, configs, executor, workers))
+
+
+class _DaskExecutor(concurrent.futures.Executor):
+    """A Dask client's executor that closes the client when it shuts down."""
+
+    def __init__(self, client):
+        self.client = client
+        self.inner = client.get_executor()
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self.inner.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        self.inner.shutdown(wait=wait)
+        self.client.close()
+
+
+def dask_executor(address):
+    """A concurrent.futures.Executor on a Dask cluster, for `run_many`.
+
+    Parameters
+    ----------
+    address : str
+        The scheduler's address, such as ``"tcp://head:8786"``.
+
+    Returns
+    -------
+    concurrent.futures.Executor
+        Its ``shutdown()`` (or the end of a ``with`` block) also closes the Dask client.
+
+    Raises
+    ------
+    ImportError
+        Without distributed (the ``dask`` extra).
+    """
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ImportError("running on a Dask cluster needs distributed: pip install "
+                          "'fastbptt[dask]'") from exc
+    return _DaskExecutor(Client(address))
 
 
 # -- counting (seed 003) ---------------------------------------------------------------------------

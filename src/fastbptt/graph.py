@@ -177,7 +177,7 @@ class Pass:
                 dH = HeadGrad(dseg, loss.grad.V, part) if isinstance(loss.grad, HeadGrad) else dseg
             if dstate is None:
                 shape = m.state_shape(seg.X.shape[1])
-                dstate = tuple(np.zeros(shape, seg.X.dtype) for _ in m.layers.state_names)
+                dstate = tuple(np.zeros(shape, m.dtype) for _ in m.layers.state_names)
             g, dstate, dX = m.layers.backward(self.kern, self.p, seg.X, seg.H, seg.trace, dH,
                                               dstate, m.n_threads, need_dX)
             if isinstance(dH, HeadGrad) and dH.dV is not None and dH.dV is not dV:

@@ -1,16 +1,33 @@
 """What fit records (History) and shows while it runs (a progress bar or plain lines)."""
 
+from __future__ import annotations
+
+import os
 import sys
+from typing import Any
 
 import numpy as np
 
 
 class History:
-    """What fit recorded. `steps`: per update, "step", "epoch", "loss" (the loss of the data that
-    update saw, reduced as the model reduces), "lr", "grad_norm" (before clipping) and "metric".
-    `epochs`: per epoch, "epoch", "step" (the last step of the epoch), "loss" (over the epoch's data
-    as trained), "metric", "val_loss", "val_metric", "seconds". `history["loss"]` is the per-epoch
-    series."""
+    """What fit recorded; ``history["loss"]`` is the per-epoch series (any epoch key, else a
+    step key).
+
+    Attributes
+    ----------
+    steps : dict of str to list
+        Per update: "step", "epoch", "loss" (the loss of the data that update saw, reduced as the
+        model reduces), "lr", "grad_norm" (before clipping) and "metric".
+    epochs : dict of str to list
+        Per epoch: "epoch", "step" (the last step of the epoch), "loss" (over the epoch's data as
+        trained), "metric", "val_loss", "val_metric", "seconds".
+    stopped_early : bool
+        Whether a callback stopped training.
+    stop_reason : str or None
+        Why it stopped.
+    optimizer : Optimizer
+        The optimizer fit used (pass it to the next fit to keep its state).
+    """
 
     def __init__(self, metric=None, validation=False, config=None):
         self.metric = metric
@@ -40,7 +57,8 @@ class History:
     def __len__(self):
         return len(self.epochs["epoch"])
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
+        """Everything recorded, as plain lists and dicts (JSON-able)."""
         return {"steps": {k: list(v) for k, v in self.steps.items()},
                 "epochs": {k: list(v) for k, v in self.epochs.items()},
                 "metric": self.metric, "config": self.config,
@@ -51,10 +69,25 @@ class History:
         return (f"History({len(self.steps['step'])} steps, {len(self)} epochs, last epoch {last}"
                 f"{', stopped early' if self.stopped_early else ''})")
 
-    def plot(self, path=None, axes=None, per_step=True, logy=False):
+    def plot(self, path: str | os.PathLike | None = None, axes: Any = None,
+             per_step: bool = True, logy: bool = False) -> Any:
         """Loss (and metric) against the step: per step (thin), per epoch and validation (marks).
 
-        Returns the matplotlib Figure; `path` also saves it. Needs matplotlib (the `plot` extra).
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Also save the figure there.
+        axes : matplotlib Axes or array of them, optional
+            Draw into these (one per panel: loss, then the metric) instead of a new figure.
+        per_step : bool, default True
+            Draw the per-step series too.
+        logy : bool, default False
+            A log scale for the loss.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            Needs matplotlib (the `plot` extra).
         """
         try:
             from matplotlib.figure import Figure

@@ -266,6 +266,8 @@ _CONFIG_CHECKS = {
     "bidirectional": (lambda v: isinstance(v, bool), "true or false"),
     "dropout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                 and 0 <= v < 1, "a number in [0, 1)"),
+    "input": (lambda v: v in ("dense", "tokens"), '"dense" or "tokens"'),
+    "batch_first": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

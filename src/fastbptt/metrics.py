@@ -1,6 +1,14 @@
 """Metrics that fit and evaluate count over the chunks of truncated BPTT, exactly."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .model import RNN
 
 METRICS = ("accuracy", "bit_accuracy", "sequence_accuracy")
 
@@ -18,9 +26,17 @@ class Metric:
     "accuracy" (a step is right when its class, or every output bit, is right), "bit_accuracy" (the
     fraction of output bits right; = accuracy for softmax) and "sequence_accuracy" (the fraction of
     sequences right at every step). A callable metric(y_pred, y_true) -> float is averaged over
-    chunks weighted by their steps x batch. Padded steps (a mask) are not counted."""
+    chunks weighted by their steps x batch. Padded steps (a mask) are not counted.
 
-    def __init__(self, spec, model):
+    Parameters
+    ----------
+    spec : str or callable
+        "accuracy" | "bit_accuracy" | "sequence_accuracy", or ``callable(y_pred, y_true) -> float``.
+    model : RNN
+        The model whose outputs are scored (its head says how outputs become labels).
+    """
+
+    def __init__(self, spec: str | Callable, model: RNN) -> None:
         self.model = model
         if callable(spec):
             self.name = getattr(spec, "__name__", "metric")
@@ -85,5 +101,5 @@ class Metric:
             self.den += self.batch_wrong.size
             self.batch_wrong = None
 
-    def value(self):
+    def value(self) -> float | None:
         return None if self.den == 0 else self.num / self.den

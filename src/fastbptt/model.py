@@ -5,11 +5,18 @@ and holds the parameters; its fit, save, load and PyTorch methods front modules 
 (see docs/architecture.md).
 """
 
+from __future__ import annotations
+
+import functools
 import importlib
 import math
+import os
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import heads as _heads
 from ._backend import resolve_backend
@@ -23,11 +30,13 @@ from ._checks import (
     thread_count,
 )
 from ._threads import blas_single_in
-from .calls import check_call, state_shape
+from .calls import check_call, state_shape, to_user_layout
 from .cells import CELLS
 from .graph import Pass, plans_for
 from .init import init_params
 from .stack import Stack
+
+INPUTS = ("dense", "tokens")
 
 
 def _front(module):
@@ -36,9 +45,58 @@ def _front(module):
     return importlib.import_module(f"{__package__}.{module}")
 
 
+class _FrontedMethod:
+    """An RNN method that is a function of a module above the model, ``module.name(model, ...)``:
+    it shows that function's signature and docstring (help(), inspect.signature, the API
+    reference), so the options are written down once, where they are implemented. The module is
+    imported when the method is first looked up (after both modules exist, so no cycle)."""
+
+    def __init__(self, module, name):
+        self._where = (module, name)
+        self._method = None
+
+    def __set_name__(self, owner, name):
+        self._owner_name = f"{owner.__name__}.{name}"
+
+    def __get__(self, obj, owner=None):
+        if self._method is None:
+            target = getattr(_front(self._where[0]), self._where[1])
+
+            @functools.wraps(target)
+            def method(self, *args, **kwargs):
+                return target(self, *args, **kwargs)
+
+            method.__qualname__ = self._owner_name
+            method.__module__ = __name__
+            self._method = method
+        return self._method if obj is None else self._method.__get__(obj, owner)
+
+
 class Params(dict):
-    """The model's parameters, name -> ndarray. Assigning a value checks its name, shape and finiteness
-    and stores a C-contiguous copy in the model's dtype, so a bad assignment leaves the model as it was."""
+    """The model's parameters: a dict from name to ndarray whose every change is checked.
+
+    Assigning a value (``params[name] = value``, ``params[name] -= step``, ``update``, ``|=``,
+    ``setdefault``) checks its name, shape and finiteness and stores a C-contiguous copy in the
+    model's dtype, so a bad assignment leaves the model as it was. Parameters cannot be removed
+    (``del``, ``pop``, ``popitem`` and ``clear`` raise TypeError). The arrays are plain and writable;
+    writing into one element by element is not checked.
+
+    Parameters
+    ----------
+    shapes : dict of str to tuple of int
+        Every parameter's name and shape (``RNN.param_shapes()``).
+    dtype : numpy.dtype
+        The model's dtype, float32 or float64.
+    values : dict of str to array_like
+        The initial values, checked as an assignment is.
+
+    Examples
+    --------
+    >>> import fastbptt as fb
+    >>> m = fb.RNN(2, 4, 1)
+    >>> sorted(m.params)
+    ['U', 'V', 'W', 'b', 'c']
+    """
 
     def __init__(self, shapes, dtype, values):
         super().__init__()
@@ -101,16 +159,96 @@ class Params(dict):
 
 
 class RNN:
-    """A recurrent network: one recurrent layer (tanh, relu, step, lstm or gru) and an output head.
+    """A recurrent network trained by backpropagation through time: recurrent layers of one cell
+    type and an output head.
 
-    Inputs are time-major, X (T, B, I); a 2-D X (T, I) is a single sequence. Parameter names and
-    shapes follow PyTorch's layout (see the README); how a call runs: docs/architecture.md.
+    Inputs are time-major, X (T, B, I), unless ``batch_first=True`` makes them (B, T, I); a 2-D X
+    (T, I) is one sequence either way. Parameter names and shapes follow PyTorch's layout, so
+    weights move between the two (see `to_torch_state_dict`); how a call runs:
+    docs/architecture.md.
+
+    Parameters
+    ----------
+    input_size : int
+        Input features I per step; with ``input="tokens"``, the vocabulary size V.
+    hidden_size : int
+        Units H of each recurrent layer and direction.
+    output_size : int, optional
+        Outputs O of the head; must be None (or H) with ``output=None``.
+    cell : {"tanh", "relu", "lstm", "gru", "step"}, default "tanh"
+        The recurrent cell: Elman with tanh or relu, PyTorch's LSTM and GRU, or "step" (a Heaviside
+        Elman cell for hand-set networks: forward only, it cannot be trained).
+    output : {"linear", "sigmoid", "softmax", None}, default "linear"
+        The head: a linear layer ``h V^T + c`` and its activation; None makes the hidden state the
+        output.
+    loss : {"mse", "bce", "ce"}, default "mse"
+        "mse" is ``0.5 * (o - y)**2`` summed over the output units (so 0.5 x O times PyTorch's
+        MSELoss for O outputs), "bce" binary cross-entropy, "ce" cross-entropy over a softmax (class
+        ids or one-hot targets).
+    reduction : {"mean", "sum"}, default "mean"
+        "mean" divides the summed loss by the number of (valid) steps times sequences.
+    target : {"all", "last"}, default "all"
+        A target at every step (Y (T, B, O)), or at each sequence's last step only (Y (B, O)).
+    dtype : {numpy.float64, numpy.float32}, default numpy.float64
+        The dtype of the parameters and of every computation.
+    backend : {"auto", "cython", "numpy", "python"}, optional
+        The kernels: compiled, the NumPy reference, or pure Python. None reads
+        ``FASTBPTT_BACKEND``, else "auto" (compiled when built).
+    seed : int or None, default 0
+        Seeds the initial weights and the dropout masks.
+    init : str, callable or mapping, optional
+        Initial weights; see fastbptt.init (default: PyTorch's uniform initialisation).
+    n_threads : int, default 1
+        Threads the kernels may use over the batch.
+    num_layers : int, default 1
+        Stacked recurrent layers; layer l > 0 reads the outputs of layer l - 1.
+    bidirectional : bool, default False
+        A second direction per layer that runs over each sequence reversed within its length.
+    dropout : float, default 0.0
+        Dropout on the outputs of every layer but the last, in training mode only.
+    input : {"dense", "tokens"}, default "dense"
+        "dense": X holds features (integers are cast to floats). "tokens": X holds integer token
+        ids in [0, input_size), shaped (T, B) (or (B, T) with batch_first, (T,) for one sequence),
+        meaning exactly their one-hot rows: the first layer's input projection is a gather of
+        columns of its input weights, and their gradient a scatter-add, so no one-hot array is
+        built. Every id is checked, padded steps' too: pad with any id below input_size.
+    batch_first : bool, default False
+        X, Y and the outputs are (B, T, ...) as PyTorch's ``batch_first=True``; ``lengths`` stays
+        (B,). As in PyTorch, the states (h0, c0 and those returned) keep their layout, (B, H) or
+        (num_layers * num_directions, B, H).
+
+    Attributes
+    ----------
+    layers : Stack
+        The recurrent layers.
+    head : Head
+        The output layer and the loss.
+
+    Examples
+    --------
+    >>> import numpy as np, fastbptt as fb
+    >>> m = fb.RNN(input_size=2, hidden_size=8, output_size=1, cell="lstm")
+    >>> X = np.zeros((5, 3, 2))
+    >>> m.predict(X).shape
+    (5, 3, 1)
+    >>> fb.RNN(100, 8, 100, output="softmax", loss="ce", input="tokens").predict(
+    ...     np.array([[3, 14, 15]])).shape
+    (1, 3, 100)
     """
 
-    def __init__(self, input_size, hidden_size, output_size=None, cell="tanh", output="linear",
-                 loss="mse", reduction="mean", target="all", dtype=np.float64, backend=None,
-                 seed=0, init=None, n_threads=1, num_layers=1, bidirectional=False, dropout=0.0):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int | None = None,
+                 cell: str = "tanh", output: str | None = "linear", loss: str = "mse",
+                 reduction: str = "mean", target: str = "all", dtype: DTypeLike = np.float64,
+                 backend: str | None = None, seed: int | None = 0, init: Any = None,
+                 n_threads: int = 1, num_layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0, input: str = "dense", batch_first: bool = False) -> None:
         self.input_size = positive_int("input_size", input_size)
+        if input not in INPUTS:
+            raise ValueError(f"input must be one of {', '.join(map(repr, INPUTS))}, got {input!r}")
+        self.input = input
+        if not isinstance(batch_first, (bool, np.bool_)):
+            raise ValueError(f"batch_first must be True or False, got {batch_first!r}")
+        self.batch_first = bool(batch_first)
         self.hidden_size = positive_int("hidden_size", hidden_size)
         if output is None:
             if output_size not in (None, hidden_size):
@@ -162,12 +300,12 @@ class RNN:
     # -- configuration ---------------------------------------------------------------------------------
 
     @property
-    def params(self):
+    def params(self) -> Params:
         """The parameters, name -> ndarray (a Params: every assignment is checked)."""
         return self._params
 
     @params.setter
-    def params(self, values):
+    def params(self, values: Mapping[str, ArrayLike]) -> None:
         """Replace every parameter at once from a mapping with exactly the model's names (checked
         as one assignment: on any error the model keeps its parameters)."""
         if not hasattr(values, "keys"):
@@ -181,21 +319,21 @@ class RNN:
         self._params = Params(shapes, self.dtype, {name: values[name] for name in shapes})
 
     @property
-    def n_threads(self):
+    def n_threads(self) -> int:
         """Threads the kernels may use (at most one per sequence of a call's batch)."""
         return self._n_threads
 
     @n_threads.setter
-    def n_threads(self, value):
+    def n_threads(self, value: int) -> None:
         self._n_threads = thread_count(value)
 
     @property
-    def backend(self):
+    def backend(self) -> str:
         """The concrete backend the kernels run on: "cython", "numpy" or "python"."""
         return self._backend
 
     @backend.setter
-    def backend(self, name):
+    def backend(self, name: str | None) -> None:
         self._backend = resolve_backend(name)
         self._backend_request = name
 
@@ -207,29 +345,35 @@ class RNN:
         return self.layers
 
     @property
-    def output(self):
+    def output(self) -> str | None:
+        """The head's activation: "linear", "sigmoid", "softmax" or None."""
         return self.head.output
 
     @property
-    def loss(self):
+    def loss(self) -> str:
+        """The loss: "mse", "bce" or "ce"."""
         return self.head.loss
 
     @property
-    def reduction(self):
+    def reduction(self) -> str:
+        """How the loss is reduced: "mean" or "sum"."""
         return self.head.reduction
 
     @property
-    def target(self):
+    def target(self) -> str:
+        """Where the targets are: "all" steps or the "last"."""
         return self.head.target
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each parameter's shape, name -> tuple."""
         return dict(self._params._shapes)
 
-    def state_shape(self, B):
-        """The shape of each initial / final state for a batch of B."""
+    def state_shape(self, B: int) -> tuple[int, ...]:
+        """The shape of each initial / final state for a batch of B: (B, H), or
+        (num_layers * num_directions, B, H) for stacked or bidirectional models."""
         return state_shape(self, B)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """The constructor's arguments as plain JSON-able values: ``RNN(**config)`` rebuilds the model."""
         return {
             "input_size": self.input_size,
@@ -245,18 +389,20 @@ class RNN:
             "num_layers": self.num_layers,
             "bidirectional": self.bidirectional,
             "dropout": self.dropout,
+            "input": self.input,
+            "batch_first": self.batch_first,
         }
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> RNN:
         """Training mode (dropout between layers active in loss_and_grad and fit); returns self."""
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self) -> RNN:
         """Evaluation mode: no dropout anywhere; returns self."""
         return self.train(False)
 
-    def copy(self, dtype=None):
+    def copy(self, dtype: DTypeLike | None = None) -> RNN:
         """An independent copy (optionally in another dtype) with the same parameters and backend."""
         cfg = self.get_config()
         if dtype is not None:
@@ -273,17 +419,37 @@ class RNN:
                 f"dtype={self.dtype.name}, backend={self.backend!r}"
                 + (f", num_layers={self.num_layers}" if self.num_layers > 1 else "")
                 + (", bidirectional=True" if self.bidirectional else "")
-                + (f", dropout={self.dropout}" if self.dropout else "") + ")")
+                + (f", dropout={self.dropout}" if self.dropout else "")
+                + (", input='tokens'" if self.input == "tokens" else "")
+                + (", batch_first=True" if self.batch_first else "") + ")")
 
     # -- calls (checked in fastbptt.calls, run by fastbptt.graph; see docs/architecture.md) -------------
 
     @blas_single_in
-    def forward(self, X, h0=None, c0=None, lengths=None):
-        """Outputs and final state: (Y_hat, state), state = (h_T,) or (h_T, c_T) for lstm.
+    def forward(self, X: ArrayLike, h0: ArrayLike | None = None, c0: ArrayLike | None = None,
+                lengths: ArrayLike | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Outputs and final state. Feed the state back as h0 / c0 to run a sequence in pieces.
 
-        With `lengths`, outputs at padded steps are zero and the state is each sequence's state after
-        its own last step. States are (B, H), or (num_layers * num_directions, B, H) for stacked or
-        bidirectional models.
+        Parameters
+        ----------
+        X : array_like
+            Inputs (T, B, I), or (B, T, I) with ``batch_first=True``; (T, I) for one sequence. With
+            ``input="tokens"``, integer ids (T, B), (B, T) or (T,).
+        h0, c0 : array_like, optional
+            Initial states (c0 for lstm only), shaped as `state_shape` says, (H,) or (L*D, H) for
+            one sequence; zeros when not given.
+        lengths : array_like of int, shape (B,), optional
+            Each sequence's length (1..T); the steps after it are padding.
+
+        Returns
+        -------
+        Y_hat : ndarray
+            Outputs (T, B, O), (B, T, O) with batch_first, (B, O) for target="last"; without B
+            for one sequence. With `lengths`, zero at padded steps.
+        state : tuple of ndarray
+            ``(h_T,)``, or ``(h_T, c_T)`` for lstm: each sequence's state after its own last step,
+            (B, H) or (num_layers * num_directions, B, H) (batch_first does not change them, as in
+            PyTorch).
         """
         call = check_call(self, X, None, h0, c0, lengths).sort()
         run = Pass(self)
@@ -297,14 +463,33 @@ class RNN:
         if call.single:
             Y_hat = Y_hat[:, 0] if self.target == "all" else Y_hat[0]
             state = tuple(s[..., 0, :] for s in state)
+        elif self.target == "all":
+            Y_hat = to_user_layout(self, Y_hat, call.single)
         return Y_hat, state
 
-    def predict(self, X, h0=None, c0=None, lengths=None):
-        """Outputs for X: (T, B, O) for target="all", (B, O) for target="last" (without B for 2-D X)."""
+    def predict(self, X: ArrayLike, h0: ArrayLike | None = None, c0: ArrayLike | None = None,
+                lengths: ArrayLike | None = None) -> np.ndarray:
+        """The outputs of `forward` alone: (T, B, O) (or (B, T, O) with batch_first) for
+        target="all", (B, O) for target="last"; without B for one sequence."""
         return self.forward(X, h0, c0, lengths)[0]
 
-    def predict_classes(self, X, h0=None, c0=None, lengths=None):
-        """Arg-max class (softmax), 0/1 (sigmoid, threshold 0.5) or 0/1 (linear/None, threshold 0)."""
+    def predict_classes(self, X: ArrayLike, h0: ArrayLike | None = None,
+                        c0: ArrayLike | None = None,
+                        lengths: ArrayLike | None = None) -> np.ndarray:
+        """Predicted classes: the arg-max for softmax, else 0/1 by a threshold.
+
+        Parameters
+        ----------
+        X, h0, c0, lengths
+            As for `predict`.
+
+        Returns
+        -------
+        numpy.ndarray of int64
+            For softmax, the arg-max class, shaped like the predictions without their last axis;
+            for sigmoid, 1 where the output exceeds 0.5; for linear or no output layer, 1 where it
+            exceeds 0 (one 0/1 value per output unit).
+        """
         Y_hat = self.predict(X, h0, c0, lengths)
         if self.output == "softmax":
             return Y_hat.argmax(axis=-1)
@@ -312,13 +497,38 @@ class RNN:
         return (Y_hat > threshold).astype(np.int64)
 
     @blas_single_in
-    def loss_and_grad(self, X, Y, h0=None, c0=None, lengths=None):
-        """Loss and its gradient for every parameter (and for h0 / c0 when given).
+    def loss_and_grad(self, X: ArrayLike, Y: ArrayLike, h0: ArrayLike | None = None,
+                      c0: ArrayLike | None = None, lengths: ArrayLike | None = None
+                      ) -> tuple[float, dict[str, np.ndarray]]:
+        """The loss and its gradient for every parameter (and for h0 / c0 when given), by
+        backpropagation through the whole sequence.
 
-        Returns (loss, grads) with grads keyed like `params` (plus "h0", "c0" for given initial
-        states). With `lengths` (B,), padded steps add nothing to the loss or the gradients, and
-        reduction="mean" divides by the number of valid steps. In training mode (the default; see
-        `train`/`eval`) dropout between stacked layers is applied.
+        Parameters
+        ----------
+        X : array_like
+            Inputs (T, B, I), or (B, T, I) with ``batch_first=True``; (T, I) for one sequence. With
+            ``input="tokens"``, integer ids (T, B), (B, T) or (T,).
+        h0, c0 : array_like, optional
+            Initial states (c0 for lstm only), shaped as `state_shape` says, (H,) or (L*D, H) for
+            one sequence; zeros when not given.
+        lengths : array_like of int, shape (B,), optional
+            Each sequence's length (1..T); the steps after it are padding.
+        Y : array_like
+            Targets in the layout of the outputs (see `forward`): (T, B, O), or class ids (T, B)
+            for loss="ce"; (B, O) / (B,) for target="last".
+
+        Returns
+        -------
+        loss : float
+            Padded steps add nothing; reduction="mean" divides by the number of valid steps
+            times sequences.
+        grads : dict of str to ndarray
+            Keyed like `params`, plus "h0" / "c0" for the initial states given.
+
+        Notes
+        -----
+        In training mode (the default; see `train` / `eval`) dropout between stacked layers is
+        applied.
         """
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
@@ -337,9 +547,11 @@ class RNN:
         return loss.value, grads
 
     @blas_single_in
-    def evaluate(self, X, Y, h0=None, c0=None, lengths=None):
-        """The loss alone (no backward pass through time, no dropout); with `lengths`, over the
-        valid steps. fastbptt.train.evaluate adds a metric and bounded memory."""
+    def evaluate(self, X: ArrayLike, Y: ArrayLike, h0: ArrayLike | None = None,
+                 c0: ArrayLike | None = None, lengths: ArrayLike | None = None) -> float:
+        """The loss alone (no backward pass, no dropout), arguments as `loss_and_grad`; with
+        `lengths`, over the valid steps. fastbptt.train.evaluate adds a metric and bounded
+        memory."""
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
         call = check_call(self, X, Y, h0, c0, lengths).sort()
@@ -350,21 +562,23 @@ class RNN:
     # -- fronts of the modules that depend on the model ---------------------------------------------
 
     @classmethod
-    def from_torch_state_dict(cls, state_dict, cell=None, nonlinearity="tanh", output_size=None,
-                              output="linear", head=None, **kwargs):
-        """An RNN holding a PyTorch RNN / LSTM / GRU's weights; see fastbptt.interop."""
+    def from_torch_state_dict(cls, state_dict: Mapping[str, Any], cell: str | None = None,
+                              nonlinearity: str = "tanh", output_size: int | None = None,
+                              output: str | None = "linear", head: Any = None,
+                              **kwargs: Any) -> RNN:
+        """An RNN holding a PyTorch RNN / LSTM / GRU's weights; see fastbptt.interop.from_torch_state_dict.
+        `kwargs` go to the constructor (loss, dtype, input, batch_first, ...)."""
         return _front("interop").from_torch_state_dict(state_dict, cell, nonlinearity, output_size,
                                                        output, head, **kwargs)
 
-    def to_torch_state_dict(self):
+    def to_torch_state_dict(self) -> dict[str, np.ndarray]:
         """The recurrent weights keyed like PyTorch's (NumPy arrays); see fastbptt.interop."""
         return _front("interop").to_torch_state_dict(self)
 
-    def fit(self, X, Y, **kwargs):
-        """Train in place; see fastbptt.train.fit for the options. Returns a History."""
-        return _front("train").fit(self, X, Y, **kwargs)
+    # fastbptt.train.fit with this model as `model`: its signature and docstring
+    fit = _FrontedMethod("train", "fit")
 
-    def save(self, path, optimizer=None):
+    def save(self, path: str | os.PathLike, optimizer: Any = None) -> None:
         """Write the model (and an optimizer's state, to resume) to `path` (.npz, atomically).
 
         Read it back with fastbptt.load."""

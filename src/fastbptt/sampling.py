@@ -1,10 +1,10 @@
 """Generation from a trained next-symbol model, one step at a time, carrying the state.
 
 A model trained to predict the next symbol of a sequence (softmax output over a vocabulary of V
-symbols, one-hot inputs of width V, loss on every step) generates by feeding each drawn symbol back
-as the next input. Each step is one call ``y, state = model.forward(x_t, h0=h, c0=c)`` on a single
-time step: the state it returns is the state the next call starts from, so the whole text is never
-run again.
+symbols, inputs that are token ids (input="tokens") or one-hot rows of width V, loss on every step)
+generates by feeding each drawn symbol back as the next input. Each step is one call ``y, state =
+model.forward(x_t, h0=h, c0=c)`` on a single time step: the state it returns is the state the next
+call starts from, so the whole text is never run again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _check_model(model) -> None:
         raise ValueError("sample cannot run a bidirectional model step by step: its backward "
                          "direction needs the whole sequence")
     if model.input_size != model.output_size:
-        raise ValueError(f"sample feeds each drawn symbol back as a one-hot input, so input_size "
+        raise ValueError(f"sample feeds each drawn symbol back as the next input, so input_size "
                          f"({model.input_size}) must equal output_size ({model.output_size})")
 
 
@@ -52,8 +52,8 @@ def sample(model, prime, steps: int, *, temperature: float = 1.0, seed=None, h0=
     Parameters
     ----------
     model : RNN
-        Trained with ``output="softmax"``, ``target="all"``, one-hot inputs of width
-        ``input_size == output_size`` (the vocabulary), not bidirectional.
+        Trained with ``output="softmax"``, ``target="all"``, token inputs (``input="tokens"``) or
+        one-hot inputs, with ``input_size == output_size`` (the vocabulary); not bidirectional.
     prime : array_like of int, shape (P,)
         Symbol ids read first (P >= 1); the prediction after the last of them gives the first
         symbol drawn.
@@ -96,15 +96,16 @@ def sample(model, prime, steps: int, *, temperature: float = 1.0, seed=None, h0=
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     rng = np.random.default_rng(seed)
-    eye = np.eye(V, dtype=model.dtype)
+    # a token model reads the ids themselves, a dense one their one-hot rows
+    encode = (lambda x: x) if model.input == "tokens" else np.eye(V, dtype=model.dtype).__getitem__
 
-    probs, state = model.forward(eye[ids], h0=h0, c0=c0)  # one sequence: (P, V)
+    probs, state = model.forward(encode(ids), h0=h0, c0=c0)  # one sequence: (P, V)
     p = probs[-1]
     out = np.empty(int(steps), dtype=np.int64)
     for t in range(int(steps)):
         out[t] = _draw(p, temperature, rng)
         # one step, from the state the previous call left: (1, V) in, (1, V) and the state out
-        probs, state = model.forward(eye[out[t : t + 1]], h0=state[0],
+        probs, state = model.forward(encode(out[t : t + 1]), h0=state[0],
                                      c0=state[1] if len(state) > 1 else None)
         p = probs[0]
     return (out, state) if return_state else out

@@ -117,7 +117,9 @@ class Stack:
     def _reverse(a, idx):
         if idx is None:
             return np.ascontiguousarray(a[::-1])
-        return np.ascontiguousarray(np.take_along_axis(a, idx[:, :, None], axis=0))
+        # token ids (T, B) have no feature axis
+        return np.ascontiguousarray(np.take_along_axis(a, idx if a.ndim == 2 else idx[:, :, None],
+                                                       axis=0))
 
     # -- forward / backward ------------------------------------------------------------------------------
 
@@ -128,7 +130,8 @@ class Stack:
         head=(V, c), a linear output layer: a one-direction top layer whose cell forms the logits
         in its kernel's loop (Cell.logits_ok) leaves H[t + 1] V^T + c in trace.logits (zero at
         padded steps); otherwise trace.logits stays None."""
-        T, B, _ = X.shape
+        T, B = X.shape[:2]
+        dtype = p["V"].dtype if "V" in p else next(iter(p.values())).dtype
         needs_reverse = self.num_directions == 2
         rev = self.reverse_index(T, lengths) if needs_reverse and lengths is not None else None
         trace = Trace(lengths, batch_sizes, rev)
@@ -144,7 +147,7 @@ class Stack:
                     V, c = head
                     # padded steps are never written by the kernels: zero pages cost nothing
                     alloc = self._scratch.empty if batch_sizes is None else np.zeros
-                    trace.logits = alloc((T, B, V.shape[0]), dtype=X.dtype)
+                    trace.logits = alloc((T, B, V.shape[0]), dtype=dtype)
                     kw["logits"] = (V, c, trace.logits)
                 H, cache = cell.forward(kern, self._view(p, layer, direction), Xd,
                                         self._state(state0, k), n_threads, **kw)
@@ -163,7 +166,7 @@ class Stack:
                     out = out * mask
                 trace.masks.append(mask)
                 inp = out
-        Hout = np.empty((T + 1, B, self.output_size), dtype=X.dtype)
+        Hout = np.empty((T + 1, B, self.output_size), dtype=dtype)
         Hout[1:] = out
         # row 0 stands for the top layer's initial state, never seen by the head
         Hout[0] = np.concatenate([trace.layers[-self.num_directions + d][1][0]

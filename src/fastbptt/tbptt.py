@@ -13,12 +13,21 @@ A chunk with no step that counts (target="last" before the last step, or steps p
 sequence's end) only carries the state: it has no update.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._checks import positive_int
 from .calls import check_call
 from .graph import Pass
 from .metrics import Metric
+
+if TYPE_CHECKING:
+    from .model import RNN
 
 
 class Chunk:
@@ -41,8 +50,21 @@ class Chunk:
                 f"loss={self.loss:.6g})")
 
 
-def parse_tbptt(tbptt, T):
-    """(k1, k2) from None (full BPTT), k, or (k1, k2); both capped at T."""
+def parse_tbptt(tbptt: int | tuple[int, int] | None, T: int) -> tuple[int, int]:
+    """fit's `tbptt` setting as (k1, k2).
+
+    Parameters
+    ----------
+    tbptt : int, (int, int) or None
+        None (full BPTT), k (the same as (k, k)), or (k1, k2) with k2 >= k1.
+    T : int
+        The sequence length; both are capped at it.
+
+    Returns
+    -------
+    (int, int)
+        k1, the steps per update, and k2, the steps backpropagated through.
+    """
     if tbptt is None:
         return T, T
     if isinstance(tbptt, (int, np.integer)) and not isinstance(tbptt, bool):
@@ -69,7 +91,7 @@ def loss_divisor(model, call):
     return call.T * call.B if call.lengths is None else int(call.lengths.sum())
 
 
-def windows(m, call, k1, k2):
+def windows(m, call, k1, k2, keep_empty=False):
     """Yield a Chunk per update of one TBPTT pass over a sorted Call; reads m.params afresh for
     every window, so a caller that updates the parameters between chunks trains as fit does."""
     T = call.T
@@ -99,15 +121,36 @@ def windows(m, call, k1, k2):
                         seen=loss.seen, logits=loss.logits, targets=loss.targets, mask=loss.mask,
                         picks=loss.picks, items=loss.items, divisor=divisor,
                         state=tuple(call.unsort(x) for x in st))
+        elif keep_empty:  # another process's rows may have steps that count: this one takes part
+            yield Chunk(start=s, stop=e, window_start=w, loss=0.0,
+                        grads={k: np.zeros_like(v) for k, v in m.params.items()}, seen=None,
+                        logits=None, targets=None, mask=None, picks=None, items=0,
+                        divisor=divisor, state=tuple(call.unsort(x) for x in st))
         state, w = carry, nxt
 
 
-def truncated_bptt(model, X, Y, tbptt, h0=None, c0=None, lengths=None):
-    """Iterate the Chunks of one TBPTT pass over (X, Y) from (h0, c0) without updating anything.
+def truncated_bptt(model: RNN, X: ArrayLike, Y: ArrayLike, tbptt: int | tuple[int, int] | None,
+                   h0: ArrayLike | None = None, c0: ArrayLike | None = None,
+                   lengths: ArrayLike | None = None) -> Iterator[Chunk]:
+    """The Chunks of one truncated-BPTT pass over (X, Y) from (h0, c0), updating nothing.
 
-    Update model.params between chunks to train as fit does; leave them to get, per chunk, the
-    gradient TBPTT would use. `tbptt` is k, (k1, k2) or None (one chunk: full BPTT). With
-    `lengths`, the batch is sorted by decreasing length inside (chunks' arrays are in that order).
+    Update ``model.params`` between chunks to train as fit does; leave them to get, per chunk,
+    the gradient truncated BPTT would use.
+
+    Parameters
+    ----------
+    model : RNN
+        A trainable model (not the "step" cell).
+    X, Y, h0, c0, lengths
+        As for `RNN.loss_and_grad`.
+    tbptt : int, (int, int) or None
+        k, (k1, k2), or None (one chunk: full BPTT); see `parse_tbptt`.
+
+    Yields
+    ------
+    Chunk
+        One update's worth: its steps, loss, gradients and the state at its end. With `lengths`
+        the batch is sorted by decreasing length inside, and the chunks' arrays are in that order.
     """
     check_trainable(model)
     call = check_call(model, X, Y, h0, c0, lengths).sort()
@@ -121,9 +164,27 @@ def check_trainable(model):
                          "gradient descent (set its weights by hand)")
 
 
-def evaluate(model, X, Y, metric=None, chunk=None, h0=None, c0=None, lengths=None):
-    """(loss, metric value or None) over (X, Y), forwarding `chunk` steps at a time (memory
-    O(chunk)); chunk=None forwards the whole sequence at once. With `lengths`, over valid steps."""
+def evaluate(model: RNN, X: ArrayLike, Y: ArrayLike, metric: str | Callable | None = None,
+             chunk: int | None = None, h0: ArrayLike | None = None, c0: ArrayLike | None = None,
+             lengths: ArrayLike | None = None) -> tuple[float, float | None]:
+    """The loss (and a metric) over (X, Y), forwarding `chunk` steps at a time.
+
+    Parameters
+    ----------
+    model : RNN
+        The model (no dropout is applied).
+    X, Y, h0, c0, lengths
+        As for `RNN.loss_and_grad`; with `lengths`, over the valid steps.
+    metric : str or callable, optional
+        As for `fit`.
+    chunk : int, optional
+        Steps forwarded at a time (memory O(chunk)); None forwards the whole sequence at once.
+
+    Returns
+    -------
+    loss : float
+    metric : float or None
+    """
     call = check_call(model, X, Y, h0, c0, lengths).sort()
     tally = None if metric is None else Metric(metric, model)
     chunk = call.T if chunk is None else positive_int("chunk", chunk)

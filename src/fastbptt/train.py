@@ -7,11 +7,16 @@ one to fastbptt.tbptt.windows, which runs the model's one forward and backward p
 metrics, callbacks and the History live in their own modules and are re-exported here.
 """
 
+from __future__ import annotations
+
 import math
 import time
 import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._checks import positive_int
 from ._threads import blas_single_in
@@ -23,20 +28,25 @@ from .optim import _nonneg_float, clip_by_norm, clip_by_value, global_norm, make
 from .tbptt import Chunk, check_trainable, evaluate, evaluate_call, parse_tbptt, truncated_bptt
 from .tbptt import windows as _windows
 
-__all__ = ["METRICS", "Callback", "Chunk", "EarlyStopping", "History", "Metric", "StopTraining",
-           "carried_state", "evaluate", "fit", "parse_tbptt", "reset_state", "truncated_bptt"]
+if TYPE_CHECKING:
+    from .model import RNN
+    from .optim import Optimizer
+
+__all__ = ["METRICS", "Callback", "Chunk", "EarlyStopping", "History", "Metric", "Shard",
+           "StopTraining", "carried_state", "evaluate", "fit", "parse_tbptt", "reset_state",
+           "truncated_bptt"]
 
 # state carried across fit calls for stateful=True, keyed weakly by model (see reset_state)
 _CARRIED = weakref.WeakKeyDictionary()
 
 
-def reset_state(model):
-    """Forget the state that fit(stateful=True) carries across calls."""
+def reset_state(model: RNN) -> None:
+    """Forget the state that ``fit(stateful=True)`` carries across calls."""
     _CARRIED.pop(model, None)
 
 
-def carried_state(model):
-    """The state fit(stateful=True) will start from next, ((h,) or (h, c)), or None."""
+def carried_state(model: RNN) -> tuple[np.ndarray, ...] | None:
+    """The state ``fit(stateful=True)`` will start from next, ``(h,)`` or ``(h, c)``, or None."""
     state = _CARRIED.get(model)
     return None if state is None else tuple(s.copy() for s in state)
 
@@ -94,47 +104,129 @@ def _validation(m, validation):
     return check_call(m, Xv, Yv, lengths=Lv[0] if Lv else None, lengths_name="lengths_val").sort()
 
 
-def _minibatches(data, bs, order):
-    """The minibatches of one epoch as sorted Calls: rows in `order` (None: as given), bs each."""
+class Shard:
+    """fit's one extension point, for training across processes (fastbptt.distributed implements
+    it over MPI). The default is one process: every row, nothing to combine.
+
+    - rows(idx, N): this process's rows of a minibatch, given the minibatch's row indices (None: all
+      N rows, in order); returns indices into the data, or None for all N rows.
+    - reduce(chunk, divisor): one update's Chunk and loss divisor (what reduction="mean" divided the
+      chunk's loss by) combined over the processes, before the gradient is checked, clipped and
+      applied; returns the combined (chunk, divisor). Every process offers a chunk for every
+      window, even one in which its own rows have no step that counts (items 0, zero gradient);
+      a combined chunk with items 0 means no process had one: no update.
+    - metric(tally): the training Metric, counted over the processes.
+    """
+
+    def rows(self, idx, N):
+        return idx
+
+    def reduce(self, chunk, divisor):
+        return chunk, divisor
+
+    def metric(self, tally):
+        return tally
+
+
+_ONE_PROCESS = Shard()
+
+
+def _minibatches(data, bs, order, shard):
+    """The minibatches of one epoch as sorted Calls: rows in `order` (None: as given), bs each,
+    of which this process takes the shard's rows."""
     N = data.B
-    if bs == N:
-        yield data.sort()
-        return
     for b0 in range(0, N, bs):
-        idx = order[b0:b0 + bs] if order is not None else np.arange(b0, min(b0 + bs, N))
-        yield data.rows(idx).sort()
+        idx = None
+        if bs < N:
+            idx = order[b0:b0 + bs] if order is not None else np.arange(b0, min(b0 + bs, N))
+        idx = shard.rows(idx, N)
+        yield data.sort() if idx is None else data.rows(idx).sort()
 
 
 @blas_single_in
-def fit(model, X, Y, *, lengths=None, epochs=None, iterations=None, batch_size=None,
-        optimizer="sgd", lr=None, schedule=None, clip_norm=None, clip_value=None, shuffle=True,
-        seed=0, validation=None, metric=None, tbptt=None, stateful=False, h0=None, c0=None,
-        progress=True, callbacks=(), log_every=None, weight_decay=None):
-    """Train `model` in place on X (T, N, I) (or (T, I)) and targets Y; return a History.
+def fit(model: RNN, X: ArrayLike, Y: ArrayLike, *, lengths: ArrayLike | None = None,
+        epochs: int | None = None, iterations: int | None = None, batch_size: int | None = None,
+        optimizer: str | Optimizer = "sgd", lr: float | None = None,
+        schedule: str | Callable | None = None, clip_norm: float | None = None,
+        clip_value: float | None = None, shuffle: bool = True, seed: int = 0,
+        validation: tuple | None = None, metric: str | Callable | None = None,
+        tbptt: int | tuple[int, int] | None = None, stateful: bool = False,
+        h0: ArrayLike | None = None, c0: ArrayLike | None = None, progress: bool = True,
+        callbacks: Iterable = (), log_every: int | None = None,
+        weight_decay: float | None = None, shard: Shard | None = None) -> History:
+    """Train `model` in place on inputs X and targets Y; return a History.
 
-    - lengths (N,): each sequence's length; padded steps carry no loss and no gradient, and
-      reduction="mean" averages over the valid steps of each minibatch.
-    - epochs | iterations: passes over the data, or parameter updates (one per minibatch, or per
-      chunk with tbptt); neither means one epoch.
-    - batch_size: minibatches over the batch axis N (None: all N); shuffled each epoch with `seed`
-      when shuffle=True and there is more than one minibatch.
-    - optimizer: "sgd" | "momentum" | "nesterov" | "adagrad" | "rmsprop" | "adam" | "adamw" (with
-      `lr`, `schedule`, `weight_decay`) or an Optimizer instance (which keeps its state across
-      calls); see fastbptt.optim.
-    - clip_value then clip_norm: clip every gradient entry, then the global norm.
-    - validation=(X_val, Y_val) or (X_val, Y_val, lengths_val): loss (and metric) after every
-      epoch, from zero states, forwarded tbptt's k1 steps at a time; metric: "accuracy" |
-      "bit_accuracy" | "sequence_accuracy" | callable(y_pred, y_true) -> float.
-    - tbptt: None (full BPTT) | k | (k1, k2); see fastbptt.tbptt.
-    - stateful: start from the state the previous stateful fit left (per sequence; needs every
-      sequence in one minibatch), and carry it across epochs; h0 / c0 start from given states
-      instead. fastbptt.train.reset_state(model) forgets it.
-    - callbacks: callables(epoch, logs, model) or Callback objects; True or StopTraining stops.
-    - progress: a tqdm bar (a plain line every log_every steps when tqdm is missing); False for
-      none.
+    ``RNN.fit(X, Y, ...)`` is this function with the model given.
 
-    A non-finite loss, gradient or update raises FloatingPointError naming the step; the model keeps
-    the parameters it had before that step (the error carries `.history`).
+    Parameters
+    ----------
+    model : RNN
+        The model; its parameters are updated in place.
+    X : array_like
+        Inputs (T, N, I), (N, T, I) for a batch-first model, (T, I) for one sequence; token ids
+        (T, N) / (N, T) / (T,) for ``input="tokens"``.
+    Y : array_like
+        Targets in the layout of X (see `RNN.loss_and_grad`).
+    lengths : array_like of int, shape (N,), optional
+        Each sequence's length; padded steps carry no loss and no gradient, and
+        reduction="mean" averages over the valid steps of each minibatch.
+    epochs, iterations : int, optional
+        Passes over the data, or parameter updates (one per minibatch, or per chunk with tbptt);
+        give at most one; neither means one epoch.
+    batch_size : int, optional
+        Minibatches over the batch axis N (None: all N); shuffled each epoch with `seed` when
+        `shuffle` and there is more than one minibatch.
+    optimizer : str or Optimizer, default "sgd"
+        "sgd" | "momentum" | "nesterov" | "adagrad" | "rmsprop" | "adam" | "adamw" (with `lr`,
+        `schedule`, `weight_decay`), or an Optimizer instance (which keeps its state across calls);
+        see fastbptt.optim.
+    lr : float, optional
+        Learning rate (default: the optimizer's own).
+    schedule : str or callable, optional
+        Learning-rate schedule; see fastbptt.optim.
+    clip_norm, clip_value : float, optional
+        Clip every gradient entry to ``[-clip_value, clip_value]``, then the global norm to
+        `clip_norm`.
+    shuffle : bool, default True
+        Shuffle the sequences into new minibatches every epoch.
+    seed : int, default 0
+        Seeds the shuffling.
+    validation : tuple, optional
+        ``(X_val, Y_val)`` or ``(X_val, Y_val, lengths_val)``: loss (and metric) after every epoch,
+        from zero states, forwarded tbptt's k1 steps at a time.
+    metric : str or callable, optional
+        "accuracy" | "bit_accuracy" | "sequence_accuracy" | ``callable(y_pred, y_true) -> float``.
+    tbptt : int or (int, int), optional
+        None: full BPTT; k or (k1, k2): truncated BPTT, an update every k1 steps backpropagated
+        through k2 steps; see fastbptt.tbptt.
+    stateful : bool, default False
+        Start from the state the previous stateful fit left (per sequence; needs every sequence in
+        one minibatch) and carry it across epochs; ``reset_state(model)`` forgets it.
+    h0, c0 : array_like, optional
+        Initial states (instead of zeros or the carried state), shaped as `RNN.forward` takes
+        them.
+    progress : bool, default True
+        A tqdm bar (a plain line every `log_every` steps when tqdm is missing); False for none.
+    callbacks : iterable, default ()
+        Callables ``(epoch, logs, model)`` or Callback objects; returning True or raising
+        StopTraining stops.
+    log_every : int, optional
+        Steps between progress lines without tqdm.
+    weight_decay : float, optional
+        Decoupled weight decay (as AdamW) for the optimizers that take it.
+    shard : Shard, optional
+        This process's part of the data, for fastbptt.distributed (None: one process).
+
+    Returns
+    -------
+    History
+        The per-step and per-epoch logs.
+
+    Raises
+    ------
+    FloatingPointError
+        When a loss, gradient or update is not finite, naming the step; the model keeps the
+        parameters it had before that step (the error carries ``.history``).
     """
     check_trainable(model)
     data = check_call(model, X, Y, h0, c0, lengths)
@@ -142,6 +234,9 @@ def fit(model, X, Y, *, lengths=None, epochs=None, iterations=None, batch_size=N
                     make_optimizer(optimizer, lr=lr, schedule=schedule, weight_decay=weight_decay),
                     clip_norm, clip_value, tbptt, metric, callbacks, log_every)
     data.state0 = _start_state(model, data, cfg.bs, stateful, h0, c0)
+    cfg.shard = _ONE_PROCESS if shard is None else shard
+    if cfg.tally is not None:
+        cfg.tally = cfg.shard.metric(cfg.tally)
     val = _validation(model, validation)
     history = History(None if cfg.tally is None else cfg.tally.name, validation=val is not None,
                       config={"epochs": cfg.epochs, "iterations": cfg.iterations,
@@ -192,8 +287,8 @@ def _epoch(m, cfg, data, order, epoch, step, stateful, history, bar):
     if cfg.tally is not None:
         cfg.tally.reset()
     logs = {}
-    for batch in _minibatches(data, cfg.bs, order):
-        chunks = _windows(m, batch, cfg.k1, cfg.k2)
+    for batch in _minibatches(data, cfg.bs, order, cfg.shard):
+        chunks = _windows(m, batch, cfg.k1, cfg.k2, keep_empty=cfg.shard is not _ONE_PROCESS)
         while not stop:
             try:
                 chunk = next(chunks, None)
@@ -201,6 +296,9 @@ def _epoch(m, cfg, data, order, epoch, step, stateful, history, bar):
                 raise _diverged(step + 1, epoch, str(exc), history) from exc
             if chunk is None:
                 break
+            chunk, _ = cfg.shard.reduce(chunk, chunk.divisor)
+            if not chunk.items:  # no process has a step that counts in this window
+                continue
             step += 1
             step_logs = _train_step(m, cfg, chunk, batch.B, step, epoch, history)
             raw += chunk.loss * chunk.divisor if mean else chunk.loss
