@@ -66,7 +66,7 @@ def adder(calls, repeats):
         rows["kernel: forward_fused"] = lambda: _elman.forward_fused(
             0, p["U"], p["b"], p["W"], X, h0, H, 1, None, p["V"], p["c"], out)
         rows["kernel: backward_fused"] = lambda: _elman.backward_fused(
-            0, p["W"], X, H, None, h0, None, np.empty((1, 16)), *grads[:3], 1, None,
+            0, p["W"], X, H, None, h0, np.empty((1, 16)), *grads[:3], 1, None, None,
             loss.grad.dO, p["V"], grads[3])
     return {name: per_call_us(fn, calls, repeats) for name, fn in rows.items()}
 

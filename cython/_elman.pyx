@@ -864,13 +864,13 @@ def backward_fused(int act,
                    const floating[:, :, ::1] H,    # IN  (T+1, B, H) states from forward
                    const floating[:, :, ::1] dH,   # IN  (T, B, H) or None: loss gradient reaching each h_t
                    const floating[:, ::1] dh_T,    # IN  (B, H) gradient arriving from a later chunk
-                   floating[:, :, ::1] dA,         # OUT (T, B, H) or None: gradient at the pre-activations
                    floating[:, ::1] dh0,           # OUT (B, H) gradient at the initial state
                    floating[:, ::1] dU,            # OUT (H, I) = sum_t dA_t^T X_t
                    floating[:, ::1] dW,            # OUT (H, H) = sum_t dA_t^T H_t
                    floating[::1] db,               # OUT (H,) = sum_t dA_t
                    int n_threads=1,
                    batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
+                   floating[:, :, ::1] dA=None,    # OUT (T, B, H) or None: gradient at the pre-activations
                    const floating[:, :, ::1] dO=None,  # IN  (T, B, O) or None: gradient at the logits
                    const floating[:, ::1] V=None,      # IN  (O, H) the head's weights, given with dO
                    floating[:, ::1] dV=None):          # OUT (O, H) or None: sum_t dO_t^T h_t, with dO
@@ -878,9 +878,9 @@ def backward_fused(int act,
     dA=None skips writing it. Raise FloatingPointError on a non-finite gradient. With batch_sizes
     off the sequence path: backward(), then the weight gradients of the valid steps.
 
-    The loss gradient reaching h_t is dH[t] (dH=None: zero) plus, with dO and V, dO[t] @ V: a
-    linear head o_t = V h_t + c hands over the gradient at its outputs instead of a (T, B, H) dH,
-    and the kernels form dO_t V step by step (where they cannot, it is formed here once). With dV,
+    The loss gradient reaching h_t is dH[t], or (dH None) dO[t] @ V: a linear head
+    o_t = V h_t + c hands over the gradient at its outputs instead of a (T, B, H) dH, and the
+    kernels form dO_t V step by step (where they cannot, it is formed here once). With dV,
     the head's weight gradient sum_t dO_t^T h_t (h_t = H[t + 1]) is formed too: folded in beside
     dW on the tiled path, one product here on the others. With batch_sizes, dO's rows past a
     sequence's end must be zero (they are read as they are)."""
@@ -917,6 +917,8 @@ def backward_fused(int act,
         if dO is None:
             raise ValueError("dV is the head's weight gradient: it needs dO and V")
         _check("dV", (dV.shape[0], dV.shape[1]), (O, n))
+    if (dH is None) == (dO is None):
+        raise ValueError("give the loss gradient as dH, or as dO and V (dH = dO @ V), not both")
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
     if dA is not None:
         _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n))
@@ -936,7 +938,7 @@ def backward_fused(int act,
         np.matmul(np.asarray(dO).reshape(T * B, O).T, np.asarray(H)[1:].reshape(T * B, n),
                   out=np.asarray(dV))
     if not seq:
-        dense = _dense_grad(dH, dO, V, T, B, n, np.asarray(dh0).dtype)
+        dense = _dense_grad(dH, dO, V)
         dA_all = np.asarray(dA) if dA is not None else np.zeros((T, B, n),
                                                                 dtype=np.asarray(dh0).dtype)
         backward(act, W, H, dense, dh_T, dA_all, dh0, n_threads, bs_arr)
@@ -1001,14 +1003,9 @@ def backward_fused(int act,
         raise FloatingPointError(f"non-finite gradient at time step {bad}")
 
 
-def _dense_grad(dH, dO, V, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n, dtype):
-    """The loss gradient reaching every h_t as one (T, B, H) array: dH (or zero) + dO @ V."""
-    if dO is None:
-        return dH if dH is not None else np.zeros((T, B, n), dtype=dtype)
-    dense = np.matmul(np.asarray(dO), np.asarray(V))
-    if dH is not None:
-        dense += np.asarray(dH)
-    return dense
+def _dense_grad(dH, dO, V):
+    """The loss gradient reaching every h_t as one (T, B, H) array: dH, or dO @ V."""
+    return dH if dO is None else np.matmul(np.asarray(dO), np.asarray(V))
 
 
 cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, :, ::1] X,

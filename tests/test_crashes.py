@@ -42,8 +42,8 @@ REPRODUCERS = {
             k.backward(act, W, H, np.ones((3, 3, 8)), np.zeros((3, 8)), np.empty((3, 3, 8)),
                        np.empty((3, 8)), 2**31 - 1)
             k.backward_fused(act, W, np.ones((3, 3, 2)), H, np.ones((3, 3, 8)), np.zeros((3, 8)),
-                             None, np.empty((3, 8)), np.empty((8, 2)), np.empty((8, 8)),
-                             np.empty(8), 100000)
+                             np.empty((3, 8)), np.empty((8, 2)), np.empty((8, 8)), np.empty(8),
+                             100000)
     """),
     "checkpoint with n_threads 2**31 - 1": ("refused", """
         path = os.path.join(tempfile.mkdtemp(), "k.npz")

@@ -247,8 +247,8 @@ def _elman_run(kern, act, p, n_threads=1, batch_sizes=None, fused=False, keep_dA
         return {"H": H, "dA": dA, "dh0": dh0}
     grads = {k: np.full(p[k].shape, np.nan, dt) for k in ("U", "W", "b")}
     kern.forward_fused(act, p["U"], p["b"], p["W"], p["X"], p["h0"], H, n_threads, *extra)
-    kern.backward_fused(act, p["W"], p["X"], H, p["dH"], p["dh_T"], dA, dh0, grads["U"],
-                        grads["W"], grads["b"], n_threads, *extra)
+    kern.backward_fused(act, p["W"], p["X"], H, p["dH"], p["dh_T"], dh0, grads["U"],
+                        grads["W"], grads["b"], n_threads, batch_sizes, dA)
     out = {"H": H, "dh0": dh0, **{"d" + k: v for k, v in grads.items()}}
     if keep_dA:
         out["dA"] = dA
@@ -338,9 +338,9 @@ def test_elman_bad_batch_sizes_refused(bad, match, backend, rng):
              lambda: kern.backward(0, p["W"], H, p["dH"], p["dh_T"], dA, np.zeros((B, n)), 1, bad)]
     if backend != "python":
         calls += [lambda: kern.forward_fused(0, p["U"], p["b"], p["W"], p["X"], p["h0"], H, 1, bad),
-                  lambda: kern.backward_fused(0, p["W"], p["X"], H, p["dH"], p["dh_T"], dA,
+                  lambda: kern.backward_fused(0, p["W"], p["X"], H, p["dH"], p["dh_T"],
                                               np.zeros((B, n)), np.zeros((n, 3)), np.zeros((n, n)),
-                                              np.zeros(n), 1, bad)]
+                                              np.zeros(n), 1, bad, dA)]
     for call in calls:
         with pytest.raises(ValueError, match="batch_sizes") as err:
             call()

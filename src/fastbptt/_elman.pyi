@@ -51,16 +51,16 @@ def backward_fused(
     W: NDArray[np.floating],            # IN  (H, H)
     X: NDArray[np.floating],            # IN  (T, B, I)
     H: NDArray[np.floating],            # IN  (T+1, B, H)
-    dH: NDArray[np.floating] | None,    # IN  (T, B, H), or None (zero)
+    dH: NDArray[np.floating] | None,    # IN  (T, B, H), or None with dO and V
     dh_T: NDArray[np.floating],         # IN  (B, H)
-    dA: NDArray[np.floating] | None,    # OUT (T, B, H), or None
     dh0: NDArray[np.floating],          # OUT (B, H)
     dU: NDArray[np.floating],           # OUT (H, I)
     dW: NDArray[np.floating],           # OUT (H, H)
     db: NDArray[np.floating],           # OUT (H,)
     n_threads: int = 1,
     batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
-    dO: NDArray[np.floating] | None = None,  # IN  (T, B, O) gradient at a linear head's outputs
+    dA: NDArray[np.floating] | None = None,  # OUT (T, B, H) gradient at the pre-activations, or None
+    dO: NDArray[np.floating] | None = None,  # IN  (T, B, O) gradient at the logits (dH = dO @ V)
     V: NDArray[np.floating] | None = None,   # IN  (O, H) the head's weights, with dO
     dV: NDArray[np.floating] | None = None,  # OUT (O, H) sum_t dO_t^T H[t+1], with dO
 ) -> None: ...

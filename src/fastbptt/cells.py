@@ -226,8 +226,8 @@ class ElmanCell(Cell):
             # the fused kernels form dO_t V step by step (no (T, B, H) gradient array), and the
             # head's dV beside dW
             head = (dH.dO, dH.V, dH.dV) if isinstance(dH, HeadGrad) else ()
-            kern.backward_fused(self.act, p["W"], X, H, None if head else dH, dh_T, dA, dh0,
-                                grads["U"], grads["W"], grads["b"], n_threads, None, *head)
+            kern.backward_fused(self.act, p["W"], X, H, None if head else dH, dh_T, dh0,
+                                grads["U"], grads["W"], grads["b"], n_threads, None, dA, *head)
             return grads, dh0, dA
         self.fill_head_weight_grad(dH, H)
         dH = self.dense_grad(dH)

@@ -103,27 +103,29 @@ def forward_fused(act, U, b, W, X, h0, H, n_threads=1, batch_sizes=None, V=None,
         out[valid] = H[1:][valid] @ V.T + c
 
 
-def head_grad(dH, dO, V, shape, dtype):
-    """The loss gradient reaching every h_t, (T, B, H): dH (None: zero) plus dO @ V when dO (T, B, O),
-    the gradient at a linear head's outputs, and its weights V (O, H) are given."""
+def head_grad(dH, dO, V, dV, shape):
+    """The loss gradient reaching every h_t, (T, B, H): dH, or dO @ V when dO (T, B, O), the
+    gradient at a linear head's outputs, and its weights V (O, H) are given; exactly one of the two."""
     if (dO is None) != (V is None):
         raise ValueError("dO and V go together: the gradient at the head's outputs and its weights")
-    if dH is not None:
+    if dV is not None and dO is None:
+        raise ValueError("dV is the head's weight gradient: it needs dO and V")
+    if (dH is None) == (dO is None):
+        raise ValueError("give the loss gradient as dH, or as dO and V (dH = dO @ V), not both")
+    if dO is None:
         _check("dH", dH.shape, shape)
-    g = np.zeros(shape, dtype=dtype) if dH is None else np.array(dH, dtype=dtype)
-    if dO is not None:
-        _check("V", V.shape, (V.shape[0], shape[2]))
-        _check("dO", dO.shape, shape[:2] + (V.shape[0],))
-        g += dO @ V
-    return g
+        return dH
+    _check("V", V.shape, (V.shape[0], shape[2]))
+    _check("dO", dO.shape, shape[:2] + (V.shape[0],))
+    return dO @ V
 
 
-def backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads=1, batch_sizes=None,
-                   dO=None, V=None, dV=None):
+def backward_fused(act, W, X, H, dH, dh_T, dh0, dU, dW, db, n_threads=1, batch_sizes=None,
+                   dA=None, dO=None, V=None, dV=None):
     """backward() plus the weight gradients dU = sum_t dA_t^T X_t, dW = sum_t dA_t^T H_t,
     db = sum_t dA_t (over the valid steps with batch_sizes); dA may be None (then it is not
-    returned). The loss gradient reaching h_t is dH[t] (None: zero) plus dO[t] @ V when the
-    gradient dO (T, B, O) at a linear head's outputs and the head's weights V (O, H) are given;
+    returned). The loss gradient reaching h_t is dH[t], or dO[t] @ V when the gradient dO
+    (T, B, O) at a linear head's outputs and the head's weights V (O, H) are given (dH None);
     dV (O, H), when given, receives the head's weight gradient sum_t dO_t^T h_t, h_t = H[t + 1]."""
     T, B, n = H.shape[0] - 1, H.shape[1], W.shape[0]
     I = X.shape[2]
@@ -131,10 +133,8 @@ def backward_fused(act, W, X, H, dH, dh_T, dA, dh0, dU, dW, db, n_threads=1, bat
     _check("dU", dU.shape, (n, I))
     _check("dW", dW.shape, (n, n))
     _check("db", db.shape, (n,))
-    dH = head_grad(dH, dO, V, (T, B, n), H.dtype)
+    dH = head_grad(dH, dO, V, dV, (T, B, n))
     if dV is not None:
-        if dO is None:
-            raise ValueError("dV is the head's weight gradient: it needs dO and V")
         _check("dV", dV.shape, V.shape)
         dV[...] = dO.reshape(T * B, dO.shape[2]).T @ H[1:].reshape(T * B, n)
     out = np.zeros((T, B, n), dtype=dH.dtype) if dA is None else dA
