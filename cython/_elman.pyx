@@ -29,14 +29,9 @@ Paths, chosen per call from the shapes (results agree across them within roundin
 Every SIMD set (cython/_vec.h) has both; the table bound at import (fastbptt._simd) says so
 (FASTBPTT_TILED), the BLAS branches below serving a table without them.
 
-Variable lengths: every entry point takes batch_sizes (T,), non-increasing (the batch sorted by
-decreasing length): step t advances only rows [0, batch_sizes[t]); rows beyond are neither read nor
-written at that step, so H (forward) and dA (backward) keep what the caller put there, and the
-running gradient of a finished row waits in dh0 until its last step comes round going backward. On
-the sequence path each sequence simply runs its own number of steps; otherwise a loop over blocks of
-rows (one per thread, cut so that each gets about the same number of valid steps) advances each step
-the active rows of its block by one register-tiled product (by hand for one row per block). The
-fused entries off the sequence path form the projection and the weight gradients around that loop.
+Variable lengths: every entry keeps the batch_sizes slot of the kernel contract
+(docs/architecture.md) but takes only None: ElmanCell (cells.py) runs each run of steps with one
+batch size as its own call, which measured faster here than a ragged loop inside the kernels.
 
 Activations: 0 tanh, 1 relu, 2 step (Heaviside, h = 1 where a > 0; forward only).
 """
@@ -54,7 +49,7 @@ from _vmath cimport all_finite, vtanh
 
 import numpy as np
 from fastbptt import _simd
-from fastbptt._kernel_args import check_batch_sizes, check_shape as _check
+from fastbptt._kernel_args import check_shape as _check, no_batch_sizes
 
 _simd.register(__name__, lambda name: bind_set(name))
 
@@ -262,23 +257,21 @@ cdef Py_ssize_t _first_bad(Py_ssize_t* bad, Py_ssize_t B) noexcept nogil:
 cdef Py_ssize_t _forward_seq(int act, int nv, const floating* Wt, const floating* A,
                              const floating* X, Py_ssize_t I, const floating* Ut,
                              const floating* bias, floating* H, Py_ssize_t T, Py_ssize_t B,
-                             Py_ssize_t n, int n_threads, const Py_ssize_t* lengths,
-                             Py_ssize_t O, const floating* V, const floating* c,
+                             Py_ssize_t n, int n_threads, Py_ssize_t O, const floating* V, const floating* c,
                              floating* out) noexcept nogil:
-    """Each sequence through all its steps (lengths[b] of them when lengths is not NULL); a_t from
-    A, or bias + U x_t when X is given; with out (T, B, O), the logits V h_t + c of its steps."""
+    """Each sequence through all its steps; a_t from A, or bias + U x_t when X is given; with out (T, B, O), the logits V h_t + c of its steps."""
     cdef Py_ssize_t b
     cdef Py_ssize_t bad[4]
     if n_threads > 1 and B > 1:
         for b in prange(B, num_threads=n_threads, schedule="static"):
-            bad[b] = elman_seq_forward(nv, act, lengths[b] if lengths != NULL else T, Wt,
+            bad[b] = elman_seq_forward(nv, act, T, Wt,
                                        A + b * n if A != NULL else A, B * n,
                                        X + b * I if X != NULL else X, B * I, I, Ut, bias,
                                        H + b * n, B * n, O, V, c,
                                        out + b * O if out != NULL else out, B * O)
     else:
         for b in range(B):
-            bad[b] = elman_seq_forward(nv, act, lengths[b] if lengths != NULL else T, Wt,
+            bad[b] = elman_seq_forward(nv, act, T, Wt,
                                        A + b * n if A != NULL else A, B * n,
                                        X + b * I if X != NULL else X, B * I, I, Ut, bias,
                                        H + b * n, B * n, O, V, c,
@@ -291,9 +284,8 @@ cdef Py_ssize_t _backward_seq(int act, int nv, const floating* W, const floating
                               const floating* V, floating* dA, floating* dh, const floating* X,
                               Py_ssize_t I, floating* G, floating* db, floating* ring,
                               floating* work, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
-                              int n_threads, const Py_ssize_t* lengths) noexcept nogil:
-    """Each sequence backward through all its steps (from step lengths[b] - 1 when lengths is not
-    NULL), the loss gradient at h_t from dH (may be NULL) plus dO_t V (when dO is not NULL); with
+                              int n_threads) noexcept nogil:
+    """Each sequence backward through all its steps, the loss gradient at h_t from dH (may be NULL) plus dO_t V (when dO is not NULL); with
     G, sequence b folds its weight gradients into its own slices of G, db (and ring), so the sum
     over the batch is the same for any threads."""
     cdef Py_ssize_t b
@@ -301,11 +293,11 @@ cdef Py_ssize_t _backward_seq(int act, int nv, const floating* W, const floating
     if n_threads > 1 and B > 1:
         for b in prange(B, num_threads=n_threads, schedule="static"):
             bad[b] = _backward_one(act, nv, b, W, H, dH, dO, O, V, dA, dh, X, I, G, db, ring,
-                                   work, T, B, n, lengths)
+                                   work, T, B, n)
     else:
         for b in range(B):
             bad[b] = _backward_one(act, nv, b, W, H, dH, dO, O, V, dA, dh, X, I, G, db, ring,
-                                   work, T, B, n, lengths)
+                                   work, T, B, n)
     return _first_bad(bad, B)
 
 
@@ -314,84 +306,17 @@ cdef inline Py_ssize_t _backward_one(int act, int nv, Py_ssize_t b, const floati
                                      Py_ssize_t O, const floating* V, floating* dA, floating* dh,
                                      const floating* X, Py_ssize_t I, floating* G, floating* db,
                                      floating* ring, floating* work, Py_ssize_t T, Py_ssize_t B,
-                                     Py_ssize_t n, const Py_ssize_t* lengths) noexcept nogil:
+                                     Py_ssize_t n) noexcept nogil:
     """Sequence b of _backward_seq: its rows of every array, its slices of the scratch."""
     cdef Py_ssize_t gsize = (I + n) * n, wsize = _fold_work(W, I, n)
     return elman_seq_backward(
-        nv, act, lengths[b] if lengths != NULL else T, W, H + b * n, B * n,
+        nv, act, T, W, H + b * n, B * n,
         dH + b * n if dH != NULL else dH, B * n, dO + b * O if dO != NULL else dO, B * O, O, V,
         dA + b * n if dA != NULL else dA, B * n, dh + b * n,
         X + b * I if X != NULL else X, B * I, I,
         G + b * gsize if G != NULL else G, db + b * n if db != NULL else db,
         ring + b * FB_TB * n if ring != NULL else ring,
         work + b * wsize if work != NULL else work)
-
-
-cdef inline Py_ssize_t _active(const Py_ssize_t* bs, Py_ssize_t t, Py_ssize_t b0,
-                               Py_ssize_t rows) noexcept nogil:
-    """Rows of the block starting at batch row b0 that step t advances."""
-    cdef Py_ssize_t r = bs[t] - b0
-    return 0 if r < 0 else (rows if r > rows else r)
-
-
-cdef Py_ssize_t _forward_ragged(int act, const floating* P, const floating* wt, const floating* A,
-                                floating* H, const Py_ssize_t* bs, Py_ssize_t b0, Py_ssize_t T,
-                                Py_ssize_t B, Py_ssize_t block_rows, Py_ssize_t n) noexcept nogil:
-    """Forward over the rows of one block (pointers at its first row b0) that each step keeps
-    active: one tiled product over P (W^T packed), or by hand over wt (W^T) when P is NULL."""
-    cdef Py_ssize_t t, b, rows, step = B * n
-    cdef floating* h
-    for t in range(T):
-        rows = _active(bs, t, b0, block_rows)
-        if rows == 0:
-            # batch_sizes never grows: every row of the block is done
-            break
-        h = H + (t + 1) * step
-        if P != NULL:
-            gemm_packed(rows, n, n, H + t * step, n, P, NULL, A + t * step, n, h, n)
-            _activate(act, h, rows * n)
-        else:
-            for b in range(rows):
-                _step_small(act, wt, A + t * step + b * n, H + t * step + b * n, h + b * n, n)
-        if not all_finite(h, rows * n):
-            return t
-    return -1
-
-
-cdef Py_ssize_t _backward_ragged(int act, const floating* W, const floating* P, const floating* H,
-                                 const floating* dH, floating* dA, floating* dh,
-                                 const Py_ssize_t* bs, Py_ssize_t b0, Py_ssize_t T, Py_ssize_t B,
-                                 Py_ssize_t block_rows, Py_ssize_t n) noexcept nogil:
-    """Backward over the active rows of one block: one tiled product over P (W packed) per step, or
-    by hand over W when P is NULL; an inactive row keeps its dh."""
-    cdef Py_ssize_t t, b, k, rows, step = B * n
-    cdef floating* da
-    for t in range(T - 1, -1, -1):
-        rows = _active(bs, t, b0, block_rows)
-        if rows == 0:
-            continue
-        da = dA + t * step
-        if P != NULL:
-            for k in range(rows * n):
-                da[k] = dH[t * step + k] + dh[k]
-            _times_fprime(act, H + (t + 1) * step, da, rows * n)
-            gemm_packed(rows, n, n, da, n, P, NULL, NULL, 0, dh, n)
-        else:
-            for b in range(rows):
-                _back_small(act, W, H + (t + 1) * step + b * n, dH + t * step + b * n,
-                            da + b * n, dh + b * n, n)
-        if not all_finite(dh, rows * n):
-            return t
-    return -1
-
-
-cdef Py_ssize_t _earliest(const Py_ssize_t* bad, Py_ssize_t k, bint forward) noexcept nogil:
-    """The step a serial loop would have stopped at, from each block's first bad step (-1: none)."""
-    cdef Py_ssize_t j, first = -1
-    for j in range(k):
-        if bad[j] >= 0 and (first < 0 or (bad[j] < first if forward else bad[j] > first)):
-            first = bad[j]
-    return first
 
 
 cdef floating* _transposed(const floating* M, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
@@ -460,152 +385,14 @@ cdef inline int _team(int n_threads, Py_ssize_t work) noexcept:
     return <int> max(1, min(<Py_ssize_t> n_threads, work))
 
 
-def _lengths_of(bs, Py_ssize_t T, Py_ssize_t B):
-    """Each row's number of steps: how many batch sizes exceed its index (intp, (B,))."""
-    return (T - np.searchsorted(bs[::-1], np.arange(B), side="right")).astype(np.intp)
-
-
-def _block_starts(bs, Py_ssize_t T, Py_ssize_t B, Py_ssize_t blocks):
-    """First row of each block and B at the end (blocks + 1 entries, each block at least one row),
-    with about equal numbers of valid steps: the longest sequences come first and would otherwise
-    leave the first thread working alone."""
-    starts = (np.arange(blocks + 1) * B // blocks).astype(np.intp)
-    work = np.concatenate(([0], np.cumsum(_lengths_of(bs, T, B))))
-    if blocks == 1 or work[B] == 0:
-        return starts
-    starts[1:blocks] = np.searchsorted(work, work[B] * np.arange(1, blocks) / blocks)
-    for c in range(1, blocks):
-        starts[c] = max(starts[c], starts[c - 1] + 1)
-    for c in range(blocks - 1, 0, -1):
-        starts[c] = min(starts[c], starts[c + 1] - 1)
-    return starts
-
-
-cdef _forward_lengths(int act, const floating[:, ::1] W, const floating[:, :, ::1] A,
-                      floating[:, :, ::1] H, bs_arr, int n_threads):
-    """forward() with batch_sizes (checked, T > 0, B > 0 and H[0] set by the caller)."""
-    cdef Py_ssize_t T = A.shape[0], B = A.shape[1], n = A.shape[2]
-    cdef Py_ssize_t nv = _seq_nv(&W[0, 0], B, n), c, b0, bad = -1
-    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
-    cdef const Py_ssize_t[::1] bs = bs_arr
-    cdef const Py_ssize_t[::1] lengths
-    cdef const Py_ssize_t[::1] starts
-    cdef floating* wt = NULL
-    cdef floating* P = NULL
-    cdef Py_ssize_t* bad_block = NULL
-    if nv:
-        lengths = _lengths_of(bs_arr, T, B)
-        wt = _transposed(&W[0, 0], n, n)
-        if wt == NULL:
-            raise MemoryError()
-        with nogil:
-            bad = _forward_seq(act, nv, wt, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
-                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads, &lengths[0],
-                               0, <floating*> NULL, <floating*> NULL, <floating*> NULL)
-            free(wt)
-    else:
-        starts_arr = _block_starts(bs_arr, T, B, blocks)
-        starts = starts_arr
-        # all blocks take the path of the largest: by hand for one row, else the tiled product
-        if np.diff(starts_arr).max() == 1:
-            wt = _transposed(&W[0, 0], n, n)
-        else:
-            P = _packed(&W[0, 0], n, True)
-        bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
-        if bad_block == NULL or (wt == NULL and P == NULL):
-            free(wt)
-            free(P)
-            free(bad_block)
-            raise MemoryError()
-        with nogil:
-            if blocks > 1:
-                for c in prange(blocks, num_threads=blocks, schedule="static"):
-                    b0 = starts[c]
-                    bad_block[c] = _forward_ragged(act, P, wt, &A[0, 0, 0] + b0 * n,
-                                                   &H[0, 0, 0] + b0 * n, &bs[0], b0, T, B,
-                                                   starts[c + 1] - b0, n)
-            else:
-                bad_block[0] = _forward_ragged(act, P, wt, &A[0, 0, 0], &H[0, 0, 0], &bs[0], 0, T,
-                                               B, B, n)
-            bad = _earliest(bad_block, blocks, True)
-            free(wt)
-            free(P)
-            free(bad_block)
-    if bad >= 0:
-        raise FloatingPointError(f"non-finite hidden state at time step {bad}")
-
-
-cdef _backward_lengths(int act, const floating[:, ::1] W, const floating[:, :, ::1] H,
-                       const floating[:, :, ::1] dH, floating[:, :, ::1] dA, floating[:, ::1] dh0,
-                       bs_arr, int n_threads):
-    """backward() with batch_sizes (checked, T > 0, B > 0 and dh0 = dh_T set by the caller)."""
-    cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
-    cdef Py_ssize_t nv = _seq_nv(&W[0, 0], B, n), c, b0, bad = -1
-    cdef Py_ssize_t blocks = max(1, min(n_threads, B))
-    cdef const Py_ssize_t[::1] bs = bs_arr
-    cdef const Py_ssize_t[::1] lengths
-    cdef const Py_ssize_t[::1] starts
-    cdef floating* P = NULL
-    cdef Py_ssize_t* bad_block = NULL
-    if nv:
-        lengths = _lengths_of(bs_arr, T, B)
-        with nogil:
-            bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], <floating*> NULL, 0,
-                                <floating*> NULL, &dA[0, 0, 0], &dh0[0, 0], <floating*> NULL, 0,
-                                <floating*> NULL, <floating*> NULL, <floating*> NULL,
-                                <floating*> NULL, T, B, n, n_threads, &lengths[0])
-    else:
-        starts_arr = _block_starts(bs_arr, T, B, blocks)
-        starts = starts_arr
-        if np.diff(starts_arr).max() > 1:
-            P = _packed(&W[0, 0], n, False)  # op = W: dh = da W row by row
-            if P == NULL:
-                raise MemoryError()
-        bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
-        if bad_block == NULL:
-            free(P)
-            raise MemoryError()
-        with nogil:
-            if blocks > 1:
-                for c in prange(blocks, num_threads=blocks, schedule="static"):
-                    b0 = starts[c]
-                    bad_block[c] = _backward_ragged(act, &W[0, 0], P, &H[0, 0, 0] + b0 * n,
-                                                    &dH[0, 0, 0] + b0 * n, &dA[0, 0, 0] + b0 * n,
-                                                    &dh0[0, 0] + b0 * n, &bs[0], b0, T, B,
-                                                    starts[c + 1] - b0, n)
-            else:
-                bad_block[0] = _backward_ragged(act, &W[0, 0], P, &H[0, 0, 0], &dH[0, 0, 0],
-                                                &dA[0, 0, 0], &dh0[0, 0], &bs[0], 0, T, B, B, n)
-            bad = _earliest(bad_block, blocks, False)
-            free(P)
-            free(bad_block)
-    if bad >= 0:
-        raise FloatingPointError(f"non-finite gradient at time step {bad}")
-
-
-def _projection(X, U, b, bs):
-    """A = X U^T + b, (T, B, H); with batch_sizes bs, at the valid steps only and zero elsewhere."""
+def _projection(X, U, b):
+    """A = X U^T + b, (T, B, H)."""
     X = np.asarray(X)
     U = np.asarray(U)
     T, B, I = X.shape
-    if bs is None:
-        A = np.matmul(X.reshape(T * B, I), U.T).reshape(T, B, U.shape[0])
-        A += np.asarray(b)
-        return A
-    mask = np.arange(B)[None, :] < bs[:, None]
-    A = np.zeros((T, B, U.shape[0]), dtype=X.dtype)
-    A[mask] = X[mask] @ U.T + np.asarray(b)
+    A = np.matmul(X.reshape(T * B, I), U.T).reshape(T, B, U.shape[0])
+    A += np.asarray(b)
     return A
-
-
-def _valid_weight_grads(dA, X, H, bs, dU, dW, db):
-    """dU, dW, db from the valid rows only (what lies past a sequence's end is never read)."""
-    T, B = dA.shape[:2]
-    mask = np.arange(B)[None, :] < bs[:, None]
-    dA_valid = dA[mask]
-    np.matmul(dA_valid.T, np.asarray(X)[mask], out=np.asarray(dU))
-    np.matmul(dA_valid.T, np.asarray(H)[:T][mask], out=np.asarray(dW))
-    np.sum(dA_valid, axis=0, out=np.asarray(db))
 
 
 def forward(int act,
@@ -614,7 +401,7 @@ def forward(int act,
             const floating[:, ::1] h0,      # IN  (B, H) initial state
             floating[:, :, ::1] H,          # OUT (T+1, B, H) states, H[0] = h0
             int n_threads=1,
-            batch_sizes=None):              # IN  (T,) intp or None: rows advanced at each step
+            batch_sizes=None):              # IN  None only (the contract's slot)
     """Unroll h_t = f(A[t] + W h_{t-1}) over all T steps; raise FloatingPointError on a non-finite state."""
     cdef Py_ssize_t T = A.shape[0], B = A.shape[1], n = A.shape[2]
     cdef Py_ssize_t nv, bad = -1
@@ -625,14 +412,11 @@ def forward(int act,
     _check("W", (W.shape[0], W.shape[1]), (n, n))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
-    bs_arr = check_batch_sizes(batch_sizes, T, B)
+    no_batch_sizes(batch_sizes)
     if B == 0 or n == 0:
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
     if T == 0:
-        return
-    if bs_arr is not None:
-        _forward_lengths(act, W, A, H, bs_arr, n_threads)
         return
     nv = _seq_nv(&W[0, 0], B, n)
     if nv or (not FASTBPTT_TILED and _small(B, n)):
@@ -644,7 +428,7 @@ def forward(int act,
     with nogil:
         if nv:
             bad = _forward_seq(act, nv, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
-                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads, NULL,
+                               <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads,
                                0, <floating*> NULL, <floating*> NULL, <floating*> NULL)
         elif FASTBPTT_TILED:
             bad = elman_tiled_forward(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
@@ -668,11 +452,8 @@ def backward(int act,
              floating[:, :, ::1] dA,         # OUT (T, B, H) gradient at every pre-activation
              floating[:, ::1] dh0,           # OUT (B, H) gradient at the initial state
              int n_threads=1,
-             batch_sizes=None):              # IN  (T,) intp or None: rows advanced at each step
-    """Backpropagate through time; raise FloatingPointError on a non-finite gradient.
-
-    With batch_sizes, dh_T of a row reaches back to its last valid step, t = length - 1.
-    """
+             batch_sizes=None):              # IN  None only (the contract's slot)
+    """Backpropagate through time; raise FloatingPointError on a non-finite gradient."""
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
     cdef Py_ssize_t nv, bad = -1
     cdef floating* P = NULL
@@ -686,14 +467,8 @@ def backward(int act,
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
     _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n))
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
-    bs_arr = check_batch_sizes(batch_sizes, T, B)
+    no_batch_sizes(batch_sizes)
     if B == 0 or n == 0:
-        return
-    if bs_arr is not None:
-        # dh0 doubles as the running gradient; a row waits there until its last step
-        memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
-        if T > 0:
-            _backward_lengths(act, W, H, dH, dA, dh0, bs_arr, n_threads)
         return
     nv = _seq_nv(&W[0, 0], B, n)
     if T > 0 and not nv and FASTBPTT_TILED:
@@ -709,7 +484,7 @@ def backward(int act,
                                     <floating*> NULL, 0, <floating*> NULL, &dA[0, 0, 0],
                                     &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
                                     <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
-                                    n_threads, NULL)
+                                    n_threads)
             elif FASTBPTT_TILED:
                 bad = elman_tiled_backward(act, P, &H[0, 0, 0], &dH[0, 0, 0], <floating*> NULL, 0,
                                            <floating*> NULL, False, &dA[0, 0, 0], &dh0[0, 0],
@@ -749,18 +524,16 @@ def forward_fused(int act,
                   const floating[:, ::1] h0,      # IN  (B, H) initial state
                   floating[:, :, ::1] H,          # OUT (T+1, B, H) states, H[0] = h0
                   int n_threads=1,
-                  batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
+                  batch_sizes=None,               # IN  None only (the contract's slot)
                   const floating[:, ::1] V=None,  # IN  (O, H) output layer weights, or None
                   const floating[::1] c=None,     # IN  (O,) output layer bias, with V
                   floating[:, :, ::1] out=None):  # OUT (T, B, O) logits h_t V^T + c, with V
     """forward() with the projection a_t = U x_t + b formed step by step inside the time loop (no
     (T, B, H) array of pre-activations to write and read back); raise FloatingPointError on a
-    non-finite state. With batch_sizes off the sequence path: the projection of the valid steps,
-    then forward().
+    non-finite state.
 
     With V, c and out, a linear output layer's logits out[t] = H[t + 1] V^T + c are formed in the
-    same loop while each step's states are in cache (with batch_sizes at the valid rows only; the
-    others keep what the caller put there)."""
+    same loop while each step's states are in cache."""
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], I = X.shape[2], n = W.shape[0]
     cdef Py_ssize_t nv, bad = -1, O = 0
     cdef floating* wt = NULL
@@ -769,8 +542,6 @@ def forward_fused(int act,
     cdef floating* out_ptr = NULL
     cdef const floating* V_ptr = NULL
     cdef const floating* c_ptr = NULL
-    cdef const Py_ssize_t[::1] lengths
-    cdef const Py_ssize_t* lengths_ptr = NULL
     if act not in (TANH, RELU, STEP):
         raise ValueError(f"unknown activation code {act}")
     _check("W", (W.shape[0], W.shape[1]), (n, n))
@@ -785,24 +556,23 @@ def forward_fused(int act,
         _check("V", (V.shape[0], V.shape[1]), (O, n))
         _check("c", (c.shape[0],), (O,))
         _check("out", (out.shape[0], out.shape[1], out.shape[2]), (T, B, O))
-    bs_arr = check_batch_sizes(batch_sizes, T, B)
+    no_batch_sizes(batch_sizes)
     n_threads = _team(n_threads, B)
-    if not FASTBPTT_TILED or (bs_arr is not None and not sequence_path(
-            I, n, B, np.float32 if floating is float else np.float64)):
-        forward(act, W, _projection(X, U, b, bs_arr), h0, H, n_threads, bs_arr)
+    if not FASTBPTT_TILED:
+        forward(act, W, _projection(X, U, b), h0, H, n_threads)
         if V is not None:
-            _logits(H, V, c, out, bs_arr)
+            _logits(H, V, c, out)
         return
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
     if T == 0 or B == 0 or n == 0:
         if V is not None and T > 0 and B > 0:
-            _logits(H, V, c, out, bs_arr)  # no units: the logits are the bias
+            _logits(H, V, c, out)  # no units: the logits are the bias
         return
     if V is not None and O > 0:
         out_ptr = &out[0, 0, 0]
         V_ptr = &V[0, 0]
         c_ptr = &c[0]
-    if T * B <= LEAN_ROWS and bs_arr is None:
+    if T * B <= LEAN_ROWS:
         with nogil:
             bad = _forward_lean(act, &W[0, 0], &U[0, 0] if I > 0 else NULL, &b[0],
                                 &X[0, 0, 0] if I > 0 else NULL,
@@ -810,9 +580,6 @@ def forward_fused(int act,
         if bad >= 0:
             raise FloatingPointError(f"non-finite hidden state at time step {bad}")
         return
-    if bs_arr is not None:
-        lengths = _lengths_of(bs_arr, T, B)
-        lengths_ptr = &lengths[0]
     nv = _seq_nv(&W[0, 0], B, n) if I <= FUSED_MAX_I else 0
     if nv:
         wt = _transposed(&W[0, 0], n, n)
@@ -831,7 +598,7 @@ def forward_fused(int act,
     with nogil:
         if nv:
             bad = _forward_seq(act, nv, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
-                               &H[0, 0, 0], T, B, n, n_threads, lengths_ptr, O, V_ptr, c_ptr,
+                               &H[0, 0, 0], T, B, n, n_threads, O, V_ptr, c_ptr,
                                out_ptr)
         else:
             bad = elman_tiled_forward(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
@@ -844,18 +611,13 @@ def forward_fused(int act,
         raise FloatingPointError(f"non-finite hidden state at time step {bad}")
 
 
-def _logits(H, V, c, out, bs):
-    """out[t] = H[t + 1] V^T + c for the paths that form no logits in their loop (with batch_sizes
-    bs, at the valid rows only)."""
+def _logits(H, V, c, out):
+    """out[t] = H[t + 1] V^T + c for the paths that form no logits in their loop."""
     H, V, out = np.asarray(H), np.asarray(V), np.asarray(out)
     T, B = out.shape[:2]
-    if bs is None:
-        # sizes spelled out: -1 cannot be inferred from an empty array (T = 0 or B = 0)
-        np.matmul(H[1:].reshape(T * B, H.shape[2]), V.T, out=out.reshape(T * B, V.shape[0]))
-        out += np.asarray(c)
-        return
-    mask = np.arange(B)[None, :] < bs[:, None]
-    out[mask] = H[1:][mask] @ V.T + np.asarray(c)
+    # sizes spelled out: -1 cannot be inferred from an empty array (T = 0 or B = 0)
+    np.matmul(H[1:].reshape(T * B, H.shape[2]), V.T, out=out.reshape(T * B, V.shape[0]))
+    out += np.asarray(c)
 
 
 def backward_fused(int act,
@@ -869,21 +631,19 @@ def backward_fused(int act,
                    floating[:, ::1] dW,            # OUT (H, H) = sum_t dA_t^T H_t
                    floating[::1] db,               # OUT (H,) = sum_t dA_t
                    int n_threads=1,
-                   batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
+                   batch_sizes=None,               # IN  None only (the contract's slot)
                    floating[:, :, ::1] dA=None,    # OUT (T, B, H) or None: gradient at the pre-activations
                    const floating[:, :, ::1] dO=None,  # IN  (T, B, O) or None: gradient at the logits
                    const floating[:, ::1] V=None,      # IN  (O, H) the head's weights, given with dO
                    floating[:, ::1] dV=None):          # OUT (O, H) or None: sum_t dO_t^T h_t, with dO
     """backward() with the weight gradients folded in while each block of dA is still in cache;
-    dA=None skips writing it. Raise FloatingPointError on a non-finite gradient. With batch_sizes
-    off the sequence path: backward(), then the weight gradients of the valid steps.
+    dA=None skips writing it. Raise FloatingPointError on a non-finite gradient.
 
     The loss gradient reaching h_t is dH[t], or (dH None) dO[t] @ V: a linear head
     o_t = V h_t + c hands over the gradient at its outputs instead of a (T, B, H) dH, and the
     kernels form dO_t V step by step (where they cannot, it is formed here once). With dV,
     the head's weight gradient sum_t dO_t^T h_t (h_t = H[t + 1]) is formed too: folded in beside
-    dW on the tiled path, one product here on the others. With batch_sizes, dO's rows past a
-    sequence's end must be zero (they are read as they are)."""
+    dW on the tiled path, one product here on the others."""
     cdef Py_ssize_t T = H.shape[0] - 1, B = H.shape[1], n = W.shape[0], I = X.shape[2]
     cdef Py_ssize_t O = 0
     cdef Py_ssize_t nv, bad = -1, i, k, s, gsize = (I + n) * n
@@ -896,8 +656,6 @@ def backward_fused(int act,
     cdef const floating* dO_ptr = NULL
     cdef const floating* V_ptr = NULL
     cdef floating acc
-    cdef const Py_ssize_t[::1] lengths
-    cdef const Py_ssize_t* lengths_ptr = NULL
     if act == STEP:
         raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
     if act not in (TANH, RELU):
@@ -926,12 +684,12 @@ def backward_fused(int act,
     _check("dU", (dU.shape[0], dU.shape[1]), (n, I))
     _check("dW", (dW.shape[0], dW.shape[1]), (n, n))
     _check("db", (db.shape[0],), (n,))
-    bs_arr = check_batch_sizes(batch_sizes, T, B)
+    no_batch_sizes(batch_sizes)
     # the weight-gradient fold is cut over its n + O rows too, not only over the batch
     n_threads = _team(n_threads, max(B, n + O))
     seq = FASTBPTT_TILED and B > 0 and n > 0 and sequence_path(
         I, n, B, np.float32 if floating is float else np.float64)
-    if FASTBPTT_TILED and B > 0 and n > 0 and not seq and bs_arr is None:
+    if FASTBPTT_TILED and B > 0 and n > 0 and not seq:
         _backward_fused_tiled(act, W, X, H, dH, dO, V, dV, dh_T, dA, dh0, dU, dW, db, n_threads)
         return
     if dV is not None:
@@ -941,10 +699,7 @@ def backward_fused(int act,
         dense = _dense_grad(dH, dO, V)
         dA_all = np.asarray(dA) if dA is not None else np.zeros((T, B, n),
                                                                 dtype=np.asarray(dh0).dtype)
-        backward(act, W, H, dense, dh_T, dA_all, dh0, n_threads, bs_arr)
-        if bs_arr is not None:
-            _valid_weight_grads(dA_all, X, H, bs_arr, dU, dW, db)
-            return
+        backward(act, W, H, dense, dh_T, dA_all, dh0, n_threads)
         dA2 = dA_all.reshape(T * B, n)
         np.matmul(dA2.T, np.asarray(X).reshape(T * B, I), out=np.asarray(dU))
         np.matmul(dA2.T, np.asarray(H)[:T].reshape(T * B, n), out=np.asarray(dW))
@@ -957,9 +712,6 @@ def backward_fused(int act,
         if dO is not None:
             dO_ptr = &dO[0, 0, 0] if O > 0 else NULL
             V_ptr = &V[0, 0] if O > 0 else NULL
-    if bs_arr is not None and T > 0:
-        lengths = _lengths_of(bs_arr, T, B)
-        lengths_ptr = &lengths[0]
     G = <floating*> calloc(B * gsize, sizeof(floating))
     gb = <floating*> calloc(B * n, sizeof(floating))
     work = <floating*> malloc(B * _fold_work(&W[0, 0], I, n) * sizeof(floating))
@@ -977,8 +729,7 @@ def backward_fused(int act,
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         if T > 0:
             bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], dH_ptr, dO_ptr, O, V_ptr, dA_ptr,
-                                &dh0[0, 0], &X[0, 0, 0], I, G, gb, ring, work, T, B, n, n_threads,
-                                lengths_ptr)
+                                &dh0[0, 0], &X[0, 0, 0], I, G, gb, ring, work, T, B, n, n_threads)
         # G holds dU^T over its first I rows and dW^T below; sum the sequences in a fixed order
         for i in range(n):
             for k in range(I):

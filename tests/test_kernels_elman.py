@@ -284,31 +284,6 @@ def test_head_gradient_in_the_loop_equals_the_formed_array(shape, O, act, dtype,
             assert_close(got[name], r, dtype, f"{kern.__name__} {name}")
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", [(40, 3, 2, 16), (25, 5, 3, 13), (30, 2, 20, 8)],
-                         ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_head_gradient_in_the_loop_with_batch_sizes(shape, dtype, n_threads, rng):
-    """With batch_sizes, rows past their end take nothing from dO, as they take nothing from dH."""
-    U, b, W, X, h0, _, dh_T = _fused_problem(rng, *shape, dtype, 0)
-    T, B, _ = X.shape
-    n, O = W.shape[0], 2
-    lengths = np.sort(rng.integers(1, T + 1, B))[::-1]
-    lengths[0] = T
-    bs = (B - np.searchsorted(lengths[::-1], np.arange(T), side="right")).astype(np.intp)
-    H = np.zeros((T + 1, B, n), dtype)
-    elman_np.forward_fused(0, U, b, W, X, h0, H, 1, bs)
-    dO = rng.normal(0, 1.0, (T, B, O)).astype(dtype)
-    V = rng.normal(0, 0.5, (O, n)).astype(dtype)
-    dO[np.arange(B)[None, :] >= bs[:, None]] = 0  # the head gives nothing past an end
-    dense = (dO @ V).astype(dtype)
-    ref = _backward_head(elman_np, 0, W, X, H, dense, None, None, dh_T, 1, True, bs)
-    ref["dV"] = dO.reshape(-1, O).astype(np.float64).T @ H[1:].reshape(-1, n)
-    got = _backward_head(_elman, 0, W, X, H, None, dO, V, dh_T, n_threads, True, bs)
-    for name, r in ref.items():
-        assert_close(got[name], r, dtype, f"cython {name}")
-
-
 @pytest.mark.parametrize("kern", [_elman, elman_np], ids=["cython", "numpy"])
 def test_head_gradient_arguments_are_checked(kern):
     T, B, I, n, O = 4, 1, 2, 8, 3
@@ -384,29 +359,6 @@ def test_logits_in_the_loop_equal_the_head_product(shape, O, act, dtype, n_threa
         assert_close(H, plain, dtype, f"{kern.__name__} H")
         expected = H[1:].astype(np.float64) @ V.T.astype(np.float64) + c
         assert_close(out, expected, dtype, f"{kern.__name__} logits")
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", [(40, 3, 2, 16), (25, 5, 3, 13), (30, 2, 20, 8), (9, 33, 4, 24)],
-                         ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_logits_in_the_loop_with_batch_sizes(shape, dtype, n_threads, rng):
-    """With batch_sizes the logits are formed at the valid rows only; the others keep what the
-    caller put there, as the states do."""
-    U, b, W, X, h0, _, _ = _fused_problem(rng, *shape, dtype, 0)
-    T, B, _ = X.shape
-    V, c = _head(rng, 4, W.shape[0], dtype)
-    lengths = np.sort(rng.integers(1, T + 1, B))[::-1]
-    lengths[0] = T
-    bs = (B - np.searchsorted(lengths[::-1], np.arange(T), side="right")).astype(np.intp)
-    valid = np.arange(B)[None, :] < bs[:, None]
-    ref_H, ref_out = _forward_logits(elman_np, 0, U, b, W, X, h0, V, c, 1, bs)
-    H, out = _forward_logits(_elman, 0, U, b, W, X, h0, V, c, n_threads, bs)
-    assert np.isnan(out[~valid]).all() and np.isnan(ref_out[~valid]).all()
-    assert_close(out[valid], ref_out[valid], dtype, "logits")
-    assert_close(out[valid], H[1:][valid].astype(np.float64) @ V.T.astype(np.float64) + c, dtype,
-                 "logits against the states")
-    assert_close(H[1:][valid], ref_H[1:][valid], dtype, "H")
 
 
 @pytest.mark.parametrize("kern", [_elman, elman_np], ids=["cython", "numpy"])

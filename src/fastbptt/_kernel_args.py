@@ -21,6 +21,14 @@ def check_head(V, c, out, T, B, n):
         check_shape("out", out.shape, (T, B, V.shape[0]))
 
 
+def no_batch_sizes(batch_sizes):
+    """The Elman kernels keep the contract's batch_sizes slot but run every row at every step:
+    ElmanCell (cells.py) passes each run of steps with one batch size as its own call."""
+    if batch_sizes is not None:
+        raise ValueError("batch_sizes: the Elman kernels take None (every row at every step); "
+                         "split the batch into runs of one batch size, as ElmanCell does")
+
+
 def check_batch_sizes(batch_sizes, T, B, full_if_none=False):
     """batch_sizes as a C-contiguous intp array after checking it (shape (T,), values in [0, B],
     non-increasing); None stays None, or becomes all B (every row at every step) with full_if_none."""

@@ -5,27 +5,26 @@ The benchmarks' baseline: what the recurrence costs written plainly in Python.
 
 import math
 
+from .._kernel_args import no_batch_sizes
 from ._pure import add_transposed, finite, store_steps
 from .elman import RELU, STEP, TANH, _check
-from .lstm import check_batch_sizes
 
 
 def forward(act, W, A, h0, H, n_threads=1, batch_sizes=None):
-    """Fill H (T+1, B, H) with the states; H[0] = h0; with batch_sizes, only rows
-    [0, batch_sizes[t]) at step t."""
+    """Fill H (T+1, B, H) with the states; H[0] = h0."""
     if act not in (TANH, RELU, STEP):
         raise ValueError(f"unknown activation code {act}")
     T, B, n = A.shape
     _check("W", W.shape, (n, n))
     _check("h0", h0.shape, (B, n))
     _check("H", H.shape, (T + 1, B, n))
-    bs = check_batch_sizes(batch_sizes, T, B).tolist()
+    no_batch_sizes(batch_sizes)
     w = W.tolist()
     a_all = A.tolist()
     states = [h0.tolist()]
     for t in range(T):
         step = []
-        for b in range(bs[t]):
+        for b in range(B):
             h_prev = states[t][b]
             a = a_all[t][b]
             h = []
@@ -44,18 +43,11 @@ def forward(act, W, A, h0, H, n_threads=1, batch_sizes=None):
                 raise FloatingPointError(f"non-finite hidden state at time step {t}")
             step.append(h)
         states.append(step)
-    if batch_sizes is None:
-        H[...] = states
-        return
-    H[0] = states[0]
-    for t in range(T):
-        if bs[t]:
-            H[t + 1, :bs[t]] = states[t + 1]
+    H[...] = states
 
 
 def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1, batch_sizes=None):
-    """Fill dA (T, B, H) and dh0 (B, H); with batch_sizes, only rows [0, batch_sizes[t]) of dA[t],
-    a row's running gradient waiting until its last valid step."""
+    """Fill dA (T, B, H) and dh0 (B, H)."""
     if act == STEP:
         raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
     if act not in (TANH, RELU):
@@ -66,7 +58,7 @@ def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1, batch_sizes=None):
     _check("dh_T", dh_T.shape, (B, n))
     _check("dA", dA.shape, (T, B, n))
     _check("dh0", dh0.shape, (B, n))
-    bs = check_batch_sizes(batch_sizes, T, B).tolist()
+    no_batch_sizes(batch_sizes)
     w = W.tolist()
     h_all = H.tolist()
     g_all = dH.tolist()
@@ -74,7 +66,7 @@ def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1, batch_sizes=None):
     da_all = [None] * T
     for t in range(T - 1, -1, -1):
         da_step = []
-        for b in range(bs[t]):
+        for b in range(B):
             h = h_all[t + 1][b]
             g = g_all[t][b]
             d = dh[b]
@@ -89,5 +81,5 @@ def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1, batch_sizes=None):
             dh[b] = new
             da_step.append(da)
         da_all[t] = da_step
-    store_steps(dA, da_all, None if batch_sizes is None else bs)
+    store_steps(dA, da_all, None)
     dh0[...] = dh
