@@ -1,6 +1,7 @@
 """Type stub for the compiled Elman kernels (cython/_elman.pyx).
 
-With batch_sizes (T,), non-increasing, step t advances only rows [0, batch_sizes[t]).
+The kernel contract: docs/architecture.md. batch_sizes takes None only (ElmanCell splits a ragged
+batch into runs of one batch size).
 """
 
 import numpy as np
@@ -17,7 +18,7 @@ def forward(
     h0: NDArray[np.floating],  # IN  (B, H)
     H: NDArray[np.floating],   # OUT (T+1, B, H)
     n_threads: int = 1,
-    batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
+    batch_sizes: None = None,  # IN  the contract's slot: None only
 ) -> None: ...
 def backward(
     act: int,
@@ -28,7 +29,7 @@ def backward(
     dA: NDArray[np.floating],    # OUT (T, B, H)
     dh0: NDArray[np.floating],   # OUT (B, H)
     n_threads: int = 1,
-    batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
+    batch_sizes: None = None,  # IN  the contract's slot: None only
 ) -> None: ...
 def fused_ok(input_size: int, hidden_size: int, batch: int, dtype: object) -> bool: ...
 def sequence_path(input_size: int, hidden_size: int, batch: int, dtype: object) -> bool: ...
@@ -41,7 +42,7 @@ def forward_fused(
     h0: NDArray[np.floating],  # IN  (B, H)
     H: NDArray[np.floating],   # OUT (T+1, B, H)
     n_threads: int = 1,
-    batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
+    batch_sizes: None = None,  # IN  the contract's slot: None only
     V: NDArray[np.floating] | None = None,    # IN  (O, H) output layer weights
     c: NDArray[np.floating] | None = None,    # IN  (O,) output layer bias, with V
     out: NDArray[np.floating] | None = None,  # OUT (T, B, O) logits H[t+1] V^T + c, with V
@@ -58,7 +59,7 @@ def backward_fused(
     dW: NDArray[np.floating],           # OUT (H, H)
     db: NDArray[np.floating],           # OUT (H,)
     n_threads: int = 1,
-    batch_sizes: NDArray[np.intp] | None = None,  # IN  (T,) rows advanced at step t
+    batch_sizes: None = None,  # IN  the contract's slot: None only
     dA: NDArray[np.floating] | None = None,  # OUT (T, B, H) gradient at the pre-activations, or None
     dO: NDArray[np.floating] | None = None,  # IN  (T, B, O) gradient at the logits (dH = dO @ V)
     V: NDArray[np.floating] | None = None,   # IN  (O, H) the head's weights, with dO
