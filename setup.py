@@ -58,7 +58,7 @@ def _extension(name):
         f"fastbptt.{name}",
         [f"cython/{name}.pyx"],
         include_dirs=[numpy.get_include(), "cython"],
-        depends=[str(p.relative_to(HERE)) for p in (HERE / "cython").glob("*.[hp]xd")]
+        depends=[str(p.relative_to(HERE)) for p in (HERE / "cython").glob("*.px[di]")]
         + [str(p.relative_to(HERE)) for p in (HERE / "cython").glob("*.[hc]")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
