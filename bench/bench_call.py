@@ -1,8 +1,9 @@
 """The fixed cost of one call: microseconds per `loss_and_grad` of the 8-bit adder (T=8 B=1 H=16
 float64, tanh, sigmoid output with bce, as in the addition experiment), where it goes (checking the
 call, setting up the pass, forward, loss, backward; the kernels alone), and one forward step
-(T=1, B=1) of each cell. Times are CPU time of this process (less disturbed by other processes than
-wall time), the median of --repeats runs of --calls calls each.
+(T=1, B=1) of each cell, beside the same step on the NumPy backend. Times are CPU time of this
+process (less disturbed by other processes than wall time), the median of --repeats runs of
+--calls calls each.
 
     python bench/bench_call.py
     python bench/bench_call.py --hidden 128 256 --dtype float32
@@ -78,10 +79,11 @@ def steps(hidden, dtype, calls, repeats):
     out = {}
     for cell in ("tanh", "lstm", "gru"):
         for H in hidden:
-            m = fb.RNN(32, H, 10, cell=cell, dtype=dtype, seed=0)
             x = rng.standard_normal((1, 1, 32)).astype(dtype)
-            out[f"forward step {cell} H={H}"] = per_call_us(lambda m=m, x=x: m.forward(x), calls,
-                                                            repeats)
+            for backend in ("cython", "numpy"):
+                m = fb.RNN(32, H, 10, cell=cell, dtype=dtype, seed=0, backend=backend)
+                name = f"forward step {cell} H={H}" + ("" if backend == "cython" else " numpy")
+                out[name] = per_call_us(lambda m=m, x=x: m.forward(x), calls, repeats)
     return out
 
 

@@ -23,13 +23,18 @@ def as_dtype(dtype):
 
 def real_array(name, value, dtype):
     """A C-contiguous copy-if-needed of value as dtype; refuses complex, object, strings and non-finite."""
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} could not be read as an array: {exc}") from exc
-    if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float, int or bool)")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    if (type(value) is np.ndarray and value.ndim and value.dtype == dtype
+            and value.flags.c_contiguous):
+        out = value  # already what the kernels take: no conversion to ask for
+    else:
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} could not be read as an array: {exc}") from exc
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float, int or "
+                            "bool)")
+        out = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(out):
         raise ValueError(f"{name} contains NaN or Inf")
     return out

@@ -6,6 +6,7 @@ of the chosen backend. The time loops themselves live in cython/_<family>.pyx an
 fastbptt/reference/; the contract they share, and how to add a cell: docs/architecture.md.
 """
 
+import math
 import sys
 import threading
 
@@ -18,6 +19,8 @@ from .heads import HeadGrad, dense_grad
 CELLS = ("tanh", "relu", "step", "lstm", "gru")
 _ACT = {"tanh": 0, "relu": 1, "step": 2}
 _GIL_ENABLED = getattr(sys, "_is_gil_enabled", lambda: True)()
+# scratch arrays smaller than this are allocated afresh (see _Scratch)
+SCRATCH_MIN_BYTES = 1 << 14
 
 
 def _flat(a):
@@ -278,15 +281,17 @@ class _Scratch:
 
     The check and the hand-out happen under one lock, so two threads calling the same model never
     get the same array. Without the GIL (free-threaded CPython) another thread's references are
-    counted lazily and the count cannot prove an array free, so every call gets a fresh array."""
+    counted lazily and the count cannot prove an array free, so every call gets a fresh array.
+    Arrays under `min_bytes` are fresh: they cost no page faults, and less than the pool's search."""
 
-    def __init__(self, keep=6):
+    def __init__(self, keep=6, min_bytes=None):
         self._arrays = []  # [array, reference count when only the pool held it]
         self._keep = keep
+        self._min_bytes = SCRATCH_MIN_BYTES if min_bytes is None else min_bytes
         self._lock = threading.Lock()
 
     def __reduce__(self):  # a copy of a model starts with an empty pool (and its own lock)
-        return (_Scratch, (self._keep,))
+        return (_Scratch, (self._keep, self._min_bytes))
 
     @staticmethod
     def _refs(entry):
@@ -295,7 +300,7 @@ class _Scratch:
     def empty(self, shape, dtype):
         """An uninitialised array of this shape and dtype that nobody else holds."""
         shape, dtype = tuple(shape), np.dtype(dtype)
-        if not _GIL_ENABLED:
+        if not _GIL_ENABLED or math.prod(shape) * dtype.itemsize < self._min_bytes:
             return np.empty(shape, dtype)
         with self._lock:
             for i, entry in enumerate(self._arrays):
