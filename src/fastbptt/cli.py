@@ -1,8 +1,8 @@
-"""The `fastbptt` command: train the seeds' tasks, time the backends, check gradients.
+"""The `fastbptt` command: train the bundled experiments, time the backends, check gradients.
 
     fastbptt demo                   train 8-bit addition, then time Cython vs NumPy vs pure Python
-    fastbptt train addition --help  one seed experiment (addition, counting, digits, mnist)
-    fastbptt adder --check          seed 002's hand-set adder on every pair of 8-bit numbers
+    fastbptt train addition --help  one experiment (addition, counting, digits, mnist)
+    fastbptt adder --check          the hand-set threshold adder on every pair of 8-bit numbers
     fastbptt plot RESULTS.json X.png  draw the curves of a `train ... --json` file again
     fastbptt bench --cell lstm      time the backends on one workload
     fastbptt gradcheck --cell gru   gradients against finite differences on a small problem
@@ -244,7 +244,7 @@ def cmd_train_counting(args):
             else:
                 runs.append((ex.counting_recipe, dict(common, name=recipe, seed=seed)))
     results = _run_all(args, runs)
-    return _finish(args, results, "counting (seed 003): one ReLU unit, no output layer")
+    return _finish(args, results, "counting the ones seen so far: one ReLU unit, no output layer")
 
 
 def cmd_train_digits(args):
@@ -258,7 +258,7 @@ def cmd_train_digits(args):
                              seed=seed, backend=args.backend, dtype=args.dtype))
             for target in targets for seed in _seeds(args)]
     results = _run_all(args, runs)
-    return _finish(args, results, f"8x8 digits row by row (seed 004), tanh RNN H={args.hidden}")
+    return _finish(args, results, f"8x8 digits read row by row, tanh RNN H={args.hidden}")
 
 
 def cmd_train_mnist(args):
@@ -326,7 +326,7 @@ def cmd_demo(args):
     from . import experiments as ex
     from .speed import compare_backends
 
-    print(f"1/2  Train {args.bits}-bit binary addition: seed 001's network (tanh RNN, 16 hidden "
+    print(f"1/2  Train {args.bits}-bit binary addition: the classic network (tanh RNN, 16 hidden "
           f"units, sigmoid output, squared error), plain SGD lr 0.1, one fresh random pair per "
           f"iteration, until every held-out pair is added exactly.", flush=True)
     r = ex.addition(n_bits=args.bits, iterations=args.iterations, stop_at=1.0, seed=args.seed,
@@ -396,7 +396,7 @@ def _add_train_parsers(sub):
     p.add_argument("--hidden", type=int, default=16, help="hidden units (default 16)")
     p.add_argument("--init", nargs="+", default=["fan_in"], choices=sorted(INITIALIZERS),
                    metavar="NAME", help="initialiser(s) among " + ", ".join(sorted(INITIALIZERS))
-                   + "; seed 001's: fan_in uniform uniform_positive (default fan_in)")
+                   + "; the three compared for addition: fan_in uniform uniform_positive (default fan_in)")
     p.add_argument("--iterations", type=int, default=3000, help="parameter updates (default 3000)")
     p.add_argument("--batch", type=int, default=1, help="fresh pairs per update (default 1)")
     p.add_argument("--optimizer", default="sgd",
@@ -412,7 +412,7 @@ def _add_train_parsers(sub):
     p.set_defaults(func=cmd_train_addition)
 
     p = tasks.add_parser("counting",
-                         help="count the ones seen so far with one ReLU unit (seed 003)",
+                         help="count the ones seen so far with one ReLU unit",
                          description="Seed 003: h_t = relu(W h_{t-1} + U x_t), no output layer, "
                          "loss 0.5 (h_t - count_t)^2 summed; the defaults are the report's set-up "
                          "(T 5, U and W from U(0, 2), SGD lr 0.001, 1000 iterations, 4 training "
@@ -439,7 +439,7 @@ def _add_train_parsers(sub):
     _add_run_args(p)
     p.set_defaults(func=cmd_train_counting)
 
-    p = tasks.add_parser("digits", help="8x8 digits read row by row (seed 004; needs scikit-learn)",
+    p = tasks.add_parser("digits", help="8x8 digits read row by row (needs scikit-learn)",
                          description="Seed 004: a tanh RNN reads an 8x8 digit one row per step, "
                          "softmax + cross-entropy; the loss on every step (the report's, label "
                          "repeated) or on the last step. Accuracy is the last step's on a "
@@ -489,7 +489,7 @@ def build_parser():
 
     _add_train_parsers(sub)
 
-    p = sub.add_parser("adder", help="seed 002's hand-set adder: show it, or --check every pair")
+    p = sub.add_parser("adder", help="the hand-set threshold adder: show it, or --check every pair")
     p.add_argument("--check", action="store_true",
                    help="add every pair of --bits numbers, count exact sums (exit 1 if any wrong)")
     p.add_argument("--bits", type=int, default=8, help="operand width (default 8; --check: <= 12)")

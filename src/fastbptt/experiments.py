@@ -1,12 +1,13 @@
-"""The seeds' experiments, runnable from Python and from the command line (`fastbptt train ...`).
+"""The bundled experiments, runnable from Python and from the command line (`fastbptt train ...`).
 
-- `addition`: binary addition (seeds 000 and 001), fresh random pairs every iteration, accuracy on
-  held-out pairs the training never sees; `INITS_001` are seed 001's three initialisations.
-- `counting`: seed 003's one-neuron ReLU network (no output layer) counting the ones seen so far;
-  `COUNTING_RECIPES` name the report's set-up and what makes long sequences work.
-- `digits`: seed 004's tanh RNN + softmax reading the 8x8 digits row by row, loss over every step
-  (the report's) or only the last one; `mnist`: the same on MNIST IDX files you have.
-- `adder_check`: seed 002's hand-set adder on every pair of n-bit numbers.
+- `addition`: an Elman network learning binary addition bit by bit, fresh random pairs every
+  iteration, accuracy on held-out pairs the training never sees; `INITS_001` are the three weight
+  initialisations it compares (fan-in uniform, uniform(-1, 1), uniform(0, 1)).
+- `counting`: a one-neuron ReLU network (no output layer) counting the ones seen so far;
+  `COUNTING_RECIPES` name the original set-up and what makes long sequences work.
+- `digits`: a tanh RNN + softmax reading the 8x8 digits row by row, loss over every step or only
+  the last one; `mnist`: the same on MNIST IDX files you have.
+- `adder_check`: the hand-set threshold adder on every pair of n-bit numbers.
 - `run_many(fn, configs, executor)`: many runs (seeds, sweeps) on a local process pool, a Dask
   cluster or any concurrent.futures.Executor, results in the order of the configs.
 

@@ -73,8 +73,30 @@ class _FrontedMethod:
 
 
 class Params(dict):
-    """The model's parameters, name -> ndarray. Assigning a value checks its name, shape and finiteness
-    and stores a C-contiguous copy in the model's dtype, so a bad assignment leaves the model as it was."""
+    """The model's parameters: a dict from name to ndarray whose every change is checked.
+
+    Assigning a value (``params[name] = value``, ``params[name] -= step``, ``update``, ``|=``,
+    ``setdefault``) checks its name, shape and finiteness and stores a C-contiguous copy in the
+    model's dtype, so a bad assignment leaves the model as it was. Parameters cannot be removed
+    (``del``, ``pop``, ``popitem`` and ``clear`` raise TypeError). The arrays are plain and writable;
+    writing into one element by element is not checked.
+
+    Parameters
+    ----------
+    shapes : dict of str to tuple of int
+        Every parameter's name and shape (``RNN.param_shapes()``).
+    dtype : numpy.dtype
+        The model's dtype, float32 or float64.
+    values : dict of str to array_like
+        The initial values, checked as an assignment is.
+
+    Examples
+    --------
+    >>> import fastbptt as fb
+    >>> m = fb.RNN(2, 4, 1)
+    >>> sorted(m.params)
+    ['U', 'V', 'W', 'b', 'c']
+    """
 
     def __init__(self, shapes, dtype, values):
         super().__init__()
@@ -454,7 +476,20 @@ class RNN:
     def predict_classes(self, X: ArrayLike, h0: ArrayLike | None = None,
                         c0: ArrayLike | None = None,
                         lengths: ArrayLike | None = None) -> np.ndarray:
-        """Arg-max class (softmax), 0/1 (sigmoid, threshold 0.5) or 0/1 (linear/None, threshold 0)."""
+        """Predicted classes: the arg-max for softmax, else 0/1 by a threshold.
+
+        Parameters
+        ----------
+        X, h0, c0, lengths
+            As for `predict`.
+
+        Returns
+        -------
+        numpy.ndarray of int64
+            For softmax, the arg-max class, shaped like the predictions without their last axis;
+            for sigmoid, 1 where the output exceeds 0.5; for linear or no output layer, 1 where it
+            exceeds 0 (one 0/1 value per output unit).
+        """
         Y_hat = self.predict(X, h0, c0, lengths)
         if self.output == "softmax":
             return Y_hat.argmax(axis=-1)
