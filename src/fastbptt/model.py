@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from ._checks import (
 from ._threads import blas_single_in
 from .calls import check_call, state_shape, to_user_layout
 from .cells import CELLS
-from .graph import Pass, plans_for
+from .graph import Pass, check_loss, plans_for, short_loss_and_grad, takes_short_path
 from .init import init_params
 from .stack import Stack
 
@@ -532,12 +531,13 @@ class RNN:
         """
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
+        if takes_short_path(self, h0, c0, lengths):
+            return short_loss_and_grad(self, X, Y)
         call = check_call(self, X, Y, h0, c0, lengths).sort()
         run = Pass(self, self.training)
         seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
         loss = run.loss([seg], call.Y, 0, call.T, call.T, call.lengths)
-        if not math.isfinite(loss.value):
-            raise FloatingPointError(f"the loss is not finite ({loss.value})")
+        check_loss(loss.value)
         grads, dstate0, _ = run.backward([seg], loss, call.lengths)
         for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0), strict=False):
             if given is not None:
