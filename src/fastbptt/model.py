@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from . import heads as _heads
 from ._backend import resolve_backend
 from ._checks import (
+    all_finite,
     as_dtype,
     check_fits,
     param_bytes,
@@ -101,6 +103,8 @@ class Params(dict):
         super().__init__()
         self._shapes = dict(shapes)
         self._dtype = dtype
+        # few values: one copy and one reduction cost less than a reduction per array
+        self._sum_joined = sum(math.prod(s) for s in self._shapes.values()) <= 4096
         for name, value in values.items():
             self[name] = value
 
@@ -150,7 +154,11 @@ class Params(dict):
             super().__setitem__(name, np.ascontiguousarray(value, dtype=self._dtype))
 
     def check_finite(self):
-        if sum_finite(list(self.values())):
+        values = list(self.values())
+        if self._sum_joined and values:
+            if all_finite(np.concatenate(values, axis=None)):
+                return
+        elif sum_finite(values):
             return
         for name, value in self.items():
             if not np.isfinite(value).all():
