@@ -3,12 +3,14 @@
 Compiler directives live here, not in the .pyx headers:
 - FASTBPTT_CYTHON_DEBUG=1 turns bounds and initialisation checks on (slow, for debugging kernels);
 - FASTBPTT_ANNOTATE=1 writes cython/*.html, the annotate view of every kernel;
-- FASTBPTT_PORTABLE=1 builds for the baseline instruction set instead of the build machine's;
+- FASTBPTT_NATIVE=1 compiles the Cython modules' own loops with -march=native (for this machine only;
+  the default build runs on any CPU of its architecture);
 - FASTBPTT_ONLY=_lstm,_gru builds only those modules (for quick iteration on one kernel).
 OpenMP is probed: used when the compiler accepts -fopenmp, left out otherwise.
 """
 
 import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,7 +23,15 @@ from setuptools.command.build_ext import build_ext
 HERE = Path(__file__).resolve().parent
 DEBUG = os.environ.get("FASTBPTT_CYTHON_DEBUG") == "1"
 ANNOTATE = os.environ.get("FASTBPTT_ANNOTATE") == "1"
-PORTABLE = os.environ.get("FASTBPTT_PORTABLE") == "1"
+NATIVE = os.environ.get("FASTBPTT_NATIVE") == "1"
+
+# The vector kernels (cython/_kernels_<set>.c, one width-generic source) are compiled once per set with
+# these flags; the module picks one at import (fastbptt._simd). x86-64 only: elsewhere the baseline.
+SIMD_SETS = {
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma"],
+}
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 DIRECTIVES = {
     "language_level": 3,
@@ -49,7 +59,7 @@ def _extension(name):
         [f"cython/{name}.pyx"],
         include_dirs=[numpy.get_include(), "cython"],
         depends=[str(p.relative_to(HERE)) for p in (HERE / "cython").glob("*.[hp]xd")]
-        + [str(p.relative_to(HERE)) for p in (HERE / "cython").glob("*.h")],
+        + [str(p.relative_to(HERE)) for p in (HERE / "cython").glob("*.[hc]")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
 
@@ -57,9 +67,6 @@ def _extension(name):
 OPENMP_PROBE = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 0;}\n"
 # glibc's vector math library (libmvec): 4 doubles / 8 floats per call under AVX2
 LIBMVEC_PROBE = """
-#ifndef __AVX2__
-#error no AVX2
-#endif
 #include <immintrin.h>
 __m256d _ZGVdN4v_tanh(__m256d);
 __m256 _ZGVdN8v_expf(__m256);
@@ -93,10 +100,9 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         compile_args, link_args, macros = [], [], []
+        sets = {}
         if self.compiler.compiler_type == "unix":
             compile_args += ["-O3", "-g0"] if not DEBUG else ["-O0", "-g"]
-            if not PORTABLE and self._accepts(["-march=native"]):
-                compile_args.append("-march=native")
             if self._accepts(["-fno-math-errno"]):
                 compile_args.append("-fno-math-errno")
             if self._accepts(["-fopenmp-simd"]):  # `omp simd` pragmas, with or without OpenMP
@@ -105,16 +111,33 @@ class BuildExt(build_ext):
                 compile_args.append("-fopenmp")
                 link_args.append("-fopenmp")
                 macros.append(("FASTBPTT_OPENMP", "1"))
-            if self._accepts(compile_args, LIBMVEC_PROBE, link=["-lmvec", "-lm"]):
+            sets = {name: flags for name, flags in SIMD_SETS.items() if X86 and self._accepts(flags)}
+            if "avx2" in sets and self._accepts(compile_args + sets["avx2"], LIBMVEC_PROBE,
+                                                link=["-lmvec", "-lm"]):
                 link_args += ["-lmvec", "-lm"]
                 macros.append(("FASTBPTT_LIBMVEC", "1"))
-        flags = " ".join(compile_args)
-        macros.append(("FASTBPTT_CFLAGS", '"' + flags + '"'))
+        macros.append(("FASTBPTT_CFLAGS", '"' + " ".join(compile_args) + '"'))
+        macros += [(f"FASTBPTT_BUILT_{name.upper()}", "1") for name in sets]
+        objects = self._kernel_objects(compile_args, macros, sets)
+        module_args = compile_args + (["-march=native"] if NATIVE and self._accepts(["-march=native"])
+                                      else [])
         for ext in self.extensions:
-            ext.extra_compile_args = list(ext.extra_compile_args or []) + compile_args
+            ext.extra_compile_args = list(ext.extra_compile_args or []) + module_args
             ext.extra_link_args = list(ext.extra_link_args or []) + link_args
-            ext.define_macros = list(ext.define_macros or []) + macros
+            ext.define_macros = list(ext.define_macros or []) + macros + [
+                ("FASTBPTT_NATIVE", "1" if NATIVE else "0")]
+            ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extensions()
+
+    def _kernel_objects(self, compile_args, macros, sets):
+        """The kernel tables, one object per SIMD set with that set's flags, and the CPU check."""
+        out = os.path.join(self.build_temp, "kernels")
+        objects = []
+        for name, flags in [("baseline", []), *sets.items(), ("cpu", [])]:
+            objects += self.compiler.compile(
+                [f"cython/_kernels_{name}.c"], output_dir=out, macros=macros,
+                include_dirs=["cython"], extra_postargs=compile_args + flags)
+        return objects
 
 
 setup(

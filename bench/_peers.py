@@ -29,7 +29,7 @@ def configure_threads(n):
 
 
 def _names(cell):
-    return ("Wx", "Wh", "b") if cell == "lstm" else ("U", "W", "b")
+    return {"lstm": ("Wx", "Wh", "b"), "gru": ("Wx", "Wh", "bx")}.get(cell, ("U", "W", "b"))
 
 
 def torch_runner(cell, params, X, Y, threads):
@@ -41,6 +41,8 @@ def torch_runner(cell, params, X, Y, threads):
     I, H, O = X.shape[2], params["V"].shape[1], params["V"].shape[0]
     if cell == "lstm":
         rnn = torch.nn.LSTM(I, H)
+    elif cell == "gru":
+        rnn = torch.nn.GRU(I, H)
     else:
         rnn = torch.nn.RNN(I, H, nonlinearity=cell)
     head = torch.nn.Linear(H, O)
@@ -51,12 +53,17 @@ def torch_runner(cell, params, X, Y, threads):
         rnn.weight_ih_l0.copy_(torch.from_numpy(params[wx]))
         rnn.weight_hh_l0.copy_(torch.from_numpy(params[wh]))
         rnn.bias_ih_l0.copy_(torch.from_numpy(params[b]))
-        rnn.bias_hh_l0.zero_()
+        if cell == "gru":  # the recurrent bias of n sits inside r * (...): a parameter of its own
+            rnn.bias_hh_l0.copy_(torch.from_numpy(params["bh"]))
+        else:
+            rnn.bias_hh_l0.zero_()
         head.weight.copy_(torch.from_numpy(params["V"]))
         head.bias.copy_(torch.from_numpy(params["c"]))
     Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
     tensors = {wx: rnn.weight_ih_l0, wh: rnn.weight_hh_l0, b: rnn.bias_ih_l0,
                "V": head.weight, "c": head.bias}
+    if cell == "gru":
+        tensors["bh"] = rnn.bias_hh_l0
 
     def fn():
         for t in tensors.values():

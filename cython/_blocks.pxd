@@ -2,7 +2,6 @@
 # running the whole time loop), advance only the rows still running, and take a hand-written
 # product for one sequence a block.
 from cython cimport floating
-from libc.string cimport memcpy
 
 
 cdef inline Py_ssize_t active_rows(const Py_ssize_t* bs, Py_ssize_t t, Py_ssize_t b0,
@@ -24,38 +23,18 @@ cdef inline Py_ssize_t earliest_bad(const Py_ssize_t* bad, Py_ssize_t k, bint fo
     return first
 
 
+cdef extern from "_dispatch.h" nogil:
+    void fb_add_rows_d(const double* X, const double* v, const double* y0, double* y, Py_ssize_t p,
+                       Py_ssize_t m) noexcept
+    void fb_add_rows_f(const float* X, const float* v, const float* y0, float* y, Py_ssize_t p,
+                       Py_ssize_t m) noexcept
+
+
 cdef inline void add_rows(const floating* X, const floating* v, const floating* y0,
                           floating* y, Py_ssize_t p, Py_ssize_t m) noexcept nogil:
-    """y (m) = y0 (m) + v (p) @ X (p, m), X row-major; y0 may be y itself.
-
-    The inner loop runs contiguous along rows of X, four rows per pass, so y is loaded and stored
-    once per four rows (a store-to-load chain through y per row is what limits the plain loop at
-    small sizes). The first pass reads y0, so the caller needs no copy into y beforehand.
-    """
-    cdef Py_ssize_t j, k
-    cdef floating v0, v1, v2, v3
-    cdef const floating* src = y0
-    cdef const floating* x0
-    cdef const floating* x1
-    cdef const floating* x2
-    cdef const floating* x3
-    for j in range(0, p - 3, 4):
-        v0 = v[j]
-        v1 = v[j + 1]
-        v2 = v[j + 2]
-        v3 = v[j + 3]
-        x0 = X + j * m
-        x1 = x0 + m
-        x2 = x1 + m
-        x3 = x2 + m
-        for k in range(m):
-            y[k] = src[k] + (x0[k] * v0 + x1[k] * v1 + x2[k] * v2 + x3[k] * v3)
-        src = y
-    for j in range(p - p % 4, p):
-        v0 = v[j]
-        x0 = X + j * m
-        for k in range(m):
-            y[k] = src[k] + x0[k] * v0
-        src = y
-    if src != y:
-        memcpy(y, src, m * sizeof(floating))
+    """y (m) = y0 (m) + v (p) @ X (p, m), X row-major; y0 may be y itself (the SIMD set's kernel,
+    four rows of X a pass)."""
+    if floating is float:
+        fb_add_rows_f(X, v, y0, y, p, m)
+    else:
+        fb_add_rows_d(X, v, y0, y, p, m)

@@ -24,10 +24,23 @@ cdef extern from *:
     int FASTBPTT_HAVE_LIBMVEC
     const char* FASTBPTT_CFLAGS
     int fastbptt_max_threads() noexcept nogil
+    int FASTBPTT_NATIVE
+
+cdef extern from "_kernels.h" nogil:
+    int fb_cpu_runs(const char* name)
+    const char* fb_kernels_built()
 
 OPENMP = bool(FASTBPTT_OPENMP)
 VECTOR_MATH = bool(FASTBPTT_HAVE_LIBMVEC)
 CFLAGS = FASTBPTT_CFLAGS.decode()
+NATIVE = bool(FASTBPTT_NATIVE)
+# the SIMD sets whose kernels this build holds, best first
+SIMD_BUILT = tuple(fb_kernels_built().decode().split(","))
+
+
+def cpu_runs(str name):
+    """True when this CPU (and its OS) can run the instructions of SIMD set `name`."""
+    return bool(fb_cpu_runs(name.encode()))
 
 
 def max_threads():

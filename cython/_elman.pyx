@@ -21,12 +21,13 @@ The NumPy twins with the same signatures, the ground truth, are in src/fastbptt/
 
 Paths, chosen per call from the shapes (results agree across them within rounding):
   - sequence: a batch of one to three sequences whose width n is a whole number of vector registers
-    (n = 4..32 doubles, 8..64 floats): each sequence runs all its steps in one C call, threads split
-    the batch;
-  - tiled: every other shape with AVX2 + FMA: per step one register-tiled product against W packed
-    once per call (no BLAS call per step, no repacking); threads split each step's rows as OpenMP
-    tasks, so a helper thread parked by a busy machine delays nothing;
-  - without AVX2 + FMA: hand-written loops for small sizes, a BLAS call per step for large ones.
+    (up to 8 registers of the SIMD set in use): each sequence runs all its steps in one C call,
+    threads split the batch;
+  - tiled: every other shape: per step one register-tiled product against W packed once per call
+    (no BLAS call per step, no repacking); threads split each step's rows as OpenMP tasks, so a
+    helper thread parked by a busy machine delays nothing.
+Every SIMD set (cython/_vec.h) has both; the table bound at import (fastbptt._simd) says so
+(FASTBPTT_TILED), the BLAS branches below serving a table without them.
 
 Variable lengths: every entry point takes batch_sizes (T,), non-increasing (the batch sorted by
 decreasing length): step t advances only rows [0, batch_sizes[t]); rows beyond are neither read nor
@@ -45,14 +46,20 @@ from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from _blas cimport gemm
-from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, elman_seq_backward, elman_seq_forward,
-                    elman_tiled_backward, elman_tiled_forward, gemm_packed, gemm_tn_cat_work,
-                    gemm_tn_work, lanes, pack, pack_size, tile_chunks)
+from _blas cimport gemm, gemv
+from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, bind_set, elman_seq_backward,
+                    elman_seq_forward, elman_tiled_backward, elman_tiled_forward, gemm_packed,
+                    gemm_tn_cat_work, gemm_tn_work, lanes, pack, pack_size, tile_chunks)
 from _vmath cimport all_finite, vtanh
 
 import numpy as np
+from fastbptt import _simd
 from fastbptt._kernel_args import check_batch_sizes, check_shape as _check
+
+_simd.register(__name__, lambda name: bind_set(name))
+
+# forward_fused calls of at most this many rows in all (T * B) skip the packed copies of the weights
+cdef Py_ssize_t LEAN_ROWS = 2
 
 TANH = 0
 RELU = 1
@@ -417,6 +424,36 @@ cdef floating* _packed_rect(const floating* M, Py_ssize_t rows, Py_ssize_t cols,
 # (b) drivers
 # ---------------------------------------------------------------------------------------------------
 
+cdef Py_ssize_t _forward_lean(int act, const floating* W, const floating* U, const floating* bias,
+                              const floating* X, floating* H, Py_ssize_t T, Py_ssize_t B,
+                              Py_ssize_t I, Py_ssize_t n, Py_ssize_t O, const floating* V,
+                              const floating* cv, floating* out) noexcept nogil:
+    """forward_fused for a few rows in all (one step of generation): the products with W, U and V
+    as given, where packing them would cost more than the call's arithmetic. Returns the first
+    step with a non-finite state, or -1."""
+    cdef Py_ssize_t t, r, k
+    cdef floating* h
+    for t in range(T):
+        h = H + (t + 1) * B * n
+        for r in range(B):
+            memcpy(h + r * n, bias, n * sizeof(floating))
+            if I > 0:
+                gemv(False, <int> n, <int> I, 1, U, <int> I, X + (t * B + r) * I, 1, h + r * n)
+            gemv(False, <int> n, <int> n, 1, W, <int> n, H + (t * B + r) * n, 1, h + r * n)
+        if act == 1:  # relu; NaN kept, as the other paths keep it
+            for k in range(B * n):
+                if h[k] <= 0:
+                    h[k] = 0
+        else:
+            _activate(act, h, B * n)
+        if not all_finite(h, B * n):
+            return t
+        for r in range(B if out != NULL else 0):
+            memcpy(out + (t * B + r) * O, cv, O * sizeof(floating))
+            gemv(False, <int> O, <int> n, 1, V, <int> n, h + r * n, 1, out + (t * B + r) * O)
+    return -1
+
+
 cdef inline int _team(int n_threads, Py_ssize_t work) noexcept:
     """Threads for a call: at least one, at most one per block of work (a thread with no rows
     of its own only costs its start)."""
@@ -691,15 +728,15 @@ def backward(int act,
 
 
 def fused_ok(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dtype):
-    """True when forward_fused / backward_fused beat the contract path plus separate GEMMs: in every
-    build with the tiled kernels (AVX2 + FMA). They give the same results either way."""
+    """True when forward_fused / backward_fused beat the contract path plus separate GEMMs: whenever
+    the SIMD set in use has the tiled kernels (every set does). Same results either way."""
     return bool(FASTBPTT_TILED)
 
 
 def sequence_path(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dtype):
     """True when the fused entries run each sequence through all its steps in one call, with the
     projection and the weight gradients inside (small batch, whole registers, small input)."""
-    cdef Py_ssize_t w = 8 if np.dtype(dtype) == np.float32 else 4
+    cdef Py_ssize_t w = lanes(<float*> NULL) if np.dtype(dtype) == np.float32 else lanes(<double*> NULL)
     return bool(FASTBPTT_TILED and 1 <= batch <= SEQ_MAX_B and hidden_size % w == 0
                 and hidden_size // w <= FB_NV_MAX and input_size <= FUSED_MAX_I)
 
@@ -765,6 +802,14 @@ def forward_fused(int act,
         out_ptr = &out[0, 0, 0]
         V_ptr = &V[0, 0]
         c_ptr = &c[0]
+    if T * B <= LEAN_ROWS and bs_arr is None:
+        with nogil:
+            bad = _forward_lean(act, &W[0, 0], &U[0, 0] if I > 0 else NULL, &b[0],
+                                &X[0, 0, 0] if I > 0 else NULL,
+                                &H[0, 0, 0], T, B, I, n, O, V_ptr, c_ptr, out_ptr)
+        if bad >= 0:
+            raise FloatingPointError(f"non-finite hidden state at time step {bad}")
+        return
     if bs_arr is not None:
         lengths = _lengths_of(bs_arr, T, B)
         lengths_ptr = &lengths[0]

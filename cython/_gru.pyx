@@ -38,12 +38,19 @@ from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from _tile cimport gemm_packed, pack, pack_size
+from _blas cimport gemv
+from _tile cimport bind_set, cols, gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh_fast
 from _blocks cimport active_rows, add_rows, earliest_bad
 
 import numpy as np
+from fastbptt import _simd
 from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape as _check
+
+_simd.register(__name__, lambda name: bind_set(name))
+
+# calls of at most this many rows in all (T * B) skip the transposed / packed copy of Wh
+cdef Py_ssize_t LEAN_ROWS = 2
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
@@ -224,6 +231,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     cdef const Py_ssize_t[::1] bs_view
     cdef const Py_ssize_t* bs = NULL
     cdef const Py_ssize_t[::1] starts
+    cdef Py_ssize_t t, r
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (3 * n, n))
     _check("bh", (bh.shape[0],), (3 * n,))
     _check("A", (A.shape[0], A.shape[1], A.shape[2]), (T, B, 3 * n))
@@ -248,6 +256,23 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
     cdef floating* Hp = &H[0, 0, 0]
     cdef floating* Gp = &G[0, 0, 0]
     cdef floating* HNp = &HN[0, 0, 0]
+    if T * B <= LEAN_ROWS and bs == NULL:
+        # a few rows in all (one step of generation): the product with Wh as given, where
+        # transposing or packing it would cost more than the call's arithmetic
+        with nogil:
+            for t in range(T):
+                for r in range(B):
+                    memcpy(Gp + (t * B + r) * 3 * n, bp, 3 * n * sizeof(floating))
+                    gemv(False, <int> (3 * n), <int> n, 1, Wp, <int> n, Hp + (t * B + r) * n, 1,
+                         Gp + (t * B + r) * 3 * n)
+                _finish(Ap + t * B * 3 * n, Hp + t * B * n, Gp + t * B * 3 * n, HNp + t * B * n,
+                        Hp + (t + 1) * B * n, B, n)
+                if not all_finite(Hp + (t + 1) * B * n, B * n):
+                    bad = t
+                    break
+        if bad >= 0:
+            raise FloatingPointError(f"non-finite hidden state at time step {bad}")
+        return
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     if bad_block == NULL:
         raise MemoryError()
@@ -261,9 +286,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, 
         raise MemoryError()
     with nogil:
         if wt != NULL:
-            for k in range(3 * n):
-                for j in range(n):
-                    wt[j * 3 * n + k] = Wp[k * n + j]
+            cols(Wp, n, 3 * n, n, wt, 3 * n)  # wt = Wh^T by register transposes
         else:
             pack(Wp, n, True, n, 3 * n, P)
         if blocks > 1:

@@ -37,12 +37,19 @@ from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from _tile cimport gemm_packed, lanes, pack, pack_size
+from _blas cimport gemv
+from _tile cimport bind_set, cols, gemm_packed, lanes, pack, pack_size
 from _vmath cimport all_finite
 from _blocks cimport active_rows, add_rows, earliest_bad
 
 import numpy as np
+from fastbptt import _simd
 from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape as _check
+
+_simd.register(__name__, lambda name: bind_set(name))
+
+# calls of at most this many rows in all (T * B) skip the transposed / packed copies of the weights
+cdef Py_ssize_t LEAN_ROWS = 2
 
 # The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
 # one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
@@ -53,7 +60,7 @@ from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape a
 # (a) one step for `rows` consecutive sequences (the whole batch or one thread's block)
 # ---------------------------------------------------------------------------------------------------
 
-cdef extern from "_lstm_pointwise.h" nogil:
+cdef extern from "_dispatch.h" nogil:
     void fb_lstm_fwd_d(double* z, const double* cp, double* c, double* h, Py_ssize_t rows,
                        Py_ssize_t n) noexcept
     void fb_lstm_fwd_f(float* z, const float* cp, float* c, float* h, Py_ssize_t rows,
@@ -64,19 +71,6 @@ cdef extern from "_lstm_pointwise.h" nogil:
     void fb_lstm_bwd_f(const float* G, const float* cp, const float* c, const float* dho,
                        const float* dhn, float* dc, float* da, Py_ssize_t rows,
                        Py_ssize_t n) noexcept
-    void fb_cols_d(const double* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
-                   double* dst, Py_ssize_t ldd) noexcept
-    void fb_cols_f(const float* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
-                   float* dst, Py_ssize_t ldd) noexcept
-
-
-cdef inline void _cols(const floating* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
-                       floating* dst, Py_ssize_t ldd) noexcept nogil:
-    """dst[k * ldd + b] = src[b * lds + k]: `rows` rows of src stored as columns of dst."""
-    if floating is float:
-        fb_cols_f(src, lds, rows, cols, dst, ldd)
-    else:
-        fb_cols_d(src, lds, rows, cols, dst, ldd)
 
 
 cdef inline void _cell(floating* G, const floating* c_prev, floating* c, floating* h,
@@ -252,8 +246,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
                 fill = 0
             da = ring_d + fill * 4 * n
             # the ring's columns fill..fill+rows: x_t, then h_{t-1} (row-contiguous per unit)
-            _cols(X + t * sx, I, rows, I, ring_z + fill, cap)
-            _cols(H + t * s, n, rows, n, ring_z + I * cap + fill, cap)
+            cols(X + t * sx, I, rows, I, ring_z + fill, cap)
+            cols(H + t * s, n, rows, n, ring_z + I * cap + fill, cap)
             fill += rows
         else:
             da = dA + t * s4
@@ -357,9 +351,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
         raise MemoryError()
     with nogil:
         if wt != NULL:
-            for k in range(4 * n):
-                for j in range(n):
-                    wt[j * 4 * n + k] = Wp[k * n + j]
+            cols(Wp, n, 4 * n, n, wt, 4 * n)  # wt = Wh^T
         else:
             pack(Wp, n, True, n, 4 * n, P)
         if blocks > 1:
@@ -511,6 +503,8 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     cdef const Py_ssize_t[::1] bs_view
     cdef const Py_ssize_t* bs = NULL
     cdef const Py_ssize_t[::1] starts
+    cdef Py_ssize_t t, r
+    cdef floating* g
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
     _check("Wx", (Wx.shape[0], Wx.shape[1]), (4 * n, I))
     _check("b", (b.shape[0],), (4 * n,))
@@ -552,6 +546,30 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     cdef floating* Hp = &H[0, 0, 0]
     cdef floating* Cp = &C[0, 0, 0]
     cdef floating* Gp = &G[0, 0, 0]
+    if T * B <= LEAN_ROWS and bs == NULL:
+        # a few rows in all (one step of generation): products with the weights as given, where
+        # transposing or packing them would cost more than the call's arithmetic
+        with nogil:
+            for t in range(T):
+                for r in range(B):
+                    g = Gp + (t * B + r) * 4 * n
+                    memcpy(g, bp, 4 * n * sizeof(floating))
+                    if I > 0:
+                        gemv(False, <int> (4 * n), <int> I, 1, Wxp, <int> I, Xp + (t * B + r) * I, 1, g)
+                    gemv(False, <int> (4 * n), <int> n, 1, Wp, <int> n, Hp + (t * B + r) * n, 1, g)
+                _cell(Gp + t * B * 4 * n, Cp + t * B * n, Cp + (t + 1) * B * n, Hp + (t + 1) * B * n,
+                      B, n)
+                if not (all_finite(Cp + (t + 1) * B * n, B * n)
+                        and all_finite(Hp + (t + 1) * B * n, B * n)):
+                    bad = t
+                    break
+                for r in range(B if outp != NULL else 0):
+                    memcpy(outp + (t * B + r) * O, cp, O * sizeof(floating))
+                    gemv(False, <int> O, <int> n, 1, Vp, <int> n, Hp + ((t + 1) * B + r) * n, 1,
+                         outp + (t * B + r) * O)
+        if bad >= 0:
+            raise FloatingPointError(f"non-finite hidden or cell state at time step {bad}")
+        return
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     if bad_block == NULL:
         raise MemoryError()
@@ -576,14 +594,12 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
         raise MemoryError()
     with nogil:
         if wt != NULL:
-            for k in range(4 * n):
-                for j in range(n):
-                    wt[j * 4 * n + k] = Wp[k * n + j]
-                for j in range(I):
-                    wxt[j * 4 * n + k] = Wxp[k * I + j]
-            for k in range(O if outp != NULL else 0):
-                for j in range(n):
-                    vt[j * O + k] = Vp[k * n + j]
+            # Wh^T, Wx^T, V^T by register transposes (element by element, the strided writes
+            # cost a single step's call 2 ms at H = 256)
+            cols(Wp, n, 4 * n, n, wt, 4 * n)
+            cols(Wxp, I, 4 * n, I, wxt, 4 * n)
+            if outp != NULL:
+                cols(Vp, n, O, n, vt, O)
         else:
             for k in range(4 * n):
                 if I > 0:
@@ -777,8 +793,8 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
                     for j in range(O * n):
                         Gt[o_v + j] += part[o_v + j]
             if I > 0:
-                _cols(Gt, n4, I, n4, &dWx[0, 0], I)
-            _cols(Gt + I * n4, n4, n, n4, &dWh[0, 0], n)
+                cols(Gt, n4, I, n4, &dWx[0, 0], I)
+            cols(Gt + I * n4, n4, n, n4, &dWh[0, 0], n)
             memcpy(&db[0], Gt + (I + n) * n4, n4 * sizeof(floating))
             if want_dv:
                 memcpy(&dV[0, 0], Gt + o_v, O * n * sizeof(floating))

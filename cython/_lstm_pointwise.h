@@ -6,9 +6,9 @@
  *           di = dc' g i (1 - i),  df = dc' c_prev f (1 - f),  dg = dc' i (1 - g^2),
  *           do = dh th o (1 - o),  and dc <- dc' f.
  * Backward is one loop over a row's units with everything in registers; forward is two (the gates,
- * then the cell), over a row that stays in L1. Both run on whole AVX2 registers with the inline
- * tanh and sigmoid of _vmath.h; the last n % width units, and builds without AVX2 + FMA, take the
- * same formulas in scalar libm (sigmoid as 1 / (1 + exp(-x))).
+ * then the cell), over a row that stays in L1. Both run on whole registers of the set's width with
+ * the inline tanh and sigmoid of _vmath.h; the last n % width units take the same formulas in scalar
+ * libm (sigmoid as 1 / (1 + exp(-x))).
  */
 #ifndef FASTBPTT_LSTM_POINTWISE_H
 #define FASTBPTT_LSTM_POINTWISE_H
@@ -55,8 +55,6 @@ FB_LSTM_SCALAR(double, d, tanh, exp)
 FB_LSTM_SCALAR(float, f, tanhf, expf)
 #undef FB_LSTM_SCALAR
 
-#if FASTBPTT_INLINE_TANH
-
 #define FB_LSTM_VECTOR(FT, SFX, W, VT, LOAD, STORE, SET1, ADD, SUB, MUL, FMA, FNMA, TANHV, SIGV)    \
     /* z (rows, 4n) pre-activations -> activated gates; c, h, cp (rows, n) */                      \
     static inline void fb_lstm_fwd_##SFX(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t rows,         \
@@ -100,7 +98,8 @@ FB_LSTM_SCALAR(float, f, tanhf, expf)
                 VT i = LOAD(Gr + k), f = LOAD(Gr + n + k);                                          \
                 VT g = LOAD(Gr + 2 * n + k), o = LOAD(Gr + 3 * n + k);                              \
                 VT th = TANHV(LOAD(c + o4 + k));                                                    \
-                VT dh = dho ? ADD(LOAD(dho + o4 + k), LOAD(dhn + o4 + k)) : LOAD(dhn + o4 + k);     \
+                VT dh = LOAD(dhn + o4 + k);                                                         \
+                if (dho) dh = ADD(LOAD(dho + o4 + k), dh);                                          \
                 VT d = FMA(MUL(dh, o), FNMA(th, th, one), LOAD(dc + o4 + k));                       \
                 STORE(dar + k, MUL(MUL(d, g), MUL(i, SUB(one, i))));                                \
                 STORE(dar + n + k, MUL(MUL(d, LOAD(cp + o4 + k)), MUL(f, SUB(one, f))));            \
@@ -113,36 +112,17 @@ FB_LSTM_SCALAR(float, f, tanhf, expf)
         }                                                                                           \
     }
 
-FB_LSTM_VECTOR(double, d, 4, __m256d, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd,
-               _mm256_add_pd, _mm256_sub_pd, _mm256_mul_pd, _mm256_fmadd_pd, _mm256_fnmadd_pd,
-               fb_tanh4, fb_sigmoid4i)
-FB_LSTM_VECTOR(float, f, 8, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
-               _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_fmadd_ps, _mm256_fnmadd_ps,
-               fb_tanh8f, fb_sigmoid8fi)
+#define FB_VADD(a, b) ((a) + (b))
+#define FB_VSUB(a, b) ((a) - (b))
+#define FB_VMUL(a, b) ((a) * (b))
+FB_LSTM_VECTOR(double, d, FB_WD, fb_vd, fb_load_d, fb_store_d, fb_set1_d, FB_VADD, FB_VSUB, FB_VMUL,
+               fb_fma_d, fb_fnma_d, fb_tanh_vd, fb_sigmoid_vd)
+FB_LSTM_VECTOR(float, f, FB_WF, fb_vf, fb_load_f, fb_store_f, fb_set1_f, FB_VADD, FB_VSUB, FB_VMUL,
+               fb_fma_f, fb_fnma_f, fb_tanh_vf, fb_sigmoid_vf)
 #undef FB_LSTM_VECTOR
-
-#else
-
-#define FB_LSTM_PLAIN(FT, SFX)                                                                      \
-    static inline void fb_lstm_fwd_##SFX(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t rows,         \
-                                         ptrdiff_t n) {                                            \
-        for (ptrdiff_t r = 0; r < rows; r++)                                                        \
-            fb_lstm_fwd_tail_##SFX(z + r * 4 * n, cp + r * n, c + r * n, h + r * n, 0, n);          \
-    }                                                                                               \
-    static inline void fb_lstm_bwd_##SFX(const FT* G, const FT* cp, const FT* c, const FT* dho,     \
-                                         const FT* dhn, FT* dc, FT* da, ptrdiff_t rows,             \
-                                         ptrdiff_t n) {                                            \
-        for (ptrdiff_t r = 0; r < rows; r++)                                                        \
-            fb_lstm_bwd_tail_##SFX(G + r * 4 * n, cp + r * n, c + r * n, dho ? dho + r * n : dho,      \
-                                   dhn + r * n,                                                 \
-                                   dc + r * n, da + r * 4 * n, 0, n);                              \
-    }
-
-FB_LSTM_PLAIN(double, d)
-FB_LSTM_PLAIN(float, f)
-#undef FB_LSTM_PLAIN
-
-#endif
+#undef FB_VADD
+#undef FB_VSUB
+#undef FB_VMUL
 
 /* The weight-gradient ring's columns: dst[k * ldd + b] = src[b * lds + k] for `rows` rows b and
  * `cols` columns k, i.e. a block of (x_t | h_{t-1}) rows stored as columns. By whole 8 x 8 (float)
@@ -158,7 +138,8 @@ FB_COLS_SCALAR(double, d)
 FB_COLS_SCALAR(float, f)
 #undef FB_COLS_SCALAR
 
-#if FASTBPTT_INLINE_TANH
+/* 256-bit transposes (the AVX-512 set runs them too) */
+#if defined(__AVX2__)
 static inline void fb_cols_f(const float* src, ptrdiff_t lds, ptrdiff_t rows, ptrdiff_t cols,
                              float* dst, ptrdiff_t ldd) {
     const ptrdiff_t rv = rows - rows % 8, cv = cols - cols % 8;

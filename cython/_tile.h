@@ -5,7 +5,7 @@
  * runs an MR x NR register tile over it (fb_gemm_packed_*): C = C0 + A @ op(B), all row-major.
  * Rows are computed independently and identically, so splitting the rows over threads changes nothing.
  *
- * With AVX2 + FMA the tile is 6 x 2 vectors (12 accumulators); without, a plain loop of the same contract.
+ * The tile is FB_MR x 2 registers of the set's width (_vec.h), the same code for every SIMD set.
  * The bodies are written once in _tile_impl.h and instantiated for double (_d) and float (_f).
  */
 #ifndef FASTBPTT_TILE_H
@@ -15,46 +15,69 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_kernels.h"
 #include "_vmath.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
+/* 1: every set has the register tiles (the table reports it for the Cython drivers) */
 #define FASTBPTT_TILED 1
-#else
-#define FASTBPTT_TILED 0
-#endif
 
+/* MR rows of 2 registers: 2 MR accumulators, 2 loads of the panel and a broadcast in flight.
+ * AVX-512 has 32 registers: 12 rows (24 accumulators) hide the FMA latency at 2 per cycle;
+ * AVX2 and 128-bit sets have 16: 6 rows (12 accumulators). */
+#if FB_VBYTES == 64
+#define FB_MR 12
+#else
 #define FB_MR 6
-/* the sequence kernels handle n = NV * width units for NV up to this, and fold dA into the weight
- * gradients every FB_TB steps, while those rows are still in L1 */
-#define FB_NV_MAX 8
-#define FB_TB 32
-/* K is cut into chunks so one panel chunk (KC x NR) and the A rows it meets stay in L1 */
+#endif
+/* `switch (mr)` over the tile heights, each a call with a constant row count */
+#if FB_MR > 6
+#define FB_MR_WIDE(CALL) \
+    case 12: CALL(12); break; case 11: CALL(11); break; case 10: CALL(10); break; \
+    case 9: CALL(9); break; case 8: CALL(8); break; case 7: CALL(7); break;
+#else
+#define FB_MR_WIDE(CALL)
+#endif
+#define FB_MR_SWITCH(mr, CALL)                                                         \
+    switch (mr) {                                                                      \
+    FB_MR_WIDE(CALL)                                                                   \
+    case 6: CALL(6); break; case 5: CALL(5); break; case 4: CALL(4); break;            \
+    case 3: CALL(3); break; case 2: CALL(2); break; default: CALL(1); break;           \
+    }
+#define FB_LANES_d FB_WD
+#define FB_LANES_f FB_WF
+/* K is cut into chunks so one panel chunk (KC x NR, 16 KB on the vector sets) and the A rows it
+ * meets stay in L1 */
+#if FB_VBYTES == 64
+#define FB_KC 128
+#else
 #define FB_KC 256
+#endif
 /* rows of A^T packed at once by fb_gemm_tn: KC x MC stays in L2 while every panel of B passes */
 #define FB_MC 72
 /* columns of B packed at once by fb_gemm_tn (a multiple of both panel widths) */
 #define FB_NC 128
 
+#define FB_VADD(a, b) ((a) + (b))
+#define FB_VSUB(a, b) ((a) - (b))
+#define FB_VMUL(a, b) ((a) * (b))
+
 #define FT double
 #define FB_SFX(name) name##_d
-#define FB_W 4
-#if FASTBPTT_TILED
-#define VT __m256d
-#define VLOAD _mm256_loadu_pd
-#define VSTORE _mm256_storeu_pd
-#define VBCAST _mm256_set1_pd
-#define VFMA _mm256_fmadd_pd
-#define VADD _mm256_add_pd
-#define VZERO _mm256_setzero_pd
-#define VMUL _mm256_mul_pd
-#define VSUB _mm256_sub_pd
-#define VMAX _mm256_max_pd
-#define VAND _mm256_and_pd
-#define VGT(a, b) _mm256_cmp_pd(a, b, _CMP_GT_OQ)
-#define VANY_NAN(v) _mm256_movemask_pd(_mm256_cmp_pd(v, v, _CMP_UNORD_Q))
-#define VTANH fb_tanh4
-#endif
+#define FB_W FB_WD
+#define VT fb_vd
+#define VLOAD fb_load_d
+#define VSTORE fb_store_d
+#define VBCAST fb_set1_d
+#define VFMA fb_fma_d
+#define VADD FB_VADD
+#define VZERO fb_zero_d
+#define VMUL FB_VMUL
+#define VSUB FB_VSUB
+#define VMAX fb_max_d
+#define VAND fb_and_d
+#define VGT fb_gt_d
+#define VANY_NAN fb_any_nan_d
+#define VTANH fb_tanh_vd
 #define FB_TANH_ARRAY fb_tanh_d
 #define FB_ALL_FINITE fb_all_finite_d
 #include "_tile_impl.h"
@@ -63,42 +86,32 @@
 #undef FT
 #undef FB_SFX
 #undef FB_W
-#if FASTBPTT_TILED
 #undef VT
 #undef VLOAD
 #undef VSTORE
 #undef VBCAST
 #undef VFMA
-#undef VADD
 #undef VZERO
-#undef VMUL
-#undef VSUB
 #undef VMAX
 #undef VAND
 #undef VGT
 #undef VANY_NAN
 #undef VTANH
-#endif
 
 #define FT float
 #define FB_SFX(name) name##_f
-#define FB_W 8
-#if FASTBPTT_TILED
-#define VT __m256
-#define VLOAD _mm256_loadu_ps
-#define VSTORE _mm256_storeu_ps
-#define VBCAST _mm256_set1_ps
-#define VFMA _mm256_fmadd_ps
-#define VADD _mm256_add_ps
-#define VZERO _mm256_setzero_ps
-#define VMUL _mm256_mul_ps
-#define VSUB _mm256_sub_ps
-#define VMAX _mm256_max_ps
-#define VAND _mm256_and_ps
-#define VGT(a, b) _mm256_cmp_ps(a, b, _CMP_GT_OQ)
-#define VANY_NAN(v) _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))
-#define VTANH fb_tanh8f
-#endif
+#define FB_W FB_WF
+#define VT fb_vf
+#define VLOAD fb_load_f
+#define VSTORE fb_store_f
+#define VBCAST fb_set1_f
+#define VFMA fb_fma_f
+#define VZERO fb_zero_f
+#define VMAX fb_max_f
+#define VAND fb_and_f
+#define VGT fb_gt_f
+#define VANY_NAN fb_any_nan_f
+#define VTANH fb_tanh_vf
 #define FB_TANH_ARRAY fb_tanh_f
 #define FB_ALL_FINITE fb_all_finite_f
 #include "_tile_impl.h"
@@ -107,21 +120,22 @@
 #undef FT
 #undef FB_SFX
 #undef FB_W
-#if FASTBPTT_TILED
 #undef VT
 #undef VLOAD
 #undef VSTORE
 #undef VBCAST
 #undef VFMA
-#undef VADD
 #undef VZERO
-#undef VMUL
-#undef VSUB
 #undef VMAX
 #undef VAND
 #undef VGT
 #undef VANY_NAN
 #undef VTANH
-#endif
+#undef VADD
+#undef VMUL
+#undef VSUB
+#undef FB_VADD
+#undef FB_VSUB
+#undef FB_VMUL
 
 #endif

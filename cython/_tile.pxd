@@ -2,7 +2,14 @@
 # its constant operand packed once (pack, gemm_packed), and the Elman recurrence of one sequence.
 from cython cimport floating
 
-cdef extern from "_tile.h" nogil:
+cdef extern from "_dispatch.h" nogil:
+    int fb_bind(const char* name)
+    Py_ssize_t fb_lanes_d() noexcept
+    Py_ssize_t fb_lanes_f() noexcept
+    void fb_cols_d(const double* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                   double* dst, Py_ssize_t ldd) noexcept
+    void fb_cols_f(const float* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t cols,
+                   float* dst, Py_ssize_t ldd) noexcept
     int FASTBPTT_TILED
     int FB_NV_MAX
     int FB_TB
@@ -77,7 +84,20 @@ cdef extern from "_tile.h" nogil:
 
 cdef inline Py_ssize_t lanes(const floating* p) noexcept nogil:
     """Elements per vector register (the unit n must be a multiple of for the sequence kernels)."""
-    return 8 if floating is float else 4
+    if floating is float:
+        return fb_lanes_f()
+    else:
+        return fb_lanes_d()
+
+
+cdef inline void cols(const floating* src, Py_ssize_t lds, Py_ssize_t rows, Py_ssize_t ncols,
+                      floating* dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[k * ldd + b] = src[b * lds + k]: `rows` rows of src stored as columns of dst (a transpose,
+    by register blocks where the set has them)."""
+    if floating is float:
+        fb_cols_f(src, lds, rows, ncols, dst, ldd)
+    else:
+        fb_cols_d(src, lds, rows, ncols, dst, ldd)
 
 
 cdef inline Py_ssize_t pack_size(const floating* p, Py_ssize_t K, Py_ssize_t N) noexcept nogil:
@@ -209,3 +229,10 @@ cdef inline Py_ssize_t elman_tiled_backward(int act, const floating* P, const fl
     else:
         return fb_elman_bwd_tiled_d(act, P, H, dH, dO, O, PV, fold_dO, dA, dh, X, I, G, ldg, db,
                                     ring, work, span, T, B, n, n_threads)
+
+
+cdef inline int bind_set(str name) except -1:
+    """From now on this module calls the kernels of SIMD set `name` (fastbptt._simd checked the CPU)."""
+    if fb_bind(name.encode()) != 0:
+        raise ValueError(f"this build has no {name!r} kernels")
+    return 0

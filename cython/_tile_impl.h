@@ -2,6 +2,8 @@
  * No include guard: it is meant to be included twice. */
 
 #define FB_NR (2 * FB_W)
+/* A tile's packed strip of A^T: whole registers of at least FB_MR values (a copy may spill past mr) */
+#define FB_STRIP ((FB_MR + FB_W - 1) / FB_W * FB_W)
 
 /* Elements the packed copy of a K x N operand takes (N rounded up to whole panels). */
 static inline size_t FB_SFX(fb_pack_size)(ptrdiff_t K, ptrdiff_t N) {
@@ -15,16 +17,24 @@ static inline void FB_SFX(fb_pack)(const FT* B, ptrdiff_t ldb, int trans, ptrdif
     ptrdiff_t panels = (N + FB_NR - 1) / FB_NR;
     for (ptrdiff_t p = 0; p < panels; p++) {
         FT* dst = P + p * K * FB_NR;
+        if (trans) {
+            /* B's rows read in order, written down a column of the panel (which stays in L1): the
+             * other order reads NR rows at once with a stride, a third of a one-step call's time */
+            for (ptrdiff_t c = 0; c < FB_NR; c++) {
+                ptrdiff_t j = p * FB_NR + c;
+                for (ptrdiff_t k = 0; k < K; k++) dst[k * FB_NR + c] = j < N ? B[j * ldb + k] : (FT)0;
+            }
+            continue;
+        }
         for (ptrdiff_t k = 0; k < K; k++) {
             for (ptrdiff_t c = 0; c < FB_NR; c++) {
                 ptrdiff_t j = p * FB_NR + c;
-                dst[k * FB_NR + c] = j < N ? (trans ? B[j * ldb + k] : B[k * ldb + j]) : (FT)0;
+                dst[k * FB_NR + c] = j < N ? B[k * ldb + j] : (FT)0;
             }
         }
     }
 }
 
-#if FASTBPTT_TILED
 
 /* One mr x NR tile over kb steps of k: C = C0 + A @ panel (C0 may be NULL, or C itself). */
 static inline __attribute__((always_inline)) void FB_SFX(fb_tile)(
@@ -100,14 +110,9 @@ static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 }
                 const FT* a = A + m * lda + kc;
                 FT* c = C + m * ldc + p * FB_NR;
-                switch (mr) {
-                case 6: FB_SFX(fb_tile)(6, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
-                case 5: FB_SFX(fb_tile)(5, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
-                case 4: FB_SFX(fb_tile)(4, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
-                case 3: FB_SFX(fb_tile)(3, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
-                case 2: FB_SFX(fb_tile)(2, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
-                default: FB_SFX(fb_tile)(1, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols); break;
-                }
+#define FB_CALL(MR) FB_SFX(fb_tile)(MR, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols)
+                FB_MR_SWITCH(mr, FB_CALL)
+#undef FB_CALL
                 m += mr;
             }
         }
@@ -145,7 +150,7 @@ static inline __attribute__((always_inline)) void FB_SFX(fb_tile_tn)(
 static inline size_t FB_SFX(fb_gemm_tn_work)(ptrdiff_t M, ptrdiff_t N) {
     (void)M;
     (void)N;
-    return (size_t)FB_KC * (size_t)(FB_MC + FB_NC) + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W;
+    return (size_t)FB_KC * (size_t)(FB_MC + FB_NC) + (size_t)(FB_MC / FB_MR + 2) * FB_STRIP;
 }
 
 /* C (M x N) += A^T B with A (K x M) and B (K x N) row-major: the weight-gradient product
@@ -160,7 +165,7 @@ static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
     if (M <= 0 || N <= 0 || K <= 0) return;
     /* operands that fit in L1 together gain nothing from packing */
     FT* packed = all_panels && (size_t)K * (size_t)(M + N) * sizeof(FT) > 16384 ? work : NULL;
-    FT* bpack = packed ? packed + (size_t)FB_KC * FB_MC + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W
+    FT* bpack = packed ? packed + (size_t)FB_KC * FB_MC + (size_t)(FB_MC / FB_MR + 2) * FB_STRIP
                        : NULL;
     /* blocks of FB_NC columns and FB_KC rows of B: the packed block of B and the packed block of A
      * both stay in L2 */
@@ -193,18 +198,16 @@ static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
             }
             if (packed) {
                 /* strip by strip down the rows (the per-copy offsets and tests of a row-by-row
-                 * order cost more than the copies); strips are 2W apart so the whole-register copy
-                 * of a row may spill past mr */
+                 * order cost more than the copies); strips are FB_STRIP apart so the whole-register
+                 * copy of a row may spill past mr */
                 for (ptrdiff_t t = 0; t < tiles; t++) {
                     ptrdiff_t m = tile_m[t];
                     int mr = tile_mr[t];
                     const FT* src = A + kc * lda + mc + m;
-                    FT* dst = packed + m * kb + t * 2 * FB_W;
-                    if (mc + m + 2 * FB_W <= M) {
-                        for (ptrdiff_t k = 0; k < kb; k++, src += lda, dst += mr) {
-                            VSTORE(dst, VLOAD(src));
-                            VSTORE(dst + FB_W, VLOAD(src + FB_W));
-                        }
+                    FT* dst = packed + m * kb + t * FB_STRIP;
+                    if (mc + m + FB_STRIP <= M) {
+                        for (ptrdiff_t k = 0; k < kb; k++, src += lda, dst += mr)
+                            for (int q = 0; q < FB_STRIP; q += FB_W) VSTORE(dst + q, VLOAD(src + q));
                     } else {
                         for (ptrdiff_t k = 0; k < kb; k++, src += lda, dst += mr)
                             for (int r = 0; r < mr; r++) dst[r] = src[r];
@@ -216,19 +219,12 @@ static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
                     ptrdiff_t m = tile_m[t];
                     int mr = tile_mr[t];
                     /* without the scratch, read both in place */
-                    const FT* a = packed ? packed + m * kb + t * 2 * FB_W : A + kc * lda + mc + m;
+                    const FT* a = packed ? packed + m * kb + t * FB_STRIP : A + kc * lda + mc + m;
                     ptrdiff_t sa = packed ? mr : lda;
                     const FT* b = packed ? bpack + p * kb * FB_NR : B + kc * ldb + nc + p * FB_NR;
                     ptrdiff_t sb = packed ? FB_NR : ldb;
                     FT* c = C + (mc + m) * ldc + nc + p * FB_NR;
-                    switch (mr) {
-                    case 6: FB_TN_TILE(6); break;
-                    case 5: FB_TN_TILE(5); break;
-                    case 4: FB_TN_TILE(4); break;
-                    case 3: FB_TN_TILE(3); break;
-                    case 2: FB_TN_TILE(2); break;
-                    default: FB_TN_TILE(1); break;
-                    }
+                    FB_MR_SWITCH(mr, FB_TN_TILE)
                 }
             }
         }
@@ -248,13 +244,21 @@ static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
 
 /* The sums of the lanes of FB_W accumulators, as one vector (lane j: the sum of a[j]'s lanes). */
 static inline __attribute__((always_inline)) VT FB_SFX(fb_lane_sums)(const VT* a) {
-#if FB_W == 8
+#if defined(FB_SET_AVX2) && FB_W == 8
     VT u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
     VT u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-#else
+#elif defined(FB_SET_AVX2)
     VT t0 = _mm256_hadd_pd(a[0], a[1]), t1 = _mm256_hadd_pd(a[2], a[3]);
     return _mm256_add_pd(_mm256_permute2f128_pd(t0, t1, 0x20), _mm256_permute2f128_pd(t0, t1, 0x31));
+#else
+    VT sums;
+    for (int j = 0; j < FB_W; j++) {
+        FT s = 0;
+        for (int l = 0; l < FB_W; l++) s += a[j][l];
+        sums[j] = s;
+    }
+    return sums;
 #endif
 }
 
@@ -480,104 +484,6 @@ static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W,
 }
 #undef FB_NV_SWITCH
 
-#else
-
-/* Plain C for builds without AVX2 + FMA: the same contracts, n = nv * width units. */
-static ptrdiff_t FB_SFX(fb_elman_fwd)(int nv, int act, ptrdiff_t T, const FT* Wt, const FT* A,
-                                     ptrdiff_t sa, const FT* X, ptrdiff_t sx, ptrdiff_t I,
-                                     const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh, ptrdiff_t O,
-                                     const FT* V, const FT* c, FT* out, ptrdiff_t so) {
-    const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
-    for (ptrdiff_t t = 0; t < T; t++) {
-        const FT* hp = H + t * sh;
-        FT* hn = H + (t + 1) * sh;
-        for (ptrdiff_t i = 0; i < n; i++) {
-            FT s;
-            if (X) {
-                s = bias[i];
-                for (ptrdiff_t k = 0; k < I; k++) s += X[t * sx + k] * Ut[k * n + i];
-            } else {
-                s = A[t * sa + i];
-            }
-            for (ptrdiff_t j = 0; j < n; j++) s += Wt[j * n + i] * hp[j];
-            hn[i] = act == 0 ? (FT)tanh(s) : act == 1 ? (s > 0 || s != s ? s : 0) : (s > 0 ? 1 : 0);
-        }
-        for (ptrdiff_t i = 0; i < n; i++)
-            if (hn[i] * 0 != 0) return t;
-        for (ptrdiff_t o = 0; out && o < O; o++) {
-            FT s = c[o];
-            for (ptrdiff_t i = 0; i < n; i++) s += V[o * n + i] * hn[i];
-            out[t * so + o] = s;
-        }
-    }
-    return -1;
-}
-
-static ptrdiff_t FB_SFX(fb_elman_bwd)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,
-                                     ptrdiff_t sh, const FT* dH, ptrdiff_t sg, const FT* dO,
-                                     ptrdiff_t so, ptrdiff_t O, const FT* V, FT* dA, ptrdiff_t sa,
-                                     FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,
-                                     FT* ring, FT* work) {
-    const ptrdiff_t n = (ptrdiff_t)nv * FB_W;
-    (void)work;
-    for (ptrdiff_t t = T - 1; t >= 0; t--) {
-        const FT* h = H + (t + 1) * sh;
-        FT* da = dA ? dA + t * sa : ring;
-        for (ptrdiff_t i = 0; i < n; i++) {
-            FT x = (dH ? dH[t * sg + i] : (FT)0) + dh[i];
-            for (ptrdiff_t o = 0; dO && o < O; o++) x += dO[t * so + o] * V[o * n + i];
-            da[i] = act == 0 ? x * (1 - h[i] * h[i]) : x * (FT)(h[i] > 0);
-        }
-        for (ptrdiff_t j = 0; j < n; j++) {
-            FT s = 0;
-            for (ptrdiff_t i = 0; i < n; i++) s += W[i * n + j] * da[i];
-            dh[j] = s;
-        }
-        for (ptrdiff_t j = 0; j < n; j++)
-            if (dh[j] * 0 != 0) return t;
-        if (G) {
-            for (ptrdiff_t k = 0; k < I + n; k++) {
-                FT z = k < I ? X[t * sx + k] : H[t * sh + k - I];
-                for (ptrdiff_t i = 0; i < n; i++) G[k * n + i] += z * da[i];
-            }
-            for (ptrdiff_t i = 0; i < n; i++) db[i] += da[i];
-        }
-    }
-    return -1;
-}
-
-static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
-                                           ptrdiff_t lda, const FT* P, const FT* bias, const FT* C0,
-                                           ptrdiff_t ldc0, FT* C, ptrdiff_t ldc) {
-    for (ptrdiff_t m = 0; m < M; m++) {
-        for (ptrdiff_t j = 0; j < N; j++) {
-            const FT* col = P + (j / FB_NR) * K * FB_NR + j % FB_NR;
-            FT s = bias ? bias[j] : (FT)0;
-            for (ptrdiff_t k = 0; k < K; k++) s += A[m * lda + k] * col[k * FB_NR];
-            C[m * ldc + j] = (C0 ? C0[m * ldc0 + j] : (FT)0) + s;
-        }
-    }
-}
-
-static inline size_t FB_SFX(fb_gemm_tn_work)(ptrdiff_t M, ptrdiff_t N) {
-    (void)M;
-    (void)N;
-    return 1;
-}
-
-static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A,
-                                       ptrdiff_t lda, const FT* B, ptrdiff_t ldb, FT* C,
-                                       ptrdiff_t ldc, FT* work) {
-    (void)work;
-    for (ptrdiff_t i = 0; i < M; i++)
-        for (ptrdiff_t j = 0; j < N; j++) {
-            FT s = C[i * ldc + j];
-            for (ptrdiff_t k = 0; k < K; k++) s += A[k * lda + i] * B[k * ldb + j];
-            C[i * ldc + j] = s;
-        }
-}
-
-#endif
 
 /* ---- Elman recurrence of a whole batch, one tiled product per step ------------------------------
  * With n_threads > 1 each step's rows are cut into chunks run as OpenMP tasks inside one parallel
@@ -607,7 +513,6 @@ static inline void FB_SFX(fb_activate)(int act, FT* h, ptrdiff_t m) {
     }
 }
 
-#if FASTBPTT_TILED
 
 /* out[o] = c[o] + h . V[o] for the OB output units of one block, from the sums acc[o] over whole
  * registers of h (lanes to add) and the last n % FB_W values of h, added here. */
@@ -678,20 +583,6 @@ static inline void FB_SFX(fb_logits_rows)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t
     }
 }
 
-#else
-
-/* fb_logits_rows in plain C: one dot product per row and output unit. */
-static inline void FB_SFX(fb_logits_rows)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t O, const FT* h,
-                                         const FT* V, const FT* c, FT* out) {
-    for (ptrdiff_t r = 0; r < rows; r++)
-        for (ptrdiff_t o = 0; o < O; o++) {
-            FT s = c[o];
-            for (ptrdiff_t k = 0; k < n; k++) s += h[r * n + k] * V[o * n + k];
-            out[r * O + o] = s;
-        }
-}
-
-#endif
 
 /* h = f(a + h_prev W^T) for `rows` rows of one step; a = A's rows, or bias + X's rows U^T (PU).
  * With out, also the logits out = c + h V^T of those rows while h is in L1: by the register tile
@@ -751,21 +642,19 @@ static ptrdiff_t FB_SFX(fb_elman_fwd_tiled)(int act, const FT* PW, const FT* A, 
 
 /* Elements of the scratch fb_gemm_tn_cat needs. */
 static inline size_t FB_SFX(fb_gemm_tn_cat_work)(void) {
-    return (size_t)FB_KC * (size_t)(FB_MC + FB_CAT_NC) + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W;
+    return (size_t)FB_KC * (size_t)(FB_MC + FB_CAT_NC) + (size_t)(FB_MC / FB_MR + 2) * FB_STRIP;
 }
 
-#if FASTBPTT_TILED
 
-/* dst <- columns j0..j0+w-1 (w <= NR) of the joined row (s1[0..n1), s2[0..n2), then zeros; s2 NULL
- * reads as n2 zeros). When all NR columns from j0 lie in one source they go as two whole registers
- * (NR values written). */
+/* dst <- columns j0..j0+w-1 (w <= max(NR, FB_STRIP)) of the joined row (s1[0..n1), s2[0..n2), then
+ * zeros; s2 NULL reads as n2 zeros). When w rounded up to whole registers lies in one source it goes
+ * as whole registers (that many values written). */
 static inline void FB_SFX(fb_cat_cols)(FT* dst, const FT* s1, ptrdiff_t n1, const FT* s2,
                                       ptrdiff_t n2, ptrdiff_t j0, ptrdiff_t w) {
-    const FT* src = j0 + FB_NR <= n1 ? s1 + j0
-                    : s2 && j0 >= n1 && j0 + FB_NR <= n1 + n2 ? s2 + j0 - n1 : NULL;
+    const ptrdiff_t wr = (w + FB_W - 1) / FB_W * FB_W;
+    const FT* src = j0 + wr <= n1 ? s1 + j0 : s2 && j0 >= n1 && j0 + wr <= n1 + n2 ? s2 + j0 - n1 : NULL;
     if (src) {
-        VSTORE(dst, VLOAD(src));
-        VSTORE(dst + FB_W, VLOAD(src + FB_W));
+        for (ptrdiff_t q = 0; q < wr; q += FB_W) VSTORE(dst + q, VLOAD(src + q));
         return;
     }
     /* three plain runs: a per-element choice of source compiles to masked loads, which stall
@@ -789,7 +678,7 @@ static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, cons
                                    const FT* B2, ptrdiff_t N2, ptrdiff_t ldb2, ptrdiff_t N, FT* C,
                                    ptrdiff_t ldc, FT* work) {
     FT* apack = work;
-    FT* bpack = work + (size_t)FB_KC * FB_MC + (size_t)(FB_MC / FB_MR + 2) * 2 * FB_W;
+    FT* bpack = work + (size_t)FB_KC * FB_MC + (size_t)(FB_MC / FB_MR + 2) * FB_STRIP;
     if (hi <= lo || N <= 0 || K <= 0) return;
     for (ptrdiff_t nc = 0; nc < N; nc += FB_CAT_NC)
     for (ptrdiff_t kc = 0; kc < K; kc += FB_KC) {
@@ -831,13 +720,11 @@ static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, cons
             for (ptrdiff_t t = 0; t < tiles; t++) {
                 ptrdiff_t m = mc + tile_m[t];
                 int mr = tile_mr[t];
-                FT* dst = apack + tile_m[t] * kb + t * 2 * FB_W;
-                if (m + 2 * FB_W <= M1) {
+                FT* dst = apack + tile_m[t] * kb + t * FB_STRIP;
+                if (m + FB_STRIP <= M1) {
                     const FT* src = A1 + kc * lda1 + m;
-                    for (ptrdiff_t k = 0; k < kb; k++, src += lda1, dst += mr) {
-                        VSTORE(dst, VLOAD(src));
-                        VSTORE(dst + FB_W, VLOAD(src + FB_W));
-                    }
+                    for (ptrdiff_t k = 0; k < kb; k++, src += lda1, dst += mr)
+                        for (int q = 0; q < FB_STRIP; q += FB_W) VSTORE(dst + q, VLOAD(src + q));
                     continue;
                 }
                 for (ptrdiff_t k = 0; k < kb; k++, dst += mr) {
@@ -848,45 +735,17 @@ static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, cons
             for (ptrdiff_t p = 0; p < panels; p++) {
                 const FT* b = bpack + p * kb * FB_NR;
                 for (ptrdiff_t t = 0; t < tiles; t++) {
-                    const FT* a = apack + tile_m[t] * kb + t * 2 * FB_W;
+                    const FT* a = apack + tile_m[t] * kb + t * FB_STRIP;
                     FT* c = C + (mc + tile_m[t]) * ldc + nc + p * FB_NR;
-                    switch (tile_mr[t]) {
-                    case 6: FB_SFX(fb_tile_tn)(6, kb, a, 6, b, FB_NR, c, ldc); break;
-                    case 5: FB_SFX(fb_tile_tn)(5, kb, a, 5, b, FB_NR, c, ldc); break;
-                    case 4: FB_SFX(fb_tile_tn)(4, kb, a, 4, b, FB_NR, c, ldc); break;
-                    case 3: FB_SFX(fb_tile_tn)(3, kb, a, 3, b, FB_NR, c, ldc); break;
-                    case 2: FB_SFX(fb_tile_tn)(2, kb, a, 2, b, FB_NR, c, ldc); break;
-                    default: FB_SFX(fb_tile_tn)(1, kb, a, 1, b, FB_NR, c, ldc); break;
-                    }
+#define FB_CALL(MR) FB_SFX(fb_tile_tn)(MR, kb, a, MR, b, FB_NR, c, ldc)
+                    FB_MR_SWITCH(tile_mr[t], FB_CALL)
+#undef FB_CALL
                 }
             }
         }
     }
 }
 
-#else
-
-/* fb_gemm_tn_cat in plain C (work unused): each row of C takes its joined column of A against every
- * joined row of B; the zero columns past N1 + N2 add nothing. */
-static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, const FT* A1,
-                                   ptrdiff_t M1, ptrdiff_t lda1, const FT* A2, ptrdiff_t M2,
-                                   ptrdiff_t lda2, ptrdiff_t a2_skip, const FT* B1, ptrdiff_t N1,
-                                   ptrdiff_t ldb1, const FT* B2, ptrdiff_t N2, ptrdiff_t ldb2,
-                                   ptrdiff_t N, FT* C, ptrdiff_t ldc, FT* work) {
-    (void)N;
-    (void)work;
-    for (ptrdiff_t i = lo; i < hi; i++) {
-        FT* c = C + i * ldc;
-        for (ptrdiff_t k = 0; k < K; k++) {
-            const FT a = i < M1 ? A1[k * lda1 + i]
-                         : A2 && k >= a2_skip && i - M1 < M2 ? A2[(k - a2_skip) * lda2 + i - M1] : (FT)0;
-            for (ptrdiff_t j = 0; j < N1; j++) c[j] += a * B1[k * ldb1 + j];
-            for (ptrdiff_t j = 0; B2 && j < N2; j++) c[N1 + j] += a * B2[k * ldb2 + j];
-        }
-    }
-}
-
-#endif
 
 /* One chunk of the tiled backward's fold, over `rows` batch rows (`per_step` of them a step): rows
  * lo..hi-1 of G = [dW | dU] (n rows; ldg columns, a whole number of panels, >= n + I) += da^T [h | x]
@@ -983,4 +842,31 @@ static ptrdiff_t FB_SFX(fb_elman_bwd_tiled)(int act, const FT* P, const FT* H, c
     return bad;
 }
 
+/* y (m) = y0 (m) + v (p) @ X (p, m), X row-major; y0 may be y itself. Four rows of X a pass, so y is
+ * loaded and stored once per four rows (a store-to-load chain through y per row is what limits the
+ * plain loop at small sizes); the compiler vectorises the inner loop for the set's width. */
+static void FB_SFX(fb_add_rows)(const FT* X, const FT* v, const FT* y0, FT* y, ptrdiff_t p,
+                               ptrdiff_t m) {
+    const FT* src = y0;
+    ptrdiff_t j = 0;
+    for (; j + 3 < p; j += 4) {
+        const FT v0 = v[j], v1 = v[j + 1], v2 = v[j + 2], v3 = v[j + 3];
+        const FT* x0 = X + j * m;
+        const FT* x1 = x0 + m;
+        const FT* x2 = x1 + m;
+        const FT* x3 = x2 + m;
+        for (ptrdiff_t k = 0; k < m; k++)
+            y[k] = src[k] + (x0[k] * v0 + x1[k] * v1 + x2[k] * v2 + x3[k] * v3);
+        src = y;
+    }
+    for (; j < p; j++) {
+        const FT v0 = v[j];
+        const FT* x0 = X + j * m;
+        for (ptrdiff_t k = 0; k < m; k++) y[k] = src[k] + x0[k] * v0;
+        src = y;
+    }
+    if (src != y) memcpy(y, src, (size_t)m * sizeof(FT));
+}
+
 #undef FB_NR
+#undef FB_STRIP

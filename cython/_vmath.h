@@ -11,8 +11,9 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "_vec.h"
+
 #if defined(FASTBPTT_LIBMVEC) && defined(__AVX2__)
-#include <immintrin.h>
 #define FASTBPTT_VECTOR_MATH 1
 __m256d _ZGVdN4v_tanh(__m256d);
 __m256d _ZGVdN4v_exp(__m256d);
@@ -68,8 +69,8 @@ static inline void fb_vsigmoid_f(float* x, ptrdiff_t n) {
 }
 #endif
 
-/* Inline tanh and sigmoid on whole registers, for kernels that keep their tile in registers (no call, no
- * spill).
+/* Inline tanh and sigmoid on whole registers of the set's width (_vec.h), for kernels that keep their
+ * tile in registers (no call, no spill).
  *
  * tanh|x| = e / (e + 2) with e = expm1(2|x|): no cancellation near 0. expm1(y) = 2^n (1 + p(r)) - 1 with
  * y = n ln2 + r, |r| <= ln2 / 2, p(r) = r + r^2 q(r), q the minimax polynomial (Remez, weighted for relative
@@ -82,10 +83,6 @@ static inline void fb_vsigmoid_f(float* x, ptrdiff_t n) {
  * x > -36.4 (double) / -16.3 (float), 2.45 ulp below (n > 52 / 23: s + 1 no longer exact, results under
  * 2e-16 / 9e-8); exactly 1 for large x, exactly 0 below the clamp (-708 / -87).
  */
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define FASTBPTT_INLINE_TANH 1
-#define FASTBPTT_INLINE_SIGMOID 1
 
 /* p(r) = r + r^2 q(r) ~ expm1(r) for |r| <= ln2 / 2, Estrin's scheme for a short dependency chain;
  * q's coefficients lowest first, FB_PAIR(k) = c[k] + c[k + 1] r */
@@ -97,23 +94,21 @@ static const float fb_expm1_q_f[6] = {
     0.5f, 0.1666666567325592f, 0.041666362434625626f, 0.008333389647305012f, 0.0013940618373453617f,
     0.00019845877250190824f};
 
-#define FB_PAIR(k) \
-    _mm256_fmadd_pd(r, _mm256_set1_pd(fb_expm1_q_d[k + 1]), _mm256_set1_pd(fb_expm1_q_d[k]))
-static inline __m256d fb_expm1_poly4(__m256d r) {
-    __m256d r2 = _mm256_mul_pd(r, r), r4 = _mm256_mul_pd(r2, r2);
-    __m256d q47 = _mm256_fmadd_pd(r2, FB_PAIR(6), FB_PAIR(4));
-    __m256d q03 = _mm256_fmadd_pd(r2, FB_PAIR(2), FB_PAIR(0));
-    __m256d q = _mm256_fmadd_pd(r4, _mm256_fmadd_pd(r4, FB_PAIR(8), q47), q03);
-    return _mm256_fmadd_pd(r2, q, r);
+#define FB_PAIR(k) fb_fma_d(r, fb_set1_d(fb_expm1_q_d[k + 1]), fb_set1_d(fb_expm1_q_d[k]))
+static inline fb_vd fb_expm1_poly_d(fb_vd r) {
+    fb_vd r2 = r * r, r4 = r2 * r2;
+    fb_vd q47 = fb_fma_d(r2, FB_PAIR(6), FB_PAIR(4));
+    fb_vd q03 = fb_fma_d(r2, FB_PAIR(2), FB_PAIR(0));
+    fb_vd q = fb_fma_d(r4, fb_fma_d(r4, FB_PAIR(8), q47), q03);
+    return fb_fma_d(r2, q, r);
 }
 #undef FB_PAIR
 
-#define FB_PAIR(k) \
-    _mm256_fmadd_ps(r, _mm256_set1_ps(fb_expm1_q_f[k + 1]), _mm256_set1_ps(fb_expm1_q_f[k]))
-static inline __m256 fb_expm1_poly8f(__m256 r) {
-    __m256 r2 = _mm256_mul_ps(r, r), r4 = _mm256_mul_ps(r2, r2);
-    __m256 q = _mm256_fmadd_ps(r4, FB_PAIR(4), _mm256_fmadd_ps(r2, FB_PAIR(2), FB_PAIR(0)));
-    return _mm256_fmadd_ps(r2, q, r);
+#define FB_PAIR(k) fb_fma_f(r, fb_set1_f(fb_expm1_q_f[k + 1]), fb_set1_f(fb_expm1_q_f[k]))
+static inline fb_vf fb_expm1_poly_f(fb_vf r) {
+    fb_vf r2 = r * r, r4 = r2 * r2;
+    fb_vf q = fb_fma_f(r4, FB_PAIR(4), fb_fma_f(r2, FB_PAIR(2), FB_PAIR(0)));
+    return fb_fma_f(r2, q, r);
 }
 #undef FB_PAIR
 
@@ -122,97 +117,81 @@ static inline __m256 fb_expm1_poly8f(__m256 r) {
 #define FB_SHIFT_D (6755399441055744.0 + 1023.0)
 #define FB_SHIFT_F (12582912.0f + 127.0f)
 
-static inline __m256d fb_tanh4(__m256d x) {
-    const __m256d sign = _mm256_set1_pd(-0.0);
-    const __m256d shift = _mm256_set1_pd(FB_SHIFT_D);
-    __m256d ax = _mm256_min_pd(_mm256_set1_pd(20.0), _mm256_andnot_pd(sign, x));
+static inline fb_vd fb_tanh_vd(fb_vd x) {
+    const fb_vd sign = fb_set1_d(-0.0), shift = fb_set1_d(FB_SHIFT_D);
+    fb_vd ax = fb_min_d(fb_set1_d(20.0), fb_andnot_d(sign, x));
     /* t from |x| directly (2 / ln2) so that y = 2|x| is off the critical path */
-    __m256d t = _mm256_fmadd_pd(ax, _mm256_set1_pd(2.8853900817779268), shift);
-    __m256d n = _mm256_sub_pd(t, shift);
-    __m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.93147180369123816490e-01), _mm256_add_pd(ax, ax));
-    r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.90821492927058770002e-10), r);
-    __m256d p = fb_expm1_poly4(r);
+    fb_vd t = fb_fma_d(ax, fb_set1_d(2.8853900817779268), shift);
+    fb_vd n = t - shift;
+    fb_vd r = fb_fnma_d(n, fb_set1_d(6.93147180369123816490e-01), ax + ax);
+    r = fb_fnma_d(n, fb_set1_d(1.90821492927058770002e-10), r);
+    fb_vd p = fb_expm1_poly_d(r);
     /* s = 2^n; e = s p + (s - 1), exact when n = 0 */
-    __m256d s = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(t), 52));
-    __m256d e = _mm256_fmadd_pd(s, p, _mm256_sub_pd(s, _mm256_set1_pd(1.0)));
-    __m256d th = _mm256_div_pd(e, _mm256_add_pd(e, _mm256_set1_pd(2.0)));
-    return _mm256_or_pd(th, _mm256_and_pd(sign, x));
+    fb_vd s = fb_shl_d(t, 52);
+    fb_vd e = fb_fma_d(s, p, s - fb_set1_d(1.0));
+    fb_vd th = e / (e + fb_set1_d(2.0));
+    return fb_or_d(th, fb_and_d(sign, x));
 }
 
-static inline __m256 fb_tanh8f(__m256 x) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256 shift = _mm256_set1_ps(FB_SHIFT_F);
-    __m256 ax = _mm256_min_ps(_mm256_set1_ps(9.1f), _mm256_andnot_ps(sign, x));
-    __m256 t = _mm256_fmadd_ps(ax, _mm256_set1_ps(2.88539008f), shift);
-    __m256 n = _mm256_sub_ps(t, shift);
+static inline fb_vf fb_tanh_vf(fb_vf x) {
+    const fb_vf sign = fb_set1_f(-0.0f), shift = fb_set1_f(FB_SHIFT_F);
+    fb_vf ax = fb_min_f(fb_set1_f(9.1f), fb_andnot_f(sign, x));
+    fb_vf t = fb_fma_f(ax, fb_set1_f(2.88539008f), shift);
+    fb_vf n = t - shift;
     /* one-step reduction: n <= 26 and ln2's float error (1.9e-9) cost under 0.1 ulp */
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693147182f), _mm256_add_ps(ax, ax));
-    __m256 p = fb_expm1_poly8f(r);
-    __m256 s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
-    __m256 e = _mm256_fmadd_ps(s, p, _mm256_sub_ps(s, _mm256_set1_ps(1.0f)));
-    __m256 th = _mm256_div_ps(e, _mm256_add_ps(e, _mm256_set1_ps(2.0f)));
-    return _mm256_or_ps(th, _mm256_and_ps(sign, x));
+    fb_vf r = fb_fnma_f(n, fb_set1_f(0.693147182f), ax + ax);
+    fb_vf p = fb_expm1_poly_f(r);
+    fb_vf s = fb_shl_f(t, 23);
+    fb_vf e = fb_fma_f(s, p, s - fb_set1_f(1.0f));
+    fb_vf th = e / (e + fb_set1_f(2.0f));
+    return fb_or_f(th, fb_and_f(sign, x));
 }
 
 /* The clamp keeps 2^n normal; below it the result is forced to 0 (NaN kept: the compare is unordered-true) */
-static inline __m256d fb_sigmoid4i(__m256d x) {
-    const __m256d shift = _mm256_set1_pd(FB_SHIFT_D);
-    __m256d xc = _mm256_max_pd(_mm256_set1_pd(-708.0), _mm256_min_pd(_mm256_set1_pd(708.0), x));
-    __m256d t = _mm256_fnmadd_pd(xc, _mm256_set1_pd(1.4426950408889634), shift);
-    __m256d n = _mm256_sub_pd(t, shift);
+static inline fb_vd fb_sigmoid_vd(fb_vd x) {
+    const fb_vd shift = fb_set1_d(FB_SHIFT_D);
+    fb_vd xc = fb_max_d(fb_set1_d(-708.0), fb_min_d(fb_set1_d(708.0), x));
+    fb_vd t = fb_fnma_d(xc, fb_set1_d(1.4426950408889634), shift);
+    fb_vd n = t - shift;
     /* r = -x - n ln2 */
-    __m256d r = _mm256_fnmsub_pd(n, _mm256_set1_pd(6.93147180369123816490e-01), xc);
-    r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.90821492927058770002e-10), r);
-    __m256d p = fb_expm1_poly4(r);
-    __m256d s = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(t), 52));
+    fb_vd r = fb_fnms_d(n, fb_set1_d(6.93147180369123816490e-01), xc);
+    r = fb_fnma_d(n, fb_set1_d(1.90821492927058770002e-10), r);
+    fb_vd p = fb_expm1_poly_d(r);
+    fb_vd s = fb_shl_d(t, 52);
     /* 1 + E = s p + (s + 1) in one rounding (s + 1 exact while n <= 52) */
-    __m256d den = _mm256_fmadd_pd(s, p, _mm256_add_pd(s, _mm256_set1_pd(1.0)));
-    __m256d sig = _mm256_div_pd(_mm256_set1_pd(1.0), den);
-    return _mm256_and_pd(sig, _mm256_cmp_pd(x, _mm256_set1_pd(-708.0), _CMP_NLE_UQ));
+    fb_vd den = fb_fma_d(s, p, s + fb_set1_d(1.0));
+    return fb_and_d(fb_set1_d(1.0) / den, fb_nle_d(x, fb_set1_d(-708.0)));
 }
 
-static inline __m256 fb_sigmoid8fi(__m256 x) {
-    const __m256 shift = _mm256_set1_ps(FB_SHIFT_F);
-    __m256 xc = _mm256_max_ps(_mm256_set1_ps(-87.0f), _mm256_min_ps(_mm256_set1_ps(87.0f), x));
-    __m256 t = _mm256_fnmadd_ps(xc, _mm256_set1_ps(1.44269504f), shift);
-    __m256 n = _mm256_sub_ps(t, shift);
+static inline fb_vf fb_sigmoid_vf(fb_vf x) {
+    const fb_vf shift = fb_set1_f(FB_SHIFT_F);
+    fb_vf xc = fb_max_f(fb_set1_f(-87.0f), fb_min_f(fb_set1_f(87.0f), x));
+    fb_vf t = fb_fnma_f(xc, fb_set1_f(1.44269504f), shift);
+    fb_vf n = t - shift;
     /* two-step reduction: n reaches 126 here */
-    __m256 r = _mm256_fnmsub_ps(n, _mm256_set1_ps(0.693145752f), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-06f), r);
-    __m256 p = fb_expm1_poly8f(r);
-    __m256 s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
-    __m256 den = _mm256_fmadd_ps(s, p, _mm256_add_ps(s, _mm256_set1_ps(1.0f)));
-    __m256 sig = _mm256_div_ps(_mm256_set1_ps(1.0f), den);
-    return _mm256_and_ps(sig, _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_NLE_UQ));
+    fb_vf r = fb_fnms_f(n, fb_set1_f(0.693145752f), xc);
+    r = fb_fnma_f(n, fb_set1_f(1.42860677e-06f), r);
+    fb_vf p = fb_expm1_poly_f(r);
+    fb_vf s = fb_shl_f(t, 23);
+    fb_vf den = fb_fma_f(s, p, s + fb_set1_f(1.0f));
+    return fb_and_f(fb_set1_f(1.0f) / den, fb_nle_f(x, fb_set1_f(-87.0f)));
 }
 
 /* Arrays, in place; the tail goes through a zero-padded register. */
-static inline void fb_tanh_d(double* x, ptrdiff_t n) {
-    ptrdiff_t i = 0;
-    for (; i + 4 <= n; i += 4) _mm256_storeu_pd(x + i, fb_tanh4(_mm256_loadu_pd(x + i)));
-    if (i < n) {
-        double buf[4] = {0};
-        memcpy(buf, x + i, (size_t)(n - i) * sizeof(double));
-        _mm256_storeu_pd(buf, fb_tanh4(_mm256_loadu_pd(buf)));
-        memcpy(x + i, buf, (size_t)(n - i) * sizeof(double));
+#define FB_TANH_ARRAY(T, SFX, W)                                                                     \
+    static inline void fb_tanh_##SFX(T* x, ptrdiff_t n) {                                           \
+        ptrdiff_t i = 0;                                                                            \
+        for (; i + W <= n; i += W) fb_store_##SFX(x + i, fb_tanh_v##SFX(fb_load_##SFX(x + i)));     \
+        if (i < n) {                                                                                \
+            T buf[W] = {0};                                                                         \
+            memcpy(buf, x + i, (size_t)(n - i) * sizeof(T));                                        \
+            fb_store_##SFX(buf, fb_tanh_v##SFX(fb_load_##SFX(buf)));                                \
+            memcpy(x + i, buf, (size_t)(n - i) * sizeof(T));                                        \
+        }                                                                                           \
     }
-}
-
-static inline void fb_tanh_f(float* x, ptrdiff_t n) {
-    ptrdiff_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, fb_tanh8f(_mm256_loadu_ps(x + i)));
-    if (i < n) {
-        float buf[8] = {0};
-        memcpy(buf, x + i, (size_t)(n - i) * sizeof(float));
-        _mm256_storeu_ps(buf, fb_tanh8f(_mm256_loadu_ps(buf)));
-        memcpy(x + i, buf, (size_t)(n - i) * sizeof(float));
-    }
-}
-#else
-#define FASTBPTT_INLINE_TANH 0
-static inline void fb_tanh_d(double* x, ptrdiff_t n) { fb_vtanh_d(x, n); }
-static inline void fb_tanh_f(float* x, ptrdiff_t n) { fb_vtanh_f(x, n); }
-#endif
+FB_TANH_ARRAY(double, d, FB_WD)
+FB_TANH_ARRAY(float, f, FB_WF)
+#undef FB_TANH_ARRAY
 
 /* 1 when every x[i] is finite: x * 0 is NaN exactly for NaN and +-inf. The simd reduction lets the
  * compiler keep several partial sums, so the check costs a fraction of a cycle per element. */

@@ -2,7 +2,7 @@
 # One place for them, so the vectorised implementation (cython/_vmath.h) serves all cells at once.
 from cython cimport floating
 
-cdef extern from "_vmath.h" nogil:
+cdef extern from "_dispatch.h" nogil:
     int FASTBPTT_VECTOR_MATH
     void fb_vtanh_d(double* x, Py_ssize_t n) noexcept
     void fb_vtanh_f(float* x, Py_ssize_t n) noexcept
@@ -10,7 +10,6 @@ cdef extern from "_vmath.h" nogil:
     void fb_vsigmoid_f(float* x, Py_ssize_t n) noexcept
     bint fb_all_finite_d(const double* x, Py_ssize_t n) noexcept
     bint fb_all_finite_f(const float* x, Py_ssize_t n) noexcept
-    int FASTBPTT_INLINE_TANH
     void fb_tanh_d(double* x, Py_ssize_t n) noexcept
     void fb_tanh_f(float* x, Py_ssize_t n) noexcept
 
@@ -24,7 +23,8 @@ cdef inline void vtanh(floating* x, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline void vtanh_fast(floating* x, Py_ssize_t n) noexcept nogil:
-    """x <- tanh(x), inlined AVX2 (a few ulp, several times libmvec's throughput); else vtanh."""
+    """x <- tanh(x), inline on whole registers of the SIMD set (a few ulp, several times libmvec's
+    throughput)."""
     if floating is float:
         fb_tanh_f(x, n)
     else:

@@ -1,4 +1,5 @@
 import os
+import platform
 
 import numpy as np
 import pytest
@@ -18,6 +19,30 @@ TOL = {np.float64: 1e-12, np.float32: 1e-5}
 def seed():
     """The tests' base seed: FASTBPTT_TESTS_SEED, else 0."""
     return int(os.environ.get("FASTBPTT_TESTS_SEED", "0"))
+
+
+@pytest.fixture(params=["baseline", "avx2", "avx512"])
+def simd(request, monkeypatch):
+    """Runs a test once per SIMD set of the compiled kernels, chosen by FASTBPTT_SIMD as a user
+    would. A set this CPU cannot run is skipped (a host limit); one an x86-64 build lacks fails.
+    With FASTBPTT_SIMD set for the whole run, only that set runs."""
+    from fastbptt import _simd
+
+    name = request.param
+    forced = os.environ.get("FASTBPTT_SIMD")
+    if forced and forced != name:
+        pytest.skip(f"FASTBPTT_SIMD={forced} restricts this run to that set")
+    if name not in _simd.built():
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            pytest.fail(f"this x86-64 build holds no {name} kernels (built: {_simd.built()})")
+        pytest.skip(f"{platform.machine()} builds hold the baseline kernels only")
+    if name not in _simd.supported():
+        pytest.skip(f"this CPU cannot run {name} (it runs {', '.join(_simd.supported())})")
+    monkeypatch.setenv("FASTBPTT_SIMD", name)
+    _simd.use()
+    yield name
+    monkeypatch.undo()
+    _simd.use()
 
 
 @pytest.fixture

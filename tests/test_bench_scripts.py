@@ -106,6 +106,36 @@ def test_bench_elman_tiny(tmp_path):
     assert json.loads(out.read_text())["results"]["cython"]["T"] == 50
 
 
+def test_bench_simd_times_every_supported_set(tmp_path):
+    """bench_simd.py: one row per workload and dtype, a time and a % of the GEMM peak for every set
+    this CPU runs, and the process left on its default set."""
+    import fastbptt
+    payload = _script("bench_simd").main(
+        ["--tiny", "--rows", "W3", "--dtypes", "float32", "--repeats", "1", "--out", str(tmp_path)])
+    (row,) = payload["rows"]
+    assert list(row["sets"]) == fastbptt.config()["simd_supported"]
+    for v in row["sets"].values():
+        assert v["us_per_step"] > 0 and v["pct_of_peak"] == pytest.approx(
+            100 * v["gflops"] / row["gemm_peak_gflops"])
+    assert json.loads((tmp_path / "simd_1t.json").read_text())["rows"][0]["row"] == "W3"
+    assert fastbptt.config()["simd"] == fastbptt.config()["simd_supported"][0]
+
+
+def test_bench_windows_tiny_writes_json(tmp_path):
+    """bench_windows.py: a row per cell and window with fastbptt, NumPy and (when installed, after it
+    agreed on the loss and every gradient, the GRU's two biases included) PyTorch per step."""
+    peers = ["torch"] if _has("torch") else []
+    payload = _script("bench_windows").main(
+        ["--cells", "lstm", "gru", "--windows", "4", "--threads", "1", "--repeats", "1",
+         "--peers", *peers, "--out", str(tmp_path / "w.json")])
+    assert [(r["cell"], r["T"]) for r in payload["rows"]] == [("lstm", 4), ("gru", 4)]
+    for r in payload["rows"]:
+        assert r["fastbptt_us"] > 0 and r["speedup_vs_numpy"] > 0
+        assert ("torch_us" in r) == bool(peers)
+    saved = json.loads((tmp_path / "w.json").read_text())
+    assert saved["simd"] in saved["machine"]["fastbptt"]["simd_supported"]
+
+
 def test_bench_call_writes_every_row(tmp_path):
     payload = _script("bench_call").main(["--calls", "2", "--repeats", "1", "--hidden", "8",
                                           "--out", str(tmp_path / "call.json")])

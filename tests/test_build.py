@@ -1,8 +1,10 @@
 """The compiled kernels must be there: a silent fallback to NumPy must never hide a broken build."""
 
 import importlib
-import re
-from pathlib import Path
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -30,54 +32,53 @@ def test_show_config_reports_build(capsys):
     assert "openmp" in out
 
 
-# -- the portable build (FASTBPTT_PORTABLE=1, no AVX2 + FMA) -----------------------------------------
-# A build machine with AVX2 never compiles the plain-C half of cython/_tile_impl.h, and the compiler
-# drops calls it can prove dead, so a kernel given only an AVX2 body imports here and breaks there
-# (undefined symbol in a debug build, implicit declaration an error in newer compilers): check the
-# sources instead, for both halves.
+# -- one build for every CPU: the kernels of each SIMD set, one chosen at import ---------------------
 
-CYTHON_DIR = Path(__file__).resolve().parents[1] / "cython"
-
-
-def _visible(path, tiled):
-    """Names defined at file level when FASTBPTT_TILED is `tiled`: functions FB_SFX(name) and
-    macros #define'd (the #if tests of other macros count as taken)."""
-    names, stack = set(), []  # stack: per open #if, the FASTBPTT_TILED value it needs, or None
-    for line in path.read_text().splitlines():
-        d = line.strip()
-        if d.startswith("#if"):
-            tests_tiled = d == "#if FASTBPTT_TILED" or d == "#if defined(__AVX2__) && defined(__FMA__)"
-            stack.append(True if tests_tiled else None)
-        elif d.startswith("#elif"):
-            assert stack[-1] is None, f"{path.name}: #elif on FASTBPTT_TILED is not understood here"
-        elif d.startswith("#else"):
-            stack[-1] = None if stack[-1] is None else not stack[-1]
-        elif d.startswith("#endif"):
-            stack.pop()
-        elif all(v is None or v == tiled for v in stack):
-            m = re.match(r"static\b.*\bFB_SFX\((\w+)\)\(", line) or re.match(r"#define (\w+)", d)
-            if m:
-                names.add(m.group(1))
-    assert not stack, f"{path.name}: unbalanced #if"
-    return names
+def test_default_build_is_not_tied_to_the_build_machine():
+    """The build under test is the default one (CI builds it so): no -march=native nor any SIMD
+    flag on the modules themselves; the wider sets live in their own kernel tables. A build made
+    with FASTBPTT_NATIVE=1 fails here on purpose."""
+    from fastbptt import _build
+    assert "-march" not in _build.CFLAGS and "-mavx" not in _build.CFLAGS, _build.CFLAGS
+    assert not _build.NATIVE
+    assert "baseline" in _build.SIMD_BUILT
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert set(_build.SIMD_BUILT) == {"avx512", "avx2", "baseline"}
 
 
-def _tile_pxd_names():
-    """What cython/_tile.pxd takes from _tile.h: functions (without their _d/_f) and constants."""
-    text = (CYTHON_DIR / "_tile.pxd").read_text()
-    block = re.search(r'cdef extern from "_tile.h" nogil:\n((?:[ \t]+.*\n|\n)+)', text).group(1)
-    functions = set(re.findall(r"\b(fb_\w+)_[df]\(", block))
-    constants = set(re.findall(r"^\s+int\s+(\w+)\s*$", block, re.M))
-    return functions, constants
+def test_config_reports_the_simd_set(monkeypatch):
+    monkeypatch.delenv("FASTBPTT_SIMD", raising=False)
+    info = fastbptt.config()
+    assert info["simd_supported"] and info["simd_supported"][-1] == "baseline"
+    assert info["simd"] == info["simd_supported"][0]  # the best one by default
 
 
-@pytest.mark.parametrize("tiled", [True, False], ids=["avx2", "portable"])
-def test_every_tile_kernel_is_defined_with_and_without_avx2(tiled):
-    impl = _visible(CYTHON_DIR / "_tile_impl.h", tiled)
-    header = _visible(CYTHON_DIR / "_tile.h", tiled)
-    # the parser sees the two halves apart: the register tile exists with AVX2 only
-    assert ("fb_tile" in impl) == tiled
-    functions, constants = _tile_pxd_names()
-    assert {"fb_gemm_packed", "fb_elman_fwd_tiled"} <= functions and "FASTBPTT_TILED" in constants
-    assert not functions - impl, f"declared in _tile.pxd, not defined: {sorted(functions - impl)}"
-    assert not constants - header, f"declared in _tile.pxd, not defined: {sorted(constants - header)}"
+_SIMD_CHILD = """
+import fastbptt
+try:
+    m = fastbptt.RNN(2, 8, 1, cell="lstm", backend="cython")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+else:
+    import numpy as np
+    m.loss_and_grad(np.ones((3, 2, 2)), np.ones((3, 2, 1)))
+    print("ran", fastbptt.config()["simd"])
+"""
+
+
+@pytest.mark.parametrize("name", ["avx512", "avx2", "baseline", "sse9"])
+def test_forced_simd_set_runs_or_is_refused(name):
+    """FASTBPTT_SIMD at import, as users set it: a set the CPU runs is used; one it lacks is refused
+    with a RuntimeError at model creation (never an illegal instruction); an unknown name is a
+    ValueError naming the valid ones."""
+    from fastbptt import _simd
+    env = dict(os.environ, FASTBPTT_SIMD=name, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", _SIMD_CHILD], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    if name == "sse9":
+        assert out.stdout.startswith("ValueError") and "avx512, avx2, baseline" in out.stdout
+    elif name in _simd.supported():
+        assert out.stdout.strip() == f"ran {name}"
+    else:
+        assert out.stdout.startswith("RuntimeError") and "cannot run" in out.stdout

@@ -11,6 +11,9 @@ from fastbptt.calls import check_call
 from fastbptt.graph import Pass, Plan
 from fastbptt.heads import HeadGrad
 
+# every test here runs once per SIMD set the host supports (conftest.simd)
+pytestmark = pytest.mark.usefixtures("simd")
+
 HEADS = [("linear", "mse"), ("sigmoid", "mse"), ("sigmoid", "bce"), ("softmax", "mse"),
          ("softmax", "ce"), (None, "mse")]
 

@@ -8,6 +8,9 @@ from fastbptt import _elman
 from fastbptt.reference import elman as elman_np
 from fastbptt.reference import elman_pure
 
+# every test here runs once per SIMD set the host supports (conftest.simd)
+pytestmark = pytest.mark.usefixtures("simd")
+
 BACKENDS = {"cython": _elman, "numpy": elman_np, "python": elman_pure}
 SHAPES = [  # T, B, H
     (1, 1, 1),
@@ -140,6 +143,7 @@ def test_cython_refuses_mixed_dtypes_and_non_contiguous():
 
 FUSED_SHAPES = [  # T, B, I, H: the sequence path (H a whole number of registers, B <= 3) and others
     (1, 1, 1, 8),
+    (1, 2, 3, 40),    # two rows in all: the products with the weights as given
     (70, 1, 2, 16),   # W1's shape; T > one weight-gradient block
     (33, 2, 3, 32),
     (65, 3, 16, 24),
@@ -188,11 +192,9 @@ def test_fused_entries_agree_with_numpy(shape, act, dtype, n_threads, keep_dA, r
 
 
 def test_sequence_path_is_chosen_by_shape():
-    if not _elman.fused_ok(2, 16, 1, np.float64):
-        pytest.skip("built without the tiled kernels (no AVX2 + FMA)")
     assert _elman.sequence_path(2, 16, 1, np.float64) and _elman.sequence_path(2, 16, 3, np.float32)
     assert not _elman.sequence_path(2, 16, 4, np.float64)   # batch too large
-    assert not _elman.sequence_path(2, 12, 1, np.float32)   # not a whole number of float registers
+    assert not _elman.sequence_path(2, 17, 1, np.float32)   # not a whole number of float registers
     assert not _elman.sequence_path(40, 16, 1, np.float64)  # projection better outside the loop
 
 

@@ -11,6 +11,9 @@ from fastbptt.reference import elman_pure, gru_pure, lstm_pure
 from fastbptt.reference import gru as gru_np
 from fastbptt.reference import lstm as lstm_np
 
+# every test here runs once per SIMD set the host supports (conftest.simd)
+pytestmark = pytest.mark.usefixtures("simd")
+
 KERNELS = {
     "lstm": {"cython": _lstm, "numpy": lstm_np, "python": lstm_pure},
     "gru": {"cython": _gru, "numpy": gru_np, "python": gru_pure},

@@ -9,8 +9,12 @@ from conftest import assert_close
 from fastbptt import _lstm
 from fastbptt.reference import lstm as lstm_np
 
+# every test here runs once per SIMD set the host supports (conftest.simd)
+pytestmark = pytest.mark.usefixtures("simd")
+
 SHAPES = [  # T, B, I, Hn: one row per block takes the hand path, more take the register tiles
     (1, 1, 1, 1),
+    (2, 1, 3, 16),  # two rows in all: the products with the weights as given
     (7, 1, 3, 5),
     (9, 2, 3, 16),
     (13, 5, 4, 37),

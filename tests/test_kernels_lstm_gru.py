@@ -10,12 +10,16 @@ from fastbptt.reference import gru as gru_np
 from fastbptt.reference import gru_pure, lstm_pure
 from fastbptt.reference import lstm as lstm_np
 
+# every test here runs once per SIMD set the host supports (conftest.simd)
+pytestmark = pytest.mark.usefixtures("simd")
+
 KERNELS = {
     "lstm": {"cython": _lstm, "numpy": lstm_np, "python": lstm_pure},
     "gru": {"cython": _gru, "numpy": gru_np, "python": gru_pure},
 }
 SHAPES = [  # T, B, Hn: one sequence per thread takes the hand path, more take the register tiles
     (1, 1, 1),
+    (1, 2, 24),  # two rows in all: the products with Wh as given (no transposed copy)
     (6, 2, 1),
     (5, 1, 16),
     (7, 3, 37),

@@ -5,7 +5,7 @@ steps is one BLAS call.
 """
 
 from . import distributed, experiments, init, optim, train
-from ._backend import BACKENDS, HAVE_CYTHON, resolve_backend, show_config
+from ._backend import BACKENDS, HAVE_CYTHON, config, resolve_backend, show_config
 from ._version import __version__
 from .cells import CELLS
 from .gradcheck import gradcheck
@@ -33,6 +33,7 @@ __all__ = [
     "optim",
     "train",
     "load",
+    "config",
     "resolve_backend",
     "sample",
     "show_config",

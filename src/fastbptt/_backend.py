@@ -74,6 +74,10 @@ def resolve_backend(backend: str | None = None) -> str:
             )
             _warned = True
         return "numpy"
+    if backend in ("auto", "cython") and HAVE_CYTHON:
+        from . import _simd
+
+        _simd.current()  # refuses a FASTBPTT_SIMD set this CPU cannot run, or an unknown name
     if backend == "cython" and not HAVE_CYTHON:
         why = _COMPILE_ERRORS.get("elman", "not found")
         raise ImportError(f"backend 'cython' requested but the compiled kernels are missing ({why}); "
@@ -110,6 +114,15 @@ def config() -> dict:
         "default_backend": resolve_backend_quiet(),
         "FASTBPTT_BACKEND": os.environ.get("FASTBPTT_BACKEND"),
     }
+    from . import _simd
+
+    try:
+        info["simd"] = _simd.current() if HAVE_CYTHON else None
+    except (ValueError, RuntimeError) as exc:
+        info["simd"] = f"error: {exc}"
+    info["simd_supported"] = list(_simd.supported()) if HAVE_CYTHON else []
+    info["simd_built"] = list(_simd.built())
+    info["FASTBPTT_SIMD"] = os.environ.get("FASTBPTT_SIMD")
     try:
         import scipy
 
@@ -123,6 +136,7 @@ def config() -> dict:
         info["openmp_max_threads"] = _build.max_threads()
         info["vector_math"] = _build.VECTOR_MATH
         info["cflags"] = _build.CFLAGS
+        info["native"] = _build.NATIVE
     except ImportError:
         info["openmp"] = None
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE"):
@@ -144,7 +158,7 @@ def resolve_backend_quiet():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return resolve_backend(None)
-    except (ValueError, ImportError) as exc:
+    except (ValueError, ImportError, RuntimeError) as exc:
         return f"error: {exc}"
 
 
