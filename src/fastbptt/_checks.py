@@ -40,17 +40,35 @@ def real_array(name, value, dtype):
     return out
 
 
+# from this many float32 values on, NumPy's max and min together beat its (pairwise) sum
+_EXTREMES_FROM = 1 << 15
+
+
+def _by_extremes(a):
+    return a.dtype == np.float32 and a.size >= _EXTREMES_FROM
+
+
+def _extremes_finite(a):
+    """Whether every entry is finite, exactly: max and min carry any NaN, and any infinity."""
+    return math.isfinite(np.maximum.reduce(a, None)) and math.isfinite(np.minimum.reduce(a, None))
+
+
 def all_finite(a):
     """Whether every entry of a is finite. A sum is finite only when every entry is, and one
     reduction costs less than a test per entry; the exact test runs only when the sum is not."""
+    if _by_extremes(a):
+        return _extremes_finite(a)
     return math.isfinite(_sum(a, None)) or bool(np.isfinite(a).all())
 
 
 def sum_finite(arrays):
-    """Whether every entry of every array is finite (as all_finite, one reduction each)."""
+    """Whether every entry of every array is finite (as all_finite, one or two reductions each)."""
     total = 0.0
     for a in arrays:
-        total += _sum(a, None)
+        if not _by_extremes(a):
+            total += _sum(a, None)
+        elif not _extremes_finite(a):
+            return False
     return math.isfinite(total) or all(np.isfinite(a).all() for a in arrays)
 
 
