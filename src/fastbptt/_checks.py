@@ -72,6 +72,17 @@ def sum_finite(arrays):
     return math.isfinite(total) or all(np.isfinite(a).all() for a in arrays)
 
 
+def nonneg_float(name, value):
+    """value as a float, refused unless it is a finite number >= 0."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number, got {value!r}") from exc
+    if not math.isfinite(out) or out < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return out
+
+
 def positive_int(name, value, allow_none=False):
     if value is None and allow_none:
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .optim import _nonneg_float
+from ._checks import nonneg_float
 
 if TYPE_CHECKING:
     from .history import History
@@ -67,7 +67,7 @@ class EarlyStopping(Callback):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor
         self.patience = int(patience)
-        self.min_delta = _nonneg_float("min_delta", min_delta)
+        self.min_delta = nonneg_float("min_delta", min_delta)
         self.sign = -1.0 if (mode == "min" or (mode == "auto" and "loss" in monitor)) else 1.0
         self.target = target
         self.restore_best = restore_best

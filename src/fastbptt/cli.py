@@ -377,17 +377,30 @@ def _add_run_args(p):
                    help="run the seeds on the Dask scheduler at ADDRESS (needs the dask extra)")
 
 
+def _add_rowwise_args(p, hidden, epochs, batch, lr, clip_norm):
+    """The training options of the row-by-row image experiments, with each one's defaults."""
+    p.add_argument("--hidden", type=int, default=hidden, help=f"hidden units (default {hidden})")
+    p.add_argument("--epochs", type=int, default=epochs,
+                   help=f"passes over the data (default {epochs})")
+    p.add_argument("--batch", type=int, default=batch, help=f"minibatch size (default {batch})")
+    p.add_argument("--optimizer", default="adam", choices=_optimizers())
+    p.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
+    p.add_argument("--clip-norm", type=float, default=clip_norm,
+                   help="clip the gradient's global norm"
+                   + ("" if clip_norm is None else f" (default {clip_norm})"))
+
+
 def _add_train_parsers(sub):
     from .experiments import COUNTING_RECIPES
     from .init import INITIALIZERS
 
     train = sub.add_parser("train",
-                           help="train one of the seeds' tasks (addition, counting, digits, mnist)")
+                           help="train one of the bundled experiments (addition, counting, digits, mnist)")
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
 
     p = tasks.add_parser("addition",
-                         help="binary addition, accuracy on held-out pairs (seeds 000, 001)",
-                         description="Seed 001's network: tanh RNN(2, H, 1), sigmoid output, mse "
+                         help="binary addition, accuracy on held-out pairs",
+                         description="The classic network: tanh RNN(2, H, 1), sigmoid output, mse "
                          "summed over steps, a fresh random pair per iteration; accuracy = whole "
                          "sums right on held-out pairs. Several --init (and --seeds) are compared "
                          "on one plot.")
@@ -413,8 +426,8 @@ def _add_train_parsers(sub):
 
     p = tasks.add_parser("counting",
                          help="count the ones seen so far with one ReLU unit",
-                         description="Seed 003: h_t = relu(W h_{t-1} + U x_t), no output layer, "
-                         "loss 0.5 (h_t - count_t)^2 summed; the defaults are the report's set-up "
+                         description="One ReLU unit: h_t = relu(W h_{t-1} + U x_t), no output layer, "
+                         "loss 0.5 (h_t - count_t)^2 summed; the defaults are the original set-up "
                          "(T 5, U and W from U(0, 2), SGD lr 0.001, 1000 iterations, 4 training "
                          "sequences). A --recipe sets several options at once; flags override it.")
     p.add_argument("--recipe", nargs="+", choices=list(COUNTING_RECIPES), metavar="NAME",
@@ -435,30 +448,24 @@ def _add_train_parsers(sub):
     p.add_argument("--reduction", choices=["sum", "mean"], help="loss over steps (default sum)")
     p.add_argument("--eval-every", type=int, help="iterations between evaluations")
     p.add_argument("--free-bias", action="store_true",
-                   help="train the bias too (the report's unit has none: held at 0 by default)")
+                   help="train the bias too (the original unit has none: held at 0 by default)")
     _add_run_args(p)
     p.set_defaults(func=cmd_train_counting)
 
     p = tasks.add_parser("digits", help="8x8 digits read row by row (needs scikit-learn)",
-                         description="Seed 004: a tanh RNN reads an 8x8 digit one row per step, "
-                         "softmax + cross-entropy; the loss on every step (the report's, label "
+                         description="A tanh RNN reads an 8x8 digit one row per step, "
+                         "softmax + cross-entropy; the loss on every step (the label "
                          "repeated) or on the last step. Accuracy is the last step's on a "
                          "held-out split.")
     p.add_argument("--target", default="both", choices=["all", "last", "both"],
                    help="loss on every step, the last, or both runs (default both)")
-    p.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
-    p.add_argument("--epochs", type=int, default=80, help="passes over the data (default 80)")
-    p.add_argument("--batch", type=int, default=32, help="minibatch size (default 32)")
-    p.add_argument("--optimizer", default="adam",
-                   choices=_optimizers())
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
-    p.add_argument("--clip-norm", type=float, help="clip the gradient's global norm")
+    _add_rowwise_args(p, hidden=64, epochs=80, batch=32, lr=0.01, clip_norm=None)
     p.add_argument("--test-fraction", type=float, default=0.25, help="held out (default 0.25)")
     _add_run_args(p)
     p.set_defaults(func=cmd_train_digits)
 
     p = tasks.add_parser("mnist", help="MNIST read row by row, from IDX files you have",
-                         description="Seed 004's set-up on MNIST: a tanh RNN reads a 28x28 image "
+                         description="The digits set-up on MNIST: a tanh RNN reads a 28x28 image "
                          "one row per step, softmax + cross-entropy. The four IDX files "
                          "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
                          "t10k-labels-idx1-ubyte, optionally .gz) are read from --idx-dir; nothing "
@@ -466,13 +473,7 @@ def _add_train_parsers(sub):
     p.add_argument("--idx-dir", required=True, metavar="DIR", help="folder of the four IDX files")
     p.add_argument("--target", default="last", choices=["all", "last", "both"],
                    help="loss on every step, the last, or both runs (default last)")
-    p.add_argument("--hidden", type=int, default=128, help="hidden units (default 128)")
-    p.add_argument("--epochs", type=int, default=2, help="passes over the data (default 2)")
-    p.add_argument("--batch", type=int, default=64, help="minibatch size (default 64)")
-    p.add_argument("--optimizer", default="adam", choices=_optimizers())
-    p.add_argument("--lr", type=float, default=0.002, help="learning rate (default 0.002)")
-    p.add_argument("--clip-norm", type=float, default=1.0,
-                   help="clip the gradient's global norm (default 1.0)")
+    _add_rowwise_args(p, hidden=128, epochs=2, batch=64, lr=0.002, clip_norm=1.0)
     p.add_argument("--max-train", type=int, help="use only the first N training images")
     p.add_argument("--max-test", type=int, help="use only the first N test images")
     _add_run_args(p)
@@ -494,7 +495,7 @@ def build_parser():
                    help="add every pair of --bits numbers, count exact sums (exit 1 if any wrong)")
     p.add_argument("--bits", type=int, default=8, help="operand width (default 8; --check: <= 12)")
     p.add_argument("--as-written", action="store_true",
-                   help="the report's weights as written (W all ones), which fail")
+                   help="the weights as first written (W all ones), which fail")
     p.add_argument("--examples", type=int, default=5, help="example sums without --check")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=["auto", "cython", "numpy", "python"], default=None)

@@ -137,6 +137,27 @@ def _fit(model, X, Y, fit_kwargs, callbacks):
     return history, diverged, time.perf_counter() - started
 
 
+def _tracked_run(task, label, config, model, X, Y, fit_kwargs, tracker, callbacks=()):
+    """fit with a tracker recording from step 0; the result dict's entries every task shares."""
+    tracker.record(0, model)
+    history, diverged, seconds = _fit(model, X, Y, fit_kwargs, [*callbacks, tracker])
+    curves = tracker.curves
+    return {
+        "task": task,
+        "label": label,
+        "config": config,
+        "curves": curves,
+        "accuracy": curves["accuracy"][-1],
+        "iterations_to_perfect": _first_reaching(curves),
+        "iterations": curves["step"][-1],
+        "seconds": seconds,
+        "eval_seconds": tracker.eval_seconds,
+        "diverged": diverged,
+        "model": model,
+        "history": history,
+    }
+
+
 def _pct(x):
     return f"{100.0 * x:6.2f} %"
 
@@ -224,27 +245,12 @@ def addition(n_bits: int = 8, hidden_size: int = 16, init="fan_in", iterations: 
                 f"{_pct(values['accuracy'])}  bits {_pct(values['bit_accuracy'])}")
 
     tracker = _Tracker(measure, eval_every, stop_at, log, describe)
-    tracker.record(0, model)
-    history, diverged, seconds = _fit(model, X, Y, dict(
+    result = _tracked_run("addition", label or f"init={init}", config, model, X, Y, dict(
         iterations=iterations, batch_size=batch_size, shuffle=False, optimizer=optimizer, lr=lr,
-        seed=seed), [tracker])
-    curves = tracker.curves
-    return {
-        "task": "addition",
-        "label": label or f"init={init}",
-        "config": config,
-        "curves": curves,
-        "accuracy": curves["accuracy"][-1],
-        "bit_accuracy": curves["bit_accuracy"][-1],
-        "iterations_to_perfect": _first_reaching(curves),
-        "iterations": curves["step"][-1],
-        "test_pairs": int(len(test_pairs)),
-        "seconds": seconds,
-        "eval_seconds": tracker.eval_seconds,
-        "diverged": diverged,
-        "model": model,
-        "history": history,
-    }
+        seed=seed), tracker)
+    result["bit_accuracy"] = result["curves"]["bit_accuracy"][-1]
+    result["test_pairs"] = int(len(test_pairs))
+    return result
 
 
 def compare_inits(inits: Iterable = INITS_001, seeds: Iterable[int] = (0, 1, 2, 3, 4),
@@ -488,16 +494,8 @@ def counting(T: int = 5, init="report", iterations: int = 1000, optimizer="sgd",
         Iterations between evaluations (default: 100 evaluations in all).
     stop_at : float, optional
         Stop once the test accuracy reaches this.
-    seed : int, default 0
-        Seed of the data, the initial weights and the minibatch order.
-    backend : str, optional
-        The kernels: "auto", "cython", "numpy" or "python".
-    dtype : numpy dtype
-        float32 or float64.
-    log : callable, optional
-        Called with a progress line (str) at every evaluation.
-    label : str, optional
-        The run's label in summaries and plots.
+    seed, backend, dtype, log, label
+        As for `addition`.
 
     Returns
     -------
@@ -537,28 +535,14 @@ def counting(T: int = 5, init="report", iterations: int = 1000, optimizer="sgd",
     schedule = None if lr_decay is None else inverse_time_decay(lr_decay)
     opt = make_optimizer(optimizer, lr=lr, schedule=schedule)
     tracker = _Tracker(measure, eval_every, stop_at, log, describe)
-    tracker.record(0, model)
     # the bias is zeroed before the tracker measures, so every point shows the unit as trained
-    history, diverged, seconds = _fit(model, X, Y, dict(
-        iterations=iterations, optimizer=opt, clip_norm=clip_norm, tbptt=tbptt, seed=seed),
-        ([_ZeroBias()] if fix_bias else []) + [tracker])
-    curves = tracker.curves
-    return {
-        "task": "counting",
-        "label": label or f"T={T} {optimizer} lr={lr:g}",
-        "config": config,
-        "curves": curves,
-        "accuracy": curves["accuracy"][-1],
-        "max_error": curves["max_error"][-1],
-        "iterations_to_perfect": _first_reaching(curves),
-        "iterations": curves["step"][-1],
-        "weights": {name: model.params[name].ravel().tolist() for name in ("U", "W", "b")},
-        "seconds": seconds,
-        "eval_seconds": tracker.eval_seconds,
-        "diverged": diverged,
-        "model": model,
-        "history": history,
-    }
+    result = _tracked_run("counting", label or f"T={T} {optimizer} lr={lr:g}", config, model, X, Y,
+                          dict(iterations=iterations, optimizer=opt, clip_norm=clip_norm,
+                               tbptt=tbptt, seed=seed), tracker,
+                          [_ZeroBias()] if fix_bias else [])
+    result["max_error"] = result["curves"]["max_error"][-1]
+    result["weights"] = {name: model.params[name].ravel().tolist() for name in ("U", "W", "b")}
+    return result
 
 
 def counting_recipe(name: str, **overrides) -> dict:
@@ -638,16 +622,8 @@ def digits(target: str = "all", hidden_size: int = 64, epochs: int = 80, batch_s
         Clip the gradient's global norm.
     test_fraction : float, default 0.25
         Held out, stratified by class.
-    seed : int, default 0
-        Seed of the data, the initial weights and the minibatch order.
-    backend : str, optional
-        The kernels: "auto", "cython", "numpy" or "python".
-    dtype : numpy dtype
-        float32 or float64.
-    log : callable, optional
-        Called with a progress line (str) at every evaluation.
-    label : str, optional
-        The run's label in summaries and plots.
+    seed, backend, dtype, log, label
+        As for `addition`.
 
     Returns
     -------
@@ -684,16 +660,10 @@ def mnist(idx_dir: str | os.PathLike, target: str = "last", hidden_size: int = 1
         As for `digits` (defaults 128, 2, 64, "adam", 0.002, 1.0).
     max_train, max_test : int, optional
         Keep only the first so many training and test images.
-    seed : int, default 0
-        Seed of the data, the initial weights and the minibatch order.
-    backend : str, optional
-        The kernels: "auto", "cython", "numpy" or "python".
     dtype : numpy dtype
         float32 (the default) or float64.
-    log : callable, optional
-        Called with a progress line (str) at every evaluation.
-    label : str, optional
-        The run's label in summaries and plots.
+    seed, backend, log, label
+        As for `addition`.
 
     Returns
     -------

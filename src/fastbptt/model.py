@@ -512,14 +512,8 @@ class RNN:
 
         Parameters
         ----------
-        X : array_like
-            Inputs (T, B, I), or (B, T, I) with ``batch_first=True``; (T, I) for one sequence. With
-            ``input="tokens"``, integer ids (T, B), (B, T) or (T,).
-        h0, c0 : array_like, optional
-            Initial states (c0 for lstm only), shaped as `state_shape` says, (H,) or (L*D, H) for
-            one sequence; zeros when not given.
-        lengths : array_like of int, shape (B,), optional
-            Each sequence's length (1..T); the steps after it are padding.
+        X, h0, c0, lengths
+            As for `forward`.
         Y : array_like
             Targets in the layout of the outputs (see `forward`): (T, B, O), or class ids (T, B)
             for loss="ce"; (B, O) / (B,) for target="last".

@@ -33,21 +33,13 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from ._checks import nonneg_float
+
 Schedule = Callable[[int, float], float]
 
 
-def _nonneg_float(name, value):
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a number, got {value!r}") from exc
-    if not math.isfinite(out) or out < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return out
-
-
 def _unit_float(name, value):
-    out = _nonneg_float(name, value)
+    out = nonneg_float(name, value)
     if out >= 1:
         raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
     return out
@@ -75,8 +67,8 @@ class Optimizer:
 
     def __init__(self, lr: float | None = None, schedule: Schedule | None = None,
                  weight_decay: float = 0.0):
-        self.lr = _nonneg_float("lr", self.default_lr if lr is None else lr)
-        self.weight_decay = _nonneg_float("weight_decay", weight_decay)
+        self.lr = nonneg_float("lr", self.default_lr if lr is None else lr)
+        self.weight_decay = nonneg_float("weight_decay", weight_decay)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be a callable schedule(step, lr) -> lr, "
                             f"got {schedule!r}")
@@ -90,7 +82,7 @@ class Optimizer:
         """The learning rate of the next step (after the schedule)."""
         if self.schedule is None:
             return self.lr
-        return _nonneg_float(f"schedule({self.t}, {self.lr})", self.schedule(self.t, self.lr))
+        return nonneg_float(f"schedule({self.t}, {self.lr})", self.schedule(self.t, self.lr))
 
     def propose(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]):
         """One step computed aside: nothing is changed.
@@ -274,7 +266,7 @@ class Adagrad(Optimizer):
     def __init__(self, lr: float | None = None, eps: float = 1e-8,
                  schedule: Schedule | None = None, weight_decay: float = 0.0):
         super().__init__(lr, schedule, weight_decay)
-        self.eps = _nonneg_float("eps", eps)
+        self.eps = nonneg_float("eps", eps)
 
     def hyperparameters(self):
         return {"eps": self.eps}
@@ -307,7 +299,7 @@ class RMSprop(Optimizer):
                  schedule: Schedule | None = None, weight_decay: float = 0.0):
         super().__init__(lr, schedule, weight_decay)
         self.alpha = _unit_float("alpha", alpha)
-        self.eps = _nonneg_float("eps", eps)
+        self.eps = nonneg_float("eps", eps)
 
     def hyperparameters(self):
         return {"alpha": self.alpha, "eps": self.eps}
@@ -344,7 +336,7 @@ class Adam(Optimizer):
         super().__init__(lr, schedule, weight_decay)
         self.beta1 = _unit_float("beta1", beta1)
         self.beta2 = _unit_float("beta2", beta2)
-        self.eps = _nonneg_float("eps", eps)
+        self.eps = nonneg_float("eps", eps)
 
     def hyperparameters(self):
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
@@ -449,7 +441,7 @@ def step_decay(gamma: float, every: int) -> Schedule:
     callable
         ``schedule(step, lr) = lr * gamma ** (step // every)``.
     """
-    gamma = _nonneg_float("gamma", gamma)
+    gamma = nonneg_float("gamma", gamma)
     if not isinstance(every, (int, np.integer)) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
     return lambda step, lr: lr * gamma ** (step // every)
@@ -467,7 +459,7 @@ def inverse_time_decay(rate: float) -> Schedule:
     -------
     callable
     """
-    rate = _nonneg_float("rate", rate)
+    rate = nonneg_float("rate", rate)
     return lambda step, lr: lr / (1.0 + rate * step)
 
 
@@ -493,7 +485,7 @@ def global_norm(grads: Mapping[str, np.ndarray]) -> float:
 
 def clip_by_value(grads: Mapping[str, np.ndarray], value: float) -> dict[str, np.ndarray]:
     """New gradients with every entry clipped to [-value, value]."""
-    value = _nonneg_float("clip_value", value)
+    value = nonneg_float("clip_value", value)
     return {k: np.clip(g, -value, value) for k, g in grads.items()}
 
 
@@ -514,7 +506,7 @@ def clip_by_norm(grads: Mapping[str, np.ndarray], max_norm: float,
     -------
     dict of str to ndarray
     """
-    max_norm = _nonneg_float("clip_norm", max_norm)
+    max_norm = nonneg_float("clip_norm", max_norm)
     if norm is None:
         norm = global_norm(grads)
     if norm <= max_norm:

@@ -9,9 +9,9 @@ call starts from, so the whole text is never run again.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from ._checks import nonneg_float
 
 __all__ = ["sample"]
 
@@ -89,12 +89,7 @@ def sample(model, prime, steps: int, *, temperature: float = 1.0, seed=None, h0=
     ids = _symbols(prime, V)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    try:
-        temperature = float(temperature)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"temperature must be a number, got {temperature!r}") from exc
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    temperature = nonneg_float("temperature", temperature)
     rng = np.random.default_rng(seed)
     # a token model reads the ids themselves, a dense one their one-hot rows
     encode = (lambda x: x) if model.input == "tokens" else np.eye(V, dtype=model.dtype).__getitem__

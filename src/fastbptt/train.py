@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._checks import positive_int
+from ._checks import nonneg_float, positive_int
 from ._threads import blas_single_in
 from .callbacks import Callback, EarlyStopping, StopTraining, as_callbacks, run_hook
 from .calls import check_call
 from .history import History, Progress
 from .metrics import METRICS, Metric
-from .optim import _nonneg_float, clip_by_norm, clip_by_value, global_norm, make_optimizer
+from .optim import clip_by_norm, clip_by_value, global_norm, make_optimizer
 from .tbptt import Chunk, check_trainable, evaluate, evaluate_call, parse_tbptt, truncated_bptt
 from .tbptt import windows as _windows
 
@@ -63,8 +63,8 @@ class _Settings:
         if self.epochs is None and self.iterations is None:
             self.epochs = 1
         self.opt = opt
-        self.clip_norm = None if clip_norm is None else _nonneg_float("clip_norm", clip_norm)
-        self.clip_value = None if clip_value is None else _nonneg_float("clip_value", clip_value)
+        self.clip_norm = None if clip_norm is None else nonneg_float("clip_norm", clip_norm)
+        self.clip_value = None if clip_value is None else nonneg_float("clip_value", clip_value)
         self.bs = N if batch_size is None else min(positive_int("batch_size", batch_size), N)
         self.k1, self.k2 = parse_tbptt(tbptt, T)
         self.tally = None if metric is None else Metric(metric, m)
