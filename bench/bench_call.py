@@ -1,8 +1,9 @@
 """The fixed cost of one call: microseconds per `loss_and_grad` of the 8-bit adder (T=8 B=1 H=16
 float64, tanh, sigmoid output with bce, as in the addition experiment), where it goes (checking the
 call, setting up the pass, forward, loss, backward; the kernels alone), and one forward step
-(T=1, B=1) of each cell. Times are CPU time of this process (less disturbed by other processes than
-wall time), the median of --repeats runs of --calls calls each.
+(T=1, B=1) of each cell, beside the same step on the NumPy backend. Times are CPU time of this
+process (less disturbed by other processes than wall time), the median of --repeats runs of
+--calls calls each.
 
     python bench/bench_call.py
     python bench/bench_call.py --hidden 128 256 --dtype float32
@@ -32,8 +33,10 @@ def per_call_us(fn, calls, repeats):
 
 
 def adder(calls, repeats):
-    """The adder's loss_and_grad, its stages (each timed alone, so they add up to less than the
-    call: a call runs them cold) and its two kernel calls."""
+    """The adder's loss_and_grad, the stages of the full Pass (each timed alone, so they add up
+    to less than a call, which runs them cold; the adder's call itself takes
+    graph.short_loss_and_grad, the same work without the Pass's objects) and its two kernel
+    calls."""
     import fastbptt as fb
     from fastbptt.calls import check_call
     from fastbptt.graph import Pass
@@ -78,10 +81,11 @@ def steps(hidden, dtype, calls, repeats):
     out = {}
     for cell in ("tanh", "lstm", "gru"):
         for H in hidden:
-            m = fb.RNN(32, H, 10, cell=cell, dtype=dtype, seed=0)
             x = rng.standard_normal((1, 1, 32)).astype(dtype)
-            out[f"forward step {cell} H={H}"] = per_call_us(lambda m=m, x=x: m.forward(x), calls,
-                                                            repeats)
+            for backend in ("cython", "numpy"):
+                m = fb.RNN(32, H, 10, cell=cell, dtype=dtype, seed=0, backend=backend)
+                name = f"forward step {cell} H={H}" + ("" if backend == "cython" else " numpy")
+                out[name] = per_call_us(lambda m=m, x=x: m.forward(x), calls, repeats)
     return out
 
 

@@ -173,7 +173,7 @@ def test_fused_refuses_mixed_dtypes(rng):
 def test_scratch_hands_out_an_array_again_only_once_nobody_holds_it():
     from fastbptt.cells import _Scratch
 
-    pool = _Scratch(keep=3)
+    pool = _Scratch(keep=3, min_bytes=0)
     a = pool.empty((3, 4), np.float64)
     first = id(a)
     b = pool.empty((3, 4), np.float64)

@@ -23,29 +23,52 @@ def as_dtype(dtype):
 
 def real_array(name, value, dtype):
     """A C-contiguous copy-if-needed of value as dtype; refuses complex, object, strings and non-finite."""
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} could not be read as an array: {exc}") from exc
-    if arr.dtype == object or arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float, int or bool)")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    if (type(value) is np.ndarray and value.ndim and value.dtype == dtype
+            and value.flags.c_contiguous):
+        out = value  # already what the kernels take: no conversion to ask for
+    else:
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} could not be read as an array: {exc}") from exc
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float, int or "
+                            "bool)")
+        out = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(out):
         raise ValueError(f"{name} contains NaN or Inf")
     return out
 
 
+# from this many float32 values on, NumPy's max and min together beat its (pairwise) sum
+_EXTREMES_FROM = 1 << 15
+
+
+def _by_extremes(a):
+    return a.dtype == np.float32 and a.size >= _EXTREMES_FROM
+
+
+def _extremes_finite(a):
+    """Whether every entry is finite, exactly: max and min carry any NaN, and any infinity."""
+    return math.isfinite(np.maximum.reduce(a, None)) and math.isfinite(np.minimum.reduce(a, None))
+
+
 def all_finite(a):
     """Whether every entry of a is finite. A sum is finite only when every entry is, and one
     reduction costs less than a test per entry; the exact test runs only when the sum is not."""
+    if _by_extremes(a):
+        return _extremes_finite(a)
     return math.isfinite(_sum(a, None)) or bool(np.isfinite(a).all())
 
 
 def sum_finite(arrays):
-    """Whether every entry of every array is finite (as all_finite, one reduction each)."""
+    """Whether every entry of every array is finite (as all_finite, one or two reductions each)."""
     total = 0.0
     for a in arrays:
-        total += _sum(a, None)
+        if not _by_extremes(a):
+            total += _sum(a, None)
+        elif not _extremes_finite(a):
+            return False
     return math.isfinite(total) or all(np.isfinite(a).all() for a in arrays)
 
 

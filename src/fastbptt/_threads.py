@@ -44,7 +44,10 @@ def blas_single_in(call):
 
     @functools.wraps(call)
     def wrapper(model, *args, **kwargs):
-        with blas_single_while(getattr(model, "n_threads", 1)):
+        n_threads = getattr(model, "n_threads", 1)
+        if n_threads <= 1:  # no context to enter: short calls feel its cost
+            return call(model, *args, **kwargs)
+        with blas_single_while(n_threads):
             return call(model, *args, **kwargs)
 
     return wrapper

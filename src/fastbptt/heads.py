@@ -161,6 +161,11 @@ class Head:
             raise ValueError(f"Y has shape {Y.shape}; expected {expected}{hint} "
                              f"(target={self.target!r}, output size {O})")
         Yf = np.ascontiguousarray(Y, dtype=dtype).reshape((steps, B, O))
+        if self.loss == "bce" and Yf.size:
+            # targets within [0, 1] are finite too (NaN fails both comparisons): two reductions
+            lo, hi = Yf.min(), Yf.max()
+            if 0 <= lo and hi <= 1:
+                return Yf
         if not all_finite(Yf):
             raise ValueError("Y contains NaN or Inf")
         self._check_target_values(Yf)
@@ -252,7 +257,8 @@ class Head:
             dO *= o.dtype.type(scale)  # _loss_at_logits made dO a fresh array
         # over time first (rows of B * O contiguous values), then the batch: summing the
         # (T * B, O) rows directly runs a strided loop of O values, ten times slower
-        dc = _sum(_sum(dO, 0), 0)
+        # one sequence: the batch sum of one row is that row
+        dc = _sum(dO, 0)[0] if B == 1 else _sum(_sum(dO, 0), 0)
         if unformed and defer_weight_grad:
             grads = {"V": np.zeros(p["V"].shape, p["V"].dtype), "c": dc}
             return float(loss) * scale, HeadGrad(dO, p["V"], grads["V"]), grads
@@ -284,7 +290,14 @@ class Head:
         if self.output == "sigmoid":
             if self.loss == "bce":
                 # log(1 + e^o) - y o, written with logaddexp so large |o| neither overflows nor cancels
-                return _sum(np.logaddexp(0, o) - Y * o, None, np.float64), expit(o) - Y
+                if Y.dtype != o.dtype or Y.shape != o.shape:
+                    return _sum(np.logaddexp(0, o) - Y * o, None, np.float64), expit(o) - Y
+                # the same operations in place: for short calls the allocations count
+                terms = np.logaddexp(0, o)
+                terms -= Y * o
+                dO = expit(o)
+                dO -= Y
+                return _sum(terms, None, np.float64), dO
             s = expit(o)
             diff = s - Y
             return 0.5 * _sum(np.square(diff), None, np.float64), diff * s * (1 - s)

@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from . import heads as _heads
 from ._backend import resolve_backend
 from ._checks import (
+    all_finite,
     as_dtype,
     check_fits,
     param_bytes,
@@ -32,7 +33,7 @@ from ._checks import (
 from ._threads import blas_single_in
 from .calls import check_call, state_shape, to_user_layout
 from .cells import CELLS
-from .graph import Pass, plans_for
+from .graph import Pass, check_loss, plans_for, short_loss_and_grad, takes_short_path
 from .init import init_params
 from .stack import Stack
 
@@ -102,6 +103,8 @@ class Params(dict):
         super().__init__()
         self._shapes = dict(shapes)
         self._dtype = dtype
+        # few values: one copy and one reduction cost less than a reduction per array
+        self._sum_joined = sum(math.prod(s) for s in self._shapes.values()) <= 4096
         for name, value in values.items():
             self[name] = value
 
@@ -151,7 +154,11 @@ class Params(dict):
             super().__setitem__(name, np.ascontiguousarray(value, dtype=self._dtype))
 
     def check_finite(self):
-        if sum_finite(list(self.values())):
+        values = list(self.values())
+        if self._sum_joined and values:
+            if all_finite(np.concatenate(values, axis=None)):
+                return
+        elif sum_finite(values):
             return
         for name, value in self.items():
             if not np.isfinite(value).all():
@@ -526,12 +533,13 @@ class RNN:
         """
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
+        if takes_short_path(self, h0, c0, lengths):
+            return short_loss_and_grad(self, X, Y)
         call = check_call(self, X, Y, h0, c0, lengths).sort()
         run = Pass(self, self.training)
         seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
         loss = run.loss([seg], call.Y, 0, call.T, call.T, call.lengths)
-        if not math.isfinite(loss.value):
-            raise FloatingPointError(f"the loss is not finite ({loss.value})")
+        check_loss(loss.value)
         grads, dstate0, _ = run.backward([seg], loss, call.lengths)
         for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0), strict=False):
             if given is not None:
