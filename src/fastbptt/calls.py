@@ -184,11 +184,11 @@ def check_call(model, X, Y=None, h0=None, c0=None, lengths=None, lengths_name="l
     state0 = initial_state(model, B, single, h0, c0)
     lengths = check_lengths(lengths, T, B, lengths_name)
     if Y is not None:
-        Y = prepare_targets(model, Y, T, B, single)
+        Y = _targets(model, Y, T, B, single)
     return Call(X, Y, state0, single, lengths)
 
 
-def prepare_targets(model, Y, T, B, single):
+def _targets(model, Y, T, B, single):
     """Y prepared by the head; a batch-first model's per-step targets (B, T, ...) are swapped to
     time-major first."""
     if not (model.batch_first and model.target == "all" and not single):

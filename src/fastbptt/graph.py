@@ -8,12 +8,10 @@ head's weight gradient dV in the backward loop, while each step's states are in 
 (heads.Head, from the states). Full BPTT is one segment; see docs/architecture.md.
 """
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
-from .calls import check_X, initial_state, prepare_targets
 from .heads import HeadGrad
 
 
@@ -187,47 +185,6 @@ class Pass:
             grads = g if grads is None else {k: grads[k] + v for k, v in g.items()}
         grads.update(loss.head_grads)
         return grads, dstate, dX
-
-
-def takes_short_path(model, h0, c0, lengths):
-    """Whether loss_and_grad may run `short_loss_and_grad`: one trainable cell whose kernels take
-    the output layer's gradient (dV included), no given states, no lengths."""
-    layers = model.layers
-    return (h0 is None and c0 is None and lengths is None and layers.single
-            and layers.differentiable and model._plans[bool(model.training)].dV_in_loop)
-
-
-def short_loss_and_grad(model, X, Y):
-    """RNN.loss_and_grad where `takes_short_path` holds: the same checks and the same forward, loss
-    and backward as a Pass over one segment (so the same results, bit for bit), without the
-    Call, Pass, Segment and Loss that short calls pay more for than for their arithmetic."""
-    X, single = check_X(model, X)
-    T, B = X.shape[:2]
-    Y = prepare_targets(model, Y, T, B, single)
-    state0 = initial_state(model, B, single)
-    p = model.params
-    p.check_finite()
-    layers, n_threads = model.layers, model.n_threads
-    cell = layers.cells[0][0]
-    kern = layers.kernels(model.backend)
-    kw, logits = {}, None
-    if cell.logits_ok(kern, X):  # as Stack.forward: the logits in the kernel's loop
-        logits = layers.logits_array((T, B, p["V"].shape[0]), model.dtype)
-        kw["logits"] = (p["V"], p["c"], logits)
-    H, cache = cell.forward(kern, p, X, state0, n_threads, **kw)
-    value, grad, head_grads = model.head.loss_and_grad(p, H[1:], Y, unformed=True,
-                                                       defer_weight_grad=True, logits=logits)
-    check_loss(value)
-    dstate = tuple(np.zeros((B, layers.hidden_size), model.dtype) for _ in state0)
-    grads = cell.backward(kern, p, X, H, cache, grad, dstate, n_threads)[0]
-    grads.update(head_grads)
-    return value, grads
-
-
-def check_loss(value):
-    """A FloatingPointError unless the loss is finite."""
-    if not math.isfinite(value):
-        raise FloatingPointError(f"the loss is not finite ({value})")
 
 
 def _last_seen(segs, s, e, T, lengths):

@@ -33,7 +33,7 @@ from ._checks import (
 from ._threads import blas_single_in
 from .calls import check_call, state_shape, to_user_layout
 from .cells import CELLS
-from .graph import Pass, check_loss, plans_for, short_loss_and_grad, takes_short_path
+from .graph import Pass, plans_for
 from .init import init_params
 from .stack import Stack
 
@@ -533,13 +533,12 @@ class RNN:
         """
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
-        if takes_short_path(self, h0, c0, lengths):
-            return short_loss_and_grad(self, X, Y)
         call = check_call(self, X, Y, h0, c0, lengths).sort()
         run = Pass(self, self.training)
         seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
         loss = run.loss([seg], call.Y, 0, call.T, call.T, call.lengths)
-        check_loss(loss.value)
+        if not math.isfinite(loss.value):
+            raise FloatingPointError(f"the loss is not finite ({loss.value})")
         grads, dstate0, _ = run.backward([seg], loss, call.lengths)
         for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0), strict=False):
             if given is not None:

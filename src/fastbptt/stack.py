@@ -145,7 +145,9 @@ class Stack:
                 if (head is not None and layer == top and self.num_directions == 1
                         and cell.logits_ok(kern, Xd)):
                     V, c = head
-                    trace.logits = self.logits_array((T, B, V.shape[0]), dtype, batch_sizes)
+                    # padded steps are never written by the kernels: zero pages cost nothing
+                    alloc = self._scratch.empty if batch_sizes is None else np.zeros
+                    trace.logits = alloc((T, B, V.shape[0]), dtype=dtype)
                     kw["logits"] = (V, c, trace.logits)
                 H, cache = cell.forward(kern, self._view(p, layer, direction), Xd,
                                         self._state(state0, k), n_threads, **kw)
@@ -170,11 +172,6 @@ class Stack:
         Hout[0] = np.concatenate([trace.layers[-self.num_directions + d][1][0]
                                   for d in range(self.num_directions)], axis=-1)
         return Hout, trace
-
-    def logits_array(self, shape, dtype, batch_sizes=None):
-        """The array a top-layer kernel writes the logits into."""
-        # padded steps are never written by the kernels: zero pages cost nothing
-        return self._scratch.empty(shape, dtype) if batch_sizes is None else np.zeros(shape, dtype)
 
     def _layer_output(self, trace, layer):
         """Outputs (T, B, H * D) of one layer, both directions back in forward time."""
