@@ -33,10 +33,8 @@ def per_call_us(fn, calls, repeats):
 
 
 def adder(calls, repeats):
-    """The adder's loss_and_grad, the stages of the full Pass (each timed alone, so they add up
-    to less than a call, which runs them cold; the adder's call itself takes
-    graph.short_loss_and_grad, the same work without the Pass's objects) and its two kernel
-    calls."""
+    """The adder's loss_and_grad, its stages (each timed alone, so they add up to less than a
+    call, which runs them cold) and its two kernel calls."""
     import fastbptt as fb
     from fastbptt.calls import check_call
     from fastbptt.graph import Pass
