@@ -31,12 +31,30 @@ if TYPE_CHECKING:
 
 
 class Chunk:
-    """One update's worth of truncated BPTT: the new steps [start, stop), backpropagated from
-    window_start; `loss` (scaled by the whole batch's divisor) and `grads` for every parameter;
-    the states the head saw (`seen`), their logits when the recurrent kernel formed them
-    (`logits`, else None), their `targets` and `mask` (None: every seen step counts); `items` the
-    steps x sequences counted, `divisor` the batch's (see the module docstring); `state` at `stop`
-    (in the caller's batch order)."""
+    """One update's worth of truncated BPTT, as `truncated_bptt` yields it.
+
+    Attributes
+    ----------
+    start, stop : int
+        The new steps [start, stop) whose losses this update carries.
+    window_start : int
+        The step the gradient is backpropagated from (``stop - k2``, at least 0).
+    loss : float
+        The chunk's loss, scaled by the whole batch's divisor, so that one pass's chunk losses add
+        up to the sequence's loss.
+    grads : dict of str to numpy.ndarray
+        The gradient for every parameter, keyed like ``model.params``.
+    seen, logits, targets, mask, picks
+        The states the head saw, their logits when the recurrent kernel formed them (else None),
+        their targets, which of them count (None: all) and, for target="last", which sequences end
+        in the chunk.
+    items : int
+        Steps x sequences counted.
+    divisor : float
+        The batch's loss divisor (see the module docstring).
+    state : tuple of numpy.ndarray
+        The state at `stop`, in the caller's batch order.
+    """
 
     __slots__ = ("start", "stop", "window_start", "loss", "grads", "seen", "logits", "targets",
                  "mask", "picks", "items", "divisor", "state")

@@ -105,26 +105,33 @@ def _validation(m, validation):
 
 
 class Shard:
-    """fit's one extension point, for training across processes (fastbptt.distributed implements
-    it over MPI). The default is one process: every row, nothing to combine.
+    """fit's one extension point, for training across processes.
 
-    - rows(idx, N): this process's rows of a minibatch, given the minibatch's row indices (None: all
-      N rows, in order); returns indices into the data, or None for all N rows.
-    - reduce(chunk, divisor): one update's Chunk and loss divisor (what reduction="mean" divided the
-      chunk's loss by) combined over the processes, before the gradient is checked, clipped and
-      applied; returns the combined (chunk, divisor). Every process offers a chunk for every
-      window, even one in which its own rows have no step that counts (items 0, zero gradient);
-      a combined chunk with items 0 means no process had one: no update.
-    - metric(tally): the training Metric, counted over the processes.
+    `fastbptt.distributed` implements it over MPI. The default is one process: every row, nothing
+    to combine. Every process offers a chunk for every window, even one in which its own rows have
+    no step that counts (items 0, zero gradient); a combined chunk with items 0 means no process
+    had one, and no update is made.
+
+    Methods
+    -------
+    rows(idx, N)
+        This process's rows of a minibatch, given the minibatch's row indices (None: all N rows,
+        in order); returns indices into the data, or None for all N rows.
+    reduce(chunk, divisor)
+        One update's `Chunk` and loss divisor (what reduction="mean" divided the chunk's loss by)
+        combined over the processes, before the gradient is checked, clipped and applied; returns
+        the combined (chunk, divisor).
+    metric(tally)
+        The training `Metric`, counted over the processes.
     """
 
-    def rows(self, idx, N):
+    def rows(self, idx: np.ndarray | None, N: int) -> np.ndarray | None:
         return idx
 
-    def reduce(self, chunk, divisor):
+    def reduce(self, chunk: Chunk, divisor: float) -> tuple[Chunk, float]:
         return chunk, divisor
 
-    def metric(self, tally):
+    def metric(self, tally: Metric) -> Metric:
         return tally
 
 
