@@ -336,7 +336,7 @@ def cmd_demo(args):
         print("demo: addition did not reach 100 % within the budget", file=sys.stderr)
         return 1
     backends = ["cython", "numpy", "python"] if HAVE_CYTHON else ["numpy", "python"]
-    print(f"\n2/2  Time forward + full BPTT per time step on the seed network (tanh, I=2, H=16, "
+    print(f"\n2/2  Time forward + full BPTT per time step on the addition network (tanh, I=2, H=16, "
           f"O=1, B=1, float64), T = {args.steps:,} for Cython, fewer for the slow backends:",
           flush=True)
     if not HAVE_CYTHON:

@@ -7,7 +7,7 @@ FloatingPointError.
 
 Conventions (each one written out so a step can be checked by hand)::
 
-    SGD:        p <- p - lr g                                 (the seeds' update)
+    SGD:        p <- p - lr g                                 (the experiments' update)
     Momentum:   v <- mu v + g;  p <- p - lr v                  (PyTorch's form, no dampening)
     Nesterov:   v <- mu v + g;  p <- p - lr (g + mu v)
     Adagrad:    m <- m + g^2;   p <- p - lr g / sqrt(m + eps)  (min-char-rnn's: eps inside the root)
