@@ -25,7 +25,7 @@ DEBUG = os.environ.get("FASTBPTT_CYTHON_DEBUG") == "1"
 ANNOTATE = os.environ.get("FASTBPTT_ANNOTATE") == "1"
 NATIVE = os.environ.get("FASTBPTT_NATIVE") == "1"
 
-# The vector kernels (cython/_kernels_<set>.c, one width-generic source) are compiled once per set with
+# The vector kernels (csrc/kernel_table.c over one width-generic source) are compiled once per set with
 # these flags; the module picks one at import (fastbptt._simd). x86-64 only: elsewhere the baseline.
 SIMD_SETS = {
     "avx2": ["-mavx2", "-mfma"],
@@ -133,10 +133,14 @@ class BuildExt(build_ext):
         """The kernel tables, one object per SIMD set with that set's flags, and the CPU check."""
         out = os.path.join(self.build_temp, "kernels")
         objects = []
-        for name, flags in [("baseline", []), *sets.items(), ("cpu", [])]:
+        for name, flags in [("baseline", []), *sets.items()]:
+            table = [("FB_TABLE", f"fb_kernels_{name}"), ("FB_SET_NAME", f'"{name}"')]
+            # one output folder per set: the same source makes an object of the same name
             objects += self.compiler.compile(
-                [f"cython/_kernels_{name}.c"], output_dir=out, macros=macros,
+                ["csrc/kernel_table.c"], output_dir=os.path.join(out, name), macros=macros + table,
                 include_dirs=["cython"], extra_postargs=compile_args + flags)
+        objects += self.compiler.compile(["csrc/cpu.c"], output_dir=out, macros=macros,
+                                         include_dirs=["cython"], extra_postargs=compile_args)
         return objects
 
 

@@ -1,7 +1,8 @@
 /* The table of per-step vector kernels, one instance per SIMD set (baseline, AVX2 + FMA, AVX-512).
  *
- * cython/_kernels_<set>.c compile the same width-generic bodies (_tile.h, _vmath.h, _lstm_pointwise.h)
- * with that set's flags and export one `fb_kernels` each; _kernels_cpu.c tells which the CPU can run;
+ * csrc/kernel_table.c compiles the same width-generic bodies (_tile.h, _vmath.h, _lstm_pointwise.h)
+ * once per set with that set's flags, exporting one `fb_kernels` each; csrc/cpu.c tells which the
+ * CPU can run;
  * the Cython modules call through the one bound at import (_dispatch.h).
  */
 #ifndef FASTBPTT_KERNELS_H
@@ -66,7 +67,7 @@ typedef struct fb_kernels {
 } fb_kernels;
 #undef FB_KERNEL_FIELDS
 
-/* Each exists when setup.py built that set (FASTBPTT_BUILT_AVX2 / _AVX512 in _kernels_cpu.c). */
+/* Each exists when setup.py built that set (FASTBPTT_BUILT_AVX2 / _AVX512 in csrc/cpu.c). */
 extern const fb_kernels fb_kernels_baseline;
 extern const fb_kernels fb_kernels_avx2;
 extern const fb_kernels fb_kernels_avx512;

@@ -19,7 +19,7 @@ static inline void FB_SFX(fb_pack)(const FT* B, ptrdiff_t ldb, int trans, ptrdif
         FT* dst = P + p * K * FB_NR;
         if (trans) {
             /* B's rows read in order, written down a column of the panel (which stays in L1): the
-             * other order reads NR rows at once with a stride, a third of a one-step call's time */
+             * other order would read NR rows at once with a stride */
             for (ptrdiff_t c = 0; c < FB_NR; c++) {
                 ptrdiff_t j = p * FB_NR + c;
                 for (ptrdiff_t k = 0; k < K; k++) dst[k * FB_NR + c] = j < N ? B[j * ldb + k] : (FT)0;

@@ -17,6 +17,19 @@ import numpy as np
 import fastbptt as fb
 from fastbptt._backend import kernels
 X = np.zeros((3, 2, 2))
+
+
+# a saved model whose config says key = value, as an edited file would
+def crafted_checkpoint(key, value):
+    path = os.path.join(tempfile.mkdtemp(), "k.npz")
+    fb.RNN(2, 8, 1).save(path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    cfg = json.loads(arrays["config"].tobytes())
+    cfg[key] = value
+    arrays["config"] = np.frombuffer(json.dumps(cfg).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    return path
 """
 
 REPRODUCERS = {
@@ -45,28 +58,10 @@ REPRODUCERS = {
                              np.empty((3, 8)), np.empty((8, 2)), np.empty((8, 8)), np.empty(8),
                              100000)
     """),
-    "checkpoint with n_threads 2**31 - 1": ("refused", """
-        path = os.path.join(tempfile.mkdtemp(), "k.npz")
-        fb.RNN(2, 8, 1).save(path)
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-        cfg = json.loads(arrays["config"].tobytes())
-        cfg["n_threads"] = 2**31 - 1
-        arrays["config"] = np.frombuffer(json.dumps(cfg).encode(), dtype=np.uint8)
-        np.savez(path, **arrays)
-        fb.load(path).predict(X)
-    """),
-    "checkpoint with hidden_size 40000": ("refused", """
-        path = os.path.join(tempfile.mkdtemp(), "k.npz")
-        fb.RNN(2, 8, 1).save(path)
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-        cfg = json.loads(arrays["config"].tobytes())
-        cfg["hidden_size"] = 40000
-        arrays["config"] = np.frombuffer(json.dumps(cfg).encode(), dtype=np.uint8)
-        np.savez(path, **arrays)
-        fb.load(path)
-    """),
+    "checkpoint with n_threads 2**31 - 1": (
+        "refused", 'fb.load(crafted_checkpoint("n_threads", 2**31 - 1)).predict(X)'),
+    "checkpoint with hidden_size 40000": (
+        "refused", 'fb.load(crafted_checkpoint("hidden_size", 40000))'),
     "hidden_size 10**9": ("refused", "fb.RNN(2, 10**9, 1)"),
 }
 
