@@ -26,6 +26,14 @@ static inline void FB_SFX(fb_pack)(const FT* B, ptrdiff_t ldb, int trans, ptrdif
             }
             continue;
         }
+        if ((p + 1) * FB_NR <= N) {
+            /* a whole panel: two register copies a row */
+            for (ptrdiff_t k = 0; k < K; k++) {
+                VSTORE(dst + k * FB_NR, VLOAD(B + k * ldb + p * FB_NR));
+                VSTORE(dst + k * FB_NR + FB_W, VLOAD(B + k * ldb + p * FB_NR + FB_W));
+            }
+            continue;
+        }
         for (ptrdiff_t k = 0; k < K; k++) {
             for (ptrdiff_t c = 0; c < FB_NR; c++) {
                 ptrdiff_t j = p * FB_NR + c;
@@ -89,8 +97,11 @@ static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 C[m * ldc + j] = (C0 ? C0[m * ldc0 + j] : (FT)0) + (bias ? bias[j] : (FT)0);
         return;
     }
-    for (ptrdiff_t kc = 0; kc < K; kc += FB_KC) {
-        ptrdiff_t kb = K - kc < FB_KC ? K - kc : FB_KC;
+    /* K in equal chunks of about FB_KC (a short last chunk would store and reload C for little) */
+    const ptrdiff_t kchunks = (K + FB_KC / 2) / FB_KC > 1 ? (K + FB_KC / 2) / FB_KC : 1;
+    const ptrdiff_t kstep = (K + kchunks - 1) / kchunks;
+    for (ptrdiff_t kc = 0; kc < K; kc += kstep) {
+        ptrdiff_t kb = K - kc < kstep ? K - kc : kstep;
         for (ptrdiff_t p = 0; p < panels; p++) {
             const FT* Pp = P + p * K * FB_NR + kc * FB_NR;
             ptrdiff_t ncols = N - p * FB_NR < FB_NR ? N - p * FB_NR : FB_NR;
