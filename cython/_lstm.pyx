@@ -38,7 +38,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemv
-from _tile cimport bind_set, cols, gemm_packed, lanes, pack, pack_size
+from _tile cimport bind_set, cols, gemm_packed, gemm_tn, lanes, pack, pack_size
 from _vmath cimport all_finite
 from _blocks cimport active_rows, add_rows, earliest_bad
 
@@ -183,15 +183,8 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
 
 cdef inline void _pack_panels(const floating* D, Py_ssize_t K, Py_ssize_t N,
                              floating* P) noexcept nogil:
-    """P <- D (K, N) in the panels gemm_packed reads (NR = 2 vector widths of columns, zero past N),
-    a whole panel row per copy."""
-    cdef Py_ssize_t k, p, c, nr = 2 * lanes(D), full = N // nr, rest = N % nr
-    for k in range(K):
-        for p in range(full):
-            memcpy(P + (p * K + k) * nr, D + k * N + p * nr, nr * sizeof(floating))
-        if rest:
-            for c in range(nr):
-                P[(full * K + k) * nr + c] = D[k * N + full * nr + c] if c < rest else 0
+    """P <- D (K, N) in the panels gemm_packed reads (NR = 2 vector widths of columns, zero past N)."""
+    pack(D, N, False, K, N, P)
 
 
 cdef inline void _fold(const floating* Zt, Py_ssize_t cap, const floating* D, Py_ssize_t k,
@@ -228,11 +221,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
 
     Returns the first step (counting down) with a non-finite gradient, or -1.
     """
-    cdef Py_ssize_t t, b, k, j, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
+    cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
     cdef const floating* dho
-    cdef const floating* hrow
-    cdef floating* dvrow
-    cdef floating a
     cdef Py_ssize_t kz = I + n + 1, fill = 0
     cdef floating* da
     for t in range(T - 1, -1, -1):
@@ -252,13 +242,9 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
         else:
             da = dA + t * s4
         if dV != NULL:
-            for b in range(rows):
-                hrow = H + (t + 1) * s + b * n
-                for k in range(O):
-                    a = dO[t * so + b * O + k]
-                    dvrow = dV + k * n
-                    for j in range(n):
-                        dvrow[j] += a * hrow[j]
+            # dV += dO_t^T h_t on the register tiles: row by row, a loop of rows x O axpys ran at a
+            # few GFLOP/s
+            gemm_tn(O, n, rows, dO + t * so, O, H + (t + 1) * s, n, dV, n, NULL)
         if dO != NULL:
             # dh_t += dO_t V: the head's gradient joins the one from step t+1 here
             if P == NULL:
