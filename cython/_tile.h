@@ -52,6 +52,14 @@
 #else
 #define FB_KC 256
 #endif
+/* B's block in the joined weight-gradient product: 768 KB of the 1-2 MB L2 that AVX-512 cores have
+ * packs all of an Elman layer's [h | x] columns at once (H=512, I=256 in doubles), so A is packed once
+ * per chunk of K, not once per block; 256 KB where L2 may be 512 KB */
+#if FB_VBYTES == 64
+#define FB_CAT_BYTES 786432
+#else
+#define FB_CAT_BYTES 262144
+#endif
 /* rows of A^T packed at once by fb_gemm_tn: KC x MC stays in L2 while every panel of B passes */
 #define FB_MC 72
 /* columns of B packed at once by fb_gemm_tn (a multiple of both panel widths) */

@@ -136,10 +136,13 @@ static inline __attribute__((always_inline)) void FB_SFX(fb_tile_tn)(
         const int mr, ptrdiff_t K, const FT* A, ptrdiff_t sa, const FT* B, ptrdiff_t ldb, FT* C,
         ptrdiff_t ldc) {
     VT c0[FB_MR], c1[FB_MR];
-    /* sums start from zero and C is added at the end, so no FMA waits for C to arrive from memory */
+    /* sums start from zero and C is added at the end, so no FMA waits for C to arrive from memory;
+     * C's lines are asked for now, to be in L1 by then */
     for (int r = 0; r < mr; r++) {
         c0[r] = VZERO();
         c1[r] = VZERO();
+        __builtin_prefetch(C + r * ldc, 1);
+        __builtin_prefetch(C + r * ldc + FB_NR - 1, 1);
     }
     for (ptrdiff_t k = 0; k < K; k++) {
         VT b0 = VLOAD(B + k * ldb), b1 = VLOAD(B + k * ldb + FB_W);
@@ -648,8 +651,8 @@ static ptrdiff_t FB_SFX(fb_elman_fwd_tiled)(int act, const FT* PW, const FT* A, 
     return bad;
 }
 
-/* Columns the joined product packs B into at once: about 256 KB of L2 per block. */
-#define FB_CAT_NC ((ptrdiff_t)(262144 / (FB_KC * sizeof(FT))) / FB_NR * FB_NR)
+/* Columns the joined product packs B into at once: about FB_CAT_BYTES of L2 per block. */
+#define FB_CAT_NC ((ptrdiff_t)(FB_CAT_BYTES / (FB_KC * sizeof(FT))) / FB_NR * FB_NR)
 
 /* Elements of the scratch fb_gemm_tn_cat needs. */
 static inline size_t FB_SFX(fb_gemm_tn_cat_work)(void) {
