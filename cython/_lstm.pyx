@@ -724,7 +724,7 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef bint want_dv = dV is not None and O > 0
     per_block = o_v + (O * n if want_dv else 0)
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
-    space = <floating*> calloc(blocks * per_block, sizeof(floating))
+    space = <floating*> malloc(blocks * per_block * sizeof(floating))
     if not small:
         P = <floating*> malloc(pack_size(Wp, n4, n) * sizeof(floating))
     if dO is not None and dOp == NULL:
@@ -748,6 +748,10 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
         if PV != NULL:
             pack(Vp, n, False, O, n, PV)
         for c in range(blocks):
+            # only the sums start from zero: the rings and panels are written before they are read
+            memset(space + c * per_block, 0, o_z * sizeof(floating))
+            if want_dv:
+                memset(space + c * per_block + o_v, 0, O * n * sizeof(floating))
             for j in range(cap):
                 space[c * per_block + o_z + (kz - 1) * cap + j] = 1
         if blocks > 1:
