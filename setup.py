@@ -133,12 +133,21 @@ class BuildExt(build_ext):
         """The kernel tables, one object per SIMD set with that set's flags, and the CPU check."""
         out = os.path.join(self.build_temp, "kernels")
         objects = []
-        for name, flags in [("baseline", []), *sets.items()]:
-            table = [("FB_TABLE", f"fb_kernels_{name}"), ("FB_SET_NAME", f'"{name}"')]
-            # one output folder per set: the same source makes an object of the same name
+        builds = [("baseline", "baseline", [], [])]
+        for name, flags in sets.items():
+            if name == "avx512":
+                # the same set at 256 bits, whose sequence kernels the full table hands narrow layers
+                builds.append(("avx512_narrow", name, flags, [("FB_VBYTES_MAX", "32")]))
+                builds.append((name, name, flags, [("FB_NARROW_TABLE", "fb_kernels_avx512_narrow")]))
+            else:
+                builds.append((name, name, flags, []))
+        for table_name, set_name, flags, extra in builds:
+            table = [("FB_TABLE", f"fb_kernels_{table_name}"), ("FB_SET_NAME", f'"{set_name}"')]
+            # one output folder per table: the same source makes an object of the same name
             objects += self.compiler.compile(
-                ["csrc/kernel_table.c"], output_dir=os.path.join(out, name), macros=macros + table,
-                include_dirs=["cython"], extra_postargs=compile_args + flags)
+                ["csrc/kernel_table.c"], output_dir=os.path.join(out, table_name),
+                macros=macros + table + extra, include_dirs=["cython"],
+                extra_postargs=compile_args + flags)
         objects += self.compiler.compile(["csrc/cpu.c"], output_dir=out, macros=macros,
                                          include_dirs=["cython"], extra_postargs=compile_args)
         return objects

@@ -77,10 +77,12 @@
 #define VAND fb_and_d
 #define VGT fb_gt_d
 #define VANY_NAN fb_any_nan_d
+#define VHSUM fb_hsum_d
 #define VTANH fb_tanh_vd
 #define FB_TANH_ARRAY fb_tanh_d
 #define FB_ALL_FINITE fb_all_finite_d
 #include "_tile_impl.h"
+#include "_elman_impl.h"
 #undef FB_TANH_ARRAY
 #undef FB_ALL_FINITE
 #undef FT
@@ -96,6 +98,7 @@
 #undef VAND
 #undef VGT
 #undef VANY_NAN
+#undef VHSUM
 #undef VTANH
 
 #define FT float
@@ -111,10 +114,12 @@
 #define VAND fb_and_f
 #define VGT fb_gt_f
 #define VANY_NAN fb_any_nan_f
+#define VHSUM fb_hsum_f
 #define VTANH fb_tanh_vf
 #define FB_TANH_ARRAY fb_tanh_f
 #define FB_ALL_FINITE fb_all_finite_f
 #include "_tile_impl.h"
+#include "_elman_impl.h"
 #undef FB_TANH_ARRAY
 #undef FB_ALL_FINITE
 #undef FT
@@ -130,6 +135,7 @@
 #undef VAND
 #undef VGT
 #undef VANY_NAN
+#undef VHSUM
 #undef VTANH
 #undef VADD
 #undef VMUL
