@@ -184,7 +184,7 @@ def backward(int act,
                 bad = _backward_tiled(act, P, &H[0, 0, 0], &dH[0, 0, 0], <floating*> NULL, 0,
                                       <floating*> NULL, False, &dA[0, 0, 0], &dh0[0, 0],
                                       <floating*> NULL, 0, <floating*> NULL, 0, <floating*> NULL,
-                                      <floating*> NULL, <floating*> NULL, T, T, B, n, n_threads)
+                                      T, T, B, n, n_threads)
                 free(P)
             elif _small(B, n):
                 bad = _backward_small(act, &Wh[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
@@ -192,6 +192,8 @@ def backward(int act,
             else:
                 bad = _backward_blas(act, &Wh[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
                                      &dh0[0, 0], T, B, n, n_threads)
+    if bad == -2:
+        raise MemoryError()
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")
 
@@ -471,28 +473,18 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] Wh, const floating[:,
     cdef Py_ssize_t grows = n + (O if fold_dO else 0)
     cdef floating* P = _packed(&Wh[0, 0], n, False)
     cdef floating* PV = NULL
-    cdef floating* ring = NULL
-    cdef floating* dA_ptr = NULL
+    cdef floating* dA_ptr = &dA[0, 0, 0] if dA is not None and T > 0 else NULL
     cdef const floating* dH_ptr = &dH[0, 0, 0] if dH is not None and T > 0 else NULL
     cdef const floating* dO_ptr = &dO[0, 0, 0] if dO is not None and T > 0 and O > 0 else NULL
     cdef const floating* last
     cdef const floating* hT
-    cdef Py_ssize_t chunks = tile_chunks(n_threads, grows)
-    cdef floating* work = <floating*> malloc(chunks * fold_work(&Wh[0, 0]) * sizeof(floating))
     cdef floating* G = <floating*> calloc(grows * ldg, sizeof(floating))
     cdef floating acc
     if dO_ptr != NULL:
         PV = _packed_rect(&V[0, 0], O, n, False)  # op = V: dh_t += dO_t V row by row
-    if dA is None:
-        ring = <floating*> malloc(_fold_steps(B, n) * B * n * sizeof(floating) + 1)
-    elif T > 0:
-        dA_ptr = &dA[0, 0, 0]
-    if (P == NULL or work == NULL or G == NULL or (dA is None and ring == NULL)
-            or (dO_ptr != NULL and PV == NULL)):
+    if P == NULL or G == NULL or (dO_ptr != NULL and PV == NULL):
         free(P)
         free(PV)
-        free(ring)
-        free(work)
         free(G)
         raise MemoryError()
     with nogil:
@@ -500,7 +492,7 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] Wh, const floating[:,
         memset(&db[0], 0, n * sizeof(floating))
         if T > 0:
             bad = _backward_tiled(act, P, &H[0, 0, 0], dH_ptr, dO_ptr, O, PV, fold_dO, dA_ptr,
-                                  &dh0[0, 0], &X[0, 0, 0], I, G, ldg, &db[0], ring, work,
+                                  &dh0[0, 0], &X[0, 0, 0], I, G, ldg, &db[0],
                                   _fold_steps(B, n), T, B, n, n_threads)
         for i in range(n):
             for j in range(n):
@@ -520,8 +512,8 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] Wh, const floating[:,
                     dV[o, j] = acc
         free(P)
         free(PV)
-        free(ring)
-        free(work)
         free(G)
+    if bad == -2:
+        raise MemoryError()
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

@@ -459,17 +459,43 @@ cdef Py_ssize_t _forward_tiled(int act, const floating* PW, const floating* A, c
 
 cdef Py_ssize_t _backward_tiled_block(int act, const floating* P, const floating* H,
                                       const floating* dH, const floating* dO, Py_ssize_t O,
-                                      const floating* PV, floating* da0, floating* dh,
-                                      Py_ssize_t start, Py_ssize_t end, Py_ssize_t B,
-                                      Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
-    """Steps end-1 down to start for `rows` consecutive sequences of a batch of B (pointers at the
-    block's first row; da0: step `start`'s rows of dA, or of the ring): da_t = (g_t + dh) f'(a_t),
-    g_t = dH_t (dH may be NULL) plus dO_t V (PV: V packed) when dO is given, then dh <- da_t Wh
-    (P: Wh packed). Returns the first step (counting down) with a non-finite gradient, or -1."""
-    cdef Py_ssize_t t, s = B * n, m = rows * n
+                                      const floating* PV, bint fold_dO, floating* dA, floating* dh,
+                                      const floating* X, Py_ssize_t I, floating* G, Py_ssize_t ldg,
+                                      floating* db, floating* ring, floating* work, Py_ssize_t span,
+                                      Py_ssize_t T, Py_ssize_t B, Py_ssize_t rows, Py_ssize_t n,
+                                      bint part) noexcept nogil:
+    """Backward through T steps for `rows` consecutive sequences of a batch of B (pointers at the
+    block's first row): da_t = (g_t + dh) f'(a_t), g_t = dH_t (dH may be NULL) plus dO_t V (PV: V
+    packed) when dO is given, then dh <- da_t Wh (P: Wh packed). With G, every `span` steps the
+    block's gradients are folded into G = [dWh | dWx] (ldg columns) and db while in cache; with
+    fold_dO, G's O rows below collect dV (but for its last step's term). Without `part` the block is
+    the whole batch, whose rows the fold reads in place (dA's, or the ring's when dA is NULL:
+    span * B * n). With `part` it is one of several: the block's rows of dA, H, X and dO one step
+    late are gathered in the ring (span * rows * (2n + I + O)) so the fold reads them contiguous,
+    and G, db are the block's own partial sums. Returns the first step (counting down) with a
+    non-finite gradient, or -1."""
+    cdef Py_ssize_t t, start, end = T, s = B * n, m = rows * n
     cdef floating* a
-    for t in range(end - 1, start - 1, -1):
-        a = da0 + (t - start) * s
+    cdef floating* ring_h = ring + span * m
+    cdef floating* ring_x = ring_h + span * m
+    cdef floating* ring_o = ring_x + span * rows * I
+    cdef fb_fold_args f
+    cdef Py_ssize_t grows = n + (O if fold_dO else 0)
+    f.n = n
+    f.n_in = I
+    f.n_out = O
+    f.per_step = rows
+    f.G = G
+    f.ldg = ldg
+    f.db = db
+    for t in range(T - 1, -1, -1):
+        start = end - span if end - span > 0 else 0
+        if G == NULL:
+            a = dA + t * s  # nothing to fold: the plain backward, which always has dA
+        elif part:
+            a = ring + (t - start) * m
+        else:
+            a = dA + t * s if dA != NULL else ring + (t - start) * s
         # a = dh + dO_t V first (one small product, K = O), then g and f' in one pass
         if dO != NULL:
             gemm_packed(rows, n, O, dO + t * B * O, O, PV, NULL, dh, n, a, n)
@@ -477,67 +503,100 @@ cdef Py_ssize_t _backward_tiled_block(int act, const floating* P, const floating
         gemm_packed(rows, n, n, a, n, P, NULL, NULL, 0, dh, n)
         if not all_finite(dh, m):
             return t
+        if part and G != NULL:
+            if dA != NULL:
+                memcpy(dA + t * s, a, m * sizeof(floating))
+            memcpy(ring_h + (t - start) * m, H + t * s, m * sizeof(floating))
+            memcpy(ring_x + (t - start) * rows * I, X + t * B * I, rows * I * sizeof(floating))
+            if fold_dO and t > 0:
+                memcpy(ring_o + (t - start) * rows * O, dO + (t - 1) * B * O,
+                       rows * O * sizeof(floating))
+            elif fold_dO:
+                memset(ring_o, 0, rows * O * sizeof(floating))
+        if G == NULL or t != start:
+            continue
+        f.rows = (end - start) * rows
+        if part:
+            f.dA = ring
+            f.H = ring_h
+            f.X = ring_x
+            f.dO = ring_o if fold_dO else NULL
+            f.dO_first = False
+        else:
+            f.dA = a
+            f.H = H + start * s
+            f.X = X + start * B * I
+            # dO one step late beside the states before each step: dO_{t-1} meets h_t
+            f.dO = (dO + (start - 1) * B * O if start > 0 else dO) if fold_dO else NULL
+            f.dO_first = start == 0
+        fold(&f, 0, grows, work)
+        end = start
     return -1
+
+
+cdef inline Py_ssize_t _backward_ring(Py_ssize_t span, Py_ssize_t B, Py_ssize_t rows, Py_ssize_t n,
+                                      Py_ssize_t I, Py_ssize_t O, bint part) noexcept nogil:
+    """Elements of the ring _backward_tiled_block needs for a block of `rows` of B (see there)."""
+    return span * rows * (2 * n + I + O) if part else span * B * n
 
 
 cdef Py_ssize_t _backward_tiled(int act, const floating* P, const floating* H, const floating* dH,
                                 const floating* dO, Py_ssize_t O, const floating* PV,
                                 bint fold_dO, floating* dA, floating* dh, const floating* X,
                                 Py_ssize_t I, floating* G, Py_ssize_t ldg, floating* db,
-                                floating* ring, floating* work, Py_ssize_t span, Py_ssize_t T,
-                                Py_ssize_t B, Py_ssize_t n, int n_threads) noexcept nogil:
-    """Backward through T steps of B rows: dh holds dh_T on entry, dh_0 on return. Blocks of `span`
-    steps, last first: each block's steps run over blocks of rows, one a thread (as the forward);
-    then with G, the block's dA (dA's rows, or the ring, `span` steps, when dA is NULL) is folded
-    into G = [dWh | dWx] (ldg columns) and db (zeroed by the caller) while in cache, G's rows cut
-    over the threads (work: tile_chunks(n_threads, rows of G) * fold_work elements). With fold_dO,
-    G's O rows below collect dV but for its last step's term. Results do not depend on the thread
-    count. Returns the first step (counting down) with a non-finite gradient, or -1."""
-    cdef Py_ssize_t k, lo, hi, start, end = T, s = B * n, bad_step = -1
-    cdef Py_ssize_t blocks = tile_chunks(n_threads, B)
-    cdef Py_ssize_t grows = n + (O if fold_dO and dO != NULL else 0)
-    cdef Py_ssize_t gchunks = tile_chunks(n_threads, grows), wsize = fold_work(P)
+                                Py_ssize_t span, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                                int n_threads) noexcept nogil:
+    """_backward_tiled_block over the whole batch: with threads, the batch cut into blocks of rows,
+    each block's whole time loop (and its share of the weight-gradient fold, into partial sums
+    added in block order afterwards) on one thread, as in the LSTM: one fork and join per call.
+    G (n [+ O] rows, ldg columns) and db are zeroed by the caller; the scratch is allocated here.
+    Returns the first step (counting down) with a non-finite gradient, -1, or -2 when out of
+    memory."""
+    cdef Py_ssize_t k, lo, j, blocks = tile_chunks(n_threads, B), bad_step
+    cdef Py_ssize_t grows = n + (O if fold_dO else 0), gsize = grows * ldg
+    cdef Py_ssize_t most = B - (blocks - 1) * B // blocks
+    cdef bint part = blocks > 1
+    cdef Py_ssize_t rsize = (_backward_ring(span, B, most, n, I, O, part) if G != NULL else 0) + 1
+    cdef Py_ssize_t wsize = fold_work(P)
     cdef Py_ssize_t bad[64]
-    cdef floating* da0
-    cdef fb_fold_args f
+    cdef floating* ring
+    cdef floating* work
+    cdef floating* parts = NULL
     if blocks > 64:
         blocks = 64
-    if G == NULL:
-        span = T  # nothing to fold: one pass over all steps
-    while end > 0 and bad_step < 0:
-        start = end - span if end - span > 0 else 0
-        da0 = dA + start * s if dA != NULL else ring
-        if blocks == 1:
-            bad_step = _backward_tiled_block(act, P, H, dH, dO, O, PV, da0, dh, start, end, B, B, n)
-        else:
-            for k in prange(blocks, num_threads=blocks, schedule="static"):
-                lo = k * B // blocks
-                bad[k] = _backward_tiled_block(act, P, H + lo * n, _row(dH, lo * n),
-                                               _row(dO, lo * O), O, PV, da0 + lo * n, dh + lo * n,
-                                               start, end, B, (k + 1) * B // blocks - lo, n)
-            bad_step = earliest_bad(bad, blocks, False)
-        if G == NULL or bad_step >= 0:
-            break
-        f.dA = da0
-        f.H = H + start * s
-        f.X = X + start * B * I
-        # dO one step late beside the states before each step: dO_{t-1} meets h_t
-        f.dO = (dO + (start - 1) * B * O if start > 0 else dO) if fold_dO else NULL
-        f.dO_first = start == 0
-        f.n = n
-        f.n_in = I
-        f.n_out = O
-        f.rows = (end - start) * B
-        f.per_step = B
-        f.G = G
-        f.ldg = ldg
-        f.db = db
-        if gchunks == 1:
-            fold(&f, 0, grows, work)
-        else:
-            for k in prange(gchunks, num_threads=gchunks, schedule="static"):
-                fold(&f, k * grows // gchunks, (k + 1) * grows // gchunks, work + k * wsize)
-        end = start
+    fold_dO = fold_dO and dO != NULL
+    ring = <floating*> malloc(blocks * rsize * sizeof(floating))
+    work = <floating*> malloc(blocks * wsize * sizeof(floating) + 1)
+    if part and G != NULL:
+        # blocks after the first sum into their own G and db, added to the caller's afterwards
+        parts = <floating*> calloc((blocks - 1) * (gsize + n), sizeof(floating))
+    if ring == NULL or work == NULL or (part and G != NULL and parts == NULL):
+        free(ring)
+        free(work)
+        free(parts)
+        return -2
+    if not part:
+        bad_step = _backward_tiled_block(act, P, H, dH, dO, O, PV, fold_dO, dA, dh, X, I, G, ldg,
+                                         db, ring, work, span, T, B, B, n, False)
+    else:
+        for k in prange(blocks, num_threads=blocks, schedule="static"):
+            lo = k * B // blocks
+            bad[k] = _backward_tiled_block(
+                act, P, H + lo * n, _row(dH, lo * n), _row(dO, lo * O), O, PV, fold_dO,
+                <floating*> _row(dA, lo * n), dh + lo * n, _row(X, lo * I), I,
+                (G if k == 0 else parts + (k - 1) * (gsize + n)) if G != NULL else NULL, ldg,
+                (db if k == 0 else parts + (k - 1) * (gsize + n) + gsize) if G != NULL else NULL,
+                ring + k * rsize, work + k * wsize, span, T, B, (k + 1) * B // blocks - lo, n, True)
+        bad_step = earliest_bad(bad, blocks, False)
+        if parts != NULL and bad_step < 0:
+            for k in range(1, blocks):
+                for j in range(gsize):
+                    G[j] += parts[(k - 1) * (gsize + n) + j]
+                for j in range(n):
+                    db[j] += parts[(k - 1) * (gsize + n) + gsize + j]
+    free(ring)
+    free(work)
+    free(parts)
     return bad_step
 
 

@@ -302,7 +302,7 @@ def _backward_head(kern, act, W, X, H, dH, dO, V, dh_T, n_threads, keep_dA, batc
 
 
 # tiled path, T over several blocks of the weight-gradient fold (which meets dO_{t-1} with h_t)
-FOLD_SHAPES = [(60, 5, 3, 13), (20, 33, 4, 24)]
+FOLD_SHAPES = [(60, 5, 3, 13), (20, 33, 4, 24), (13, 50, 3, 20)]  # the last: two blocks of rows on every set
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
