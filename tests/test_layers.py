@@ -108,7 +108,8 @@ def test_imports_by_name_only_where_expected():
 
 def test_the_model_reaches_the_modules_above_it_only_through_front():
     mods = _modules()
-    below = {"model", "calls", "graph", "stack", "cells", "heads", "init", "_checks", "_backend"}
+    below = {"model", "settings", "params", "calls", "graph", "stack", "cells", "heads", "init",
+             "_checks", "_backend"}
     for name in below:
         imported = _package_imports(mods[name], top_level_only=False)
         assert not imported & FRONTED, f"{name}.py imports {imported & FRONTED}"
