@@ -258,8 +258,10 @@ def _add_run_args(p):
                    help="run the seeds on the Dask scheduler at ADDRESS (needs the dask extra)")
 
 
-def _add_rowwise_args(p, hidden, epochs, batch, lr, clip_norm):
+def _add_rowwise_args(p, target, hidden, epochs, batch, lr, clip_norm):
     """The training options of the row-by-row image experiments, with each one's defaults."""
+    p.add_argument("--target", default=target, choices=["all", "last", "both"],
+                   help=f"loss on every step, the last, or both runs (default {target})")
     p.add_argument("--hidden", type=int, default=hidden, help=f"hidden units (default {hidden})")
     p.add_argument("--epochs", type=int, default=epochs,
                    help=f"passes over the data (default {epochs})")
@@ -279,8 +281,7 @@ def add_parsers(sub):
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
     _add_addition_parser(tasks)
     _add_counting_parser(tasks)
-    _add_digits_parser(tasks)
-    _add_mnist_parser(tasks)
+    _add_row_by_row_parsers(tasks)
     _add_adder_parser(sub)
     _add_plot_parser(sub)
 
@@ -347,37 +348,35 @@ def _add_counting_parser(tasks):
     p.set_defaults(func=cmd_train_counting)
 
 
-def _add_digits_parser(tasks):
-    """`train digits`."""
-    p = tasks.add_parser("digits", help="8x8 digits read row by row (needs scikit-learn)",
-                         description="A tanh RNN reads an 8x8 digit one row per step, "
-                         "softmax + cross-entropy; the loss on every step (the label "
-                         "repeated) or on the last step. Accuracy is the last step's on a "
-                         "held-out split.")
-    p.add_argument("--target", default="both", choices=["all", "last", "both"],
-                   help="loss on every step, the last, or both runs (default both)")
-    _add_rowwise_args(p, hidden=64, epochs=80, batch=32, lr=0.01, clip_norm=None)
-    p.add_argument("--test-fraction", type=float, default=0.25, help="held out (default 0.25)")
-    _add_run_args(p)
-    p.set_defaults(func=cmd_train_digits)
+def _add_row_by_row_parsers(tasks):
+    """`train digits` and `train mnist`: one set-up, each with its defaults and its data's options."""
+    digits = tasks.add_parser("digits", help="8x8 digits read row by row (needs scikit-learn)",
+                              description="A tanh RNN reads an 8x8 digit one row per step, "
+                              "softmax + cross-entropy; the loss on every step (the label "
+                              "repeated) or on the last step. Accuracy is the last step's on a "
+                              "held-out split.")
+    _add_rowwise_args(digits, target="both", hidden=64, epochs=80, batch=32, lr=0.01,
+                      clip_norm=None)
+    digits.add_argument("--test-fraction", type=float, default=0.25,
+                        help="held out (default 0.25)")
+    _add_run_args(digits)
+    digits.set_defaults(func=cmd_train_digits)
 
-
-def _add_mnist_parser(tasks):
-    """`train mnist`."""
-    p = tasks.add_parser("mnist", help="MNIST read row by row, from IDX files you have",
-                         description="The digits set-up on MNIST: a tanh RNN reads a 28x28 image "
-                         "one row per step, softmax + cross-entropy. The four IDX files "
-                         "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-                         "t10k-labels-idx1-ubyte, optionally .gz) are read from --idx-dir; nothing "
-                         "is downloaded. Accuracy is the last step's on the t10k files.")
-    p.add_argument("--idx-dir", required=True, metavar="DIR", help="folder of the four IDX files")
-    p.add_argument("--target", default="last", choices=["all", "last", "both"],
-                   help="loss on every step, the last, or both runs (default last)")
-    _add_rowwise_args(p, hidden=128, epochs=2, batch=64, lr=0.002, clip_norm=1.0)
-    p.add_argument("--max-train", type=int, help="use only the first N training images")
-    p.add_argument("--max-test", type=int, help="use only the first N test images")
-    _add_run_args(p)
-    p.set_defaults(func=cmd_train_mnist, dtype="float32")
+    mnist = tasks.add_parser("mnist", help="MNIST read row by row, from IDX files you have",
+                             description="The digits set-up on MNIST: a tanh RNN reads a 28x28 "
+                             "image one row per step, softmax + cross-entropy. The four IDX files "
+                             "(train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                             "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, optionally .gz) are "
+                             "read from --idx-dir; nothing is downloaded. Accuracy is the last "
+                             "step's on the t10k files.")
+    mnist.add_argument("--idx-dir", required=True, metavar="DIR",
+                       help="folder of the four IDX files")
+    _add_rowwise_args(mnist, target="last", hidden=128, epochs=2, batch=64, lr=0.002,
+                      clip_norm=1.0)
+    mnist.add_argument("--max-train", type=int, help="use only the first N training images")
+    mnist.add_argument("--max-test", type=int, help="use only the first N test images")
+    _add_run_args(mnist)
+    mnist.set_defaults(func=cmd_train_mnist, dtype="float32")
 
 
 def _add_adder_parser(sub):
