@@ -141,3 +141,20 @@ def test_training_touches_no_private_member_of_the_model():
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and \
                     n.value.id in ("m", "model") and n.attr.startswith("_"):
                 raise AssertionError(f"{name}.py line {n.lineno} reads {n.value.id}.{n.attr}")
+
+
+def test_every_function_reads_on_one_screen():
+    """No function of the package runs over 60 lines, its docstring aside (issue 14: rooms a
+    newcomer can read); a longer one wants splitting along what it mixes."""
+    long = []
+    for name, (tree, _) in _all_modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body
+                if len(body) > 1 and isinstance(body[0], ast.Expr) and \
+                        isinstance(body[0].value, ast.Constant):
+                    body = body[1:]
+                lines = node.end_lineno - body[0].lineno + 1
+                if lines > 60:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert long == []
