@@ -1,9 +1,9 @@
 /* The table of per-step vector kernels, one instance per SIMD set (baseline, AVX2 + FMA, AVX-512).
  *
- * csrc/kernel_table.c compiles the same width-generic bodies (_tile.h, _vmath.h, _lstm_pointwise.h)
- * once per set with that set's flags, exporting one `fb_kernels` each; csrc/cpu.c tells which the
- * CPU can run;
- * the Cython modules call through the one bound at import (_dispatch.h).
+ * csrc/kernel_table.c compiles the same width-generic bodies (_tile.h with _tile_impl.h and
+ * _elman_impl.h, _vmath.h, _lstm_pointwise.h) once per set with that set's flags, exporting one
+ * `fb_kernels` each; csrc/cpu.c tells which the CPU can run; the Cython modules call through the
+ * one bound at import (_dispatch.h).
  */
 #ifndef FASTBPTT_KERNELS_H
 #define FASTBPTT_KERNELS_H

@@ -1,6 +1,7 @@
-/* One SIMD set's table: the bodies of _tile.h, _vmath.h and _lstm_pointwise.h compiled with the
- * flags setup.py gives the including file (csrc/kernel_table.c, once per set), with the table's name
- * in FB_TABLE and the set's in FB_SET_NAME. Every function here is static, so the sets never see each other's. */
+/* One SIMD set's table: the bodies of _tile.h (with _elman_impl.h), _vmath.h and _lstm_pointwise.h
+ * compiled with the flags setup.py gives the including file (csrc/kernel_table.c, once per set),
+ * with the table's name in FB_TABLE and the set's in FB_SET_NAME. Every function here is static,
+ * so the sets never see each other's. */
 #include "_kernels.h"
 #include "_tile.h"
 #include "_lstm_pointwise.h"

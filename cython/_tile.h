@@ -6,7 +6,8 @@
  * Rows are computed independently and identically, so splitting the rows over threads changes nothing.
  *
  * The tile is FB_MR x 2 registers of the set's width (_vec.h), the same code for every SIMD set.
- * The bodies are written once in _tile_impl.h and instantiated for double (_d) and float (_f).
+ * The bodies are written once in _tile_impl.h (and the Elman kernels over them in _elman_impl.h) and
+ * instantiated for double (_d) and float (_f).
  */
 #ifndef FASTBPTT_TILE_H
 #define FASTBPTT_TILE_H

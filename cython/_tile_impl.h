@@ -238,7 +238,7 @@ static inline void FB_SFX(fb_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
 }
 #undef FB_TN_TILE
 
-/* Chunks to cut `rows` into for n_threads (1: no tasks): one per thread, as long as each keeps at
+/* Blocks to cut `rows` into for n_threads (1: one thread): one per thread, as long as each keeps at
  * least two full row tiles (smaller chunks run the product on short, latency-bound tiles). */
 static inline ptrdiff_t FB_SFX(fb_chunks)(int n_threads, ptrdiff_t rows) {
     ptrdiff_t c = n_threads > 1 ? (ptrdiff_t)n_threads : 1;
