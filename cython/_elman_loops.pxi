@@ -3,7 +3,6 @@
 
 # The Elman kernels of the table bound at import (cython/_elman_impl.h, one copy per SIMD set).
 cdef extern from "_dispatch.h" nogil:
-    int FB_NV_MAX
     int FB_TB
     ctypedef struct fb_seq_args:
         int act
