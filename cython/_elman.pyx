@@ -29,8 +29,9 @@ Paths, chosen per call from the shapes (results agree across them within roundin
     the batch;
   - tiled: every other shape: per step one register-tiled product against Wh packed once per call
     (no BLAS call per step, no repacking). Threads cut the batch into blocks of rows, each running
-    the whole time loop for its block as in the LSTM, and backward cut the weight-gradient fold
-    over its output rows; results do not depend on the thread count.
+    the whole time loop for its block as in the LSTM: states and dA do not depend on the thread
+    count; the weight gradients are each block's partial sums added in block order, so they
+    differ by rounding between thread counts that cut the batch differently.
 Every SIMD set (cython/_vec.h) has both; the table bound at import (fastbptt._simd) says so
 (FASTBPTT_TILED), the BLAS branches below serving a table without them.
 
