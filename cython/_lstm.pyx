@@ -44,7 +44,8 @@ from _blocks cimport active_rows, add_rows, earliest_bad
 
 import numpy as np
 from fastbptt import _simd
-from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape as _check
+from _argcheck cimport check_shape as _check
+from fastbptt._kernel_args import block_starts, check_batch_sizes
 
 _simd.register(__name__, lambda name: bind_set(name))
 
