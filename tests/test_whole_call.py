@@ -9,14 +9,15 @@ import fastbptt as fb
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
 @pytest.mark.parametrize("cell,output,loss", [("tanh", "sigmoid", "bce"), ("relu", "linear", "mse"),
-                                              ("lstm", "softmax", "ce")])
+                                              ("lstm", "softmax", "ce"), ("gru", "linear", "mse")])
 @pytest.mark.parametrize("T,B", [(1, 1), (8, 1), (5, 4)])
 def test_whole_equals_general(rng, backend, cell, output, loss, T, B):
     I, H, O = 3, 16, 4
     m = fb.RNN(I, H, O, cell=cell, output=output, loss=loss, seed=1, backend=backend)
     general = m.copy()
-    general._whole = False
-    assert m._whole
+    general._whole = general._whole_forward = False
+    # the GRU's kernels take the head's gradient formed: its backward keeps the general pass
+    assert m._whole_forward and m._whole == (cell != "gru")
     X = rng.standard_normal((T, B, I))
     Y = rng.integers(0, O, size=(T, B)) if loss == "ce" else rng.random((T, B, O))
     states = {"h0": rng.standard_normal((B, H))}
@@ -36,8 +37,8 @@ def test_whole_equals_general(rng, backend, cell, output, loss, T, B):
             assert np.array_equal(s, r)
 
 
-def test_whole_is_not_taken_where_it_does_not_apply():
-    assert not fb.RNN(2, 4, 1, target="last")._whole
-    assert not fb.RNN(2, 4, output=None)._whole
-    assert not fb.RNN(2, 4, 1, num_layers=2)._whole
-    assert not fb.RNN(2, 4, 1, bidirectional=True)._whole
+@pytest.mark.parametrize("kw", [dict(target="last"), dict(output=None, output_size=None),
+                                dict(num_layers=2), dict(bidirectional=True)])
+def test_whole_is_not_taken_where_it_does_not_apply(kw):
+    m = fb.RNN(2, 4, **{"output_size": 1, **kw})
+    assert not m._whole and not m._whole_forward

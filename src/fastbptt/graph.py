@@ -73,11 +73,12 @@ def _local(lengths, batch_sizes, a, b):
     return np.clip(lengths - a, 0, b - a), batch_sizes[a:b]
 
 
-def whole_ok(layers, head):
+def whole_ok(layers, head, backward=True):
     """Whether a model's calls without lengths may take `Pass.whole`: one cell (one layer, one
-    direction) that takes the head's gradient unformed and fills its dV, under an output layer on
-    every step."""
-    return layers.single and head.output is not None and head.target == "all" and layers._fills[0]
+    direction) under an output layer on every step; for the backward pass as well, a cell that
+    takes the head's gradient unformed and fills its dV."""
+    return (layers.single and head.output is not None and head.target == "all"
+            and (layers._fills[0] or not backward))
 
 
 class Pass:

@@ -160,6 +160,7 @@ class RNN:
                                 self.output_size)
         self._plans = plans_for(self.layers, self.head, self.dropout)
         self._whole = whole_ok(self.layers, self.head)
+        self._whole_forward = whole_ok(self.layers, self.head, backward=False)
         self.training = True
         self._backend_request = backend
         self._backend = resolve_backend(backend)
@@ -296,7 +297,7 @@ class RNN:
         """
         call = check_call(self, X, None, h0, c0, lengths).sort()
         run = Pass(self)
-        if self._whole and call.lengths is None:
+        if self._whole_forward and call.lengths is None:
             cell, H, cache, logits = run.whole(call.X, call.state0)
             Y_hat = self.head.forward(run.p, H[1:], logits)
             state = cell.final_state(H, cache)
@@ -405,7 +406,7 @@ class RNN:
             raise TypeError("Y is None; the loss needs targets")
         call = check_call(self, X, Y, h0, c0, lengths).sort()
         run = Pass(self)
-        if self._whole and call.lengths is None:
+        if self._whole_forward and call.lengths is None:
             return run.whole_loss(call.X, call.Y, call.state0, for_grad=False)[0]
         seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
         return run.loss([seg], call.Y, 0, call.T, call.T, call.lengths, for_grad=False).value
