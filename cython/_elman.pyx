@@ -54,7 +54,8 @@ from _vmath cimport all_finite, vtanh
 
 import numpy as np
 from fastbptt import _simd
-from fastbptt._kernel_args import check_shape as _check, no_batch_sizes
+from _argcheck cimport check_shape as _check
+from fastbptt._kernel_args import no_batch_sizes
 
 _simd.register(__name__, lambda name: bind_set(name))
 
@@ -384,12 +385,11 @@ def backward_fused(int act,
     no_batch_sizes(batch_sizes)
     # the weight-gradient fold is cut over its n + O rows too, not only over the batch
     n_threads = _team(n_threads, max(B, n + O))
-    seq = FASTBPTT_TILED and B > 0 and n > 0 and sequence_path(
-        I, n, B, np.float32 if floating is float else np.float64)
+    seq = FASTBPTT_TILED and B > 0 and n > 0 and I <= FUSED_MAX_I and _seq_nv(&W[0, 0], B, n) > 0
     if FASTBPTT_TILED and B > 0 and n > 0 and not seq:
         _backward_fused_tiled(act, Wh, X, H, dH, dO, V, dV, dh_T, dA, dh0, dWx, dWh, db, n_threads)
         return
-    if dV is not None:
+    if dV is not None and not seq:
         np.matmul(np.asarray(dO).reshape(T * B, O).T, np.asarray(H)[1:].reshape(T * B, n),
                   out=np.asarray(dV))
     if not seq:
@@ -443,12 +443,29 @@ def backward_fused(int act,
             for s in range(B):
                 acc = acc + gb[s * n + i]
             db[i] = acc
+        if dV is not None:
+            _head_weight_grad(&dO[0, 0, 0] if T > 0 and O > 0 else NULL, &H[1, 0, 0] if T > 0 else NULL,
+                              &dV[0, 0] if O > 0 else NULL, T * B, O, n)
         free(G)
         free(gb)
         free(ring)
         free(work)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")
+
+
+cdef void _head_weight_grad(const floating* dO, const floating* Hs, floating* dV, Py_ssize_t rows,
+                           Py_ssize_t O, Py_ssize_t n) noexcept nogil:
+    """dV (O, n) = dO^T Hs over `rows` rows of dO (rows, O) and Hs (rows, n): the sequence path's
+    calls are short, where a loop costs less than a product through NumPy."""
+    cdef Py_ssize_t o, j, r
+    if O == 0 or n == 0:
+        return
+    memset(dV, 0, O * n * sizeof(floating))
+    for r in range(rows):
+        for o in range(O):
+            for j in range(n):
+                dV[o * n + j] += dO[r * O + o] * Hs[r * n + j]
 
 
 def _dense_grad(dH, dO, V):
