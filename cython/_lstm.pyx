@@ -38,7 +38,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemv
-from _tile cimport bind_set, cols, gemm_packed, gemm_tn, lanes, pack, pack_size
+from _tile cimport bind_set, cols, gemm_packed, gemm_tn, pack, pack_size
 from _vmath cimport all_finite
 from _blocks cimport active_rows, add_rows, earliest_bad
 
