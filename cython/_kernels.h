@@ -71,7 +71,7 @@ typedef struct fb_fold_args {
     void (*gemm_tn_##SFX)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A, ptrdiff_t lda,       \
                           const FT* B, ptrdiff_t ldb, FT* C, ptrdiff_t ldc, FT* work);             \
     int (*elman_seq_ok_##SFX)(ptrdiff_t n);                                                         \
-    size_t (*elman_bwd_work_##SFX)(ptrdiff_t I, ptrdiff_t n);                                        \
+    size_t (*elman_bwd_work_##SFX)(ptrdiff_t n_in, ptrdiff_t n);                                     \
     ptrdiff_t (*elman_fwd_##SFX)(const fb_seq_args* a);                                              \
     ptrdiff_t (*elman_bwd_##SFX)(const fb_seq_args* a);                                              \
     void (*elman_act_##SFX)(int act, FT* h, ptrdiff_t m);                                            \
