@@ -11,6 +11,7 @@ Variable lengths: with batch_sizes (T,), non-increasing, step t advances only th
 import numpy as np
 from scipy.special import expit
 
+from .._kernel_args import check_head, check_head_grad
 from .._kernel_args import check_shape as _check
 from .lstm import check_batch_sizes
 
@@ -78,3 +79,57 @@ def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1, batch_sizes=None
         if not np.isfinite(dh).all():
             raise FloatingPointError(f"non-finite gradient at time step {t}")
     dh0[...] = dh_all
+
+
+def forward_fused(Wx, bx, Wh, bh, X, h0, H, G, HN, n_threads=1, batch_sizes=None, V=None, c=None,
+                  out=None):
+    """forward() from the inputs: the projections X Wx^T + bx are formed here (the Cython twin
+    forms them step by step inside its loop). With V, c and out: out[t] = H[t + 1] V^T + c, at the
+    valid rows only."""
+    n = Wh.shape[1]
+    T, B, I = X.shape
+    _check("Wh", Wh.shape, (3 * n, n))
+    _check("Wx", Wx.shape, (3 * n, I))
+    _check("bx", bx.shape, (3 * n,))
+    check_head(V, c, out, T, B, n)
+    A = (X.reshape(T * B, I) @ Wx.T + bx).reshape(T, B, 3 * n)
+    forward(Wh, bh, A, h0, H, G, HN, n_threads, batch_sizes)
+    if V is not None:
+        bs = check_batch_sizes(batch_sizes, T, B)
+        for t in range(T):
+            out[t, :bs[t]] = H[t + 1, :bs[t]] @ V.T + c
+
+
+def backward_fused(Wh, X, H, G, HN, dH, dh_T, dh0, dWx, dWh, dbx, dbh, n_threads=1,
+                   batch_sizes=None, dA=None, dO=None, V=None, dV=None):
+    """backward() and the weight gradients over the valid steps: dWx = sum dA_t^T x_t,
+    dbx = sum of dA_t's rows, dWh = sum dGh_t^T h_{t-1}, dbh = sum of dGh_t's rows. dA (or None)
+    receives the gradients at A at the valid rows. The loss gradient at the states is dH, or
+    (dH None) dO @ V; with dV too, dV = sum dO_t^T h_t over the valid rows."""
+    T, B, I = X.shape
+    n = Wh.shape[1]
+    check_head_grad(dH, dO, V, dV, T, B, n)
+    bs = check_batch_sizes(batch_sizes, T, B)
+    if dO is not None:
+        dH = dO @ V
+        if dV is not None:
+            dV[...] = sum((dO[t, :bs[t]].T @ H[t + 1, :bs[t]] for t in range(T)),
+                          np.zeros(V.shape, dtype=dO.dtype))
+    _check("dWx", dWx.shape, (3 * n, I))
+    _check("dWh", dWh.shape, (3 * n, n))
+    _check("dbx", dbx.shape, (3 * n,))
+    _check("dbh", dbh.shape, (3 * n,))
+    if dA is not None:
+        _check("dA", dA.shape, (T, B, 3 * n))
+    da = np.zeros((T, B, 3 * n), dtype=dH.dtype)
+    dgh = np.zeros((T, B, 3 * n), dtype=dH.dtype)
+    backward(Wh, H, G, HN, dH, dh_T, da, dgh, dh0, n_threads, batch_sizes)
+    # rows past each sequence's end are zero in da and dgh, so they add nothing
+    da2, dgh2 = da.reshape(T * B, 3 * n), dgh.reshape(T * B, 3 * n)
+    dWx[...] = da2.T @ X.reshape(T * B, I)
+    dWh[...] = dgh2.T @ H[:-1].reshape(T * B, n)
+    dbx[...] = da2.sum(axis=0)
+    dbh[...] = dgh2.sum(axis=0)
+    if dA is not None:
+        for t in range(T):
+            dA[t, :bs[t]] = da[t, :bs[t]]
