@@ -416,6 +416,246 @@ class GRUCell(Cell):
 
     family = "gru"
     gates = 3
+    # as LSTMCell: the fused kernels take the head's work into their loops
+    takes_head_grad = True
+    fills_head_weight_grad = True
+
+    def param_shapes(self):
+        I, n = self.input_size, self.hidden_size
+        return {"Wx": (3 * n, I), "Wh": (3 * n, n), "bx": (3 * n,), "bh": (3 * n,)}
+
+    def logits_ok(self, kern, X):
+        return _has_fused(kern, X)
+
+    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None, logits=None):
+        """States H (T+1, B, H) and the cache (G, HN); with batch_sizes, zero past each end. With
+        logits=(V, c, out), out is filled too (see Cell)."""
+        (h0,) = state0
+        T, B = X.shape[:2]
+        n = self.hidden_size
+        # the kernels write every entry: arrays of an earlier call that nobody holds will do
+        alloc = self._scratch.empty if batch_sizes is None else np.zeros
+        H = alloc((T + 1, B, n), dtype=h0.dtype)
+        G = alloc((T, B, 3 * n), dtype=h0.dtype)
+        HN = alloc((T, B, n), dtype=h0.dtype)
+        if _has_fused(kern, X):
+            kern.forward_fused(p["Wx"], p["bx"], p["Wh"], p["bh"], X, h0, H, G, HN, n_threads,
+                               batch_sizes, *(logits or ()))
+            return H, (G, HN)
+        A = _project(X, p["Wx"], p["bx"], batch_sizes)
+        kern.forward(p["Wh"], p["bh"], A, h0, H, G, HN, n_threads, *_given(batch_sizes))
+        return H, (G, HN)
+
+    def final_state(self, H, cache):
+        return (H[-1].copy(),)
+
+    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False,
+                 batch_sizes=None):
+        """Return (grads of U, W, b), the gradient at the initial state, and dX (or None); dH is
+        an ndarray (T, B, H) or a HeadGrad."""
+        (dh_T,) = dstate_T
+        if batch_sizes is not None:
+            return self._backward_runs(kern, p, X, H, dH, dh_T, n_threads, need_dX, batch_sizes)
+        grads, dh0, dA = self._backward_block(kern, p, X, H, dH, dh_T, n_threads, need_dX)
+        return grads, (dh0,), self.input_grads(dA, p["U"], need_dX)
+
+    def _backward_block(self, kern, p, X, H, dH, dh_T, n_threads, need_dX):
+        """(grads, dh0, dA or None) of one contiguous block; dH an ndarray or a HeadGrad."""
+        dh0 = np.empty(dh_T.shape, dh_T.dtype)
+        shape = (H.shape[0] - 1,) + H.shape[1:]
+        if self._fused(kern, X):
+            dA = np.empty(shape, dtype=H.dtype) if need_dX else None
+            # np.empty_like goes through NumPy's dispatch, a fifth of a microsecond each
+            grads = {k: np.empty(p[k].shape, p[k].dtype) for k in ("U", "W", "b")}
+            # the fused kernels form dO_t V step by step (no (T, B, H) gradient array), and the
+            # head's dV beside dW
+            head = (dH.dO, dH.V, dH.dV) if isinstance(dH, HeadGrad) else ()
+            kern.backward_fused(self.act, p["W"], X, H, None if head else dH, dh_T, dh0,
+                                grads["U"], grads["W"], grads["b"], n_threads, None, dA, *head)
+            return grads, dh0, dA
+        self.fill_head_weight_grad(dH, H)
+        dH = self.dense_grad(dH)
+        dA = np.empty(shape, dtype=H.dtype)
+        kern.backward(self.act, p["W"], H, dH, dh_T, dA, dh0, n_threads)
+        dA2 = _flat(dA)
+        grads = {"U": self.input_weight_grad(dA, X), "W": dA2.T @ _flat(H[:-1]),
+                 "b": dA2.sum(axis=0)}
+        return grads, dh0, dA
+
+    def _backward_runs(self, kern, p, X, H, dH, dh_T, n_threads, need_dX, batch_sizes):
+        """The runs of forward in reverse: a finished row's gradient passes its padded steps
+        untouched, and enters the kernel at the run holding its last valid step."""
+        # a fused kernel folds each run's share of dV beside dW; otherwise H is zero past each end
+        # and so is dO: one product over the padded arrays gives dV
+        fold_dV = isinstance(dH, HeadGrad) and dH.dV is not None and self._fused(kern, X)
+        if not fold_dV:
+            self.fill_head_weight_grad(dH, H)
+        else:
+            dH.dV[...] = 0
+        dh = dh_T.copy()
+        grads = {k: np.zeros_like(p[k]) for k in ("U", "W", "b")}
+        dX = np.zeros_like(X) if need_dX else None
+        for t0, t1, b in reversed(valid_steps.runs(batch_sizes)):
+            dH_run = dH.rows(t0, t1, b) if isinstance(dH, HeadGrad) else \
+                np.ascontiguousarray(dH[t0:t1, :b])
+            if fold_dV:
+                dH_run = dH_run._replace(dV=np.empty_like(dH.dV))
+            g, dh0, dA = self._backward_block(
+                kern, p, np.ascontiguousarray(X[t0:t1, :b]), np.ascontiguousarray(H[t0:t1 + 1, :b]),
+                dH_run, np.ascontiguousarray(dh[:b]), n_threads, need_dX)
+            if fold_dV:
+                np.add(dH.dV, dH_run.dV, out=dH.dV)
+            for k in grads:
+                grads[k] += g[k]
+            dh[:b] = dh0
+            if need_dX:
+                dX[t0:t1, :b] = self.input_grads(dA, p["U"], True)
+        return grads, (dh,), dX
+
+
+class _Scratch:
+    """Arrays a cell hands out again from one call to the next (the forward cache of a training
+    step): a fresh array of that size is paid for in page faults, about a tenth of a step at
+    T=1000, B=32, H=128. An array is handed out again only once nothing outside the pool holds it
+    or a view of it (its reference count is back to the pool's own), so a cache still in use is
+    never overwritten; the pool keeps the `keep` most recent arrays.
+
+    The check and the hand-out happen under one lock, so two threads calling the same model never
+    get the same array. Without the GIL (free-threaded CPython) another thread's references are
+    counted lazily and the count cannot prove an array free, so every call gets a fresh array.
+    Arrays under `min_bytes` are fresh: they cost no page faults, and less than the pool's search."""
+
+    def __init__(self, keep=6, min_bytes=None):
+        self._arrays = []  # [array, reference count when only the pool held it]
+        self._keep = keep
+        self._min_bytes = SCRATCH_MIN_BYTES if min_bytes is None else min_bytes
+        self._lock = threading.Lock()
+
+    def __reduce__(self):  # a copy of a model starts with an empty pool (and its own lock)
+        return (_Scratch, (self._keep, self._min_bytes))
+
+    @staticmethod
+    def _refs(entry):
+        return sys.getrefcount(entry[0])
+
+    def empty(self, shape, dtype):
+        """An uninitialised array of this shape and dtype that nobody else holds."""
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        if not _GIL_ENABLED or math.prod(shape) * dtype.itemsize < self._min_bytes:
+            return np.empty(shape, dtype)
+        with self._lock:
+            for i, entry in enumerate(self._arrays):
+                a = entry[0]
+                if a.shape == shape and a.dtype == dtype:
+                    del a
+                    if self._refs(entry) == entry[1]:
+                        self._arrays.append(self._arrays.pop(i))
+                        return entry[0]
+            entry = [np.empty(shape, dtype), 0]
+            entry[1] = self._refs(entry)
+            self._arrays.append(entry)
+            if len(self._arrays) > self._keep:
+                self._arrays.pop(0)
+            return entry[0]
+
+
+def _has_fused(kern, X):
+    """Whether a gated cell's kernel module forms the projection and the weight gradients inside
+    its time loops (forward_fused / backward_fused) for inputs X; token ids (T, B) take the
+    gather before the loop instead."""
+    return X.ndim == 3 and hasattr(kern, "forward_fused")
+
+
+def _given(batch_sizes):
+    """The kernels' trailing batch_sizes argument: passed only when there is one, so kernels
+    without it keep working for full batches."""
+    return () if batch_sizes is None else (batch_sizes,)
+
+
+class LSTMCell(Cell):
+    """PyTorch's LSTM: gates i, f, g, o from Wx x_t + Wh h_{t-1} + b."""
+
+    family = "lstm"
+    state_names = ("h", "c")
+    gates = 4
+    # the fused kernels form a HeadGrad's dO_t V and the head's dV inside their loop; the others
+    # get the array (dV from one product over the states)
+    takes_head_grad = True
+    fills_head_weight_grad = True
+
+    def param_shapes(self):
+        I, n = self.input_size, self.hidden_size
+        return {"Wx": (4 * n, I), "Wh": (4 * n, n), "b": (4 * n,)}
+
+    def logits_ok(self, kern, X):
+        return _has_fused(kern, X)
+
+    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None, logits=None):
+        """States H (T+1, B, H) and the cache (C, G); with batch_sizes, zero past each end. With
+        logits=(V, c, out), out is filled too (see Cell)."""
+        h0, c0 = state0
+        T, B = X.shape[:2]
+        n = self.hidden_size
+        if batch_sizes is None:
+            # the kernels write every entry: arrays of an earlier call that nobody holds will do
+            alloc = self._scratch.empty
+        else:
+            alloc = np.zeros
+        H = alloc((T + 1, B, n), dtype=h0.dtype)
+        C = alloc(H.shape, dtype=h0.dtype)
+        G = alloc((T, B, 4 * n), dtype=h0.dtype)
+        if _has_fused(kern, X):
+            kern.forward_fused(p["Wx"], p["b"], p["Wh"], X, h0, c0, H, C, G, n_threads,
+                               batch_sizes, *(logits or ()))
+            return H, (C, G)
+        A = _project(X, p["Wx"], p["b"], batch_sizes)
+        kern.forward(p["Wh"], A, h0, c0, H, C, G, n_threads, *_given(batch_sizes))
+        return H, (C, G)
+
+    def final_state(self, H, cache):
+        return (H[-1].copy(), cache[0][-1].copy())
+
+    def backward(self, kern, p, X, H, cache, dH, dstate_T, n_threads, need_dX=False,
+                 batch_sizes=None):
+        """Parameter grads, (dh0, dc0) and dX (or None); with batch_sizes, from the valid steps."""
+        C, G = cache
+        dh_T, dc_T = dstate_T
+        dh0 = np.empty(dh_T.shape, dh_T.dtype)
+        dc0 = np.empty(dc_T.shape, dc_T.dtype)
+        if _has_fused(kern, X):
+            grads = {k: np.empty(p[k].shape, p[k].dtype) for k in ("Wx", "Wh", "b")}
+            # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
+            dA = None if not need_dX else np.zeros(G.shape, G.dtype)
+            # a HeadGrad stays unformed: the kernel forms dO_t V (and dV) step by step
+            head = (dH.dO, dH.V, dH.dV) if isinstance(dH, HeadGrad) else ()
+            kern.backward_fused(p["Wh"], X, H, C, G, None if head else dH, dh_T, dc_T, dh0, dc0,
+                                grads["Wx"], grads["Wh"], grads["b"], n_threads, batch_sizes, dA,
+                                *head)
+            return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
+        self.fill_head_weight_grad(dH, H)
+        dH = self.dense_grad(dH)
+        dA = np.empty_like(G) if batch_sizes is None else np.zeros(G.shape, G.dtype)
+        kern.backward(p["Wh"], H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads,
+                      *_given(batch_sizes))
+        if batch_sizes is None:
+            dA2 = _flat(dA)
+            grads = {"Wx": self.input_weight_grad(dA, X), "Wh": dA2.T @ _flat(H[:-1]),
+                     "b": dA2.sum(axis=0)}
+            return grads, (dh0, dc0), self.input_grads(dA, p["Wx"], need_dX)
+        if X.ndim == 2:  # token ids: dA is zero at the padded steps, so all rows may be scattered
+            (dWh,), (db,) = valid_steps.valid_grads(batch_sizes, (dA, H[:-1]), ((0, 1),), (0,))
+            return ({"Wx": self.input_weight_grad(dA, X), "Wh": dWh, "b": db}, (dh0, dc0),
+                    None)
+        (dWx, dWh), (db,) = valid_steps.valid_grads(batch_sizes, (dA, X, H[:-1]), ((0, 1), (0, 2)), (0,))
+        dX = valid_steps.rows_times(dA, p["Wx"], batch_sizes) if need_dX else None
+        return {"Wx": dWx, "Wh": dWh, "b": db}, (dh0, dc0), dX
+
+
+class GRUCell(Cell):
+    """PyTorch's GRU: gates r, z, n; n = tanh(Wx_n x + bx_n + r * (Wh_n h + bh_n))."""
+
+    family = "gru"
+    gates = 3
 
     def param_shapes(self):
         I, n = self.input_size, self.hidden_size
@@ -440,6 +680,19 @@ class GRUCell(Cell):
         """Parameter grads, (dh0,) and dX (or None); with batch_sizes, from the valid steps."""
         G, HN = cache
         (dh_T,) = dstate_T
+        if _has_fused(kern, X):
+            dh0 = np.empty(dh_T.shape, dh_T.dtype)
+            grads = {k: np.empty(p[k].shape, p[k].dtype) for k in ("Wx", "Wh", "bx", "bh")}
+            # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
+            dA = None if not need_dX else np.zeros(G.shape, G.dtype)
+            # a HeadGrad stays unformed: the kernel forms dO_t V (and dV) step by step
+            head = (dH.dO, dH.V, dH.dV) if isinstance(dH, HeadGrad) else ()
+            kern.backward_fused(p["Wh"], X, H, G, HN, None if head else dH, dh_T, dh0, grads["Wx"],
+                                grads["Wh"], grads["bx"], grads["bh"], n_threads, batch_sizes, dA,
+                                *head)
+            return grads, (dh0,), self.input_grads(dA, p["Wx"], need_dX)
+        self.fill_head_weight_grad(dH, H)
+        dH = self.dense_grad(dH)
         # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
         alloc = np.empty if batch_sizes is None else np.zeros
         dA = alloc(G.shape, G.dtype)
