@@ -4,14 +4,19 @@
     r = sigmoid(A_r + gh_r),  z = sigmoid(A_z + gh_z),  n = tanh(A_n + r * gh_n)
     h_t = (1 - z) * n + z * h_{t-1}
 
-The caller (fastbptt.cells) has already formed A = X Wx^T + bx for every step in one GEMM, and forms
-dWh = dGh^T H[:-1], dbh = sum dGh, dWx = dA^T X, dbx = sum dA in single GEMMs afterwards; only the
-sequential recurrence lives here. HN = gh_n is kept from forward because r's gradient needs it.
+Two pairs of entries, the contract of docs/architecture.md ("Kernel contract"):
+  forward / backward take A = X Wx^T + bx, formed by the caller for every step in one GEMM, and
+    leave dWh = dGh^T H[:-1], dbh = sum dGh, dWx = dA^T X, dbx = sum dA to it (token inputs);
+  forward_fused / backward_fused form each step's projection inside the loop and fold the weight
+    gradients in blocks of rows while in cache (cython/_fused.pxd), and take the output layer's
+    logits, dO_t V and dV into their loops when given.
+HN = gh_n is kept from forward because r's gradient needs it.
 
 Layers, as in every kernel module:
-  (a) `cdef inline ... noexcept nogil` helpers for one step of a run of consecutive sequences;
-  (b) the `def` drivers `forward` / `backward` over typed memoryviews, the whole time loop inside
-      one `with nogil:`, no allocation inside it (workspaces are malloc'd before it);
+  (a) `cdef inline ... noexcept nogil` helpers for one step of a run of consecutive sequences,
+      the time loops over one block of rows, and whole calls over raw pointers;
+  (b) the `def` drivers over typed memoryviews, the whole time loop inside one `with nogil:`, no
+      allocation inside it (workspaces are malloc'd before it);
   (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty (np.zeros with
       batch_sizes) and dispatches.
 The NumPy twin with the same signatures, the ground truth, is src/fastbptt/reference/gru.py.
