@@ -19,6 +19,7 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.modified import newer_group
 
 HERE = Path(__file__).resolve().parent
 DEBUG = os.environ.get("FASTBPTT_CYTHON_DEBUG") == "1"
@@ -127,6 +128,7 @@ class BuildExt(build_ext):
             ext.define_macros = list(ext.define_macros or []) + macros + [
                 ("FASTBPTT_NATIVE", "1" if NATIVE else "0")]
             ext.extra_objects = list(ext.extra_objects or []) + objects
+            ext.depends = list(ext.depends or []) + objects
         super().build_extensions()
 
     def _kernel_objects(self, compile_args, macros, sets):
@@ -136,12 +138,26 @@ class BuildExt(build_ext):
         for name, flags in [("baseline", []), *sets.items()]:
             table = [("FB_TABLE", f"fb_kernels_{name}"), ("FB_SET_NAME", f'"{name}"')]
             # one output folder per set: the same source makes an object of the same name
-            objects += self.compiler.compile(
-                ["csrc/kernel_table.c"], output_dir=os.path.join(out, name), macros=macros + table,
-                include_dirs=["cython"], extra_postargs=compile_args + flags)
-        objects += self.compiler.compile(["csrc/cpu.c"], output_dir=out, macros=macros,
-                                         include_dirs=["cython"], extra_postargs=compile_args)
+            objects.append(self._compiled("csrc/kernel_table.c", os.path.join(out, name),
+                                          macros + table, compile_args + flags))
+        objects.append(self._compiled("csrc/cpu.c", out, macros, compile_args))
         return objects
+
+    def _compiled(self, source, output_dir, macros, flags):
+        """The object of `source`, compiled again only when a C source or header or the flags changed
+        since the last build (the extensions relink when it does: it is in their depends)."""
+        obj = self.compiler.object_filenames([source], output_dir=output_dir)[0]
+        stamp = obj + ".flags"
+        wanted = repr((macros, flags))
+        inputs = [source] + [str(p) for p in (HERE / "cython").glob("*.h")]
+        fresh = (not self.force and os.path.exists(stamp) and open(stamp).read() == wanted
+                 and not newer_group(inputs, obj))
+        if not fresh:
+            self.compiler.compile([source], output_dir=output_dir, macros=macros,
+                                  include_dirs=["cython"], extra_postargs=flags)
+            with open(stamp, "w") as f:
+                f.write(wanted)
+        return obj
 
 
 setup(

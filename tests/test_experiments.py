@@ -9,6 +9,7 @@ import pytest
 import fastbptt as fb
 from fastbptt import experiments as ex
 from fastbptt import tasks
+from fastbptt.experiments.summary import median_reached
 
 BACKENDS = ["numpy"] + (["cython"] if fb.HAVE_CYTHON else [])
 
@@ -71,9 +72,9 @@ def test_seed_001_initialisations_rank_as_the_report_says(inits_001):
 
 
 def test_median_counts_runs_that_never_reach_100_percent_as_slowest():
-    assert ex._median_reached([100, None, 300]) == 300
-    assert ex._median_reached([100, 200]) == 150
-    assert ex._median_reached([None, None, 100]) is None
+    assert median_reached([100, None, 300]) == 300
+    assert median_reached([100, 200]) == 150
+    assert median_reached([None, None, 100]) is None
 
 
 # -- counting --------------------------------------------------------------------------------------

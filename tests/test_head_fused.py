@@ -182,8 +182,9 @@ def test_unformed_equals_formed_stacked_bidirectional(cell, layers, bidirectiona
 
 
 # which backends' top layer forms the logits in its loop: the compiled kernels, and the LSTM's NumPy
-# twin (whose forward_fused takes the output layer); the others leave them to the head
-FORMS_LOGITS = {("tanh", "cython"), ("lstm", "cython"), ("lstm", "numpy")}
+# and pure-Python twins (whose forward_fused takes the output layer); the others leave them to the
+# head
+FORMS_LOGITS = {("tanh", "cython"), ("lstm", "cython"), ("lstm", "numpy"), ("lstm", "python")}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -312,6 +312,41 @@ def _cap_pools(threads):
     return [pools.limit(limits=threads, user_api=api) for api in over]
 
 
+def _start(shard, check_every, checkpoint_every, fit_kwargs):
+    """The first round: every rank checks its arguments and learns of any rank's failure, and the
+    ranks' parameter layouts must agree. Returns the one optimizer object (taken out of
+    fit_kwargs, so that rank 0's checkpoints hold its state) and checkpoint_every, checked."""
+    failure = opt = None
+    try:
+        check_every = positive_int("check_every", check_every)
+        checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+        if fit_kwargs.get("stateful"):
+            raise ValueError("stateful=True is not supported by fastbptt.distributed.fit: each "
+                             "rank would carry only its own rows' states across calls")
+        opt = make_optimizer(fit_kwargs.pop("optimizer", "sgd"), lr=fit_kwargs.pop("lr", None),
+                             schedule=fit_kwargs.pop("schedule", None),
+                             weight_decay=fit_kwargs.pop("weight_decay", None))
+    except Exception as exc:  # every rank must learn of it in the first round
+        failure = exc
+    shard.round(_START, (float(len(shard.buffer)), float(shard.buffer.dtype.itemsize)),
+                failure=failure)
+    head = shard.head
+    if len(set(head[:, 3])) > 1 or len(set(head[:, 4])) > 1:
+        raise ValueError(f"the ranks' models differ: parameter counts {head[:, 3].tolist()}, "
+                         f"bytes per value {head[:, 4].tolist()}")
+    shard.check_every = check_every
+    return opt, checkpoint_every
+
+
+def _share_rank0_params(comm, model, shard):
+    """Every rank starts from rank 0's parameters."""
+    shard.buffer[1:] = np.concatenate([model.params[name].reshape(-1)
+                                       for name, *_ in shard.layout])
+    comm.Bcast(shard.buffer, root=0)
+    for name, offset, n, shape in shard.layout:
+        model.params[name] = shard.buffer[offset:offset + n].reshape(shape)
+
+
 def fit(model, X, Y, comm=None, *, checkpoint=None, checkpoint_every=1, check_every=100,
         **fit_kwargs):
     """Train `model` on (X, Y) over the ranks of an MPI communicator, as fastbptt.train.fit would
@@ -364,32 +399,8 @@ def fit(model, X, Y, comm=None, *, checkpoint=None, checkpoint_every=1, check_ev
     if "shard" in fit_kwargs:
         raise TypeError("fastbptt.distributed.fit sets fit's shard itself; do not pass one")
     shard = _MPIShard(comm, model, 1)
-    failure = None
-    try:
-        check_every = positive_int("check_every", check_every)
-        checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
-        if fit_kwargs.get("stateful"):
-            raise ValueError("stateful=True is not supported by fastbptt.distributed.fit: each "
-                             "rank would carry only its own rows' states across calls")
-        # one optimizer object, so that rank 0's checkpoints hold its state
-        opt = make_optimizer(fit_kwargs.pop("optimizer", "sgd"), lr=fit_kwargs.pop("lr", None),
-                             schedule=fit_kwargs.pop("schedule", None),
-                             weight_decay=fit_kwargs.pop("weight_decay", None))
-    except Exception as exc:  # every rank must learn of it in the first round
-        failure = exc
-    # the first round: everyone ready, with the same parameter layout
-    shard.round(_START, (float(len(shard.buffer)), float(shard.buffer.dtype.itemsize)),
-                failure=failure)
-    head = shard.head
-    if len(set(head[:, 3])) > 1 or len(set(head[:, 4])) > 1:
-        raise ValueError(f"the ranks' models differ: parameter counts {head[:, 3].tolist()}, "
-                         f"bytes per value {head[:, 4].tolist()}")
-    shard.check_every = check_every
-    shard.buffer[1:] = np.concatenate([model.params[name].reshape(-1)
-                                       for name, *_ in shard.layout])
-    comm.Bcast(shard.buffer, root=0)
-    for name, offset, n, shape in shard.layout:
-        model.params[name] = shard.buffer[offset:offset + n].reshape(shape)
+    opt, checkpoint_every = _start(shard, check_every, checkpoint_every, fit_kwargs)
+    _share_rank0_params(comm, model, shard)
 
     callbacks = fit_kwargs.pop("callbacks", None) or ()
     callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]

@@ -75,8 +75,8 @@ def gradcheck(model: RNN, X, Y, h0=None, c0=None, lengths=None, eps: float = 1e-
     _, grads = m.loss_and_grad(X, Y, **states)
     rng = np.random.default_rng(seed)
     errors, found, kinks = {}, {}, {}
-    detect_kinks = m.cell_name == "relu"
-    f0 = m.evaluate(X, Y, **states) if detect_kinks else None
+    # relu: the loss at x too, to tell the kinks (see _differences)
+    f0 = m.evaluate(X, Y, **states) if m.cell_name == "relu" else None
     targets = dict(m.params)
     targets.update({k: v for k, v in states.items() if v is not None and k != "lengths"})
     for name, value in targets.items():
@@ -85,21 +85,7 @@ def gradcheck(model: RNN, X, Y, h0=None, c0=None, lengths=None, eps: float = 1e-
         if max_entries is not None and flat.size > max_entries:
             idx = rng.choice(flat.size, size=max_entries, replace=False)
         analytic = np.asarray(grads[name]).reshape(-1)[idx]
-        numeric = np.empty(len(idx))
-        kinked = np.zeros(len(idx), dtype=bool)
-        for k, i in enumerate(idx):
-            old = flat[i]
-            f = {}
-            for step in (-2, -1, 1, 2):
-                flat[i] = old + step * eps
-                f[step] = m.evaluate(X, Y, **states)
-            flat[i] = old
-            numeric[k] = (f[-2] - 8 * f[-1] + 8 * f[1] - f[2]) / (12 * eps)
-            if detect_kinks:
-                # second-order one-sided slopes: equal to ~e^2 on a smooth stretch
-                left = (3 * f0 - 4 * f[-1] + f[-2]) / (2 * eps)
-                right = (-3 * f0 + 4 * f[1] - f[2]) / (2 * eps)
-                kinked[k] = abs(left - right) > 1e-6 * max(abs(left), abs(right), 1e-3)
+        numeric, kinked = _differences(m, X, Y, states, flat, idx, eps, f0)
         kinks[name] = int(kinked.sum())
         if kinked.all() and len(idx):
             found[name] = (np.nan, 0.0)
@@ -114,3 +100,25 @@ def gradcheck(model: RNN, X, Y, h0=None, c0=None, lengths=None, eps: float = 1e-
         denom = max(scale, floor)
         errors[name] = float(err) if np.isnan(err) else 0.0 if denom == 0 else float(err / denom)
     return GradcheckResult(errors, kinks)
+
+
+def _differences(m, X, Y, states, flat, idx, eps, f0):
+    """The fourth-order central difference of the loss for entries `idx` of the parameter array
+    `flat` (restored after each), and, when the loss at x, f0, is given (relu), which entries sit
+    at a kink."""
+    numeric = np.empty(len(idx))
+    kinked = np.zeros(len(idx), dtype=bool)
+    for k, i in enumerate(idx):
+        old = flat[i]
+        f = {}
+        for step in (-2, -1, 1, 2):
+            flat[i] = old + step * eps
+            f[step] = m.evaluate(X, Y, **states)
+        flat[i] = old
+        numeric[k] = (f[-2] - 8 * f[-1] + 8 * f[1] - f[2]) / (12 * eps)
+        if f0 is not None:
+            # second-order one-sided slopes: equal to ~e^2 on a smooth stretch
+            left = (3 * f0 - 4 * f[-1] + f[-2]) / (2 * eps)
+            right = (-3 * f0 + 4 * f[1] - f[2]) / (2 * eps)
+            kinked[k] = abs(left - right) > 1e-6 * max(abs(left), abs(right), 1e-3)
+    return numeric, kinked

@@ -82,6 +82,26 @@ def from_torch_state_dict(state_dict, cell: str | None = None, nonlinearity: str
         w_ih, w_hh = first["weight_ih"], first["weight_hh"]
     except KeyError as exc:
         raise ValueError(f"the state dict lacks {exc.args[0]}_l0") from None
+    cell, gates = _cell_of(w_hh, cell, nonlinearity)
+    num_layers = 1 + max(layer for layer, _ in layers)
+    bidirectional = any(d == 1 for _, d in layers)
+    if head is None and output is not None and output_size is None:
+        raise ValueError("output_size is needed for a new output head (or output=None, or head=(V, c))")
+    if head is not None:
+        output_size = _array(head[0]).shape[0]
+    model = RNN(w_ih.shape[1], w_hh.shape[1], None if output is None else output_size, cell=cell,
+                output=output, num_layers=num_layers, bidirectional=bidirectional, **kwargs)
+    values = _recurrent_values(layers, _NAMES[model.layers.family], gates * w_hh.shape[1],
+                               num_layers, 2 if bidirectional else 1)
+    if head is not None:
+        values["V"], values["c"] = _array(head[0]), _array(head[1])
+    model.params.update(values)  # checks every shape; all or nothing
+    return model
+
+
+def _cell_of(w_hh, cell, nonlinearity):
+    """The cell a first layer's recurrent weights (G * H, H) make (checked against `cell` when
+    given), and its gate count G."""
     hidden = w_hh.shape[1]
     if w_hh.ndim != 2 or w_hh.shape[0] % hidden:
         raise ValueError(f"weight_hh_l0 has shape {w_hh.shape}; expected (G * H, H)")
@@ -93,17 +113,13 @@ def from_torch_state_dict(state_dict, cell: str | None = None, nonlinearity: str
         cell = inferred
     elif (cell in ("tanh", "relu")) != (gates == 1) or (gates > 1 and cell != inferred):
         raise ValueError(f"cell={cell!r} does not match a state dict with {gates} gate blocks")
-    num_layers = 1 + max(layer for layer, _ in layers)
-    bidirectional = any(d == 1 for _, d in layers)
-    if head is None and output is not None and output_size is None:
-        raise ValueError("output_size is needed for a new output head (or output=None, or head=(V, c))")
-    if head is not None:
-        output_size = _array(head[0]).shape[0]
-    model = RNN(w_ih.shape[1], hidden, None if output is None else output_size, cell=cell,
-                output=output, num_layers=num_layers, bidirectional=bidirectional, **kwargs)
-    names = _NAMES[model.layers.family]
+    return cell, gates
+
+
+def _recurrent_values(layers, names, rows, num_layers, D):
+    """fastbptt's recurrent parameters from PyTorch's per-layer, per-direction entries; the two
+    biases summed for cells with one (rows: gates x hidden, the missing biases' size)."""
     values = {}
-    D = 2 if bidirectional else 1
     for layer in range(num_layers):
         for d in range(D):
             entry = layers.get((layer, d))
@@ -111,7 +127,7 @@ def from_torch_state_dict(state_dict, cell: str | None = None, nonlinearity: str
             if entry is None or "weight_ih" not in entry or "weight_hh" not in entry:
                 raise ValueError(f"the state dict lacks weight_ih_{label} or weight_hh_{label}")
             suffix = param_suffix(layer, d)
-            zeros = np.zeros(gates * hidden)
+            zeros = np.zeros(rows)
             b_ih, b_hh = entry.get("bias_ih", zeros), entry.get("bias_hh", zeros)
             values[names[0] + suffix] = entry["weight_ih"]
             values[names[1] + suffix] = entry["weight_hh"]
@@ -120,10 +136,7 @@ def from_torch_state_dict(state_dict, cell: str | None = None, nonlinearity: str
             else:
                 values[names[2] + suffix] = b_ih
                 values[names[3] + suffix] = b_hh
-    if head is not None:
-        values["V"], values["c"] = _array(head[0]), _array(head[1])
-    model.params.update(values)  # checks every shape; all or nothing
-    return model
+    return values
 
 
 def to_torch_state_dict(model) -> dict[str, np.ndarray]:

@@ -342,6 +342,24 @@ def load(path: str | os.PathLike, backend: str | None = None, with_optimizer: bo
     _check_header(path, arrays)
     config = _json(path, arrays, "config")
     _check_config(path, config)
+    params, optim, shapes = _checked_params(path, arrays, config)
+    try:
+        # the stored arrays are the initial values: nothing is drawn only to be overwritten
+        model = RNN(**config, backend=backend, init=params)
+        model.init = None  # no scheme made these values, and the file's arrays need not be kept
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path!s}: the stored config does not describe a valid model: "
+                         f"{exc}") from exc
+    if not with_optimizer:
+        return model
+    if not optim:
+        return model, None
+    return model, _stored_optimizer(path, arrays, optim, shapes, model.dtype)
+
+
+def _checked_params(path, arrays, config):
+    """The stored parameters, the optimizer's entries and the parameters' shapes, once every
+    entry is known and every parameter has the dtype and shape the config gives it."""
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     optim = {k: v for k, v in arrays.items() if k.startswith("optim/")}
     known = {"format", "version", "config"} | {f"param/{n}" for n in params} | set(optim)
@@ -359,17 +377,12 @@ def load(path: str | os.PathLike, backend: str | None = None, with_optimizer: bo
                              f"config says {dtype} {shapes[name]}")
         if not np.isfinite(value).all():
             raise ValueError(f"{path!s}: parameter {name!r} contains NaN or Inf")
-    try:
-        # the stored arrays are the initial values: nothing is drawn only to be overwritten
-        model = RNN(**config, backend=backend, init=params)
-        model.init = None  # no scheme made these values, and the file's arrays need not be kept
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path!s}: the stored config does not describe a valid model: "
-                         f"{exc}") from exc
-    if not with_optimizer:
-        return model
-    if not optim:
-        return model, None
+    return params, optim, shapes
+
+
+def _stored_optimizer(path, arrays, optim, shapes, dtype):
+    """The optimizer rebuilt from its stored config and state, each state array checked against
+    the parameter it belongs to."""
     if "optim/config" not in optim:
         raise ValueError(f"{path!s}: optimizer state without 'optim/config'")
     try:
@@ -384,10 +397,10 @@ def load(path: str | os.PathLike, backend: str | None = None, with_optimizer: bo
             raise ValueError(f"unexpected optimizer entries {sorted(stray)}")
         for key, value in state.items():
             pname = key.rpartition("/")[0]
-            if pname not in shapes or value.shape != shapes[pname] or value.dtype != model.dtype:
+            if pname not in shapes or value.shape != shapes[pname] or value.dtype != dtype:
                 raise ValueError(f"optimizer state {key!r} ({value.dtype} {value.shape}) does not "
                                  f"fit the model's parameters")
         opt.load_state_arrays(state, opt.t)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{path!s}: the stored optimizer cannot be restored: {exc}") from exc
-    return model, opt
+    return opt

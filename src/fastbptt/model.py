@@ -20,24 +20,16 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import heads as _heads
 from ._backend import resolve_backend
-from ._checks import (
-    all_finite,
-    as_dtype,
-    check_fits,
-    param_bytes,
-    positive_int,
-    real_array,
-    sum_finite,
-    thread_count,
-)
+from ._checks import as_dtype, thread_count
 from ._threads import blas_single_in
 from .calls import check_call, state_shape, to_user_layout
-from .cells import CELLS
 from .graph import Pass, plans_for
 from .init import init_params
+from .params import Params
+from .settings import check_settings, config_of, describe
 from .stack import Stack
 
-INPUTS = ("dense", "tokens")
+__all__ = ["RNN", "Params"]
 
 
 def _front(module):
@@ -71,98 +63,6 @@ class _FrontedMethod:
             method.__module__ = __name__
             self._method = method
         return self._method if obj is None else self._method.__get__(obj, owner)
-
-
-class Params(dict):
-    """The model's parameters: a dict from name to ndarray whose every change is checked.
-
-    Assigning a value (``params[name] = value``, ``params[name] -= step``, ``update``, ``|=``,
-    ``setdefault``) checks its name, shape and finiteness and stores a C-contiguous copy in the
-    model's dtype, so a bad assignment leaves the model as it was. Parameters cannot be removed
-    (``del``, ``pop``, ``popitem`` and ``clear`` raise TypeError). The arrays are plain and writable;
-    writing into one element by element is not checked.
-
-    Parameters
-    ----------
-    shapes : dict of str to tuple of int
-        Every parameter's name and shape (``RNN.param_shapes()``).
-    dtype : numpy.dtype
-        The model's dtype, float32 or float64.
-    values : dict of str to array_like
-        The initial values, checked as an assignment is.
-
-    Examples
-    --------
-    >>> import fastbptt as fb
-    >>> m = fb.RNN(2, 4, 1)
-    >>> sorted(m.params)
-    ['U', 'V', 'W', 'b', 'c']
-    """
-
-    def __init__(self, shapes, dtype, values):
-        super().__init__()
-        self._shapes = dict(shapes)
-        self._dtype = dtype
-        # few values: one copy and one reduction cost less than a reduction per array
-        self._sum_joined = sum(math.prod(s) for s in self._shapes.values()) <= 4096
-        for name, value in values.items():
-            self[name] = value
-
-    def __setitem__(self, name, value):
-        if name not in self._shapes:
-            raise KeyError(f"unknown parameter {name!r}; the model has {list(self._shapes)}")
-        arr = real_array(f"parameter {name!r}", value, self._dtype)
-        if arr.shape != self._shapes[name]:
-            raise ValueError(f"parameter {name!r} must have shape {self._shapes[name]}, "
-                             f"got {arr.shape}")
-        if arr is value or np.shares_memory(arr, np.asarray(value)):
-            arr = arr.copy()
-        super().__setitem__(name, arr)
-
-    def __delitem__(self, name):
-        raise TypeError("parameters cannot be deleted")
-
-    def __reduce__(self):  # rebuilt through the checks, which need the shapes first
-        return (Params, (self._shapes, self._dtype, dict(self)))
-
-    def _no_deleting(self, *args):
-        raise TypeError("parameters cannot be removed; assign new values instead")
-
-    pop = popitem = clear = _no_deleting
-
-    def setdefault(self, name, value=None):
-        if name not in self:
-            self[name] = value  # every name is always present: this refuses unknown ones
-        return self[name]
-
-    def __ior__(self, other):
-        self.update(other)
-        return self
-
-    def update(self, other=(), **kw):
-        staged = dict(other, **kw)
-        checked = Params(self._shapes, self._dtype, {})
-        for name, value in staged.items():
-            checked[name] = value
-        for name, value in checked.items():
-            super().__setitem__(name, value)
-
-    def _commit(self, values):
-        """Store new values the caller has already checked (names, shapes, finiteness): the
-        optimizer's step, which must not pay for the checks twice."""
-        for name, value in values.items():
-            super().__setitem__(name, np.ascontiguousarray(value, dtype=self._dtype))
-
-    def check_finite(self):
-        values = list(self.values())
-        if self._sum_joined and values:
-            if all_finite(np.concatenate(values, axis=None)):
-                return
-        elif sum_finite(values):
-            return
-        for name, value in self.items():
-            if not np.isfinite(value).all():
-                raise ValueError(f"parameter {name!r} contains NaN or Inf")
 
 
 class RNN:
@@ -249,48 +149,15 @@ class RNN:
                  backend: str | None = None, seed: int | None = 0, init: Any = None,
                  n_threads: int = 1, num_layers: int = 1, bidirectional: bool = False,
                  dropout: float = 0.0, input: str = "dense", batch_first: bool = False) -> None:
-        self.input_size = positive_int("input_size", input_size)
-        if input not in INPUTS:
-            raise ValueError(f"input must be one of {', '.join(map(repr, INPUTS))}, got {input!r}")
-        self.input = input
-        if not isinstance(batch_first, (bool, np.bool_)):
-            raise ValueError(f"batch_first must be True or False, got {batch_first!r}")
-        self.batch_first = bool(batch_first)
-        self.hidden_size = positive_int("hidden_size", hidden_size)
-        if output is None:
-            if output_size not in (None, hidden_size):
-                raise ValueError(f"output=None makes the hidden state the output, so output_size must "
-                                 f"be None or {hidden_size}, got {output_size!r}")
-            output_size = hidden_size
-        else:
-            output_size = positive_int("output_size", output_size)
-        self.output_size = output_size
-        self.dtype = as_dtype(dtype)
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; expected one of "
-                             f"{', '.join(repr(c) for c in CELLS)}")
-        self.cell_name = cell
-        self.num_layers = positive_int("num_layers", num_layers)
-        if not isinstance(bidirectional, (bool, np.bool_)):
-            raise ValueError(f"bidirectional must be True or False, got {bidirectional!r}")
-        self.bidirectional = bool(bidirectional)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) or not (
-                0.0 <= dropout < 1.0):
-            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
-        self.n_threads = thread_count(n_threads)
-        check_fits(param_bytes(cell, self.input_size, self.hidden_size,
-                               None if output is None else output_size, self.num_layers,
-                               2 if self.bidirectional else 1, self.dtype),
-                   f"the parameters of a {cell} model of hidden_size={self.hidden_size}, "
-                   f"num_layers={self.num_layers}")
+        # input_size, hidden_size, output_size, cell_name, dtype, num_layers, bidirectional,
+        # dropout, input and batch_first, each checked
+        vars(self).update(check_settings(input_size, hidden_size, output_size, cell, output, dtype,
+                                         num_layers, bidirectional, dropout, input, batch_first))
+        self.n_threads = n_threads
         self.layers = Stack(cell, self.input_size, self.hidden_size, self.num_layers,
-                          self.bidirectional, self.dropout)
-        if output is None and self.layers.output_size != self.hidden_size:
-            raise ValueError("output=None (the hidden state is the output) needs one direction; "
-                             "use an output layer with bidirectional=True")
+                            self.bidirectional, self.dropout)
         self.head = _heads.Head(output, loss, reduction, target, self.layers.output_size,
-                                 output_size)
+                                self.output_size)
         self._plans = plans_for(self.layers, self.head, self.dropout)
         self.training = True
         self._backend_request = backend
@@ -315,15 +182,7 @@ class RNN:
     def params(self, values: Mapping[str, ArrayLike]) -> None:
         """Replace every parameter at once from a mapping with exactly the model's names (checked
         as one assignment: on any error the model keeps its parameters)."""
-        if not hasattr(values, "keys"):
-            raise TypeError(f"params must be a mapping of parameter names to arrays, got "
-                            f"{type(values).__name__}")
-        shapes = self.param_shapes()
-        missing, unknown = set(shapes) - set(values.keys()), set(values.keys()) - set(shapes)
-        if missing or unknown:
-            raise ValueError(f"params must name every parameter of the model, {list(shapes)}; "
-                             f"missing {sorted(missing)}, unknown {sorted(map(str, unknown))}")
-        self._params = Params(shapes, self.dtype, {name: values[name] for name in shapes})
+        self._params = Params.replacing_all(self.param_shapes(), self.dtype, values)
 
     @property
     def n_threads(self) -> int:
@@ -382,23 +241,7 @@ class RNN:
 
     def get_config(self) -> dict[str, Any]:
         """The constructor's arguments as plain JSON-able values: ``RNN(**config)`` rebuilds the model."""
-        return {
-            "input_size": self.input_size,
-            "hidden_size": self.hidden_size,
-            "output_size": None if self.output is None else self.output_size,
-            "cell": self.cell_name,
-            "output": self.output,
-            "loss": self.loss,
-            "reduction": self.reduction,
-            "target": self.target,
-            "dtype": self.dtype.name,
-            "n_threads": self.n_threads,
-            "num_layers": self.num_layers,
-            "bidirectional": self.bidirectional,
-            "dropout": self.dropout,
-            "input": self.input,
-            "batch_first": self.batch_first,
-        }
+        return config_of(self)
 
     def train(self, mode: bool = True) -> RNN:
         """Training mode (dropout between layers active in loss_and_grad and fit); returns self."""
@@ -420,15 +263,7 @@ class RNN:
         return other
 
     def __repr__(self):
-        return (f"RNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"output_size={self.output_size}, cell={self.cell_name!r}, output={self.output!r}, "
-                f"loss={self.loss!r}, reduction={self.reduction!r}, target={self.target!r}, "
-                f"dtype={self.dtype.name}, backend={self.backend!r}"
-                + (f", num_layers={self.num_layers}" if self.num_layers > 1 else "")
-                + (", bidirectional=True" if self.bidirectional else "")
-                + (f", dropout={self.dropout}" if self.dropout else "")
-                + (", input='tokens'" if self.input == "tokens" else "")
-                + (", batch_first=True" if self.batch_first else "") + ")")
+        return describe(self)
 
     # -- calls (checked in fastbptt.calls, run by fastbptt.graph; see docs/architecture.md) -------------
 

@@ -1,12 +1,16 @@
 """Pure-Python twin of cython/_elman.pyx: lists and floats, no NumPy inside the time loop.
 
-The benchmarks' baseline: what the recurrence costs written plainly in Python.
+The benchmarks' baseline: what the recurrence costs written plainly in Python. `forward_fused` and
+`backward_fused` keep the kernel contract (docs/architecture.md) as compositions: the projection,
+then `forward`; `backward`, then the weight gradients (see _pure.py).
 """
 
 import math
 
+import numpy as np
+
 from .._kernel_args import no_batch_sizes
-from ._pure import add_transposed, finite, store_steps
+from ._pure import add_transposed, finite, logits, loss_grad, project, store_steps, weight_grads
 from .elman import RELU, STEP, TANH, _check
 
 
@@ -83,3 +87,26 @@ def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1, batch_sizes=None):
         da_all[t] = da_step
     store_steps(dA, da_all, None)
     dh0[...] = dh
+
+
+def forward_fused(act, Wx, b, Wh, X, h0, H, n_threads=1, batch_sizes=None, V=None, c=None,
+                  out=None):
+    """forward() from the inputs X (T, B, I): A = X Wx^T + b, then the recurrence; with V, c and
+    out, the logits out[t] = H[t + 1] V^T + c too."""
+    no_batch_sizes(batch_sizes)
+    A = project(Wx, b, X, Wh.shape[0])
+    forward(act, Wh, A, h0, H, n_threads)
+    logits(H, V, c, out, None)
+
+
+def backward_fused(act, Wh, X, H, dH, dh_T, dh0, dWx, dWh, db, n_threads=1, batch_sizes=None,
+                   dA=None, dO=None, V=None, dV=None):
+    """backward(), then the weight gradients dWx, dWh, db; dA, when given, receives the
+    pre-activations' gradient. The loss gradient at the states is dH, or dO @ V (dH None), and
+    dV (with dO) the head's weight gradient."""
+    no_batch_sizes(batch_sizes)
+    dH = loss_grad(dH, dO, V, dV, H, None)
+    if dA is None:
+        dA = np.empty(dH.shape, dtype=dH.dtype)
+    backward(act, Wh, H, dH, dh_T, dA, dh0, n_threads)
+    weight_grads(dA, X, H, dWx, dWh, db)

@@ -1,11 +1,25 @@
 """Pure-Python twin of cython/_lstm.pyx: lists and floats, no NumPy inside the time loop.
 
-The benchmarks' baseline: what the LSTM recurrence costs written plainly in Python.
+The benchmarks' baseline: what the LSTM recurrence costs written plainly in Python. `forward_fused`
+and `backward_fused` keep the kernel contract (docs/architecture.md) as compositions: the
+projection, then `forward`; `backward`, then the weight gradients (see _pure.py).
 """
 
 import math
 
-from ._pure import add_transposed, finite, sigmoid, store_steps
+import numpy as np
+
+from ._pure import (
+    add_transposed,
+    copy_valid,
+    finite,
+    logits,
+    loss_grad,
+    project,
+    sigmoid,
+    store_steps,
+    weight_grads,
+)
 from .lstm import _check, check_batch_sizes
 
 
@@ -123,3 +137,29 @@ def backward(Wh, H, C, G, dH, dh_T, dc_T, dA, dh0, dc0, n_threads=1, batch_sizes
     store_steps(dA, da_all, None if batch_sizes is None else bs)
     dh0[...] = dh
     dc0[...] = dc
+
+
+def forward_fused(Wx, b, Wh, X, h0, c0, H, C, G, n_threads=1, batch_sizes=None, V=None, c=None,
+                  out=None):
+    """forward() from the inputs X (T, B, I): A = X Wx^T + b, then the recurrence; with V, c and
+    out, the logits out[t] = H[t + 1] V^T + c too, at the valid rows only."""
+    A = project(Wx, b, X, Wh.shape[0])
+    forward(Wh, A, h0, c0, H, C, G, n_threads, batch_sizes)
+    logits(H, V, c, out, batch_sizes)
+
+
+def backward_fused(Wh, X, H, C, G, dH, dh_T, dc_T, dh0, dc0, dWx, dWh, db, n_threads=1,
+                   batch_sizes=None, dA=None, dO=None, V=None, dV=None):
+    """backward(), then the weight gradients dWx, dWh, db over the valid steps; dA, when given,
+    receives the gate gradients at the valid rows. The loss gradient at the states is dH, or
+    dO @ V (dH None), and dV (with dO) the head's weight gradient over the valid rows."""
+    dH = loss_grad(dH, dO, V, dV, H, batch_sizes)
+    T, B, n = dH.shape
+    if dA is not None:
+        _check("dA", dA.shape, (T, B, 4 * n))
+    # zero past each sequence's end, so those rows add nothing to the weight gradients
+    gates = np.zeros((T, B, 4 * n), dtype=dH.dtype)
+    backward(Wh, H, C, G, dH, dh_T, dc_T, gates, dh0, dc0, n_threads, batch_sizes)
+    weight_grads(gates, X, H, dWx, dWh, db)
+    if dA is not None:
+        copy_valid(dA, gates, batch_sizes)

@@ -1,98 +1,15 @@
-"""The `fastbptt` command: train the bundled experiments, time the backends, check gradients.
+"""The `fastbptt` commands of the seed experiments: `train TASK` (addition, counting, digits, mnist),
+`adder` and `plot`, with their options and how their results are printed."""
 
-    fastbptt demo                   train 8-bit addition, then time Cython vs NumPy vs pure Python
-    fastbptt train addition --help  one experiment (addition, counting, digits, mnist)
-    fastbptt adder --check          the hand-set threshold adder on every pair of 8-bit numbers
-    fastbptt plot RESULTS.json X.png  draw the curves of a `train ... --json` file again
-    fastbptt bench --cell lstm      time the backends on one workload
-    fastbptt gradcheck --cell gru   gradients against finite differences on a small problem
-    fastbptt config                 how fastbptt was built and which kernels run
-"""
-
-import argparse
 import json
-import sys
 
 import numpy as np
 
-
-def _add_workload_args(p, T=100_000, hidden=16, output=1, batch=1):
-    p.add_argument("--cell", default="tanh", choices=["tanh", "relu", "lstm", "gru"],
-                   help="tanh | relu | lstm | gru (default tanh)")
-    p.add_argument("--input", type=int, default=2, help="input size I (default 2)")
-    p.add_argument("--hidden", type=int, default=hidden, help=f"hidden size H (default {hidden})")
-    p.add_argument("--output", type=int, default=output, help=f"output size O (default {output})")
-    p.add_argument("--batch", type=int, default=batch, help=f"batch size B (default {batch})")
-    p.add_argument("-T", "--steps", type=int, default=T, help=f"sequence length (default {T:,})")
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
-                   help="float32 | float64 (default float64)")
-    p.add_argument("--threads", type=int, default=1, help="n_threads for the kernels (default 1)")
+from ..init import INITIALIZERS
+from ..optim import OPTIMIZERS
 
 
-def _print_speed(rows):
-    base = rows.get("cython")
-    print(f"{'backend':>8} {'us/step':>10} {'steps timed':>12}  speed-up of cython")
-    for name, row in rows.items():
-        ratio = ("" if name == "cython" or base is None
-                 else f"{row['us_per_step'] / base['us_per_step']:.0f}x")
-        print(f"{name:>8} {row['us_per_step']:10.3f} {row['T']:12,}  {ratio}")
-
-
-def cmd_bench(args):
-    from .speed import compare_backends
-
-    backends = args.backends or ["cython", "numpy", "python"]
-    rows = compare_backends(args.cell, args.input, args.hidden, args.output, args.batch, args.steps,
-                            np.dtype(args.dtype), backends, repeats=args.repeats,
-                            n_threads=args.threads)
-    _print_speed(rows)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    return 0
-
-
-def cmd_gradcheck(args):
-    from . import RNN, gradcheck
-
-    if args.dtype != "float64":
-        raise ValueError(f"--dtype {args.dtype}: finite differences need float64 (rounding in "
-                         f"{args.dtype} swamps them); gradcheck runs in float64 only")
-    rng = np.random.default_rng(args.seed)
-    T, B = args.steps, args.batch
-    m = RNN(args.input, args.hidden, None if args.head == "none" else args.output, cell=args.cell,
-            output=None if args.head == "none" else args.head, loss=args.loss, seed=args.seed,
-            backend=args.backend, n_threads=args.threads)
-    X = rng.normal(size=(T, B, args.input))
-    if args.loss == "ce":
-        Y = rng.integers(0, args.output, size=(T, B))
-    elif args.loss == "bce":
-        Y = rng.integers(0, 2, size=(T, B, args.output)).astype(float)
-    else:
-        Y = rng.normal(size=(T, B, m.output_size))
-    errors = gradcheck(m, X, Y)
-    # NaN: every checked entry of that parameter sat at a relu kink (none measured)
-    worst = max((e for e in errors.values() if not np.isnan(e)), default=0.0)
-    print(f"{args.cell} RNN({args.input}, {args.hidden}, {m.output_size}), T={T}, B={B}, "
-          f"{m.backend} backend, {m.n_threads} thread(s), float64:")
-    for name, err in errors.items():
-        kinks = errors.kinks.get(name, 0)
-        print(f"{name:>4}: {err:.2e}" + (f" ({kinks} entries at a relu kink left out)" if kinks else ""))
-    ok = worst < args.tol
-    print(f"worst relative error {worst:.2e} ({'ok' if ok else 'FAILED'}, tolerance {args.tol:g})")
-    return 0 if ok else 1
-
-
-def cmd_config(args):
-    from . import show_config
-
-    show_config()
-    return 0
-
-
-# -- train, adder, demo --------------------------------------------------------------------------
-
-def _log(args):
+def progress_log(args):
     """Progress lines to stdout, unless --quiet."""
     return None if args.quiet else (lambda line: print(line, flush=True))
 
@@ -105,7 +22,7 @@ def _seeds(args):
 
 def _print_summary(results):
     """One row per label: runs, final accuracy, how many reached 100 % and the median iterations."""
-    from .experiments import summarize
+    from ..experiments import summarize
 
     summary = summarize(results)
     has_its = any("reached" in row for row in summary.values())
@@ -126,10 +43,10 @@ def _print_summary(results):
 
 def _finish(args, results, title):
     """Print the final figures, then write the plot and the JSON when asked."""
-    from . import experiments as ex
+    from .. import experiments as ex
 
     if len(results) == 1:
-        print(_final_line(results[0]))
+        print(final_line(results[0]))
     else:
         _print_summary(results)
     if args.plot:
@@ -145,7 +62,7 @@ def _finish(args, results, title):
     return 0
 
 
-def _final_line(r):
+def final_line(r):
     if r["task"] == "addition":
         its = r["iterations_to_perfect"]
         return (f"final held-out accuracy {100 * r['accuracy']:.2f} % of {r['test_pairs']:,} "
@@ -171,7 +88,7 @@ def _final_line(r):
 def _check_outputs(args):
     """Fail before training, not after, when --plot cannot be drawn."""
     if args.plot:
-        from .experiments import require_matplotlib
+        from ..experiments import require_matplotlib
 
         require_matplotlib()
 
@@ -179,13 +96,13 @@ def _check_outputs(args):
 def _run_all(args, runs):
     """Run every (function, kwargs): one run in this process, logging its progress; several on
     --workers processes or the --dask scheduler (else one after another), a line each."""
-    from .experiments import call, dask_executor, iter_results, run_line
+    from ..experiments import call, dask_executor, iter_results, run_line
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if len(runs) == 1:
         fn, kwargs = runs[0]
-        return [fn(log=_log(args), **kwargs)]
+        return [fn(log=progress_log(args), **kwargs)]
     if args.dask:
         executor = dask_executor(args.dask)
     elif args.workers > 1:
@@ -209,7 +126,7 @@ def _run_all(args, runs):
 
 
 def cmd_train_addition(args):
-    from . import experiments as ex
+    from .. import experiments as ex
 
     _check_outputs(args)
     common = dict(n_bits=args.bits, hidden_size=args.hidden, iterations=args.iterations,
@@ -229,7 +146,7 @@ _COUNTING_FLAGS = ("T", "init", "iterations", "optimizer", "lr", "lr_decay", "cl
 
 
 def cmd_train_counting(args):
-    from . import experiments as ex
+    from .. import experiments as ex
 
     _check_outputs(args)
     given = {k: getattr(args, k) for k in _COUNTING_FLAGS if getattr(args, k) is not None}
@@ -248,7 +165,7 @@ def cmd_train_counting(args):
 
 
 def cmd_train_digits(args):
-    from . import experiments as ex
+    from .. import experiments as ex
 
     _check_outputs(args)
     targets = ["all", "last"] if args.target == "both" else [args.target]
@@ -262,7 +179,7 @@ def cmd_train_digits(args):
 
 
 def cmd_train_mnist(args):
-    from . import experiments as ex
+    from .. import experiments as ex
 
     _check_outputs(args)
     targets = ["all", "last"] if args.target == "both" else [args.target]
@@ -277,8 +194,8 @@ def cmd_train_mnist(args):
 
 
 def cmd_adder(args):
-    from . import experiments as ex
-    from .tasks import (
+    from .. import experiments as ex
+    from ..tasks import (
         binary_addition,
         decode_bits,
         hand_set_adder,
@@ -310,7 +227,7 @@ def cmd_adder(args):
 
 
 def cmd_plot(args):
-    from .experiments import plot
+    from ..experiments import plot
 
     with open(args.results) as f:
         doc = json.load(f)
@@ -320,42 +237,6 @@ def cmd_plot(args):
     print(f"curves plotted to {args.output}")
     return 0
 
-
-def cmd_demo(args):
-    from . import HAVE_CYTHON
-    from . import experiments as ex
-    from .speed import compare_backends
-
-    print(f"1/2  Train {args.bits}-bit binary addition: the classic network (tanh RNN, 16 hidden "
-          f"units, sigmoid output, squared error), plain SGD lr 0.1, one fresh random pair per "
-          f"iteration, until every held-out pair is added exactly.", flush=True)
-    r = ex.addition(n_bits=args.bits, iterations=args.iterations, stop_at=1.0, seed=args.seed,
-                    log=_log(args))
-    print(_final_line(r))
-    if r["iterations_to_perfect"] is None:
-        print("demo: addition did not reach 100 % within the budget", file=sys.stderr)
-        return 1
-    backends = ["cython", "numpy", "python"] if HAVE_CYTHON else ["numpy", "python"]
-    print(f"\n2/2  Time forward + full BPTT per time step on the addition network (tanh, I=2, H=16, "
-          f"O=1, B=1, float64), T = {args.steps:,} for Cython, fewer for the slow backends:",
-          flush=True)
-    if not HAVE_CYTHON:
-        print("     (the compiled kernels are not built: python setup.py build_ext --inplace)")
-    rows = compare_backends("tanh", 2, 16, 1, 1, args.steps, np.float64, backends,
-                            repeats=args.repeats)
-    _print_speed(rows)
-    if "cython" in rows:
-        c = rows["cython"]
-        print(f"\nCython is {c['speedup_vs_numpy']:.0f}x faster than NumPy and "
-              f"{c['speedup_vs_python']:.0f}x faster than pure Python per step "
-              f"({c['us_per_step']:.3f} us per step).")
-    return 0
-
-
-def _optimizers():
-    from .optim import OPTIMIZERS
-
-    return list(OPTIMIZERS)
 
 
 def _add_run_args(p):
@@ -377,27 +258,36 @@ def _add_run_args(p):
                    help="run the seeds on the Dask scheduler at ADDRESS (needs the dask extra)")
 
 
-def _add_rowwise_args(p, hidden, epochs, batch, lr, clip_norm):
+def _add_rowwise_args(p, target, hidden, epochs, batch, lr, clip_norm):
     """The training options of the row-by-row image experiments, with each one's defaults."""
+    p.add_argument("--target", default=target, choices=["all", "last", "both"],
+                   help=f"loss on every step, the last, or both runs (default {target})")
     p.add_argument("--hidden", type=int, default=hidden, help=f"hidden units (default {hidden})")
     p.add_argument("--epochs", type=int, default=epochs,
                    help=f"passes over the data (default {epochs})")
     p.add_argument("--batch", type=int, default=batch, help=f"minibatch size (default {batch})")
-    p.add_argument("--optimizer", default="adam", choices=_optimizers())
+    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
     p.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
     p.add_argument("--clip-norm", type=float, default=clip_norm,
                    help="clip the gradient's global norm"
                    + ("" if clip_norm is None else f" (default {clip_norm})"))
 
 
-def _add_train_parsers(sub):
-    from .experiments import COUNTING_RECIPES
-    from .init import INITIALIZERS
 
+def add_parsers(sub):
+    """The parsers of `train TASK`, `adder` and `plot`."""
     train = sub.add_parser("train",
                            help="train one of the bundled experiments (addition, counting, digits, mnist)")
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
+    _add_addition_parser(tasks)
+    _add_counting_parser(tasks)
+    _add_row_by_row_parsers(tasks)
+    _add_adder_parser(sub)
+    _add_plot_parser(sub)
 
+
+def _add_addition_parser(tasks):
+    """`train addition`."""
     p = tasks.add_parser("addition",
                          help="binary addition, accuracy on held-out pairs",
                          description="The classic network: tanh RNN(2, H, 1), sigmoid output, mse "
@@ -413,7 +303,7 @@ def _add_train_parsers(sub):
     p.add_argument("--iterations", type=int, default=3000, help="parameter updates (default 3000)")
     p.add_argument("--batch", type=int, default=1, help="fresh pairs per update (default 1)")
     p.add_argument("--optimizer", default="sgd",
-                   choices=_optimizers())
+                   choices=list(OPTIMIZERS))
     p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
     p.add_argument("--loss", default="mse", choices=["mse", "bce"])
     p.add_argument("--reduction", default="sum", choices=["sum", "mean"])
@@ -423,6 +313,11 @@ def _add_train_parsers(sub):
                    help="stop once every held-out pair is right")
     _add_run_args(p)
     p.set_defaults(func=cmd_train_addition)
+
+
+def _add_counting_parser(tasks):
+    """`train counting`."""
+    from ..experiments import COUNTING_RECIPES
 
     p = tasks.add_parser("counting",
                          help="count the ones seen so far with one ReLU unit",
@@ -438,7 +333,7 @@ def _add_train_parsers(sub):
     p.add_argument("--init", help="report (U, W from U(0, 2); default) | identity (W = 1) | any "
                                   "fastbptt initialiser")
     p.add_argument("--iterations", type=int, help="parameter updates (default 1000)")
-    p.add_argument("--optimizer", choices=_optimizers())
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS))
     p.add_argument("--lr", type=float, help="learning rate (default 0.001)")
     p.add_argument("--lr-decay", type=float, help="divide the rate by 1 + r * step")
     p.add_argument("--clip-norm", type=float, help="clip the gradient's global norm")
@@ -452,44 +347,40 @@ def _add_train_parsers(sub):
     _add_run_args(p)
     p.set_defaults(func=cmd_train_counting)
 
-    p = tasks.add_parser("digits", help="8x8 digits read row by row (needs scikit-learn)",
-                         description="A tanh RNN reads an 8x8 digit one row per step, "
-                         "softmax + cross-entropy; the loss on every step (the label "
-                         "repeated) or on the last step. Accuracy is the last step's on a "
-                         "held-out split.")
-    p.add_argument("--target", default="both", choices=["all", "last", "both"],
-                   help="loss on every step, the last, or both runs (default both)")
-    _add_rowwise_args(p, hidden=64, epochs=80, batch=32, lr=0.01, clip_norm=None)
-    p.add_argument("--test-fraction", type=float, default=0.25, help="held out (default 0.25)")
-    _add_run_args(p)
-    p.set_defaults(func=cmd_train_digits)
 
-    p = tasks.add_parser("mnist", help="MNIST read row by row, from IDX files you have",
-                         description="The digits set-up on MNIST: a tanh RNN reads a 28x28 image "
-                         "one row per step, softmax + cross-entropy. The four IDX files "
-                         "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-                         "t10k-labels-idx1-ubyte, optionally .gz) are read from --idx-dir; nothing "
-                         "is downloaded. Accuracy is the last step's on the t10k files.")
-    p.add_argument("--idx-dir", required=True, metavar="DIR", help="folder of the four IDX files")
-    p.add_argument("--target", default="last", choices=["all", "last", "both"],
-                   help="loss on every step, the last, or both runs (default last)")
-    _add_rowwise_args(p, hidden=128, epochs=2, batch=64, lr=0.002, clip_norm=1.0)
-    p.add_argument("--max-train", type=int, help="use only the first N training images")
-    p.add_argument("--max-test", type=int, help="use only the first N test images")
-    _add_run_args(p)
-    p.set_defaults(func=cmd_train_mnist, dtype="float32")
+def _add_row_by_row_parsers(tasks):
+    """`train digits` and `train mnist`: one set-up, each with its defaults and its data's options."""
+    digits = tasks.add_parser("digits", help="8x8 digits read row by row (needs scikit-learn)",
+                              description="A tanh RNN reads an 8x8 digit one row per step, "
+                              "softmax + cross-entropy; the loss on every step (the label "
+                              "repeated) or on the last step. Accuracy is the last step's on a "
+                              "held-out split.")
+    _add_rowwise_args(digits, target="both", hidden=64, epochs=80, batch=32, lr=0.01,
+                      clip_norm=None)
+    digits.add_argument("--test-fraction", type=float, default=0.25,
+                        help="held out (default 0.25)")
+    _add_run_args(digits)
+    digits.set_defaults(func=cmd_train_digits)
+
+    mnist = tasks.add_parser("mnist", help="MNIST read row by row, from IDX files you have",
+                             description="The digits set-up on MNIST: a tanh RNN reads a 28x28 "
+                             "image one row per step, softmax + cross-entropy. The four IDX files "
+                             "(train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                             "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, optionally .gz) are "
+                             "read from --idx-dir; nothing is downloaded. Accuracy is the last "
+                             "step's on the t10k files.")
+    mnist.add_argument("--idx-dir", required=True, metavar="DIR",
+                       help="folder of the four IDX files")
+    _add_rowwise_args(mnist, target="last", hidden=128, epochs=2, batch=64, lr=0.002,
+                      clip_norm=1.0)
+    mnist.add_argument("--max-train", type=int, help="use only the first N training images")
+    mnist.add_argument("--max-test", type=int, help="use only the first N test images")
+    _add_run_args(mnist)
+    mnist.set_defaults(func=cmd_train_mnist, dtype="float32")
 
 
-def build_parser():
-    from ._version import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="fastbptt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"fastbptt {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    _add_train_parsers(sub)
-
+def _add_adder_parser(sub):
+    """`adder`."""
     p = sub.add_parser("adder", help="the hand-set threshold adder: show it, or --check every pair")
     p.add_argument("--check", action="store_true",
                    help="add every pair of --bits numbers, count exact sums (exit 1 if any wrong)")
@@ -502,60 +393,11 @@ def build_parser():
     p.add_argument("--json", metavar="PATH", help="write the check's figures as JSON")
     p.set_defaults(func=cmd_adder)
 
+
+def _add_plot_parser(sub):
+    """`plot`."""
     p = sub.add_parser("plot", help="draw the curves of a `train ... --json` file again")
     p.add_argument("results", metavar="RESULTS.json", help="written by fastbptt train ... --json")
     p.add_argument("output", metavar="PATH.png", help="where to save the figure")
     p.add_argument("--title", help="the plot's title (default: the one stored with the results)")
     p.set_defaults(func=cmd_plot)
-
-    p = sub.add_parser("demo", help="train 8-bit addition to 100 %%, then time the backends")
-    p.add_argument("--bits", type=int, default=8, help="operand width (default 8)")
-    p.add_argument("--iterations", type=int, default=5000, help="training budget (default 5000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=100_000, help="time steps timed (default 100,000)")
-    p.add_argument("--repeats", type=int, default=3, help="median of this many runs (default 3)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines while training")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("bench", help="time the backends on one workload (forward + full BPTT)")
-    _add_workload_args(p)
-    p.add_argument("--backends", nargs="+", choices=["cython", "numpy", "python"])
-    p.add_argument("--repeats", type=int, default=5, help="median of this many runs (default 5)")
-    p.add_argument("--json", help="also write the figures to this JSON file")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("gradcheck", help="check gradients against finite differences",
-                       description="Every gradient of a small random model against central finite "
-                       "differences; exit 1 if the worst relative error exceeds --tol. Runs in "
-                       "float64 (--dtype float32 is refused).")
-    _add_workload_args(p, T=6, hidden=5, output=3, batch=2)
-    p.add_argument("--head", default="linear", choices=["linear", "sigmoid", "softmax", "none"],
-                   help="output layer (default linear; none: the hidden state is the output)")
-    p.add_argument("--loss", default="mse", choices=["mse", "bce", "ce"], help="(default mse)")
-    p.add_argument("--backend", choices=["auto", "cython", "numpy", "python"], default=None,
-                   help="kernels checked (default: auto)")
-    p.add_argument("--tol", type=float, default=1e-7,
-                   help="largest relative error accepted (default 1e-7)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and weights (default 0)")
-    p.set_defaults(func=cmd_gradcheck)
-
-    p = sub.add_parser("config", help="how fastbptt was built and which kernels run")
-    p.set_defaults(func=cmd_config)
-    return parser
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, ImportError, FloatingPointError, OSError) as exc:
-        print(f"fastbptt {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""`python -m fastbptt.cli`: the `fastbptt` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
