@@ -259,3 +259,24 @@ def test_fused_refuses_mixed_dtypes(rng):
     p["X"] = p["X"].astype(np.float32)
     with pytest.raises((TypeError, ValueError)):
         _run(_gru, p)
+
+
+@pytest.mark.parametrize("head", [False, True])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_pure_python_twin_keeps_the_contract(head, ragged, rng):
+    """The pure-Python twin's fused entries (compositions of its plain ones) agree with the NumPy
+    twin's, and refuse a loss gradient given two ways."""
+    from fastbptt.reference import gru_pure
+
+    T, B = 4, 3
+    p = _problem(rng, T, B, 2, 5, np.float64, O=2)
+    bs = _lengths(rng, T, B) if ragged else None
+    got = _run(gru_pure, p, 1, bs, want_dA=True, head=head)
+    want = _run(gru_np, p, 1, bs, want_dA=True, head=head)
+    for k in want:
+        assert_close(got[k], want[k], np.float64, what=k)
+    with pytest.raises(ValueError, match="not both"):
+        gru_pure.backward_fused(p["Wh"], p["X"], want["H"], want["G"], want["HN"], p["dH"],
+                                p["dh_T"], np.empty((B, 5)), np.empty_like(p["Wx"]),
+                                np.empty_like(p["Wh"]), np.empty_like(p["bx"]),
+                                np.empty_like(p["bh"]), 1, None, None, p["dO"], p["V"])

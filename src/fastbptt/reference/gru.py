@@ -13,6 +13,7 @@ from scipy.special import expit
 
 from .._kernel_args import check_head, check_head_grad
 from .._kernel_args import check_shape as _check
+from ._pure import copy_valid, gru_weight_grads, logits, loss_grad, project
 from .lstm import check_batch_sizes
 
 
@@ -83,53 +84,30 @@ def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1, batch_sizes=None
 
 def forward_fused(Wx, bx, Wh, bh, X, h0, H, G, HN, n_threads=1, batch_sizes=None, V=None, c=None,
                   out=None):
-    """forward() from the inputs: the projections X Wx^T + bx are formed here (the Cython twin
-    forms them step by step inside its loop). With V, c and out: out[t] = H[t + 1] V^T + c, at the
-    valid rows only."""
-    n = Wh.shape[1]
-    T, B, I = X.shape
-    _check("Wh", Wh.shape, (3 * n, n))
-    _check("Wx", Wx.shape, (3 * n, I))
-    _check("bx", bx.shape, (3 * n,))
-    check_head(V, c, out, T, B, n)
-    A = (X.reshape(T * B, I) @ Wx.T + bx).reshape(T, B, 3 * n)
+    """forward() from the inputs X (T, B, I): A = X Wx^T + bx, then the recurrence (the Cython
+    twin forms each step's projection inside its loop); with V, c and out, the logits
+    out[t] = H[t + 1] V^T + c too, at the valid rows only."""
+    check_head(V, c, out, X.shape[0], X.shape[1], Wh.shape[1])
+    A = project(Wx, bx, X, Wh.shape[0])
     forward(Wh, bh, A, h0, H, G, HN, n_threads, batch_sizes)
-    if V is not None:
-        bs = check_batch_sizes(batch_sizes, T, B)
-        for t in range(T):
-            out[t, :bs[t]] = H[t + 1, :bs[t]] @ V.T + c
+    logits(H, V, c, out, batch_sizes)
 
 
 def backward_fused(Wh, X, H, G, HN, dH, dh_T, dh0, dWx, dWh, dbx, dbh, n_threads=1,
                    batch_sizes=None, dA=None, dO=None, V=None, dV=None):
-    """backward() and the weight gradients over the valid steps: dWx = sum dA_t^T x_t,
-    dbx = sum of dA_t's rows, dWh = sum dGh_t^T h_{t-1}, dbh = sum of dGh_t's rows. dA (or None)
-    receives the gradients at A at the valid rows. The loss gradient at the states is dH, or
-    (dH None) dO @ V; with dV too, dV = sum dO_t^T h_t over the valid rows."""
-    T, B, I = X.shape
-    n = Wh.shape[1]
-    check_head_grad(dH, dO, V, dV, T, B, n)
-    bs = check_batch_sizes(batch_sizes, T, B)
-    if dO is not None:
-        dH = dO @ V
-        if dV is not None:
-            dV[...] = sum((dO[t, :bs[t]].T @ H[t + 1, :bs[t]] for t in range(T)),
-                          np.zeros(V.shape, dtype=dO.dtype))
-    _check("dWx", dWx.shape, (3 * n, I))
-    _check("dWh", dWh.shape, (3 * n, n))
-    _check("dbx", dbx.shape, (3 * n,))
-    _check("dbh", dbh.shape, (3 * n,))
+    """backward(), then the weight gradients dWx, dbx (from the gradients at A) and dWh, dbh
+    (from those at gh = Wh h + bh) over the valid steps; dA, when given, receives the gradients
+    at A at the valid rows. The loss gradient at the states is dH, or dO @ V (dH None), and dV
+    (with dO) the head's weight gradient over the valid rows."""
+    check_head_grad(dH, dO, V, dV, H.shape[0] - 1, H.shape[1], H.shape[2])
+    dH = loss_grad(dH, dO, V, dV, H, batch_sizes)
+    T, B, n = dH.shape
     if dA is not None:
         _check("dA", dA.shape, (T, B, 3 * n))
+    # zero past each sequence's end, so those rows add nothing to the weight gradients
     da = np.zeros((T, B, 3 * n), dtype=dH.dtype)
     dgh = np.zeros((T, B, 3 * n), dtype=dH.dtype)
     backward(Wh, H, G, HN, dH, dh_T, da, dgh, dh0, n_threads, batch_sizes)
-    # rows past each sequence's end are zero in da and dgh, so they add nothing
-    da2, dgh2 = da.reshape(T * B, 3 * n), dgh.reshape(T * B, 3 * n)
-    dWx[...] = da2.T @ X.reshape(T * B, I)
-    dWh[...] = dgh2.T @ H[:-1].reshape(T * B, n)
-    dbx[...] = da2.sum(axis=0)
-    dbh[...] = dgh2.sum(axis=0)
+    gru_weight_grads(da, dgh, X, H, dWx, dWh, dbx, dbh)
     if dA is not None:
-        for t in range(T):
-            dA[t, :bs[t]] = da[t, :bs[t]]
+        copy_valid(dA, da, batch_sizes)
