@@ -324,7 +324,10 @@ cdef Py_ssize_t _forward_call(const floating* Wh, const floating* bh, const floa
                         if I > 0:
                             gemv(False, <int> n3, <int> I, 1, Wx, <int> I, X + (t * B + r) * I, 1,
                                  AX + r * n3)
-                a = AX if fused else A + t * B * n3
+                if fused:
+                    a = AX
+                else:
+                    a = A + t * B * n3
                 _finish(a, H + t * B * n, G + t * B * n3, HN + t * B * n, H + (t + 1) * B * n,
                         B, n)
                 if not all_finite(H + (t + 1) * B * n, B * n):
