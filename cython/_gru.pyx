@@ -103,45 +103,27 @@ cdef inline void _step_small(const floating* wt, const floating* bh, const float
     _finish(A, h_prev, G, HN, h, rows, n)
 
 
+cdef extern from "_dispatch.h" nogil:
+    void fb_gru_bwd_d(const double* G, const double* hn, const double* hp, const double* dho,
+                      double* dh, double* da, double* dg, Py_ssize_t rows, Py_ssize_t n) noexcept
+    void fb_gru_bwd_f(const float* G, const float* hn, const float* hp, const float* dho,
+                      float* dh, float* da, float* dg, Py_ssize_t rows, Py_ssize_t n) noexcept
+
+
 cdef inline void _backward_rows(const floating* G, const floating* HN, const floating* h_prev,
                                 const floating* dh_out, floating* dA, floating* dGh, floating* dh,
                                 Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
-    """dA and dGh of one step for `rows` sequences, in one fused pass.
+    """dA and dGh of one step for `rows` sequences, one fused pass per row (the SIMD set's
+    kernel, cython/_gru_pointwise.h).
 
     dh holds dL/dh_t from later steps (plus dh_out, the loss gradient at h_t, unless NULL) and
     leaves holding only its direct path z * dL/dh_t; the caller adds dGh @ Wh to make it
     dL/dh_{t-1}.
     """
-    cdef Py_ssize_t b, k, m
-    cdef floating r, z, nk, dhk, dan, dar, daz
-    # a bare literal 1 becomes the C double 1.0 and would drag float32 arithmetic into double
-    cdef floating one = 1
-    cdef const floating* gb
-    cdef floating* da
-    cdef floating* dg
-    if dh_out != NULL:
-        for m in range(rows * n):
-            dh[m] = dh_out[m] + dh[m]
-    for b in range(rows):
-        gb = G + b * 3 * n
-        da = dA + b * 3 * n
-        dg = dGh + b * 3 * n
-        for k in range(n):
-            m = b * n + k
-            r = gb[k]
-            z = gb[n + k]
-            nk = gb[2 * n + k]
-            dhk = dh[m]
-            dan = dhk * (one - z) * (one - nk * nk)
-            dar = dan * HN[m] * r * (one - r)
-            daz = dhk * (h_prev[m] - nk) * z * (one - z)
-            da[k] = dar
-            da[n + k] = daz
-            da[2 * n + k] = dan
-            dg[k] = dar
-            dg[n + k] = daz
-            dg[2 * n + k] = dan * r
-            dh[m] = dhk * z
+    if floating is float:
+        fb_gru_bwd_f(G, HN, h_prev, dh_out, dh, dA, dGh, rows, n)
+    else:
+        fb_gru_bwd_d(G, HN, h_prev, dh_out, dh, dA, dGh, rows, n)
 
 
 # ---------------------------------------------------------------------------------------------------
