@@ -135,11 +135,19 @@ class BuildExt(build_ext):
         """The kernel tables, one object per SIMD set with that set's flags, and the CPU check."""
         out = os.path.join(self.build_temp, "kernels")
         objects = []
-        for name, flags in [("baseline", []), *sets.items()]:
-            table = [("FB_TABLE", f"fb_kernels_{name}"), ("FB_SET_NAME", f'"{name}"')]
-            # one output folder per set: the same source makes an object of the same name
-            objects.append(self._compiled("csrc/kernel_table.c", os.path.join(out, name),
-                                          macros + table, compile_args + flags))
+        builds = [("baseline", "baseline", [], [])]
+        for name, flags in sets.items():
+            if name == "avx512":
+                # the same set at 256 bits, whose sequence kernels the full table hands narrow layers
+                builds.append(("avx512_narrow", name, flags, [("FB_VBYTES_MAX", "32")]))
+                builds.append((name, name, flags, [("FB_NARROW_TABLE", "fb_kernels_avx512_narrow")]))
+            else:
+                builds.append((name, name, flags, []))
+        for table_name, set_name, flags, extra in builds:
+            table = [("FB_TABLE", f"fb_kernels_{table_name}"), ("FB_SET_NAME", f'"{set_name}"')]
+            # one output folder per table: the same source makes an object of the same name
+            objects.append(self._compiled("csrc/kernel_table.c", os.path.join(out, table_name),
+                                          macros + table + extra, compile_args + flags))
         objects.append(self._compiled("csrc/cpu.c", out, macros, compile_args))
         return objects
 

@@ -1,32 +1,37 @@
-"""Elman recurrence: h_t = f(a_t + W h_{t-1}) forward, and its backward pass through time.
+"""Elman recurrence: h_t = f(a_t + Wh h_{t-1}) forward, and its backward pass through time.
 
 Two pairs of entry points:
   - forward / backward, the kernel contract shared with the NumPy and pure-Python twins: the caller
-    has formed a_t = U x_t + b for every step in one GEMM, and forms the weight gradients from dA;
+    has formed a_t = Wx x_t + b for every step in one GEMM, and forms the weight gradients from dA;
   - forward_fused / backward_fused (used by fastbptt.cells when fused_ok): the projection is formed
-    step by step inside the loop, and dU, dW, db are folded in while each block of dA is still in
+    step by step inside the loop, and dWx, dWh, db are folded in while each block of dA is still in
     cache, so no (T, B, H) array of pre-activations or of their gradients is written and read back.
     backward_fused also takes the loss gradient unformed, as dO (T, B, O) at a linear head's
     outputs and its weights V (O, H) (the head's HeadGrad): dO_t V is formed inside the loop, and
-    on request the head's dV = sum_t dO_t^T h_t is folded in beside dW. forward_fused, given the
+    on request the head's dV = sum_t dO_t^T h_t is folded in beside dWh. forward_fused, given the
     output layer (V, c), forms its logits h_t V^T + c in the loop while h_t is in cache: with both,
     the head never reads the (T, B, H) states back.
 
 Layers, as in every kernel module:
-  (a) `cdef inline ... noexcept nogil` helpers (here in cython/_elman_loops.pxi, included below),
-      and the C loops of cython/_tile.h (register tiles);
+  (a) `cdef inline ... noexcept nogil` helpers and the time loops (cython/_elman_loops.pxi, included
+      below), calling the per-step kernels of the table bound at import (products, activations,
+      the weight-gradient fold: cython/_tile_impl.h, cython/_elman_impl.h);
   (b) the `def` drivers over typed memoryviews, the whole time loop inside one `with nogil:`, no
       allocation inside it (packed or transposed copies of the weights are made before it);
   (c) the Python layer in src/fastbptt validates, allocates outputs with np.empty and dispatches.
 The NumPy twins with the same signatures, the ground truth, are in src/fastbptt/reference/elman.py.
 
 Paths, chosen per call from the shapes (results agree across them within rounding):
-  - sequence: a batch of one to three sequences whose width n is a whole number of vector registers
-    (up to 8 registers of the SIMD set in use): each sequence runs all its steps in one C call,
-    threads split the batch;
-  - tiled: every other shape: per step one register-tiled product against W packed once per call
-    (no BLAS call per step, no repacking); threads split each step's rows as OpenMP tasks, so a
-    helper thread parked by a busy machine delays nothing.
+  - sequence: a batch of one to three sequences of a width the table's sequence kernels take (a
+    whole number of vector registers, up to 8; under AVX-512 layers of up to 16 units take 256-bit
+    registers): each sequence runs all its steps in one C call with its state in registers, the
+    one place where the loop over t stays in C (bench/README.md has the figure); threads split
+    the batch;
+  - tiled: every other shape: per step one register-tiled product against Wh packed once per call
+    (no BLAS call per step, no repacking). Threads cut the batch into blocks of rows, each running
+    the whole time loop for its block as in the LSTM: states and dA do not depend on the thread
+    count; the weight gradients are each block's partial sums added in block order, so they
+    differ by rounding between thread counts that cut the batch differently.
 Every SIMD set (cython/_vec.h) has both; the table bound at import (fastbptt._simd) says so
 (FASTBPTT_TILED), the BLAS branches below serving a table without them.
 
@@ -43,14 +48,14 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm, gemv
-from _tile cimport (FASTBPTT_TILED, FB_NV_MAX, FB_TB, bind_set, elman_seq_backward,
-                    elman_seq_forward, elman_tiled_backward, elman_tiled_forward, gemm_packed,
-                    gemm_tn_cat_work, gemm_tn_work, lanes, pack, pack_size, tile_chunks)
+from _blocks cimport earliest_bad
+from _tile cimport (FASTBPTT_TILED, bind_set, gemm_packed, lanes, pack, pack_size, tile_chunks)
 from _vmath cimport all_finite, vtanh
 
 import numpy as np
 from fastbptt import _simd
-from fastbptt._kernel_args import check_shape as _check, no_batch_sizes
+from _argcheck cimport check_shape as _check
+from fastbptt._kernel_args import no_batch_sizes
 
 _simd.register(__name__, lambda name: bind_set(name))
 
@@ -68,38 +73,39 @@ cdef Py_ssize_t SMALL_H = 64
 # Up to this batch the sequences run one after another, each through all its steps in registers; from
 # here on one tiled product per step over the whole batch does more work per load.
 cdef Py_ssize_t SEQ_MAX_B = 3
-# The fused projection forms U x_t inside the loop: I multiply-adds per unit, worth it for small I only.
+# The fused projection forms Wx x_t inside the loop: I multiply-adds per unit, worth it for small I only.
 cdef Py_ssize_t FUSED_MAX_I = 16
 
 
 include "_elman_loops.pxi"
 
 
-def _projection(X, U, b):
-    """A = X U^T + b, (T, B, H)."""
+def _projection(X, Wx, b):
+    """A = X Wx^T + b, (T, B, H)."""
     X = np.asarray(X)
-    U = np.asarray(U)
+    Wx = np.asarray(Wx)
     T, B, I = X.shape
-    A = np.matmul(X.reshape(T * B, I), U.T).reshape(T, B, U.shape[0])
+    A = np.matmul(X.reshape(T * B, I), Wx.T).reshape(T, B, Wx.shape[0])
     A += np.asarray(b)
     return A
 
 
 def forward(int act,
-            const floating[:, ::1] W,       # IN  (H, H) recurrent weights
-            const floating[:, :, ::1] A,    # IN  (T, B, H) input projections U x_t + b
+            const floating[:, ::1] Wh,       # IN  (H, H) recurrent weights
+            const floating[:, :, ::1] A,    # IN  (T, B, H) input projections Wx x_t + b
             const floating[:, ::1] h0,      # IN  (B, H) initial state
             floating[:, :, ::1] H,          # OUT (T+1, B, H) states, H[0] = h0
             int n_threads=1,
             batch_sizes=None):              # IN  None only (the contract's slot)
-    """Unroll h_t = f(A[t] + W h_{t-1}) over all T steps; raise FloatingPointError on a non-finite state."""
+    """Unroll h_t = f(A[t] + Wh h_{t-1}) over all T steps; raise FloatingPointError on a non-finite state."""
     cdef Py_ssize_t T = A.shape[0], B = A.shape[1], n = A.shape[2]
-    cdef Py_ssize_t nv, bad = -1
+    cdef Py_ssize_t bad = -1
+    cdef bint seq
     cdef floating* buf = NULL
     n_threads = _team(n_threads, B)
     if act not in (TANH, RELU, STEP):
         raise ValueError(f"unknown activation code {act}")
-    _check("W", (W.shape[0], W.shape[1]), (n, n))
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (n, n))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     no_batch_sizes(batch_sizes)
@@ -108,34 +114,33 @@ def forward(int act,
     memcpy(&H[0, 0, 0], &h0[0, 0], B * n * sizeof(floating))
     if T == 0:
         return
-    nv = _seq_nv(&W[0, 0], B, n)
-    if nv or (not FASTBPTT_TILED and _small(B, n)):
-        buf = _transposed(&W[0, 0], n, n)
+    seq = _seq(&Wh[0, 0], B, n)
+    if seq or (not FASTBPTT_TILED and _small(B, n)):
+        buf = _transposed(&Wh[0, 0], n, n)
     elif FASTBPTT_TILED:
-        buf = _packed(&W[0, 0], n, True)  # op = W^T: h_t = h_{t-1} W^T + a_t row by row
+        buf = _packed(&Wh[0, 0], n, True)  # op = Wh^T: h_t = h_{t-1} Wh^T + a_t row by row
     if buf == NULL and (FASTBPTT_TILED or _small(B, n)):
         raise MemoryError()
     with nogil:
-        if nv:
-            bad = _forward_seq(act, nv, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
+        if seq:
+            bad = _forward_seq(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
                                <floating*> NULL, &H[0, 0, 0], T, B, n, n_threads,
                                0, <floating*> NULL, <floating*> NULL, <floating*> NULL)
         elif FASTBPTT_TILED:
-            bad = elman_tiled_forward(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
-                                      <floating*> NULL, &H[0, 0, 0], T, B, n, 0, <floating*> NULL,
-                                      <floating*> NULL, <floating*> NULL, <floating*> NULL,
-                                      n_threads)
+            bad = _forward_tiled(act, buf, &A[0, 0, 0], <floating*> NULL, 0, <floating*> NULL,
+                                 <floating*> NULL, &H[0, 0, 0], T, B, n, 0, <floating*> NULL,
+                                 <floating*> NULL, <floating*> NULL, <floating*> NULL, n_threads)
         elif _small(B, n):
             bad = _forward_small(act, buf, &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
         else:
-            bad = _forward_blas(act, &W[0, 0], &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
+            bad = _forward_blas(act, &Wh[0, 0], &A[0, 0, 0], &H[0, 0, 0], T, B, n, n_threads)
         free(buf)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden state at time step {bad}")
 
 
 def backward(int act,
-             const floating[:, ::1] W,       # IN  (H, H)
+             const floating[:, ::1] Wh,       # IN  (H, H)
              const floating[:, :, ::1] H,    # IN  (T+1, B, H) states from forward
              const floating[:, :, ::1] dH,   # IN  (T, B, H) loss gradient reaching each h_t, t = 1..T
              const floating[:, ::1] dh_T,    # IN  (B, H) gradient arriving from a later chunk
@@ -145,14 +150,16 @@ def backward(int act,
              batch_sizes=None):              # IN  None only (the contract's slot)
     """Backpropagate through time; raise FloatingPointError on a non-finite gradient."""
     cdef Py_ssize_t T = dH.shape[0], B = dH.shape[1], n = dH.shape[2]
-    cdef Py_ssize_t nv, bad = -1
+    cdef Py_ssize_t bad = -1
+    cdef bint seq
+    cdef fb_seq_args sizes
     cdef floating* P = NULL
     n_threads = _team(n_threads, B)
     if act == STEP:
         raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
     if act not in (TANH, RELU):
         raise ValueError(f"unknown activation code {act}")
-    _check("W", (W.shape[0], W.shape[1]), (n, n))
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (n, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     _check("dh_T", (dh_T.shape[0], dh_T.shape[1]), (B, n))
     _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n))
@@ -160,34 +167,35 @@ def backward(int act,
     no_batch_sizes(batch_sizes)
     if B == 0 or n == 0:
         return
-    nv = _seq_nv(&W[0, 0], B, n)
-    if T > 0 and not nv and FASTBPTT_TILED:
-        P = _packed(&W[0, 0], n, False)  # op = W: dh = da W row by row
+    seq = _seq(&Wh[0, 0], B, n)
+    sizes = _seq_args(act, T, n, 0, 0, B)
+    if T > 0 and not seq and FASTBPTT_TILED:
+        P = _packed(&Wh[0, 0], n, False)  # op = Wh: dh = da Wh row by row
         if P == NULL:
             raise MemoryError()
     with nogil:
         # dh0 doubles as the running gradient dL/dh_t, so the loop needs no buffer of its own
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         if T > 0:
-            if nv:
-                bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0],
-                                    <floating*> NULL, 0, <floating*> NULL, &dA[0, 0, 0],
-                                    &dh0[0, 0], <floating*> NULL, 0, <floating*> NULL,
-                                    <floating*> NULL, <floating*> NULL, <floating*> NULL, T, B, n,
-                                    n_threads)
+            if seq:
+                bad = _backward_seq(&sizes, &Wh[0, 0], &H[0, 0, 0], &dH[0, 0, 0], <floating*> NULL,
+                                    <floating*> NULL, &dA[0, 0, 0], &dh0[0, 0], <floating*> NULL,
+                                    <floating*> NULL, <floating*> NULL, <floating*> NULL,
+                                    <floating*> NULL, B, n_threads)
             elif FASTBPTT_TILED:
-                bad = elman_tiled_backward(act, P, &H[0, 0, 0], &dH[0, 0, 0], <floating*> NULL, 0,
-                                           <floating*> NULL, False, &dA[0, 0, 0], &dh0[0, 0],
-                                           <floating*> NULL, 0, <floating*> NULL, 0,
-                                           <floating*> NULL, <floating*> NULL, <floating*> NULL,
-                                           1, T, B, n, n_threads)
+                bad = _backward_tiled(act, P, &H[0, 0, 0], &dH[0, 0, 0], <floating*> NULL, 0,
+                                      <floating*> NULL, False, &dA[0, 0, 0], &dh0[0, 0],
+                                      <floating*> NULL, 0, <floating*> NULL, 0, <floating*> NULL,
+                                      T, T, B, n, n_threads)
                 free(P)
             elif _small(B, n):
-                bad = _backward_small(act, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
+                bad = _backward_small(act, &Wh[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
                                       &dh0[0, 0], T, B, n, n_threads)
             else:
-                bad = _backward_blas(act, &W[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
+                bad = _backward_blas(act, &Wh[0, 0], &H[0, 0, 0], &dH[0, 0, 0], &dA[0, 0, 0],
                                      &dh0[0, 0], T, B, n, n_threads)
+    if bad == -2:
+        raise MemoryError()
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")
 
@@ -201,15 +209,15 @@ def fused_ok(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dt
 def sequence_path(Py_ssize_t input_size, Py_ssize_t hidden_size, Py_ssize_t batch, dtype):
     """True when the fused entries run each sequence through all its steps in one call, with the
     projection and the weight gradients inside (small batch, whole registers, small input)."""
-    cdef Py_ssize_t w = lanes(<float*> NULL) if np.dtype(dtype) == np.float32 else lanes(<double*> NULL)
-    return bool(FASTBPTT_TILED and 1 <= batch <= SEQ_MAX_B and hidden_size % w == 0
-                and hidden_size // w <= FB_NV_MAX and input_size <= FUSED_MAX_I)
+    ok = _seq(<float*> NULL, batch, hidden_size) if np.dtype(dtype) == np.float32 else _seq(
+        <double*> NULL, batch, hidden_size)
+    return bool(ok and input_size <= FUSED_MAX_I)
 
 
 def forward_fused(int act,
-                  const floating[:, ::1] U,       # IN  (H, I) input weights
+                  const floating[:, ::1] Wx,       # IN  (H, I) input weights
                   const floating[::1] b,          # IN  (H,) bias
-                  const floating[:, ::1] W,       # IN  (H, H) recurrent weights
+                  const floating[:, ::1] Wh,       # IN  (H, H) recurrent weights
                   const floating[:, :, ::1] X,    # IN  (T, B, I) inputs
                   const floating[:, ::1] h0,      # IN  (B, H) initial state
                   floating[:, :, ::1] H,          # OUT (T+1, B, H) states, H[0] = h0
@@ -218,14 +226,15 @@ def forward_fused(int act,
                   const floating[:, ::1] V=None,  # IN  (O, H) output layer weights, or None
                   const floating[::1] c=None,     # IN  (O,) output layer bias, with V
                   floating[:, :, ::1] out=None):  # OUT (T, B, O) logits h_t V^T + c, with V
-    """forward() with the projection a_t = U x_t + b formed step by step inside the time loop (no
+    """forward() with the projection a_t = Wx x_t + b formed step by step inside the time loop (no
     (T, B, H) array of pre-activations to write and read back); raise FloatingPointError on a
     non-finite state.
 
     With V, c and out, a linear output layer's logits out[t] = H[t + 1] V^T + c are formed in the
     same loop while each step's states are in cache."""
-    cdef Py_ssize_t T = X.shape[0], B = X.shape[1], I = X.shape[2], n = W.shape[0]
-    cdef Py_ssize_t nv, bad = -1, O = 0
+    cdef Py_ssize_t T = X.shape[0], B = X.shape[1], I = X.shape[2], n = Wh.shape[0]
+    cdef Py_ssize_t bad = -1, O = 0
+    cdef bint seq
     cdef floating* wt = NULL
     cdef floating* ut = NULL
     cdef floating* pv = NULL
@@ -234,8 +243,8 @@ def forward_fused(int act,
     cdef const floating* c_ptr = NULL
     if act not in (TANH, RELU, STEP):
         raise ValueError(f"unknown activation code {act}")
-    _check("W", (W.shape[0], W.shape[1]), (n, n))
-    _check("U", (U.shape[0], U.shape[1]), (n, I))
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (n, n))
+    _check("Wx", (Wx.shape[0], Wx.shape[1]), (n, I))
     _check("b", (b.shape[0],), (n,))
     _check("h0", (h0.shape[0], h0.shape[1]), (B, n))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
@@ -249,7 +258,7 @@ def forward_fused(int act,
     no_batch_sizes(batch_sizes)
     n_threads = _team(n_threads, B)
     if not FASTBPTT_TILED:
-        forward(act, W, _projection(X, U, b), h0, H, n_threads)
+        forward(act, Wh, _projection(X, Wx, b), h0, H, n_threads)
         if V is not None:
             _logits(H, V, c, out)
         return
@@ -264,36 +273,34 @@ def forward_fused(int act,
         c_ptr = &c[0]
     if T * B <= LEAN_ROWS:
         with nogil:
-            bad = _forward_lean(act, &W[0, 0], &U[0, 0] if I > 0 else NULL, &b[0],
+            bad = _forward_lean(act, &Wh[0, 0], &Wx[0, 0] if I > 0 else NULL, &b[0],
                                 &X[0, 0, 0] if I > 0 else NULL,
                                 &H[0, 0, 0], T, B, I, n, O, V_ptr, c_ptr, out_ptr)
         if bad >= 0:
             raise FloatingPointError(f"non-finite hidden state at time step {bad}")
         return
-    nv = _seq_nv(&W[0, 0], B, n) if I <= FUSED_MAX_I else 0
-    if nv:
-        wt = _transposed(&W[0, 0], n, n)
-        ut = _transposed(&U[0, 0], n, I)
+    seq = _seq(&Wh[0, 0], B, n) and I <= FUSED_MAX_I
+    if seq:
+        wt = _transposed(&Wh[0, 0], n, n)
+        ut = _transposed(&Wx[0, 0], n, I)
     else:
-        wt = _packed(&W[0, 0], n, True)
-        ut = _packed_rect(&U[0, 0], n, I, True)  # op = U^T: a_t = b + x_t U^T row by row
+        wt = _packed(&Wh[0, 0], n, True)
+        ut = _packed_rect(&Wx[0, 0], n, I, True)  # op = Wx^T: a_t = b + x_t Wx^T row by row
         if out_ptr != NULL and not _logits_by_dots(V_ptr, O):
             pv = _packed_rect(V_ptr, O, n, True)  # op = V^T: o_t = c + h_t V^T row by row
-    if wt == NULL or ut == NULL or (out_ptr != NULL and not nv and pv == NULL
+    if wt == NULL or ut == NULL or (out_ptr != NULL and not seq and pv == NULL
                                     and not _logits_by_dots(V_ptr, O)):
         free(wt)
         free(ut)
         free(pv)
         raise MemoryError()
     with nogil:
-        if nv:
-            bad = _forward_seq(act, nv, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
-                               &H[0, 0, 0], T, B, n, n_threads, O, V_ptr, c_ptr,
-                               out_ptr)
+        if seq:
+            bad = _forward_seq(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
+                               &H[0, 0, 0], T, B, n, n_threads, O, V_ptr, c_ptr, out_ptr)
         else:
-            bad = elman_tiled_forward(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
-                                      &H[0, 0, 0], T, B, n, O, V_ptr, pv, c_ptr, out_ptr,
-                                      n_threads)
+            bad = _forward_tiled(act, wt, <floating*> NULL, &X[0, 0, 0], I, ut, &b[0],
+                                 &H[0, 0, 0], T, B, n, O, V_ptr, pv, c_ptr, out_ptr, n_threads)
         free(wt)
         free(ut)
         free(pv)
@@ -311,14 +318,14 @@ def _logits(H, V, c, out):
 
 
 def backward_fused(int act,
-                   const floating[:, ::1] W,       # IN  (H, H)
+                   const floating[:, ::1] Wh,       # IN  (H, H)
                    const floating[:, :, ::1] X,    # IN  (T, B, I) inputs
                    const floating[:, :, ::1] H,    # IN  (T+1, B, H) states from forward
                    const floating[:, :, ::1] dH,   # IN  (T, B, H) or None: loss gradient reaching each h_t
                    const floating[:, ::1] dh_T,    # IN  (B, H) gradient arriving from a later chunk
                    floating[:, ::1] dh0,           # OUT (B, H) gradient at the initial state
-                   floating[:, ::1] dU,            # OUT (H, I) = sum_t dA_t^T X_t
-                   floating[:, ::1] dW,            # OUT (H, H) = sum_t dA_t^T H_t
+                   floating[:, ::1] dWx,            # OUT (H, I) = sum_t dA_t^T X_t
+                   floating[:, ::1] dWh,            # OUT (H, H) = sum_t dA_t^T H_t
                    floating[::1] db,               # OUT (H,) = sum_t dA_t
                    int n_threads=1,
                    batch_sizes=None,               # IN  None only (the contract's slot)
@@ -333,10 +340,11 @@ def backward_fused(int act,
     o_t = V h_t + c hands over the gradient at its outputs instead of a (T, B, H) dH, and the
     kernels form dO_t V step by step (where they cannot, it is formed here once). With dV,
     the head's weight gradient sum_t dO_t^T h_t (h_t = H[t + 1]) is formed too: folded in beside
-    dW on the tiled path, one product here on the others."""
-    cdef Py_ssize_t T = H.shape[0] - 1, B = H.shape[1], n = W.shape[0], I = X.shape[2]
+    dWh on the tiled path, one product here on the others."""
+    cdef Py_ssize_t T = H.shape[0] - 1, B = H.shape[1], n = Wh.shape[0], I = X.shape[2]
     cdef Py_ssize_t O = 0
-    cdef Py_ssize_t nv, bad = -1, i, k, s, gsize = (I + n) * n
+    cdef Py_ssize_t bad = -1, i, k, s, gsize = (I + n) * n
+    cdef fb_seq_args sizes
     cdef floating* G = NULL
     cdef floating* gb = NULL
     cdef floating* ring = NULL
@@ -350,7 +358,7 @@ def backward_fused(int act,
         raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
     if act not in (TANH, RELU):
         raise ValueError(f"unknown activation code {act}")
-    _check("W", (W.shape[0], W.shape[1]), (n, n))
+    _check("Wh", (Wh.shape[0], Wh.shape[1]), (n, n))
     _check("X", (X.shape[0], X.shape[1]), (T, B))
     _check("H", (H.shape[0], H.shape[1], H.shape[2]), (T + 1, B, n))
     if dH is not None:
@@ -371,31 +379,30 @@ def backward_fused(int act,
     if dA is not None:
         _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, n))
     _check("dh0", (dh0.shape[0], dh0.shape[1]), (B, n))
-    _check("dU", (dU.shape[0], dU.shape[1]), (n, I))
-    _check("dW", (dW.shape[0], dW.shape[1]), (n, n))
+    _check("dWx", (dWx.shape[0], dWx.shape[1]), (n, I))
+    _check("dWh", (dWh.shape[0], dWh.shape[1]), (n, n))
     _check("db", (db.shape[0],), (n,))
     no_batch_sizes(batch_sizes)
     # the weight-gradient fold is cut over its n + O rows too, not only over the batch
     n_threads = _team(n_threads, max(B, n + O))
-    seq = FASTBPTT_TILED and B > 0 and n > 0 and sequence_path(
-        I, n, B, np.float32 if floating is float else np.float64)
+    seq = FASTBPTT_TILED and B > 0 and n > 0 and I <= FUSED_MAX_I and _seq_nv(&W[0, 0], B, n) > 0
     if FASTBPTT_TILED and B > 0 and n > 0 and not seq:
-        _backward_fused_tiled(act, W, X, H, dH, dO, V, dV, dh_T, dA, dh0, dU, dW, db, n_threads)
+        _backward_fused_tiled(act, Wh, X, H, dH, dO, V, dV, dh_T, dA, dh0, dWx, dWh, db, n_threads)
         return
-    if dV is not None:
+    if dV is not None and not seq:
         np.matmul(np.asarray(dO).reshape(T * B, O).T, np.asarray(H)[1:].reshape(T * B, n),
                   out=np.asarray(dV))
     if not seq:
         dense = _dense_grad(dH, dO, V)
         dA_all = np.asarray(dA) if dA is not None else np.zeros((T, B, n),
                                                                 dtype=np.asarray(dh0).dtype)
-        backward(act, W, H, dense, dh_T, dA_all, dh0, n_threads)
+        backward(act, Wh, H, dense, dh_T, dA_all, dh0, n_threads)
         dA2 = dA_all.reshape(T * B, n)
-        np.matmul(dA2.T, np.asarray(X).reshape(T * B, I), out=np.asarray(dU))
-        np.matmul(dA2.T, np.asarray(H)[:T].reshape(T * B, n), out=np.asarray(dW))
+        np.matmul(dA2.T, np.asarray(X).reshape(T * B, I), out=np.asarray(dWx))
+        np.matmul(dA2.T, np.asarray(H)[:T].reshape(T * B, n), out=np.asarray(dWh))
         np.sum(dA2, axis=0, out=np.asarray(db))
         return
-    nv = n // lanes(&W[0, 0])
+    sizes = _seq_args(act, T, n, I, O, B)
     if T > 0:
         if dH is not None:
             dH_ptr = &dH[0, 0, 0]
@@ -404,7 +411,7 @@ def backward_fused(int act,
             V_ptr = &V[0, 0] if O > 0 else NULL
     G = <floating*> calloc(B * gsize, sizeof(floating))
     gb = <floating*> calloc(B * n, sizeof(floating))
-    work = <floating*> malloc(B * _fold_work(&W[0, 0], I, n) * sizeof(floating))
+    work = <floating*> malloc(B * seq_bwd_work(&Wh[0, 0], I, n) * sizeof(floating))
     if dA is None:
         ring = <floating*> malloc(B * FB_TB * n * sizeof(floating))
     else:
@@ -418,24 +425,27 @@ def backward_fused(int act,
     with nogil:
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         if T > 0:
-            bad = _backward_seq(act, nv, &W[0, 0], &H[0, 0, 0], dH_ptr, dO_ptr, O, V_ptr, dA_ptr,
-                                &dh0[0, 0], &X[0, 0, 0], I, G, gb, ring, work, T, B, n, n_threads)
-        # G holds dU^T over its first I rows and dW^T below; sum the sequences in a fixed order
+            bad = _backward_seq(&sizes, &Wh[0, 0], &H[0, 0, 0], dH_ptr, dO_ptr, V_ptr, dA_ptr,
+                                &dh0[0, 0], &X[0, 0, 0], G, gb, ring, work, B, n_threads)
+        # G holds dWx^T over its first I rows and dWh^T below; sum the sequences in a fixed order
         for i in range(n):
             for k in range(I):
                 acc = 0
                 for s in range(B):
                     acc = acc + G[s * gsize + k * n + i]
-                dU[i, k] = acc
+                dWx[i, k] = acc
             for k in range(n):
                 acc = 0
                 for s in range(B):
                     acc = acc + G[s * gsize + (I + k) * n + i]
-                dW[i, k] = acc
+                dWh[i, k] = acc
             acc = 0
             for s in range(B):
                 acc = acc + gb[s * n + i]
             db[i] = acc
+        if dV is not None:
+            _head_weight_grad(&dO[0, 0, 0] if T > 0 and O > 0 else NULL, &H[1, 0, 0] if T > 0 else NULL,
+                              &dV[0, 0] if O > 0 else NULL, T * B, O, n)
         free(G)
         free(gb)
         free(ring)
@@ -444,65 +454,69 @@ def backward_fused(int act,
         raise FloatingPointError(f"non-finite gradient at time step {bad}")
 
 
+cdef void _head_weight_grad(const floating* dO, const floating* Hs, floating* dV, Py_ssize_t rows,
+                           Py_ssize_t O, Py_ssize_t n) noexcept nogil:
+    """dV (O, n) = dO^T Hs over `rows` rows of dO (rows, O) and Hs (rows, n): the sequence path's
+    calls are short, where a loop costs less than a product through NumPy."""
+    cdef Py_ssize_t o, j, r
+    if O == 0 or n == 0:
+        return
+    memset(dV, 0, O * n * sizeof(floating))
+    for r in range(rows):
+        for o in range(O):
+            for j in range(n):
+                dV[o * n + j] += dO[r * O + o] * Hs[r * n + j]
+
+
 def _dense_grad(dH, dO, V):
     """The loss gradient reaching every h_t as one (T, B, H) array: dH, or dO @ V."""
     return dH if dO is None else np.matmul(np.asarray(dO), np.asarray(V))
 
 
-cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, :, ::1] X,
+cdef _backward_fused_tiled(int act, const floating[:, ::1] Wh, const floating[:, :, ::1] X,
                            const floating[:, :, ::1] H, const floating[:, :, ::1] dH,
                            const floating[:, :, ::1] dO, const floating[:, ::1] V,
                            floating[:, ::1] dV, const floating[:, ::1] dh_T,
-                           floating[:, :, ::1] dA, floating[:, ::1] dh0, floating[:, ::1] dU,
-                           floating[:, ::1] dW, floating[::1] db, int n_threads):
+                           floating[:, :, ::1] dA, floating[:, ::1] dh0, floating[:, ::1] dWx,
+                           floating[:, ::1] dWh, floating[::1] db, int n_threads):
     """backward_fused for shapes off the sequence path: the tiled loop with the weight gradients
     folded in step by step (shapes checked by the caller; dH and dO may be None, dV needs dO)."""
-    cdef Py_ssize_t T = H.shape[0] - 1, B = H.shape[1], n = W.shape[0], I = X.shape[2]
+    cdef Py_ssize_t T = H.shape[0] - 1, B = H.shape[1], n = Wh.shape[0], I = X.shape[2]
     cdef Py_ssize_t bad = -1, O = V.shape[0] if V is not None else 0
     cdef Py_ssize_t i, j, o, r
-    # the fold accumulates G = [dW | dU] (and the O rows of dV below when asked), whole panels wide
-    cdef Py_ssize_t nr = 2 * lanes(&W[0, 0])
+    # the fold accumulates G = [dWh | dWx] (and the O rows of dV below when asked), whole panels wide
+    cdef Py_ssize_t nr = 2 * lanes(&Wh[0, 0])
     cdef Py_ssize_t ldg = (n + I + nr - 1) // nr * nr
     cdef bint fold_dO = dV is not None and O > 0 and T > 0
     cdef Py_ssize_t grows = n + (O if fold_dO else 0)
-    cdef floating* P = _packed(&W[0, 0], n, False)
+    cdef floating* P = _packed(&Wh[0, 0], n, False)
     cdef floating* PV = NULL
-    cdef floating* ring = NULL
-    cdef floating* dA_ptr = NULL
+    cdef floating* dA_ptr = &dA[0, 0, 0] if dA is not None and T > 0 else NULL
     cdef const floating* dH_ptr = &dH[0, 0, 0] if dH is not None and T > 0 else NULL
     cdef const floating* dO_ptr = &dO[0, 0, 0] if dO is not None and T > 0 and O > 0 else NULL
     cdef const floating* last
     cdef const floating* hT
-    cdef Py_ssize_t chunks = tile_chunks(n_threads, grows)
-    cdef floating* work = <floating*> malloc(chunks * gemm_tn_cat_work(&W[0, 0]) * sizeof(floating))
     cdef floating* G = <floating*> calloc(grows * ldg, sizeof(floating))
     cdef floating acc
     if dO_ptr != NULL:
         PV = _packed_rect(&V[0, 0], O, n, False)  # op = V: dh_t += dO_t V row by row
-    if dA is None:
-        ring = <floating*> malloc(_fold_steps(B, n) * B * n * sizeof(floating) + 1)
-    elif T > 0:
-        dA_ptr = &dA[0, 0, 0]
-    if (P == NULL or work == NULL or G == NULL or (dA is None and ring == NULL)
-            or (dO_ptr != NULL and PV == NULL)):
+    if P == NULL or G == NULL or (dO_ptr != NULL and PV == NULL):
         free(P)
         free(PV)
-        free(ring)
-        free(work)
         free(G)
         raise MemoryError()
     with nogil:
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         memset(&db[0], 0, n * sizeof(floating))
         if T > 0:
-            bad = elman_tiled_backward(act, P, &H[0, 0, 0], dH_ptr, dO_ptr, O, PV, fold_dO, dA_ptr,
-                                       &dh0[0, 0], &X[0, 0, 0], I, G, ldg, &db[0], ring, work,
-                                       _fold_steps(B, n), T, B, n, n_threads)
+            bad = _backward_tiled(act, P, &H[0, 0, 0], dH_ptr, dO_ptr, O, PV, fold_dO, dA_ptr,
+                                  &dh0[0, 0], &X[0, 0, 0], I, G, ldg, &db[0],
+                                  _fold_steps(B, n), T, B, n, n_threads)
         for i in range(n):
             for j in range(n):
-                dW[i, j] = G[i * ldg + j]
+                dWh[i, j] = G[i * ldg + j]
             for j in range(I):
-                dU[i, j] = G[i * ldg + n + j]
+                dWx[i, j] = G[i * ldg + n + j]
         if dV is not None:
             # the fold met dO_{t-1} with h_t for t < T; the last step's dO_{T-1}^T h_T remains
             last = dO_ptr + (T - 1) * B * O
@@ -516,8 +530,8 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] W, const floating[:, 
                     dV[o, j] = acc
         free(P)
         free(PV)
-        free(ring)
-        free(work)
         free(G)
+    if bad == -2:
+        raise MemoryError()
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

@@ -1,10 +1,9 @@
 /* The table of per-step vector kernels, one instance per SIMD set (baseline, AVX2 + FMA, AVX-512).
  *
- * csrc/kernel_table.c compiles the same width-generic bodies (_tile.h, _vmath.h, _lstm_pointwise.h,
- * _gru_pointwise.h)
- * once per set with that set's flags, exporting one `fb_kernels` each; csrc/cpu.c tells which the
- * CPU can run;
- * the Cython modules call through the one bound at import (_dispatch.h).
+ * csrc/kernel_table.c compiles the same width-generic bodies (_tile.h with _tile_impl.h and
+ * _elman_impl.h, _vmath.h, _lstm_pointwise.h, _gru_pointwise.h) once per set with that set's flags,
+ * exporting one `fb_kernels` each; csrc/cpu.c tells which the CPU can run; the Cython modules call
+ * through the one bound at import (_dispatch.h).
  */
 #ifndef FASTBPTT_KERNELS_H
 #define FASTBPTT_KERNELS_H
@@ -16,6 +15,51 @@
 #define FB_NV_MAX 8
 #define FB_TB 32
 
+/* The arrays of one sequence for the sequence kernels elman_fwd / elman_bwd. Pointers are to the
+ * kernel's element type (double for _d, float for _f); rows of a (T, B, k) array are the s* strides
+ * apart. Fields a kernel does not use are NULL / 0. */
+typedef struct fb_seq_args {
+    int act;              /* 0 tanh, 1 relu, 2 step (forward only) */
+    ptrdiff_t T, n;       /* steps, units */
+    ptrdiff_t n_in, n_out; /* inputs, head outputs (0: no head) */
+    const void* Wh;       /* (n, n): transposed for elman_fwd, as given for elman_bwd */
+    const void* Wx_t;     /* (n_in, n) Wx transposed: elman_fwd forms a_t = b + Wx x_t when A is NULL */
+    const void* b;        /* (n) bias, with Wx_t */
+    const void* A;        /* elman_fwd: the pre-activations a_t, or NULL */
+    void* dA;             /* elman_bwd: the gradients at a_t, or NULL */
+    ptrdiff_t sa;         /* A's / dA's */
+    const void* X;        /* inputs x_t (elman_fwd with Wx_t; elman_bwd with G) */
+    ptrdiff_t sx;
+    void* H;              /* h_0 .. h_T: elman_fwd writes h_1.., elman_bwd reads them */
+    ptrdiff_t sh;
+    const void* V;        /* (n_out, n) a linear head's weights, or NULL */
+    const void* c;        /* (n_out) its bias: elman_fwd */
+    void* out;            /* elman_fwd: logits V h_t + c, or NULL */
+    const void* dO;       /* elman_bwd: the gradient at the logits, or NULL */
+    ptrdiff_t so;         /* out's / dO's */
+    const void* dH;       /* elman_bwd: the loss gradient at h_t, or NULL */
+    ptrdiff_t sg;
+    void* dh;             /* elman_bwd: (n) dL/dh_T in, dL/dh_0 out */
+    void* G;              /* elman_bwd: (n_in + n, n) += [dWx | dWh]^T, or NULL */
+    void* db;             /* (n) += db, with G */
+    void* ring;           /* (FB_TB, n) scratch, with G when dA is NULL */
+    void* work;           /* elman_bwd_work(n_in, n) elements of scratch, with G */
+} fb_seq_args;
+
+/* One block of steps of the tiled backward, for its weight-gradient fold elman_fold: `rows` rows in
+ * all (per_step of them a step), contiguous. Pointers as in fb_seq_args. */
+typedef struct fb_fold_args {
+    const void* dA;       /* (rows, n) gradients at the pre-activations */
+    const void* H;        /* (rows, n) the states before each step */
+    const void* X;        /* (rows, n_in) the inputs */
+    const void* dO;       /* (rows, n_out) the gradient at the logits, or NULL */
+    int dO_first;         /* the block starts at step 0: no dO of the step before */
+    ptrdiff_t n, n_in, n_out, rows, per_step;
+    void* G;              /* (n [+ n_out], ldg) [dWh | dWx] [+ dV rows] */
+    ptrdiff_t ldg;        /* G's columns: whole panels, >= n + n_in */
+    void* db;             /* (n) */
+} fb_fold_args;
+
 #define FB_KERNEL_FIELDS(FT, SFX)                                                                    \
     int lanes_##SFX;                                                                                 \
     size_t (*pack_size_##SFX)(ptrdiff_t K, ptrdiff_t N);                                             \
@@ -26,26 +70,16 @@
     size_t (*gemm_tn_work_##SFX)(ptrdiff_t M, ptrdiff_t N);                                          \
     void (*gemm_tn_##SFX)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A, ptrdiff_t lda,       \
                           const FT* B, ptrdiff_t ldb, FT* C, ptrdiff_t ldc, FT* work);             \
-    ptrdiff_t (*elman_fwd_##SFX)(int nv, int act, ptrdiff_t T, const FT* Wt, const FT* A,          \
-                                 ptrdiff_t sa, const FT* X, ptrdiff_t sx, ptrdiff_t I,             \
-                                 const FT* Ut, const FT* bias, FT* H, ptrdiff_t sh, ptrdiff_t O,   \
-                                 const FT* V, const FT* c, FT* out, ptrdiff_t so);                 \
-    ptrdiff_t (*elman_bwd_##SFX)(int nv, int act, ptrdiff_t T, const FT* W, const FT* H,           \
-                                 ptrdiff_t sh, const FT* dH, ptrdiff_t sg, const FT* dO,           \
-                                 ptrdiff_t so, ptrdiff_t O, const FT* V, FT* dA, ptrdiff_t sa,     \
-                                 FT* dh, const FT* X, ptrdiff_t sx, ptrdiff_t I, FT* G, FT* db,    \
-                                 FT* ring, FT* work);                                              \
-    ptrdiff_t (*elman_fwd_tiled_##SFX)(int act, const FT* PW, const FT* A, const FT* X,            \
-                                       ptrdiff_t I, const FT* PU, const FT* bias, FT* H,           \
-                                       ptrdiff_t T, ptrdiff_t B, ptrdiff_t n, ptrdiff_t O,         \
-                                       const FT* V, const FT* PV, const FT* c, FT* out,            \
-                                       int n_threads);                                             \
-    size_t (*gemm_tn_cat_work_##SFX)(void);                                                          \
-    ptrdiff_t (*elman_bwd_tiled_##SFX)(int act, const FT* P, const FT* H, const FT* dH,            \
-                                       const FT* dO, ptrdiff_t O, const FT* PV, int fold_dO,       \
-                                       FT* dA, FT* dh, const FT* X, ptrdiff_t I, FT* G,            \
-                                       ptrdiff_t ldg, FT* db, FT* ring, FT* work, ptrdiff_t span,  \
-                                       ptrdiff_t T, ptrdiff_t B, ptrdiff_t n, int n_threads);      \
+    int (*elman_seq_ok_##SFX)(ptrdiff_t n);                                                         \
+    size_t (*elman_bwd_work_##SFX)(ptrdiff_t I, ptrdiff_t n);                                        \
+    ptrdiff_t (*elman_fwd_##SFX)(const fb_seq_args* a);                                              \
+    ptrdiff_t (*elman_bwd_##SFX)(const fb_seq_args* a);                                              \
+    void (*elman_act_##SFX)(int act, FT* h, ptrdiff_t m);                                            \
+    void (*elman_dact_##SFX)(int act, const FT* g, const FT* base, const FT* h, FT* a, ptrdiff_t m); \
+    void (*logits_rows_##SFX)(ptrdiff_t rows, ptrdiff_t n, ptrdiff_t O, const FT* h, const FT* V,   \
+                              const FT* c, FT* out);                                                 \
+    size_t (*elman_fold_work_##SFX)(void);                                                           \
+    void (*elman_fold_##SFX)(const fb_fold_args* a, ptrdiff_t lo, ptrdiff_t hi, FT* work);          \
     int (*all_finite_##SFX)(const FT* x, ptrdiff_t n);                                               \
     void (*vtanh_##SFX)(FT* x, ptrdiff_t n);                                                         \
     void (*tanh_##SFX)(FT* x, ptrdiff_t n);                                                          \

@@ -45,12 +45,18 @@ from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 
 import numpy as np
 from fastbptt import _simd
-from fastbptt._kernel_args import block_starts, check_batch_sizes, check_shape as _check
+from _argcheck cimport check_shape as _check
+from _packcache cimport cache_give, cache_new, cache_panels, cache_take
+from fastbptt._kernel_args import block_starts, check_batch_sizes
 
 _simd.register(__name__, lambda name: bind_set(name))
 
 # calls of at most this many rows in all (T * B) skip the transposed / packed copies of the weights
 cdef Py_ssize_t LEAN_ROWS = 2
+# forward_fused takes `packed=`, a slot keeping the packed (Wx | Wh) between calls (see
+# _packcache.pxd); fastbptt.cells passes one per cell. backward_fused packs Wh at every call:
+# comparing Wh with a kept copy costs what packing it does (no join, no transpose there)
+KEEPS_PACKED = True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -423,11 +429,14 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
                   batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
                   const floating[:, ::1] V=None,  # IN  (O, Hn) output layer weights, or None
                   const floating[::1] c=None,     # IN  (O,) output layer bias, with V
-                  floating[:, :, ::1] out=None):  # OUT (T, B, O) logits h_t V^T + c, with V
+                  floating[:, :, ::1] out=None,   # OUT (T, B, O) logits h_t V^T + c, with V
+                  packed=None):                   # IN/OUT slot of packed (Wx | Wh), kept between calls
     """forward() with the pre-activations X Wx^T + b formed step by step inside the time loop, so
     no (T, B, 4Hn) array of them is written and read back; raise FloatingPointError on a
     non-finite state. With V, c and out, the output layer's logits are formed in the same loop
-    (out[t] from h_{t+1} = H[t + 1]; with batch_sizes at the valid rows only)."""
+    (out[t] from h_{t+1} = H[t + 1]; with batch_sizes at the valid rows only). With `packed` (a
+    list the caller keeps, empty at first), the packed (Wx | Wh) of the last call is reused while
+    Wx and Wh hold the same bytes (_packcache.pxd)."""
     cdef Py_ssize_t n = Wh.shape[1], I = X.shape[2]
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1]
     cdef Py_ssize_t j, k, blk, b0, bad = -1, O = 0
@@ -444,6 +453,7 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     cdef const Py_ssize_t[::1] starts
     cdef Py_ssize_t t, r
     cdef floating* g
+    kept = fresh = None
     _check("Wh", (Wh.shape[0], Wh.shape[1]), (4 * n, n))
     _check("Wx", (Wx.shape[0], Wx.shape[1]), (4 * n, I))
     _check("b", (b.shape[0],), (4 * n,))
@@ -518,16 +528,30 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
         vt = <floating*> malloc((n * O + 1) * sizeof(floating))
     else:
         # (Wx | Wh) joined, packed transposed for the one product per step
-        P = <floating*> malloc(pack_size(Wp, I + n, 4 * n) * sizeof(floating))
-        wcat = <floating*> malloc(4 * n * (I + n) * sizeof(floating))
+        key = ("forward", _simd.current(), sizeof(floating), I, n)
+        kept = cache_take(packed, key, Wxp, 4 * n * I * sizeof(floating), Wp,
+                          4 * n * n * sizeof(floating))
+        if kept is None and packed is not None:
+            fresh = cache_new(key, Wxp, 4 * n * I * sizeof(floating), Wp,
+                              4 * n * n * sizeof(floating),
+                              pack_size(Wp, I + n, 4 * n) * sizeof(floating))
+            P = <floating*> cache_panels(fresh)
+        elif kept is not None:
+            P = <floating*> cache_panels(kept)
+        else:
+            P = <floating*> malloc(pack_size(Wp, I + n, 4 * n) * sizeof(floating))
+        if kept is None:
+            wcat = <floating*> malloc(4 * n * (I + n) * sizeof(floating))
         Z = <floating*> malloc(B * (I + n) * sizeof(floating))
         vt = <floating*> malloc((pack_size(Wp, n, O) + 1) * sizeof(floating))
-    if vt == NULL or ((wt == NULL or wxt == NULL) and (P == NULL or Z == NULL or wcat == NULL)):
+    if vt == NULL or ((wt == NULL or wxt == NULL) and (
+            P == NULL or Z == NULL or (wcat == NULL and kept is None))):
         free(bad_block)
         free(wt)
         free(wxt)
         free(vt)
-        free(P)
+        if packed is None:
+            free(P)
         free(Z)
         free(wcat)
         raise MemoryError()
@@ -539,13 +563,14 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
             if outp != NULL:
                 cols(Vp, n, O, n, vt, O)
         else:
-            for k in range(4 * n):
-                if I > 0:
-                    memcpy(wcat + k * (I + n), Wxp + k * I, I * sizeof(floating))
-                memcpy(wcat + k * (I + n) + I, Wp + k * n, n * sizeof(floating))
-            pack(wcat, I + n, True, I + n, 4 * n, P)
-            free(wcat)
-            wcat = NULL
+            if wcat != NULL:
+                for k in range(4 * n):
+                    if I > 0:
+                        memcpy(wcat + k * (I + n), Wxp + k * I, I * sizeof(floating))
+                    memcpy(wcat + k * (I + n) + I, Wp + k * n, n * sizeof(floating))
+                pack(wcat, I + n, True, I + n, 4 * n, P)
+                free(wcat)
+                wcat = NULL
             if outp != NULL:
                 pack(Vp, n, True, n, O, vt)
         if blocks > 1:
@@ -563,9 +588,12 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
         free(wt)
         free(wxt)
         free(vt)
-        free(P)
+        if packed is None:
+            free(P)
         free(Z)
         free(bad_block)
+    if P != NULL:
+        cache_give(packed, kept if kept is not None else fresh)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden or cell state at time step {bad}")
 

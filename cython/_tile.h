@@ -6,7 +6,8 @@
  * Rows are computed independently and identically, so splitting the rows over threads changes nothing.
  *
  * The tile is FB_MR x 2 registers of the set's width (_vec.h), the same code for every SIMD set.
- * The bodies are written once in _tile_impl.h and instantiated for double (_d) and float (_f).
+ * The bodies are written once in _tile_impl.h (and the Elman kernels over them in _elman_impl.h) and
+ * instantiated for double (_d) and float (_f).
  */
 #ifndef FASTBPTT_TILE_H
 #define FASTBPTT_TILE_H
@@ -77,10 +78,12 @@
 #define VAND fb_and_d
 #define VGT fb_gt_d
 #define VANY_NAN fb_any_nan_d
+#define VHSUM fb_hsum_d
 #define VTANH fb_tanh_vd
 #define FB_TANH_ARRAY fb_tanh_d
 #define FB_ALL_FINITE fb_all_finite_d
 #include "_tile_impl.h"
+#include "_elman_impl.h"
 #undef FB_TANH_ARRAY
 #undef FB_ALL_FINITE
 #undef FT
@@ -96,6 +99,7 @@
 #undef VAND
 #undef VGT
 #undef VANY_NAN
+#undef VHSUM
 #undef VTANH
 
 #define FT float
@@ -111,10 +115,12 @@
 #define VAND fb_and_f
 #define VGT fb_gt_f
 #define VANY_NAN fb_any_nan_f
+#define VHSUM fb_hsum_f
 #define VTANH fb_tanh_vf
 #define FB_TANH_ARRAY fb_tanh_f
 #define FB_ALL_FINITE fb_all_finite_f
 #include "_tile_impl.h"
+#include "_elman_impl.h"
 #undef FB_TANH_ARRAY
 #undef FB_ALL_FINITE
 #undef FT
@@ -130,6 +136,7 @@
 #undef VAND
 #undef VGT
 #undef VANY_NAN
+#undef VHSUM
 #undef VTANH
 #undef VADD
 #undef VMUL

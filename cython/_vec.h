@@ -13,7 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__)
+/* FB_VBYTES_MAX = 32 caps an AVX-512 build at 256-bit registers (the narrow table of _kernels_impl.h) */
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__) && \
+    !(defined(FB_VBYTES_MAX) && FB_VBYTES_MAX < 64)
 #include <immintrin.h>
 #define FB_VBYTES 64
 #define FB_SET_AVX512 1
@@ -83,7 +85,13 @@ static inline fb_vf fb_set1_f(float x) { return (fb_vf){x, x, x, x}; }
         return 0;                                                                                   \
     }                                                                                               \
     /* the bits of t's low lanes shifted up by s (to the exponent field) */                          \
-    static inline V fb_shl_##SFX(V t, int s) { return (V)((VI)t << s); }
+    static inline V fb_shl_##SFX(V t, int s) { return (V)((VI)t << s); }                            \
+    /* the sum of a's lanes, in lane order */                                                        \
+    static inline T fb_hsum_##SFX(V a) {                                                            \
+        T s = a[0];                                                                                 \
+        for (int i = 1; i < W; i++) s += a[i];                                                      \
+        return s;                                                                                   \
+    }
 
 FB_VEC_OPS(double, fb_vd, fb_vdi, d, FB_WD)
 FB_VEC_OPS(float, fb_vf, fb_vfi, f, FB_WF)

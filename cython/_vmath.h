@@ -78,7 +78,7 @@ static inline void fb_vsigmoid_f(float* x, ptrdiff_t n) {
  * (0.004 x 2^-24). |x| is clamped where tanh rounds to 1 (20 for double, 9.1 for float); NaN passes through
  * the clamp, the sign is put back last (tanh(-0) = -0). Measured max error against tanhl: double 2.67 ulp
  * near |x| = 0.22 (1e8 points over [-25, 25]), float 2.46 ulp at x = 0.0311 (every float in [0, 10]);
- * the roundings of e + 2 and of the division account for most of it (the Taylor version before: 2.63, 2.46).
+ * the roundings of e + 2 and of the division account for most of it.
  * sigmoid(x) = 1 / (1 + E), E = exp(-x) = 2^n (1 + p(r)) with the same p, relative error: max 1.7 ulp for
  * x > -36.4 (double) / -16.3 (float), 2.45 ulp below (n > 52 / 23: s + 1 no longer exact, results under
  * 2e-16 / 9e-8); exactly 1 for large x, exactly 0 below the clamp (-708 / -87).

@@ -198,6 +198,55 @@ def test_sequence_path_is_chosen_by_shape():
     assert not _elman.sequence_path(40, 16, 1, np.float64)  # projection better outside the loop
 
 
+def test_sequence_path_takes_narrow_layers_on_every_set():
+    """Eight floats or doubles fill a whole number of registers of every set: under AVX-512 the
+    sequence kernels of 256 bits take them (a 512-bit register would be half empty)."""
+    assert _elman.sequence_path(2, 8, 1, np.float32) and _elman.sequence_path(2, 8, 3, np.float64)
+    assert _elman.sequence_path(2, 16, 1, np.float32) and _elman.sequence_path(2, 16, 1, np.float64)
+
+
+def _head_run(act, Wx, b, Wh, X, h0, V, c, dO, dh_T, n_threads):
+    T, B, _ = X.shape
+    n, O = Wh.shape[0], V.shape[0]
+    H = np.empty((T + 1, B, n), X.dtype)
+    out = np.empty((T, B, O), X.dtype)
+    _elman.forward_fused(act, Wx, b, Wh, X, h0, H, n_threads, None, V, c, out)
+    dh0, dWx, dWh = np.empty((B, n), X.dtype), np.empty_like(Wx), np.empty_like(Wh)
+    db, dV = np.empty_like(b), np.empty_like(V)
+    _elman.backward_fused(act, Wh, X, H, None, dh_T, dh0, dWx, dWh, db, n_threads, None, None, dO,
+                          V, dV)
+    return {"H": H, "out": out, "dh0": dh0, "dWx": dWx, "dWh": dWh, "db": db, "dV": dV}
+
+
+@pytest.mark.parametrize("n,dtype", [(8, np.float64), (16, np.float64), (8, np.float32),
+                                     (16, np.float32), (32, np.float32)])
+@pytest.mark.parametrize("act", [0, 1], ids=["tanh", "relu"])
+def test_sequence_kernels_equal_the_tiled_path(act, n, dtype, rng):
+    """One sequence through the sequence kernels equals the same sequence as each row of a batch of
+    four, which takes the per-step tiled path: states, a head's logits, every gradient (the batch's
+    weight gradients four times the one sequence's)."""
+    T, I, O, B = 70, 2, 3, 4
+    Wh = rng.normal(0, 0.5 / np.sqrt(n), (n, n)).astype(dtype)
+    Wx = rng.normal(0, 1.0, (n, I)).astype(dtype)
+    b = rng.normal(0, 0.1, n).astype(dtype)
+    V = rng.normal(0, 1.0 / np.sqrt(n), (O, n)).astype(dtype)
+    c = rng.normal(0, 0.1, O).astype(dtype)
+    X = rng.normal(0, 1.0, (T, 1, I)).astype(dtype)
+    h0 = rng.normal(0, 0.5, (1, n)).astype(dtype)
+    dO = rng.normal(0, 1.0, (T, 1, O)).astype(dtype)
+    dh_T = rng.normal(0, 0.1, (1, n)).astype(dtype)
+    assert _elman.sequence_path(I, n, 1, dtype) and not _elman.sequence_path(I, n, B, dtype)
+    one = _head_run(act, Wx, b, Wh, X, h0, V, c, dO, dh_T, 1)
+    rows = [np.repeat(a, B, axis=1) for a in (X, dO)] + [np.repeat(a, B, axis=0) for a in (h0, dh_T)]
+    many = _head_run(act, Wx, b, Wh, rows[0], rows[2], V, c, rows[1], rows[3], 1)
+    for name in ("H", "out"):
+        for r in range(B):
+            assert_close(one[name][:, 0], many[name][:, r], dtype, name)
+    assert_close(one["dh0"][0], many["dh0"][B - 1], dtype, "dh0")
+    for name in ("dWx", "dWh", "db", "dV"):
+        assert_close(B * one[name], many[name], dtype, name)
+
+
 def test_fused_entries_raise_on_non_finite():
     n, I, T = 8, 2, 400
     U = np.ones((n, I))
@@ -253,7 +302,7 @@ def _backward_head(kern, act, W, X, H, dH, dO, V, dh_T, n_threads, keep_dA, batc
 
 
 # tiled path, T over several blocks of the weight-gradient fold (which meets dO_{t-1} with h_t)
-FOLD_SHAPES = [(60, 5, 3, 13), (20, 33, 4, 24)]
+FOLD_SHAPES = [(60, 5, 3, 13), (20, 33, 4, 24), (13, 50, 3, 20)]  # the last: two blocks of rows on every set
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

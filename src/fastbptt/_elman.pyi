@@ -13,7 +13,7 @@ STEP: int
 
 def forward(
     act: int,
-    W: NDArray[np.floating],   # IN  (H, H)
+    Wh: NDArray[np.floating],  # IN  (H, H)
     A: NDArray[np.floating],   # IN  (T, B, H)
     h0: NDArray[np.floating],  # IN  (B, H)
     H: NDArray[np.floating],   # OUT (T+1, B, H)
@@ -22,7 +22,7 @@ def forward(
 ) -> None: ...
 def backward(
     act: int,
-    W: NDArray[np.floating],     # IN  (H, H)
+    Wh: NDArray[np.floating],    # IN  (H, H)
     H: NDArray[np.floating],     # IN  (T+1, B, H)
     dH: NDArray[np.floating],    # IN  (T, B, H)
     dh_T: NDArray[np.floating],  # IN  (B, H)
@@ -35,9 +35,9 @@ def fused_ok(input_size: int, hidden_size: int, batch: int, dtype: object) -> bo
 def sequence_path(input_size: int, hidden_size: int, batch: int, dtype: object) -> bool: ...
 def forward_fused(
     act: int,
-    U: NDArray[np.floating],   # IN  (H, I)
+    Wx: NDArray[np.floating],  # IN  (H, I)
     b: NDArray[np.floating],   # IN  (H,)
-    W: NDArray[np.floating],   # IN  (H, H)
+    Wh: NDArray[np.floating],  # IN  (H, H)
     X: NDArray[np.floating],   # IN  (T, B, I)
     h0: NDArray[np.floating],  # IN  (B, H)
     H: NDArray[np.floating],   # OUT (T+1, B, H)
@@ -49,14 +49,14 @@ def forward_fused(
 ) -> None: ...
 def backward_fused(
     act: int,
-    W: NDArray[np.floating],            # IN  (H, H)
+    Wh: NDArray[np.floating],           # IN  (H, H)
     X: NDArray[np.floating],            # IN  (T, B, I)
     H: NDArray[np.floating],            # IN  (T+1, B, H)
     dH: NDArray[np.floating] | None,    # IN  (T, B, H), or None with dO and V
     dh_T: NDArray[np.floating],         # IN  (B, H)
     dh0: NDArray[np.floating],          # OUT (B, H)
-    dU: NDArray[np.floating],           # OUT (H, I)
-    dW: NDArray[np.floating],           # OUT (H, H)
+    dWx: NDArray[np.floating],          # OUT (H, I)
+    dWh: NDArray[np.floating],          # OUT (H, H)
     db: NDArray[np.floating],           # OUT (H,)
     n_threads: int = 1,
     batch_sizes: None = None,  # IN  the contract's slot: None only

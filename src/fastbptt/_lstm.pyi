@@ -6,6 +6,8 @@ import numpy.typing as npt
 
 _Array = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
+KEEPS_PACKED: bool  # forward_fused takes `packed=`
+
 def forward(
     Wh: _Array,  # IN  (4Hn, Hn) recurrent weights, gate rows i, f, g, o
     A: _Array,  # IN  (T, B, 4Hn) input projections X Wx^T + b
@@ -46,6 +48,7 @@ def forward_fused(
     V: _Array | None = None,  # IN  (O, Hn) output layer weights
     c: _Array | None = None,  # IN  (O,) output layer bias, with V
     out: _Array | None = None,  # OUT (T, B, O) logits H[t+1] V^T + c, with V
+    packed: list | None = None,  # IN/OUT the caller's slot of packed (Wx | Wh), kept between calls
 ) -> None: ...
 def backward_fused(
     Wh: _Array,  # IN  (4Hn, Hn)

@@ -319,6 +319,14 @@ class _Scratch:
             return entry[0]
 
 
+class _PackSlot(list):
+    """Where a compiled kernel keeps its packed weights between calls (at most one entry; see
+    cython/_packcache.pxd). A copy of the model starts with an empty slot."""
+
+    def __reduce__(self):
+        return (_PackSlot, ())
+
+
 def _has_fused(kern, X):
     """Whether a gated cell's kernel module forms the projection and the weight gradients inside
     its time loops (forward_fused / backward_fused) for inputs X; token ids (T, B) take the
@@ -343,6 +351,11 @@ class LSTMCell(Cell):
     takes_head_grad = True
     fills_head_weight_grad = True
 
+    def __init__(self, name, input_size, hidden_size):
+        super().__init__(name, input_size, hidden_size)
+        # the compiled forward's packed (Wx | Wh), kept between calls (cython/_packcache.pxd)
+        self._packed = _PackSlot()
+
     def param_shapes(self):
         I, n = self.input_size, self.hidden_size
         return {"Wx": (4 * n, I), "Wh": (4 * n, n), "b": (4 * n,)}
@@ -365,8 +378,9 @@ class LSTMCell(Cell):
         C = alloc(H.shape, dtype=h0.dtype)
         G = alloc((T, B, 4 * n), dtype=h0.dtype)
         if _has_fused(kern, X):
+            kw = {"packed": self._packed} if getattr(kern, "KEEPS_PACKED", False) else {}
             kern.forward_fused(p["Wx"], p["b"], p["Wh"], X, h0, c0, H, C, G, n_threads,
-                               batch_sizes, *(logits or ()))
+                               batch_sizes, *(logits or (None, None, None)), **kw)
             return H, (C, G)
         A = _project(X, p["Wx"], p["b"], batch_sizes)
         kern.forward(p["Wh"], A, h0, c0, H, C, G, n_threads, *_given(batch_sizes))

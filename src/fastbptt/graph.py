@@ -73,6 +73,14 @@ def _local(lengths, batch_sizes, a, b):
     return np.clip(lengths - a, 0, b - a), batch_sizes[a:b]
 
 
+def whole_ok(layers, head, backward=True):
+    """Whether a model's calls without lengths may take `Pass.whole`: one cell (one layer, one
+    direction) under an output layer on every step; for the backward pass as well, a cell that
+    takes the head's gradient unformed and fills its dV."""
+    return (layers.single and head.output is not None and head.target == "all"
+            and (layers._fills[0] or not backward))
+
+
 class Pass:
     """One call's forward and backward through a model, with the parameters as they are now."""
 
@@ -98,6 +106,44 @@ class Pass:
                                     batch_sizes=batch_sizes, training=self.plan.training,
                                     rng=m._dropout_rng, head=head)
         return Segment(start, stop, X, H, trace)
+
+    # -- a whole call through one cell -------------------------------------------------------------
+
+    def whole(self, X, state0):
+        """A whole call (all T steps, no lengths) of a model `whole_ok` accepts: (cell, H, cache,
+        logits or None). The same cell and kernel calls as `forward` makes through Stack.forward,
+        without the Segment and Trace that chained segments and stacked layers need: a short call
+        (one step, the 8-bit adder) pays for that bookkeeping as much as for its arithmetic."""
+        m, p = self.model, self.p
+        cell = m.layers.cells[0][0]
+        if self.plan.logits_in_loop and cell.logits_ok(self.kern, X):
+            V = p["V"]
+            logits = m.layers._scratch.empty((X.shape[0], X.shape[1], V.shape[0]), V.dtype)
+            H, cache = cell.forward(self.kern, p, X, state0, m.n_threads,
+                                    logits=(V, p["c"], logits))
+            return cell, H, cache, logits
+        H, cache = cell.forward(self.kern, p, X, state0, m.n_threads)
+        return cell, H, cache, None
+
+    def whole_loss(self, X, Y, state0, for_grad=True):
+        """`whole`, then the loss over every step as `loss` takes it: (value, its gradient, the
+        head's grads, cell, H, cache)."""
+        cell, H, cache, logits = self.whole(X, state0)
+        value, grad, head_grads = self.model.head.loss_and_grad(
+            self.p, H[1:], Y, unformed=True, defer_weight_grad=self.plan.dV_in_loop or not for_grad,
+            logits=logits)
+        return value, grad, head_grads, cell, H, cache
+
+    def whole_backward(self, X, cell, H, cache, grad, head_grads):
+        """The backward pass after `whole_loss`, as `backward` runs it for one segment: every
+        parameter's gradient and the gradient at the initial state."""
+        m = self.model
+        shape = m.state_shape(X.shape[1])
+        dstate = tuple(np.zeros(shape, m.dtype) for _ in m.layers.state_names)
+        grads, dstate0, _ = cell.backward(self.kern, self.p, X, H, cache, grad, dstate,
+                                          m.n_threads, False, None)
+        grads.update(head_grads)
+        return grads, dstate0
 
     def final_state(self, seg):
         """The state after seg's last step (each sequence's own last step, if it ended before)."""

@@ -140,6 +140,10 @@ class Head:
         O = self.output_size
         if Y is None:
             raise TypeError("Y is None; the loss needs targets")
+        if (not single and type(Y) is np.ndarray and Y.dtype == dtype
+                and Y.shape == (steps, B, O) and Y.flags.c_contiguous):
+            # already what the loss reads: only its values are left to check
+            return self._checked_values(Y)
         try:
             Y = np.asarray(Y)
         except ValueError as exc:  # ragged nested lists
@@ -160,7 +164,10 @@ class Head:
             hint = f" or class ids of shape {full}" if self.loss == "ce" else ""
             raise ValueError(f"Y has shape {Y.shape}; expected {expected}{hint} "
                              f"(target={self.target!r}, output size {O})")
-        Yf = np.ascontiguousarray(Y, dtype=dtype).reshape((steps, B, O))
+        return self._checked_values(np.ascontiguousarray(Y, dtype=dtype).reshape((steps, B, O)))
+
+    def _checked_values(self, Yf):
+        """Yf (T', B, O) after its values are checked: finite, and in range for the loss."""
         if self.loss == "bce" and Yf.size:
             # targets within [0, 1] are finite too (NaN fails both comparisons): two reductions
             lo, hi = Yf.min(), Yf.max()

@@ -23,7 +23,7 @@ from ._backend import resolve_backend
 from ._checks import as_dtype, thread_count
 from ._threads import blas_single_in
 from .calls import check_call, state_shape, to_user_layout
-from .graph import Pass, plans_for
+from .graph import Pass, plans_for, whole_ok
 from .init import init_params
 from .params import Params
 from .settings import check_settings, config_of, describe
@@ -159,6 +159,8 @@ class RNN:
         self.head = _heads.Head(output, loss, reduction, target, self.layers.output_size,
                                 self.output_size)
         self._plans = plans_for(self.layers, self.head, self.dropout)
+        self._whole = whole_ok(self.layers, self.head)
+        self._whole_forward = whole_ok(self.layers, self.head, backward=False)
         self.training = True
         self._backend_request = backend
         self._backend = resolve_backend(backend)
@@ -295,11 +297,16 @@ class RNN:
         """
         call = check_call(self, X, None, h0, c0, lengths).sort()
         run = Pass(self)
-        seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
-        Y_hat = call.unsort(run.outputs(seg, call.lengths))
-        state = run.final_state(seg)
-        if call.order is not None:
-            state = tuple(call.unsort(s) for s in state)
+        if self._whole_forward and call.lengths is None:
+            cell, H, cache, logits = run.whole(call.X, call.state0)
+            Y_hat = self.head.forward(run.p, H[1:], logits)
+            state = cell.final_state(H, cache)
+        else:
+            seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
+            Y_hat = call.unsort(run.outputs(seg, call.lengths))
+            state = run.final_state(seg)
+            if call.order is not None:
+                state = tuple(call.unsort(s) for s in state)
         if self.target == "last":
             Y_hat = Y_hat[0]
         if call.single:
@@ -370,17 +377,24 @@ class RNN:
             raise TypeError("Y is None; the loss needs targets")
         call = check_call(self, X, Y, h0, c0, lengths).sort()
         run = Pass(self, self.training)
-        seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
-        loss = run.loss([seg], call.Y, 0, call.T, call.T, call.lengths)
-        if not math.isfinite(loss.value):
-            raise FloatingPointError(f"the loss is not finite ({loss.value})")
-        grads, dstate0, _ = run.backward([seg], loss, call.lengths)
+        if self._whole and call.lengths is None:
+            loss_value, grad, head_grads, cell, H, cache = run.whole_loss(call.X, call.Y, call.state0)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"the loss is not finite ({loss_value})")
+            grads, dstate0 = run.whole_backward(call.X, cell, H, cache, grad, head_grads)
+        else:
+            seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
+            loss = run.loss([seg], call.Y, 0, call.T, call.T, call.lengths)
+            loss_value = loss.value
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"the loss is not finite ({loss_value})")
+            grads, dstate0, _ = run.backward([seg], loss, call.lengths)
         for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0), strict=False):
             if given is not None:
                 value = call.unsort(value)
                 grads[name] = value[..., 0, :] if call.single and np.ndim(given) < value.ndim \
                     else value
-        return loss.value, grads
+        return loss_value, grads
 
     @blas_single_in
     def evaluate(self, X: ArrayLike, Y: ArrayLike, h0: ArrayLike | None = None,
@@ -392,6 +406,8 @@ class RNN:
             raise TypeError("Y is None; the loss needs targets")
         call = check_call(self, X, Y, h0, c0, lengths).sort()
         run = Pass(self)
+        if self._whole_forward and call.lengths is None:
+            return run.whole_loss(call.X, call.Y, call.state0, for_grad=False)[0]
         seg = run.forward(call.X, call.state0, 0, call.lengths, call.batch_sizes)
         return run.loss([seg], call.Y, 0, call.T, call.T, call.lengths, for_grad=False).value
 

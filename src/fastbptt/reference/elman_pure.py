@@ -14,16 +14,16 @@ from ._pure import add_transposed, finite, logits, loss_grad, project, store_ste
 from .elman import RELU, STEP, TANH, _check
 
 
-def forward(act, W, A, h0, H, n_threads=1, batch_sizes=None):
+def forward(act, Wh, A, h0, H, n_threads=1, batch_sizes=None):
     """Fill H (T+1, B, H) with the states; H[0] = h0."""
     if act not in (TANH, RELU, STEP):
         raise ValueError(f"unknown activation code {act}")
     T, B, n = A.shape
-    _check("W", W.shape, (n, n))
+    _check("Wh", Wh.shape, (n, n))
     _check("h0", h0.shape, (B, n))
     _check("H", H.shape, (T + 1, B, n))
     no_batch_sizes(batch_sizes)
-    w = W.tolist()
+    w = Wh.tolist()
     a_all = A.tolist()
     states = [h0.tolist()]
     for t in range(T):
@@ -50,20 +50,20 @@ def forward(act, W, A, h0, H, n_threads=1, batch_sizes=None):
     H[...] = states
 
 
-def backward(act, W, H, dH, dh_T, dA, dh0, n_threads=1, batch_sizes=None):
+def backward(act, Wh, H, dH, dh_T, dA, dh0, n_threads=1, batch_sizes=None):
     """Fill dA (T, B, H) and dh0 (B, H)."""
     if act == STEP:
         raise ValueError("the step cell is forward only: its derivative is zero almost everywhere")
     if act not in (TANH, RELU):
         raise ValueError(f"unknown activation code {act}")
     T, B, n = dH.shape
-    _check("W", W.shape, (n, n))
+    _check("Wh", Wh.shape, (n, n))
     _check("H", H.shape, (T + 1, B, n))
     _check("dh_T", dh_T.shape, (B, n))
     _check("dA", dA.shape, (T, B, n))
     _check("dh0", dh0.shape, (B, n))
     no_batch_sizes(batch_sizes)
-    w = W.tolist()
+    w = Wh.tolist()
     h_all = H.tolist()
     g_all = dH.tolist()
     dh = dh_T.tolist()
