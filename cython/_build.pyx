@@ -1,4 +1,11 @@
-"""How the compiled kernels were built (read by fastbptt.show_config)."""
+"""How the compiled kernels were built (read by fastbptt.show_config), and the finiteness test every
+call's checks run."""
+
+from libc.stdint cimport uint32_t, uint64_t
+
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from *:
     """
@@ -46,3 +53,40 @@ def cpu_runs(str name):
 def max_threads():
     """OpenMP's default thread count (1 without OpenMP)."""
     return fastbptt_max_threads()
+
+
+cdef bint _finite_d(const uint64_t* x, Py_ssize_t n) noexcept nogil:
+    # all exponent bits set means Inf or NaN; integer tests vectorise without reordering any sum
+    cdef uint64_t bad = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        bad |= (x[i] & 0x7ff0000000000000ULL) == 0x7ff0000000000000ULL
+    return bad == 0
+
+
+cdef bint _finite_f(const uint32_t* x, Py_ssize_t n) noexcept nogil:
+    cdef uint32_t bad = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        bad |= (x[i] & 0x7f800000U) == 0x7f800000U
+    return bad == 0
+
+
+def all_finite(cnp.ndarray a not None):
+    """True when every entry of a C-contiguous float32 or float64 array is finite, None for any
+    other array (the caller tests it another way). One pass, no temporary: a call's checks cost
+    a fraction of a microsecond instead of a NumPy reduction each."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
+    cdef int kind = cnp.PyArray_TYPE(a)
+    cdef bint ok
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        return None
+    if kind == cnp.NPY_DOUBLE:
+        with nogil:
+            ok = _finite_d(<const uint64_t*> cnp.PyArray_DATA(a), n)
+    elif kind == cnp.NPY_FLOAT:
+        with nogil:
+            ok = _finite_f(<const uint32_t*> cnp.PyArray_DATA(a), n)
+    else:
+        return None
+    return ok

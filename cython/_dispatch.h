@@ -60,6 +60,8 @@ static int fb_bind(const char* name) {
 #define fb_lstm_fwd_f (fb_K->lstm_fwd_f)
 #define fb_lstm_bwd_d (fb_K->lstm_bwd_d)
 #define fb_lstm_bwd_f (fb_K->lstm_bwd_f)
+#define fb_gru_bwd_d (fb_K->gru_bwd_d)
+#define fb_gru_bwd_f (fb_K->gru_bwd_f)
 #define fb_cols_d (fb_K->cols_d)
 #define fb_cols_f (fb_K->cols_f)
 #define fb_add_rows_d (fb_K->add_rows_d)

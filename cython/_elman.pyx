@@ -385,7 +385,7 @@ def backward_fused(int act,
     no_batch_sizes(batch_sizes)
     # the weight-gradient fold is cut over its n + O rows too, not only over the batch
     n_threads = _team(n_threads, max(B, n + O))
-    seq = FASTBPTT_TILED and B > 0 and n > 0 and I <= FUSED_MAX_I and _seq_nv(&W[0, 0], B, n) > 0
+    seq = n > 0 and I <= FUSED_MAX_I and _seq(&Wh[0, 0], B, n)
     if FASTBPTT_TILED and B > 0 and n > 0 and not seq:
         _backward_fused_tiled(act, Wh, X, H, dH, dO, V, dV, dh_T, dA, dh0, dWx, dWh, db, n_threads)
         return

@@ -1,9 +1,9 @@
 /* The table of per-step vector kernels, one instance per SIMD set (baseline, AVX2 + FMA, AVX-512).
  *
  * csrc/kernel_table.c compiles the same width-generic bodies (_tile.h with _tile_impl.h and
- * _elman_impl.h, _vmath.h, _lstm_pointwise.h) once per set with that set's flags, exporting one
- * `fb_kernels` each; csrc/cpu.c tells which the CPU can run; the Cython modules call through the
- * one bound at import (_dispatch.h).
+ * _elman_impl.h, _vmath.h, _lstm_pointwise.h, _gru_pointwise.h) once per set with that set's flags,
+ * exporting one `fb_kernels` each; csrc/cpu.c tells which the CPU can run; the Cython modules call
+ * through the one bound at import (_dispatch.h).
  */
 #ifndef FASTBPTT_KERNELS_H
 #define FASTBPTT_KERNELS_H
@@ -71,7 +71,7 @@ typedef struct fb_fold_args {
     void (*gemm_tn_##SFX)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const FT* A, ptrdiff_t lda,       \
                           const FT* B, ptrdiff_t ldb, FT* C, ptrdiff_t ldc, FT* work);             \
     int (*elman_seq_ok_##SFX)(ptrdiff_t n);                                                         \
-    size_t (*elman_bwd_work_##SFX)(ptrdiff_t I, ptrdiff_t n);                                        \
+    size_t (*elman_bwd_work_##SFX)(ptrdiff_t n_in, ptrdiff_t n);                                     \
     ptrdiff_t (*elman_fwd_##SFX)(const fb_seq_args* a);                                              \
     ptrdiff_t (*elman_bwd_##SFX)(const fb_seq_args* a);                                              \
     void (*elman_act_##SFX)(int act, FT* h, ptrdiff_t m);                                            \
@@ -87,6 +87,8 @@ typedef struct fb_fold_args {
     void (*lstm_fwd_##SFX)(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t rows, ptrdiff_t n);        \
     void (*lstm_bwd_##SFX)(const FT* G, const FT* cp, const FT* c, const FT* dho, const FT* dhn,   \
                            FT* dc, FT* da, ptrdiff_t rows, ptrdiff_t n);                           \
+    void (*gru_bwd_##SFX)(const FT* G, const FT* hn, const FT* hp, const FT* dho, FT* dh, FT* da,  \
+                          FT* dg, ptrdiff_t rows, ptrdiff_t n);                                    \
     void (*cols_##SFX)(const FT* src, ptrdiff_t lds, ptrdiff_t rows, ptrdiff_t cols, FT* dst,      \
                        ptrdiff_t ldd);                                                             \
     void (*add_rows_##SFX)(const FT* X, const FT* v, const FT* y0, FT* y, ptrdiff_t p, ptrdiff_t m);

@@ -1,10 +1,11 @@
-/* One SIMD set's table: the bodies of _tile.h (with _elman_impl.h), _vmath.h and _lstm_pointwise.h
- * compiled with the flags setup.py gives the including file (csrc/kernel_table.c, once per set),
- * with the table's name in FB_TABLE and the set's in FB_SET_NAME. Every function here is static,
- * so the sets never see each other's. */
+/* One SIMD set's table: the bodies of _tile.h (with _elman_impl.h), _vmath.h, _lstm_pointwise.h
+ * and _gru_pointwise.h compiled with the flags setup.py gives the including file
+ * (csrc/kernel_table.c, once per set), with the table's name in FB_TABLE and the set's in
+ * FB_SET_NAME. Every function here is static, so the sets never see each other's. */
 #include "_kernels.h"
 #include "_tile.h"
 #include "_lstm_pointwise.h"
+#include "_gru_pointwise.h"
 
 #ifdef FB_NARROW_TABLE
 /* The same set's table at 256 bits (setup.py builds it for AVX-512, as FB_NARROW_TABLE): its sequence
@@ -49,6 +50,7 @@ FB_SEQ_NARROW(float, f)
     .all_finite_##SFX = fb_all_finite_##SFX,                                                         \
     .vtanh_##SFX = fb_vtanh_##SFX, .tanh_##SFX = fb_tanh_##SFX, .vsigmoid_##SFX = fb_vsigmoid_##SFX, \
     .lstm_fwd_##SFX = fb_lstm_fwd_##SFX, .lstm_bwd_##SFX = fb_lstm_bwd_##SFX,                       \
+    .gru_bwd_##SFX = fb_gru_bwd_##SFX,                                                               \
     .cols_##SFX = fb_cols_##SFX, .add_rows_##SFX = fb_add_rows_##SFX
 
 const fb_kernels FB_TABLE = {

@@ -38,9 +38,10 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemv
-from _tile cimport bind_set, cols, gemm_packed, gemm_tn, pack, pack_size
+from _tile cimport bind_set, cols, gemm_packed, pack, pack_size
 from _vmath cimport all_finite
 from _blocks cimport active_rows, add_rows, earliest_bad
+from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 
 import numpy as np
 from fastbptt import _simd
@@ -56,10 +57,6 @@ cdef Py_ssize_t LEAN_ROWS = 2
 # _packcache.pxd); fastbptt.cells passes one per cell. backward_fused packs Wh at every call:
 # comparing Wh with a kept copy costs what packing it does (no join, no transpose there)
 KEEPS_PACKED = True
-
-# The hand-written path (Wh transposed, contiguous axpy over the gates) beats the register tiles for
-# one sequence per block, where a tile row runs latency-bound; from two rows on the tiles win
-# (measured on AVX2: up to 2x at Hn=256 B=4, 1.2-1.4x slower than by hand at B=1).
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -179,27 +176,8 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
         if not (all_finite(C + (t + 1) * s, m) and all_finite(H + (t + 1) * s, m)):
             return t
         if out != NULL:
-            if wt != NULL:
-                for b in range(rows):
-                    add_rows(vt, H + (t + 1) * s + b * n, cv, out + t * so + b * O, n, O)
-            else:
-                gemm_packed(rows, O, n, H + (t + 1) * s, n, vt, cv, NULL, 0, out + t * so, O)
+            head_logits(H + (t + 1) * s, rows, n, vt, cv, out + t * so, O, wt != NULL)
     return -1
-
-
-cdef inline void _pack_panels(const floating* D, Py_ssize_t K, Py_ssize_t N,
-                             floating* P) noexcept nogil:
-    """P <- D (K, N) in the panels gemm_packed reads (NR = 2 vector widths of columns, zero past N)."""
-    pack(D, N, False, K, N, P)
-
-
-cdef inline void _fold(const floating* Zt, Py_ssize_t cap, const floating* D, Py_ssize_t k,
-                       Py_ssize_t kz, Py_ssize_t n4, floating* Gt, floating* panels) noexcept nogil:
-    """Gt (kz, n4) += Zt[:, :k] D[:k]: the rows z_r = (x_r, h_r, 1) of k (input, state) pairs,
-    stored as the columns of Zt (kz, cap), times their gate gradients d_r. One register-tiled
-    product gives dWx^T, dWh^T and (from the ones) db together; D is packed into `panels` first."""
-    _pack_panels(D, k, n4, panels)
-    gemm_packed(kz, n4, k, Zt, cap, panels, NULL, Gt, n4, Gt, n4)
 
 
 cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const floating* C,
@@ -238,7 +216,7 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
         m = rows * n
         if ring_d != NULL:
             if fill + rows > cap:
-                _fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels)
+                fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels)
                 fill = 0
             da = ring_d + fill * 4 * n
             # the ring's columns fill..fill+rows: x_t, then h_{t-1} (row-contiguous per unit)
@@ -247,17 +225,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
             fill += rows
         else:
             da = dA + t * s4
-        if dV != NULL:
-            # dV += dO_t^T h_t on the register tiles: row by row, a loop of rows x O axpys ran at a
-            # few GFLOP/s
-            gemm_tn(O, n, rows, dO + t * so, O, H + (t + 1) * s, n, dV, n, NULL)
         if dO != NULL:
-            # dh_t += dO_t V: the head's gradient joins the one from step t+1 here
-            if P == NULL:
-                for b in range(rows):
-                    add_rows(V, dO + t * so + b * O, dh + b * n, dh + b * n, O, n)
-            else:
-                gemm_packed(rows, n, O, dO + t * so, O, PV, NULL, dh, n, dh, n)
+            head_grad(dO + t * so, O, V, PV, H + (t + 1) * s, dV, dh, rows, n)
             dho = NULL
         else:
             dho = dH + t * s
@@ -273,13 +242,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
         if not (all_finite(dh, m) and all_finite(dc, m)):
             return t
     if fill > 0:
-        _fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels)
+        fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels)
     return -1
-
-
-cdef inline bint _small(Py_ssize_t rows) noexcept nogil:
-    """Whether a block of `rows` sequences takes the hand-written path."""
-    return rows == 1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -334,7 +298,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
     if bad_block == NULL:
         raise MemoryError()
     # all blocks take the path of the largest
-    if _small(np.diff(starts_arr).max()):
+    if hand_path(np.diff(starts_arr).max()):
         wt = <floating*> malloc(4 * n * n * sizeof(floating))
     else:
         P = <floating*> malloc(pack_size(Wp, n, 4 * n) * sizeof(floating))
@@ -410,7 +374,7 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
         bs = &bs_view[0]
     starts_arr = block_starts(bs_arr, T, B, blocks)
     starts = starts_arr
-    small = _small(np.diff(starts_arr).max())
+    small = hand_path(np.diff(starts_arr).max())
     cdef const floating* Wp = &Wh[0, 0]
     cdef const floating* Cp = &C[0, 0, 0]
     cdef const floating* Gp = &G[0, 0, 0]
@@ -451,17 +415,6 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
 # ---------------------------------------------------------------------------------------------------
 # fused entries: the input projection and the weight gradients inside the time loops
 # ---------------------------------------------------------------------------------------------------
-
-# Rows of (x, h) and gate gradients a block gathers before folding them into its weight gradients:
-# enough for the fold to run as a full-speed product, few enough for the rings to stay in L2.
-cdef Py_ssize_t FOLD_ROWS = 128
-
-
-cdef inline Py_ssize_t _fold_cap(Py_ssize_t block_rows) noexcept nogil:
-    """Ring capacity in rows for a block: whole steps, at least one."""
-    cdef Py_ssize_t steps = FOLD_ROWS // block_rows
-    return (steps if steps > 1 else 1) * block_rows
-
 
 def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, gate rows i, f, g, o
                   const floating[::1] b,          # IN  (4Hn,) bias
@@ -569,7 +522,7 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     if bad_block == NULL:
         raise MemoryError()
-    if _small(np.diff(starts_arr).max()):
+    if hand_path(np.diff(starts_arr).max()):
         wt = <floating*> malloc(4 * n * n * sizeof(floating))
         wxt = <floating*> malloc((4 * n * I + 1) * sizeof(floating))
         vt = <floating*> malloc((n * O + 1) * sizeof(floating))
@@ -730,8 +683,8 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     starts_arr = block_starts(bs_arr, T, B, blocks)
     starts = starts_arr
     most = np.diff(starts_arr).max()
-    small = _small(most)
-    cap = _fold_cap(most)
+    small = hand_path(most)
+    cap = fold_cap(most)
     cdef const floating* Wp = &Wh[0, 0]
     cdef const floating* Xp = &X[0, 0, 0] if I > 0 else &db[0]
     cdef const floating* Hp = &H[0, 0, 0]

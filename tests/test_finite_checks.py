@@ -1,15 +1,25 @@
-"""The finiteness checks find every NaN and infinity, on both of their ways (sums, extremes)."""
+"""The finiteness checks find every NaN and infinity, on each of their ways (the compiled test,
+sums, extremes)."""
 
 import numpy as np
 import pytest
 
+from fastbptt import _checks
 from fastbptt._checks import all_finite, sum_finite
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def way(request, monkeypatch):
+    """Each test runs on the compiled test and on NumPy's reductions."""
+    if request.param == "numpy":
+        monkeypatch.setattr(_checks, "_compiled_finite", None)
+    return request.param
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [7, 1 << 16])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_a_single_bad_value_is_found(dtype, n, bad, rng):
+def test_a_single_bad_value_is_found(dtype, n, bad, rng, way):
     a = rng.standard_normal(n).astype(dtype)
     assert all_finite(a) and sum_finite([a, a[:3]])
     for pos in (0, n // 2, n - 1):
@@ -20,6 +30,25 @@ def test_a_single_bad_value_is_found(dtype, n, bad, rng):
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered")  # the sum's, before the exact test
-def test_large_finite_values_that_overflow_a_sum_pass(rng):
+def test_large_finite_values_that_overflow_a_sum_pass(rng, way):
     a = np.full(1 << 16, np.finfo(np.float32).max, np.float32)
     assert all_finite(a) and sum_finite([a, a[:10]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_test_reads_bits_not_sums(dtype):
+    """NaNs of any payload and sign, both infinities, and nothing else: the largest and the
+    smallest (subnormal) finite values pass; other arrays are left to NumPy (None)."""
+    from fastbptt._build import all_finite as compiled
+
+    info = np.finfo(dtype)
+    fine = np.array([0.0, -0.0, info.max, -info.max, info.smallest_subnormal, 1.0], dtype)
+    assert compiled(fine) is True and compiled(fine[:0]) is True
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    exponent = np.array(np.inf, dtype).view(uint)  # every exponent bit set, no mantissa
+    for bits in (exponent, exponent | 1, exponent | (uint(1) << uint(info.nmant - 1))):
+        for sign in (uint(0), uint(1) << uint(info.bits - 1)):
+            bad = fine.copy()
+            bad[3:4].view(uint)[0] = bits | sign  # inf, a signalling and a quiet NaN, both signs
+            assert not np.isfinite(bad[3]) and compiled(bad) is False
+    assert compiled(fine[::2]) is None and compiled(np.ones(3, np.int64)) is None

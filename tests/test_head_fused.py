@@ -19,9 +19,9 @@ HEADS = [("linear", "mse"), ("sigmoid", "mse"), ("sigmoid", "bce"), ("softmax", 
 
 
 def _in_loop(cell):
-    """Whether the compiled kernel of this cell forms the logits in its loop: LSTM always, Elman
-    in builds with the tiled kernels (without AVX2 + FMA its fused entries are not used)."""
-    if cell == "lstm":
+    """Whether the compiled kernel of this cell forms the logits in its loop: LSTM and GRU always,
+    Elman in builds with the tiled kernels (without AVX2 + FMA its fused entries are not used)."""
+    if cell in ("lstm", "gru"):
         return True
     from fastbptt import _elman
     return cell in ("tanh", "relu") and _elman.fused_ok(2, 8, 3, np.float64)
@@ -313,13 +313,13 @@ def test_outputs_handed_out_are_never_overwritten(rng):
     ("lstm", "softmax", "all", 2, False, (True, True)),
     ("tanh", "linear", "last", 1, False, (False, False)),
     ("tanh", None, "all", 1, False, (False, False)),
-    ("gru", "linear", "all", 1, False, (True, False)),
+    ("gru", "linear", "all", 1, False, (True, True)),
     ("lstm", "linear", "all", 1, True, (True, True)),
 ])
 def test_head_plan(cell, output, target, layers, bidirectional, plan):
     """The output layer's work goes into the loops for target="all" with an output layer; dV only
-    where every top cell fills it (a GRU does not; each direction of a bidirectional top layer
-    fills its columns)."""
+    where every top cell fills it (each direction of a bidirectional top layer fills its
+    columns)."""
     m = fb.RNN(3, 4, None if output is None else 2, cell=cell, output=output, target=target,
                num_layers=layers, bidirectional=bidirectional)
     assert Pass(m).plan[:2] == plan

@@ -118,9 +118,8 @@ def test_chunk_logits_and_head_gradient_across_segments(cell, k1, k2, rng):
     T = 11
     m, X, Y = _problem(rng, cell, T=T, reduction="sum")
     for c in train.truncated_bptt(m, X, Y, (k1, k2)):
-        assert (c.logits is not None) == (cell != "gru")  # a GRU leaves them to the head
-        if c.logits is not None:
-            assert_close(c.logits, m.head.logits(m.params, c.seen), np.float64, "logits")
+        assert c.logits is not None  # every cell's loop forms them
+        assert_close(c.logits, m.head.logits(m.params, c.seen), np.float64, "logits")
         start = _state_kwargs(_state_at(m, X, c.window_start))
         H = Pass(m).forward(np.ascontiguousarray(X[c.window_start:c.stop]),
                             tuple(np.asarray(v) for v in start.values())).H

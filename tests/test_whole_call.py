@@ -16,8 +16,7 @@ def test_whole_equals_general(rng, backend, cell, output, loss, T, B):
     m = fb.RNN(I, H, O, cell=cell, output=output, loss=loss, seed=1, backend=backend)
     general = m.copy()
     general._whole = general._whole_forward = False
-    # the GRU's kernels take the head's gradient formed: its backward keeps the general pass
-    assert m._whole_forward and m._whole == (cell != "gru")
+    assert m._whole_forward and m._whole
     X = rng.standard_normal((T, B, I))
     Y = rng.integers(0, O, size=(T, B)) if loss == "ce" else rng.random((T, B, O))
     states = {"h0": rng.standard_normal((B, H))}

@@ -53,16 +53,34 @@ def _extremes_finite(a):
     return math.isfinite(np.maximum.reduce(a, None)) and math.isfinite(np.minimum.reduce(a, None))
 
 
+try:  # the compiled test, when the extension is built (the NumPy backend works without it)
+    from ._build import all_finite as _compiled_finite
+except ImportError:
+    _compiled_finite = None
+
+
 def all_finite(a):
-    """Whether every entry of a is finite. A sum is finite only when every entry is, and one
-    reduction costs less than a test per entry; the exact test runs only when the sum is not."""
+    """Whether every entry of a is finite: the compiled test for C-contiguous float arrays, else a
+    sum (finite only when every entry is; one reduction costs less than a test per entry), with
+    the exact test only when the sum is not."""
+    if _compiled_finite is not None and type(a) is np.ndarray:
+        ok = _compiled_finite(a)
+        if ok is not None:
+            return ok
     if _by_extremes(a):
         return _extremes_finite(a)
     return math.isfinite(_sum(a, None)) or bool(np.isfinite(a).all())
 
 
+def compiled_finite():
+    """Whether the compiled finiteness test is in use (then one test per array beats joining)."""
+    return _compiled_finite is not None
+
+
 def sum_finite(arrays):
     """Whether every entry of every array is finite (as all_finite, one or two reductions each)."""
+    if _compiled_finite is not None:
+        return all(all_finite(a) for a in arrays)
     total = 0.0
     for a in arrays:
         if not _by_extremes(a):

@@ -21,6 +21,22 @@ def check_head(V, c, out, T, B, n):
         check_shape("out", out.shape, (T, B, V.shape[0]))
 
 
+def check_head_grad(dH, dO, V, dV, T, B, n):
+    """A ValueError unless the loss gradient at the states comes one way: as dH (T, B, n), or as
+    dO (T, B, O) and V (O, n) meaning dH = dO @ V, with dV (O, n) to fill or None."""
+    if (dH is None) == (dO is None) or (dO is None) != (V is None):
+        raise ValueError("give the loss gradient as dH, or as dO and V (dH = dO @ V), not both")
+    if dO is not None:
+        check_shape("V", V.shape, (V.shape[0], n))
+        check_shape("dO", dO.shape, (T, B, V.shape[0]))
+        if dV is not None:
+            check_shape("dV", dV.shape, (V.shape[0], n))
+    elif dV is not None:
+        raise ValueError("dV needs dO and V")
+    else:
+        check_shape("dH", dH.shape, (T, B, n))
+
+
 def no_batch_sizes(batch_sizes):
     """The Elman kernels keep the contract's batch_sizes slot but run every row at every step:
     ElmanCell (cells.py) passes each run of steps with one batch size as its own call."""

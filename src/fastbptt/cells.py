@@ -430,19 +430,33 @@ class GRUCell(Cell):
 
     family = "gru"
     gates = 3
+    # as LSTMCell: the fused kernels take the head's work into their loops
+    takes_head_grad = True
+    fills_head_weight_grad = True
 
     def param_shapes(self):
         I, n = self.input_size, self.hidden_size
         return {"Wx": (3 * n, I), "Wh": (3 * n, n), "bx": (3 * n,), "bh": (3 * n,)}
 
-    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None):
-        """States H (T+1, B, H) and the cache (G, HN); with batch_sizes, zero past each end."""
+    def logits_ok(self, kern, X):
+        return _has_fused(kern, X)
+
+    def forward(self, kern, p, X, state0, n_threads, batch_sizes=None, logits=None):
+        """States H (T+1, B, H) and the cache (G, HN); with batch_sizes, zero past each end. With
+        logits=(V, c, out), out is filled too (see Cell)."""
         (h0,) = state0
+        T, B = X.shape[:2]
+        n = self.hidden_size
+        # the kernels write every entry: arrays of an earlier call that nobody holds will do
+        alloc = self._scratch.empty if batch_sizes is None else np.zeros
+        H = alloc((T + 1, B, n), dtype=h0.dtype)
+        G = alloc((T, B, 3 * n), dtype=h0.dtype)
+        HN = alloc((T, B, n), dtype=h0.dtype)
+        if _has_fused(kern, X):
+            kern.forward_fused(p["Wx"], p["bx"], p["Wh"], p["bh"], X, h0, H, G, HN, n_threads,
+                               batch_sizes, *(logits or ()))
+            return H, (G, HN)
         A = _project(X, p["Wx"], p["bx"], batch_sizes)
-        alloc = np.empty if batch_sizes is None else np.zeros
-        H = alloc((X.shape[0] + 1,) + h0.shape, dtype=h0.dtype)
-        G = alloc(A.shape, dtype=h0.dtype)
-        HN = alloc((X.shape[0],) + h0.shape, dtype=h0.dtype)
         kern.forward(p["Wh"], p["bh"], A, h0, H, G, HN, n_threads, *_given(batch_sizes))
         return H, (G, HN)
 
@@ -454,6 +468,19 @@ class GRUCell(Cell):
         """Parameter grads, (dh0,) and dX (or None); with batch_sizes, from the valid steps."""
         G, HN = cache
         (dh_T,) = dstate_T
+        if _has_fused(kern, X):
+            dh0 = np.empty(dh_T.shape, dh_T.dtype)
+            grads = {k: np.empty(p[k].shape, p[k].dtype) for k in ("Wx", "Wh", "bx", "bh")}
+            # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
+            dA = None if not need_dX else np.zeros(G.shape, G.dtype)
+            # a HeadGrad stays unformed: the kernel forms dO_t V (and dV) step by step
+            head = (dH.dO, dH.V, dH.dV) if isinstance(dH, HeadGrad) else ()
+            kern.backward_fused(p["Wh"], X, H, G, HN, None if head else dH, dh_T, dh0, grads["Wx"],
+                                grads["Wh"], grads["bx"], grads["bh"], n_threads, batch_sizes, dA,
+                                *head)
+            return grads, (dh0,), self.input_grads(dA, p["Wx"], need_dX)
+        self.fill_head_weight_grad(dH, H)
+        dH = self.dense_grad(dH)
         # np.zeros maps fresh zero pages (calloc); zeros_like would write every byte
         alloc = np.empty if batch_sizes is None else np.zeros
         dA = alloc(G.shape, G.dtype)

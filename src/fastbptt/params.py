@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ._checks import all_finite, real_array, sum_finite
+from ._checks import all_finite, compiled_finite, real_array, sum_finite
 
 
 class Params(dict):
@@ -104,7 +104,10 @@ class Params(dict):
 
     def check_finite(self):
         values = list(self.values())
-        if self._sum_joined and values:
+        if compiled_finite():
+            if sum_finite(values):
+                return
+        elif self._sum_joined and values:
             if all_finite(np.concatenate(values, axis=None)):
                 return
         elif sum_finite(values):

@@ -100,6 +100,24 @@ def weight_grads(dA, X, H, dWx, dWh, db):
     db[...] = flat.sum(axis=0)
 
 
+def gru_weight_grads(dA, dGh, X, H, dWx, dWh, dbx, dbh):
+    """The GRU's: dWx = sum_t dA_t^T x_t, dbx = sum of dA's rows from the gradients at the input
+    projection; dWh = sum_t dGh_t^T h_{t-1}, dbh = sum of dGh's rows from those at Wh h + bh.
+    Rows past a sequence's end must be zero in dA and dGh."""
+    T, B, rows = dA.shape
+    I, n = X.shape[2], H.shape[2]
+    check_shape("X", X.shape, (T, B, I))
+    check_shape("dWx", dWx.shape, (rows, I))
+    check_shape("dWh", dWh.shape, (rows, n))
+    check_shape("dbx", dbx.shape, (rows,))
+    check_shape("dbh", dbh.shape, (rows,))
+    flat, flat_h = dA.reshape(T * B, rows), dGh.reshape(T * B, rows)
+    dWx[...] = flat.T @ X.reshape(T * B, I)
+    dWh[...] = flat_h.T @ H[:-1].reshape(T * B, n)
+    dbx[...] = flat.sum(axis=0)
+    dbh[...] = flat_h.sum(axis=0)
+
+
 def copy_valid(dst, src, batch_sizes):
     """dst[t, :batch_sizes[t]] = src[t, :batch_sizes[t]] (every row when batch_sizes is None)."""
     if batch_sizes is None:

@@ -1,11 +1,26 @@
 """Pure-Python twin of cython/_gru.pyx: lists and floats, no NumPy inside the time loop.
 
-The benchmarks' baseline: what the GRU recurrence costs written plainly in Python.
+The benchmarks' baseline: what the GRU recurrence costs written plainly in Python. `forward_fused`
+and `backward_fused` keep the kernel contract (docs/architecture.md) as compositions: the
+projection, then `forward`; `backward`, then the weight gradients (see _pure.py).
 """
 
 import math
 
-from ._pure import add_transposed, finite, sigmoid, store_steps
+import numpy as np
+
+from .._kernel_args import check_head, check_head_grad
+from ._pure import (
+    add_transposed,
+    copy_valid,
+    finite,
+    gru_weight_grads,
+    logits,
+    loss_grad,
+    project,
+    sigmoid,
+    store_steps,
+)
 from .gru import _check
 from .lstm import check_batch_sizes
 
@@ -123,3 +138,33 @@ def backward(Wh, H, G, HN, dH, dh_T, dA, dGh, dh0, n_threads=1, batch_sizes=None
     store_steps(dA, da_all, None if batch_sizes is None else bs)
     store_steps(dGh, dgh_all, None if batch_sizes is None else bs)
     dh0[...] = dh
+
+
+def forward_fused(Wx, bx, Wh, bh, X, h0, H, G, HN, n_threads=1, batch_sizes=None, V=None, c=None,
+                  out=None):
+    """forward() from the inputs X (T, B, I): A = X Wx^T + bx, then the recurrence; with V, c
+    and out, the logits out[t] = H[t + 1] V^T + c too, at the valid rows only."""
+    check_head(V, c, out, X.shape[0], X.shape[1], Wh.shape[1])
+    A = project(Wx, bx, X, Wh.shape[0])
+    forward(Wh, bh, A, h0, H, G, HN, n_threads, batch_sizes)
+    logits(H, V, c, out, batch_sizes)
+
+
+def backward_fused(Wh, X, H, G, HN, dH, dh_T, dh0, dWx, dWh, dbx, dbh, n_threads=1,
+                   batch_sizes=None, dA=None, dO=None, V=None, dV=None):
+    """backward(), then the weight gradients dWx, dbx (from the gradients at A) and dWh, dbh
+    (from those at gh = Wh h + bh) over the valid steps; dA, when given, receives the gradients
+    at A at the valid rows. The loss gradient at the states is dH, or dO @ V (dH None), and dV
+    (with dO) the head's weight gradient over the valid rows."""
+    check_head_grad(dH, dO, V, dV, H.shape[0] - 1, H.shape[1], H.shape[2])
+    dH = loss_grad(dH, dO, V, dV, H, batch_sizes)
+    T, B, n = dH.shape
+    if dA is not None:
+        _check("dA", dA.shape, (T, B, 3 * n))
+    # zero past each sequence's end, so those rows add nothing to the weight gradients
+    da = np.zeros((T, B, 3 * n), dtype=dH.dtype)
+    dgh = np.zeros((T, B, 3 * n), dtype=dH.dtype)
+    backward(Wh, H, G, HN, dH, dh_T, da, dgh, dh0, n_threads, batch_sizes)
+    gru_weight_grads(da, dgh, X, H, dWx, dWh, dbx, dbh)
+    if dA is not None:
+        copy_valid(dA, da, batch_sizes)
