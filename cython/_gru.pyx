@@ -53,11 +53,16 @@ import numpy as np
 from fastbptt import _simd
 from fastbptt._kernel_args import block_starts, check_batch_sizes, check_head, check_head_grad
 from fastbptt._kernel_args import check_shape as _check
+from _packcache cimport cache_give, cache_new, cache_panels, cache_take
 
 _simd.register(__name__, lambda name: bind_set(name))
 
 # calls of at most this many rows in all (T * B) skip the transposed / packed copy of Wh
 cdef Py_ssize_t LEAN_ROWS = 2
+
+# forward_fused takes `packed=`, a slot keeping the packed Wh and Wx between calls (see
+# _packcache.pxd), as the LSTM's does; backward_fused packs Wh at every call, as the LSTM's
+KEEPS_PACKED = True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -273,9 +278,11 @@ cdef Py_ssize_t _forward_call(const floating* Wh, const floating* bh, const floa
                               Py_ssize_t I, floating* H, floating* G, floating* HN,
                               floating* out, Py_ssize_t O, const floating* V, const floating* cv,
                               const Py_ssize_t* bs, const Py_ssize_t* starts, Py_ssize_t blocks,
-                              bint hand, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n) except -2:
+                              bint hand, Py_ssize_t T, Py_ssize_t B, Py_ssize_t n,
+                              object packed=None) except -2:
     """Forward through T steps from A, or (A NULL) from X with Wx, bx; with out, the logits too.
-    H[0] is set already. Returns the first step with a non-finite state, or -1."""
+    H[0] is set already. Returns the first step with a non-finite state, or -1. With `packed` (a
+    slot, _packcache.pxd) the tiled path keeps its packed Wh and Wx there between calls."""
     cdef Py_ssize_t n3 = 3 * n, c, b0, t, r, bad = -1
     cdef bint fused = A == NULL
     cdef floating* wt = NULL
@@ -285,6 +292,9 @@ cdef Py_ssize_t _forward_call(const floating* Wh, const floating* bh, const floa
     cdef floating* PX = NULL
     cdef floating* AX = NULL
     cdef const floating* a
+    cdef bint repack = True
+    cdef size_t np_h, np_x
+    kept = fresh = None
     cdef Py_ssize_t* bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     if fused:
         AX = <floating*> malloc(B * n3 * sizeof(floating))
@@ -328,6 +338,21 @@ cdef Py_ssize_t _forward_call(const floating* Wh, const floating* bh, const floa
             wxt = <floating*> malloc((n3 * I + 1) * sizeof(floating))
         if out != NULL:
             vt = <floating*> malloc((n * O + 1) * sizeof(floating))
+    elif fused and packed is not None:
+        # Wh's panels, then Wx's, in one entry kept while the weights hold the bytes packed
+        np_h = pack_size(Wh, n, n3)
+        np_x = pack_size(Wh, I, n3) + 1
+        key = ("forward", _simd.current(), sizeof(floating), I, n)
+        kept = cache_take(packed, key, Wx, n3 * I * sizeof(floating), Wh, n3 * n * sizeof(floating))
+        if kept is None:
+            fresh = cache_new(key, Wx, n3 * I * sizeof(floating), Wh, n3 * n * sizeof(floating),
+                              (np_h + np_x) * sizeof(floating))
+        else:
+            repack = False
+        P = <floating*> cache_panels(kept if kept is not None else fresh)
+        PX = P + np_h
+        if out != NULL:
+            vt = <floating*> malloc((pack_size(Wh, n, O) + 1) * sizeof(floating))
     else:
         P = <floating*> malloc(pack_size(Wh, n, n3) * sizeof(floating))
         if fused:
@@ -342,8 +367,9 @@ cdef Py_ssize_t _forward_call(const floating* Wh, const floating* bh, const floa
         free(wt)
         free(wxt)
         free(vt)
-        free(P)
-        free(PX)
+        if packed is None or not fused:
+            free(P)
+            free(PX)
         raise MemoryError()
     with nogil:
         if hand:
@@ -354,9 +380,10 @@ cdef Py_ssize_t _forward_call(const floating* Wh, const floating* bh, const floa
             if out != NULL:
                 cols(V, n, O, n, vt, O)
         else:
-            pack(Wh, n, True, n, n3, P)
-            if fused and I > 0:
-                pack(Wx, I, True, I, n3, PX)
+            if repack:
+                pack(Wh, n, True, n, n3, P)
+                if fused and I > 0:
+                    pack(Wx, I, True, I, n3, PX)
             if out != NULL:
                 pack(V, n, True, n, O, vt)
         if blocks > 1:
@@ -376,8 +403,10 @@ cdef Py_ssize_t _forward_call(const floating* Wh, const floating* bh, const floa
         free(wt)
         free(wxt)
         free(vt)
-        free(P)
-        free(PX)
+        if packed is None or not fused or hand:
+            free(P)
+            free(PX)
+    cache_give(packed, kept if kept is not None else fresh)
     return bad
 
 
@@ -605,11 +634,14 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (3Hn, I) input weights, 
                   batch_sizes=None,               # IN  (T,) intp or None: rows advanced at step t
                   const floating[:, ::1] V=None,  # IN  (O, Hn) output layer weights, or None
                   const floating[::1] c=None,     # IN  (O,) output layer bias, with V
-                  floating[:, :, ::1] out=None):  # OUT (T, B, O) logits h_t V^T + c, with V
+                  floating[:, :, ::1] out=None,   # OUT (T, B, O) logits h_t V^T + c, with V
+                  packed=None):                   # IN/OUT slot of packed Wh and Wx, kept between calls
     """forward() with the input projections X Wx^T + bx formed step by step inside the time loop,
     so no (T, B, 3Hn) array of them is written and read back; raise FloatingPointError on a
     non-finite state. With V, c and out, the output layer's logits are formed in the same loop
-    (out[t] from h_{t+1} = H[t + 1]; with batch_sizes at the valid rows only)."""
+    (out[t] from h_{t+1} = H[t + 1]; with batch_sizes at the valid rows only). With `packed` (a
+    list the caller keeps, empty at first), the packed Wh and Wx of the last call are reused while
+    Wx and Wh hold the same bytes (_packcache.pxd)."""
     cdef Py_ssize_t n = Wh.shape[1], I = X.shape[2]
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], O = 0
     cdef const Py_ssize_t[::1] starts
@@ -643,7 +675,7 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (3Hn, I) input weights, 
                         &X[0, 0, 0] if I > 0 else &bx[0], I, &H[0, 0, 0], &G[0, 0, 0],
                         &HN[0, 0, 0], &out[0, 0, 0] if O > 0 else nul, O,
                         &V[0, 0] if O > 0 else nul, &c[0] if O > 0 else nul, bs, &starts[0],
-                        blocks, hand, T, B, n)
+                        blocks, hand, T, B, n, packed)
     if bad >= 0:
         raise FloatingPointError(f"non-finite hidden state at time step {bad}")
 

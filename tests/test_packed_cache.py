@@ -1,6 +1,6 @@
-"""The LSTM forward keeps its packed (Wx | Wh) between calls (cython/_packcache.pxd): a call with
-the kept copy gives bitwise what a call that packs afresh gives, and every way a parameter can
-change is seen, writes through an alias of a parameter array included."""
+"""The LSTM and GRU forwards keep their packed weights between calls (cython/_packcache.pxd): a
+call with the kept copy gives bitwise what a call that packs afresh gives, and every way a
+parameter can change is seen, writes through an alias of a parameter array included."""
 
 import numpy as np
 import pytest
@@ -12,8 +12,13 @@ from fastbptt import optim
 SHAPE = dict(I=5, H=12, O=3, B=6, T=4)
 
 
-def _model(dtype=np.float64):
-    return fb.RNN(SHAPE["I"], SHAPE["H"], SHAPE["O"], cell="lstm", dtype=dtype, seed=3,
+@pytest.fixture(params=["lstm", "gru"])
+def cell(request):
+    return request.param
+
+
+def _model(cell, dtype=np.float64):
+    return fb.RNN(SHAPE["I"], SHAPE["H"], SHAPE["O"], cell=cell, dtype=dtype, seed=3,
                   backend="cython")
 
 
@@ -40,8 +45,8 @@ def _same(m, X, Y):
     return loss
 
 
-def test_kept_copy_is_used_and_gives_the_fresh_result(rng):
-    m = _model()
+def test_kept_copy_is_used_and_gives_the_fresh_result(rng, cell):
+    m = _model(cell)
     X, Y = _data(rng)
     first = _same(m, X, Y)
     slot = m.layers.cells[0][0]._packed
@@ -79,8 +84,8 @@ def _alias_write_wx(m):
 
 @pytest.mark.parametrize("change", [_alias_write, _alias_write_wx, _setitem, _isub, _update,
                                     _replace_all])
-def test_every_change_is_seen(rng, change):
-    m = _model()
+def test_every_change_is_seen(rng, change, cell):
+    m = _model(cell)
     X, Y = _data(rng)
     before = _same(m, X, Y)
     change(m)
@@ -88,8 +93,8 @@ def test_every_change_is_seen(rng, change):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_optimizer_steps_are_seen(rng, name):
-    m = _model()
+def test_optimizer_steps_are_seen(rng, name, cell):
+    m = _model(cell)
     X, Y = _data(rng)
     opt = optim.make_optimizer(name, lr=0.05)
     for _ in range(3):
@@ -98,8 +103,8 @@ def test_optimizer_steps_are_seen(rng, name):
         _same(m, X, Y)
 
 
-def test_load_is_seen(rng, tmp_path):
-    m, other = _model(), _model()
+def test_load_is_seen(rng, tmp_path, cell):
+    m, other = _model(cell), _model(cell)
     other.params = {k: v + 0.3 for k, v in other.params.items()}
     X, Y = _data(rng)
     _same(m, X, Y)
@@ -108,9 +113,9 @@ def test_load_is_seen(rng, tmp_path):
     assert _same(m, X, Y) == other.loss_and_grad(X, Y)[0]
 
 
-def test_dtype_switch(rng):
+def test_dtype_switch(rng, cell):
     X, Y = _data(rng)
-    m = _model()
+    m = _model(cell)
     _same(m, X, Y)
     # a float32 model handed the slot a float64 call filled: packed again, in its own dtype
     m32 = m.copy(np.float32)
@@ -119,11 +124,11 @@ def test_dtype_switch(rng):
     _same(m, X, Y)
 
 
-def test_simd_switch(rng, monkeypatch):
+def test_simd_switch(rng, monkeypatch, cell):
     from fastbptt import _simd
 
     X, Y = _data(rng)
-    m = _model()
+    m = _model(cell)
     try:
         for name in _simd.supported() + _simd.supported()[:1]:  # and back to the first
             monkeypatch.setenv("FASTBPTT_SIMD", name)

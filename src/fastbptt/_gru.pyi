@@ -6,6 +6,8 @@ import numpy.typing as npt
 
 _Array = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
+KEEPS_PACKED: bool  # forward_fused takes `packed=`
+
 def forward(
     Wh: _Array,  # IN  (3Hn, Hn) recurrent weights, gate rows r, z, n
     bh: _Array,  # IN  (3Hn,) recurrent bias
@@ -45,6 +47,7 @@ def forward_fused(
     V: _Array | None = None,  # IN  (O, Hn) output layer weights
     c: _Array | None = None,  # IN  (O,) output layer bias, with V
     out: _Array | None = None,  # OUT (T, B, O) logits H[t+1] V^T + c, with V
+    packed: list | None = None,  # IN/OUT the caller's slot of packed Wh and Wx, kept between calls
 ) -> None: ...
 def backward_fused(
     Wh: _Array,  # IN  (3Hn, Hn)

@@ -434,6 +434,11 @@ class GRUCell(Cell):
     takes_head_grad = True
     fills_head_weight_grad = True
 
+    def __init__(self, name, input_size, hidden_size):
+        super().__init__(name, input_size, hidden_size)
+        # the compiled forward's packed Wh and Wx, kept between calls (cython/_packcache.pxd)
+        self._packed = _PackSlot()
+
     def param_shapes(self):
         I, n = self.input_size, self.hidden_size
         return {"Wx": (3 * n, I), "Wh": (3 * n, n), "bx": (3 * n,), "bh": (3 * n,)}
@@ -453,8 +458,9 @@ class GRUCell(Cell):
         G = alloc((T, B, 3 * n), dtype=h0.dtype)
         HN = alloc((T, B, n), dtype=h0.dtype)
         if _has_fused(kern, X):
+            kw = {"packed": self._packed} if getattr(kern, "KEEPS_PACKED", False) else {}
             kern.forward_fused(p["Wx"], p["bx"], p["Wh"], p["bh"], X, h0, H, G, HN, n_threads,
-                               batch_sizes, *(logits or ()))
+                               batch_sizes, *(logits or (None, None, None)), **kw)
             return H, (G, HN)
         A = _project(X, p["Wx"], p["bx"], batch_sizes)
         kern.forward(p["Wh"], p["bh"], A, h0, H, G, HN, n_threads, *_given(batch_sizes))
