@@ -63,7 +63,7 @@ cdef inline void head_grad(const floating* dO, Py_ssize_t O, const floating* V,
     V when PV, V packed, is NULL)."""
     cdef Py_ssize_t b
     if dV != NULL:
-        # on the register tiles: row by row, a loop of rows x O axpys ran at a few GFLOP/s
+        # on the register tiles: row by row, rows x O axpys would reload dV at every row
         gemm_tn(O, n, rows, dO, O, h, n, dV, n, NULL)
     if PV == NULL:
         for b in range(rows):

@@ -166,8 +166,8 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
             if A != NULL:
                 gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, A + t * s4, 4 * n, g, 4 * n)
             else:
-                # one product over K = I + n: a second pass over g for the inputs' share cost
-                # 3-5 % of the forward step
+                # one product over K = I + n: a second pass over g for the inputs' share would
+                # read and write every gate again
                 for b in range(rows):
                     memcpy(Z + b * (I + n), X + t * sx + b * I, I * sizeof(floating))
                     memcpy(Z + b * (I + n) + I, H + t * s + b * n, n * sizeof(floating))
@@ -753,7 +753,7 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
         bad = earliest_bad(bad_block, blocks, False)
         if bad < 0:
             # the blocks' partial sums, in block order, into the first, then transposed back into
-            # dWx | dWh | db by register transposes (element by element: ~0.5 us per step of L2)
+            # dWx | dWh | db by register transposes (element by element, every write is strided)
             Gt = space
             for c in range(1, blocks):
                 part = space + c * per_block

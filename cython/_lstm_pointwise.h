@@ -66,7 +66,7 @@ FB_LSTM_SCALAR(float, f, tanhf, expf)
             FT* cr = c + r * n;                                                                     \
             FT* hr = h + r * n;                                                                     \
             /* two passes: the gates' chains are independent of each other, tanh(c)'s waits for   \
-             * three of them; one pass with both ran 8-20 % slower (latency-bound) */             \
+             * three of them; one pass with both waits on those chains (latency-bound) */       \
             for (ptrdiff_t k = 0; k < nv; k += W) {                                                 \
                 STORE(zr + k, SIGV(LOAD(zr + k)));                                                  \
                 STORE(zr + n + k, SIGV(LOAD(zr + n + k)));                                          \
@@ -126,8 +126,7 @@ FB_LSTM_VECTOR(float, f, FB_WF, fb_vf, fb_load_f, fb_store_f, fb_set1_f, FB_VADD
 
 /* The weight-gradient ring's columns: dst[k * ldd + b] = src[b * lds + k] for `rows` rows b and
  * `cols` columns k, i.e. a block of (x_t | h_{t-1}) rows stored as columns. By whole 8 x 8 (float)
- * or 4 x 4 (double) register transposes: element by element, the strided reads cost about 3 % of
- * the backward step. */
+ * or 4 x 4 (double) register transposes: element by element, every read is strided. */
 #define FB_COLS_SCALAR(FT, SFX)                                                                     \
     static inline void fb_cols_rest_##SFX(const FT* src, ptrdiff_t lds, ptrdiff_t b0, ptrdiff_t b1, \
                                           ptrdiff_t k0, ptrdiff_t k1, FT* dst, ptrdiff_t ldd) {     \
