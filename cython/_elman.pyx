@@ -54,8 +54,9 @@ from _vmath cimport all_finite, vtanh
 
 import numpy as np
 from fastbptt import _simd
-from _argcheck cimport check_shape as _check
 from fastbptt._kernel_args import no_batch_sizes
+
+include "_argcheck.pxi"
 
 _simd.register(__name__, lambda name: bind_set(name))
 

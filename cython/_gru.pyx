@@ -52,8 +52,9 @@ from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 import numpy as np
 from fastbptt import _simd
 from fastbptt._kernel_args import block_starts, check_batch_sizes, check_head, check_head_grad
-from _argcheck cimport check_shape as _check
 from _packcache cimport cache_give, cache_new, cache_panels, cache_take
+
+include "_argcheck.pxi"
 
 _simd.register(__name__, lambda name: bind_set(name))
 

@@ -52,3 +52,37 @@ def test_the_compiled_test_reads_bits_not_sums(dtype):
             bad[3:4].view(uint)[0] = bits | sign  # inf, a signalling and a quiet NaN, both signs
             assert not np.isfinite(bad[3]) and compiled(bad) is False
     assert compiled(fine[::2]) is None and compiled(np.ones(3, np.int64)) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_range_test_finds_every_value_outside(dtype, rng, way):
+    """all_within (bce targets in [0, 1]): the ends pass, a value just outside either end, a NaN
+    and both infinities fail, anywhere in the array; an empty array passes."""
+    a = rng.random(37).astype(dtype)
+    a[0], a[-1] = 0, 1
+    assert _checks.all_within(a, 0, 1) and _checks.all_within(a[:0], 0, 1)
+    below, above = -np.finfo(dtype).smallest_subnormal, np.nextafter(dtype(1), dtype(2))
+    for bad in (below, above, np.nan, np.inf, -np.inf):
+        for pos in (0, 18, 36):
+            b = a.copy()
+            b[pos] = bad
+            assert not _checks.all_within(b, 0, 1), (bad, pos)
+            assert not _checks.all_within(b.reshape(1, 37, 1), 0, 1)
+    assert _checks.all_within(np.arange(3), 0, 2) and not _checks.all_within(a[::2] + 1, 0, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_tests_leave_other_arrays_to_numpy(dtype):
+    """The range test and the one-call test of several arrays answer None (not a guess) for an
+    array they do not read: strided, integer, or not an ndarray."""
+    from fastbptt._build import all_within, each_finite
+
+    a = np.linspace(0, 1, 6, dtype=dtype)
+    assert all_within(a, 0, 1) is True and all_within(a, 0.5, 1) is False
+    assert all_within(a[::2], 0, 1) is None and all_within(np.arange(3), 0, 3) is None
+    bad = a.copy()
+    bad[2] = np.nan
+    assert each_finite([a, a[:2]]) is True and each_finite(()) is True
+    assert each_finite([a, bad]) is False and each_finite((bad, a[::2])) is False
+    assert each_finite([a, a[::2]]) is None and each_finite([a, [1.0]]) is None
+    assert sum_finite([a[::2], a]) and not sum_finite([a[::2], bad])  # NumPy's way then

@@ -456,3 +456,19 @@ def test_logits_non_finite_state_names_the_step(B, n):
     with pytest.raises(FloatingPointError, match="time step 7"):
         _forward_logits(_elman, 0, np.ones((n, I)), np.zeros(n), np.full((n, n), 0.1), X,
                         np.zeros((B, n)), np.ones((2, n)), np.zeros(2), 1)
+
+
+@pytest.mark.parametrize("which,shape", [("db", (6,)), ("dWx", (5, 3)), ("dH", (3, 2, 4))])
+def test_a_wrong_shape_is_named_with_both_shapes_as_numpy_names_it(which, shape, rng):
+    """The compiled driver's shape checks (C comparisons) raise the NumPy twin's message, for
+    arrays of one, two and three axes."""
+    T, B, I, n = 3, 2, 4, 5
+    args = {"Wh": (n, n), "X": (T, B, I), "H": (T + 1, B, n), "dH": (T, B, n), "dh_T": (B, n),
+            "dh0": (B, n), "dWx": (n, I), "dWh": (n, n), "db": (n,)}
+    arrays = {k: rng.standard_normal(shape if k == which else s) for k, s in args.items()}
+    messages = []
+    for kern in (_elman, elman_np):
+        with pytest.raises(ValueError) as exc:
+            kern.backward_fused(0, *arrays.values())
+        messages.append(str(exc.value))
+    assert messages[0] == messages[1] == f"{which} has shape {shape}, expected {args[which]}"

@@ -53,10 +53,12 @@ def _extremes_finite(a):
     return math.isfinite(np.maximum.reduce(a, None)) and math.isfinite(np.minimum.reduce(a, None))
 
 
-try:  # the compiled test, when the extension is built (the NumPy backend works without it)
+try:  # the compiled tests, when the extension is built (the NumPy backend works without them)
     from ._build import all_finite as _compiled_finite
+    from ._build import all_within as _compiled_within
+    from ._build import each_finite as _compiled_each
 except ImportError:
-    _compiled_finite = None
+    _compiled_finite = _compiled_within = _compiled_each = None
 
 
 def all_finite(a):
@@ -72,14 +74,28 @@ def all_finite(a):
     return math.isfinite(_sum(a, None)) or bool(np.isfinite(a).all())
 
 
+def all_within(a, lo, hi):
+    """Whether every entry of a lies in [lo, hi] (a NaN does not): the compiled test for
+    C-contiguous float arrays, else NumPy's minimum and maximum."""
+    if _compiled_finite is not None and type(a) is np.ndarray:
+        ok = _compiled_within(a, lo, hi)
+        if ok is not None:
+            return ok
+    return not a.size or bool(lo <= np.minimum.reduce(a, None) and np.maximum.reduce(a, None) <= hi)
+
+
 def compiled_finite():
     """Whether the compiled finiteness test is in use (then one test per array beats joining)."""
     return _compiled_finite is not None
 
 
 def sum_finite(arrays):
-    """Whether every entry of every array is finite (as all_finite, one or two reductions each)."""
+    """Whether every entry of every array of a sequence is finite (as all_finite, one or two
+    reductions each)."""
     if _compiled_finite is not None:
+        ok = _compiled_each(arrays)  # one call for all: a call's parameters are checked each time
+        if ok is not None:
+            return ok
         return all(all_finite(a) for a in arrays)
     total = 0.0
     for a in arrays:

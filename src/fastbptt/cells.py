@@ -226,7 +226,9 @@ class ElmanCell(Cell):
         if self._fused(kern, X):
             dA = np.empty(shape, dtype=H.dtype) if need_dX else None
             # np.empty_like goes through NumPy's dispatch, a fifth of a microsecond each
-            grads = {k: np.empty(p[k].shape, p[k].dtype) for k in ("U", "W", "b")}
+            U, W, b = p["U"], p["W"], p["b"]
+            grads = {"U": np.empty(U.shape, U.dtype), "W": np.empty(W.shape, W.dtype),
+                     "b": np.empty(b.shape, b.dtype)}
             # the fused kernels form dO_t V step by step (no (T, B, H) gradient array), and the
             # head's dV beside dW
             head = (dH.dO, dH.V, dH.dV) if isinstance(dH, HeadGrad) else ()
@@ -300,9 +302,10 @@ class _Scratch:
 
     def empty(self, shape, dtype):
         """An uninitialised array of this shape and dtype that nobody else holds."""
-        shape, dtype = tuple(shape), np.dtype(dtype)
+        dtype = np.dtype(dtype)
         if not _GIL_ENABLED or math.prod(shape) * dtype.itemsize < self._min_bytes:
             return np.empty(shape, dtype)
+        shape = tuple(shape)
         with self._lock:
             for i, entry in enumerate(self._arrays):
                 a = entry[0]

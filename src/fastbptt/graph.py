@@ -139,7 +139,7 @@ class Pass:
         parameter's gradient and the gradient at the initial state."""
         m = self.model
         shape = m.state_shape(X.shape[1])
-        dstate = tuple(np.zeros(shape, m.dtype) for _ in m.layers.state_names)
+        dstate = tuple([np.zeros(shape, m.dtype) for _ in cell.state_names])
         grads, dstate0, _ = cell.backward(self.kern, self.p, X, H, cache, grad, dstate,
                                           m.n_threads, False, None)
         grads.update(head_grads)

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
-from ._checks import all_finite
+from ._checks import all_finite, all_within
 
 _sum = np.add.reduce
 
@@ -168,11 +168,8 @@ class Head:
 
     def _checked_values(self, Yf):
         """Yf (T', B, O) after its values are checked: finite, and in range for the loss."""
-        if self.loss == "bce" and Yf.size:
-            # targets within [0, 1] are finite too (NaN fails both comparisons): two reductions
-            lo, hi = Yf.min(), Yf.max()
-            if 0 <= lo and hi <= 1:
-                return Yf
+        if self.loss == "bce" and all_within(Yf, 0, 1):
+            return Yf  # targets within [0, 1] are finite too
         if not all_finite(Yf):
             raise ValueError("Y contains NaN or Inf")
         self._check_target_values(Yf)
@@ -299,10 +296,12 @@ class Head:
                 # log(1 + e^o) - y o, written with logaddexp so large |o| neither overflows nor cancels
                 if Y.dtype != o.dtype or Y.shape != o.shape:
                     return _sum(np.logaddexp(0, o) - Y * o, None, np.float64), expit(o) - Y
-                # the same operations in place: for short calls the allocations count
-                terms = np.logaddexp(0, o)
-                terms -= Y * o
-                dO = expit(o)
+                # the same operations in place, dO's buffer holding y o first: for short calls
+                # each allocation counts
+                terms = np.logaddexp(0.0, o)
+                dO = np.multiply(Y, o)
+                terms -= dO
+                expit(o, out=dO)
                 dO -= Y
                 return _sum(terms, None, np.float64), dO
             s = expit(o)
