@@ -6,7 +6,6 @@ of the chosen backend. The time loops themselves live in cython/_<family>.pyx an
 fastbptt/reference/; the contract they share, and how to add a cell: docs/architecture.md.
 """
 
-import math
 import sys
 import threading
 
@@ -302,19 +301,21 @@ class _Scratch:
 
     def empty(self, shape, dtype):
         """An uninitialised array of this shape and dtype that nobody else holds."""
-        dtype = np.dtype(dtype)
-        if not _GIL_ENABLED or math.prod(shape) * dtype.itemsize < self._min_bytes:
-            return np.empty(shape, dtype)
-        shape = tuple(shape)
+        # made first, as most are small and go out as they are; a large one that the pool has
+        # free replaces it untouched (an allocation costs no page faults until it is written)
+        fresh = np.empty(shape, dtype)
+        if not _GIL_ENABLED or fresh.nbytes < self._min_bytes:
+            return fresh
         with self._lock:
             for i, entry in enumerate(self._arrays):
                 a = entry[0]
-                if a.shape == shape and a.dtype == dtype:
+                if a.shape == fresh.shape and a.dtype == fresh.dtype:
                     del a
                     if self._refs(entry) == entry[1]:
                         self._arrays.append(self._arrays.pop(i))
                         return entry[0]
-            entry = [np.empty(shape, dtype), 0]
+            entry = [fresh, 0]
+            del fresh  # the count taken next must be the pool's own references alone
             entry[1] = self._refs(entry)
             self._arrays.append(entry)
             if len(self._arrays) > self._keep:

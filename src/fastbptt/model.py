@@ -38,6 +38,18 @@ def _front(module):
     return importlib.import_module(f"{__package__}.{module}")
 
 
+def _state_grads(call, dstate0, h0, c0):
+    """The gradients at the initial states the caller gave, "h0" / "c0", in the caller's batch
+    order and with the caller's axes."""
+    grads = {}
+    for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0), strict=False):
+        if given is not None:
+            value = call.unsort(value)
+            grads[name] = value[..., 0, :] if call.single and np.ndim(given) < value.ndim \
+                else value
+    return grads
+
+
 class _FrontedMethod:
     """An RNN method that is a function of a module above the model, ``module.name(model, ...)``:
     it shows that function's signature and docstring (help(), inspect.signature, the API
@@ -389,11 +401,8 @@ class RNN:
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"the loss is not finite ({loss_value})")
             grads, dstate0, _ = run.backward([seg], loss, call.lengths)
-        for name, value, given in zip(("h0", "c0"), dstate0, (h0, c0), strict=False):
-            if given is not None:
-                value = call.unsort(value)
-                grads[name] = value[..., 0, :] if call.single and np.ndim(given) < value.ndim \
-                    else value
+        if h0 is not None or c0 is not None:
+            grads.update(_state_grads(call, dstate0, h0, c0))
         return loss_value, grads
 
     @blas_single_in
