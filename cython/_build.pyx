@@ -72,22 +72,27 @@ cdef bint _finite_f(const uint32_t* x, Py_ssize_t n) noexcept nogil:
     return bad == 0
 
 
+# below this many entries a test takes less than releasing and taking back the GIL
+cdef Py_ssize_t NOGIL_FROM = 1 << 12
+
+
+cdef bint _finite_any(const void* x, Py_ssize_t n, bint single) noexcept nogil:
+    return _finite_f(<const uint32_t*> x, n) if single else _finite_d(<const uint64_t*> x, n)
+
+
 cdef int _finite(cnp.ndarray a) noexcept:
     """1 when every entry of a C-contiguous float32 or float64 array is finite, 0 when one is not,
     -1 for any other array."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
     cdef int kind = cnp.PyArray_TYPE(a)
-    cdef bint ok
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+    cdef const void* x = cnp.PyArray_DATA(a)
+    cdef bint ok, single = kind == cnp.NPY_FLOAT
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not (single or kind == cnp.NPY_DOUBLE):
         return -1
-    if kind == cnp.NPY_DOUBLE:
-        with nogil:
-            ok = _finite_d(<const uint64_t*> cnp.PyArray_DATA(a), n)
-    elif kind == cnp.NPY_FLOAT:
-        with nogil:
-            ok = _finite_f(<const uint32_t*> cnp.PyArray_DATA(a), n)
-    else:
-        return -1
+    if n < NOGIL_FROM:
+        return _finite_any(x, n, single)
+    with nogil:
+        ok = _finite_any(x, n, single)
     return ok
 
 
@@ -128,21 +133,24 @@ cdef bint _within_f(const float* x, Py_ssize_t n, float lo, float hi) noexcept n
     return ok
 
 
+cdef bint _within(const void* x, Py_ssize_t n, bint single, double lo, double hi) noexcept nogil:
+    if single:
+        return _within_f(<const float*> x, n, <float> lo, <float> hi)
+    return _within_d(<const double*> x, n, lo, hi)
+
+
 def all_within(cnp.ndarray a not None, double lo, double hi):
     """True when every entry of a C-contiguous float32 or float64 array lies in [lo, hi] (a NaN
     does not), None for any other array; lo and hi must be exact in the array's dtype. One pass,
     where a NumPy minimum and maximum are two reductions of a microsecond each on short arrays."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
     cdef int kind = cnp.PyArray_TYPE(a)
-    cdef bint ok
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+    cdef const void* x = cnp.PyArray_DATA(a)
+    cdef bint ok, single = kind == cnp.NPY_FLOAT
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not (single or kind == cnp.NPY_DOUBLE):
         return None
-    if kind == cnp.NPY_DOUBLE:
-        with nogil:
-            ok = _within_d(<const double*> cnp.PyArray_DATA(a), n, lo, hi)
-    elif kind == cnp.NPY_FLOAT:
-        with nogil:
-            ok = _within_f(<const float*> cnp.PyArray_DATA(a), n, <float> lo, <float> hi)
-    else:
-        return None
+    if n < NOGIL_FROM:
+        return _within(x, n, single, lo, hi)
+    with nogil:
+        ok = _within(x, n, single, lo, hi)
     return ok

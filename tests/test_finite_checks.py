@@ -55,19 +55,20 @@ def test_the_compiled_test_reads_bits_not_sums(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_range_test_finds_every_value_outside(dtype, rng, way):
+@pytest.mark.parametrize("n", [37, 1 << 13])
+def test_the_range_test_finds_every_value_outside(dtype, n, rng, way):
     """all_within (bce targets in [0, 1]): the ends pass, a value just outside either end, a NaN
     and both infinities fail, anywhere in the array; an empty array passes."""
-    a = rng.random(37).astype(dtype)
+    a = rng.random(n).astype(dtype)
     a[0], a[-1] = 0, 1
     assert _checks.all_within(a, 0, 1) and _checks.all_within(a[:0], 0, 1)
     below, above = -np.finfo(dtype).smallest_subnormal, np.nextafter(dtype(1), dtype(2))
     for bad in (below, above, np.nan, np.inf, -np.inf):
-        for pos in (0, 18, 36):
+        for pos in (0, n // 2, n - 1):
             b = a.copy()
             b[pos] = bad
             assert not _checks.all_within(b, 0, 1), (bad, pos)
-            assert not _checks.all_within(b.reshape(1, 37, 1), 0, 1)
+            assert not _checks.all_within(b.reshape(1, n, 1), 0, 1)
     assert _checks.all_within(np.arange(3), 0, 2) and not _checks.all_within(a[::2] + 1, 0, 1)
 
 

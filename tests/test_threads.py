@@ -56,3 +56,26 @@ def test_pools_are_given_back_after_an_error(rng):
         assert _blas_threads() == before
     assert np.isfinite(model.loss_and_grad(rng.normal(size=(6, 4, 3)),
                                            rng.normal(size=(6, 4, 2)))[0])
+
+
+def test_a_library_already_at_one_thread_is_left_alone(monkeypatch, rng):
+    """Inside a user's limit of one BLAS thread, the model's call sets no library (a nested call
+    is the same case); outside it, each library is set to one and given its count back."""
+    from fastbptt._threads import _blas_libraries
+
+    X, Y = rng.normal(size=(6, 4, 3)), rng.normal(size=(6, 4, 2))
+    model = fb.RNN(3, 8, 2, n_threads=2)
+    model.loss_and_grad(X, Y)  # finds the libraries
+    libraries = _blas_libraries()
+    assert libraries
+    sets = []
+    for lib in libraries:
+        monkeypatch.setattr(lib, "set_num_threads",
+                            lambda n, lib=lib, set_=lib.set_num_threads: sets.append(n) or set_(n))
+    with threadpool_limits(1, user_api="blas"):
+        model.loss_and_grad(X, Y)
+    assert sets == []
+    with threadpool_limits(2, user_api="blas"):
+        model.loss_and_grad(X, Y)
+        assert _blas_threads() == [2] * len(libraries)
+    assert sets == [1] * len(libraries) + [2] * len(libraries)

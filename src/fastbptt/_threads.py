@@ -13,6 +13,7 @@ import functools
 from contextlib import nullcontext
 
 _controller = None
+_blas = None
 
 
 def _blas_pools():
@@ -28,14 +29,41 @@ def _blas_pools():
     return _controller or None
 
 
+def _blas_libraries():
+    """threadpoolctl's controller of each BLAS library (found once), or () without it."""
+    global _blas
+    if _blas is None:
+        pools = _blas_pools()
+        _blas = () if pools is None else tuple(pools.select(user_api="blas").lib_controllers)
+    return _blas
+
+
+class _OneBlasThread:
+    """BLAS at one thread inside, each library given back its count after. A library already at
+    one is left alone (a nested call, or a user's limit): a count read costs a fraction of
+    threadpoolctl's `limit`, which reads every library's state and sets each one, in and out."""
+
+    __slots__ = ("_libraries", "_given")
+
+    def __init__(self, libraries):
+        self._libraries = libraries
+        self._given = ()
+
+    def __enter__(self):
+        self._given = [(lib, n) for lib in self._libraries if (n := lib.get_num_threads()) != 1]
+        for lib, _ in self._given:
+            lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in self._given:
+            lib.set_num_threads(n)
+
+
 def blas_single_while(n_threads):
     """A context in which BLAS uses one thread, when the kernels use more than one."""
-    if n_threads <= 1:
-        return nullcontext()
-    pools = _blas_pools()
-    if pools is None:
-        return nullcontext()
-    return pools.limit(limits=1, user_api="blas")
+    libraries = _blas_libraries() if n_threads > 1 else ()
+    return _OneBlasThread(libraries) if libraries else nullcontext()
 
 
 def blas_single_in(call):

@@ -138,8 +138,8 @@ class Pass:
         """The backward pass after `whole_loss`, as `backward` runs it for one segment: every
         parameter's gradient and the gradient at the initial state."""
         m = self.model
-        shape = m.state_shape(X.shape[1])
-        dstate = tuple([np.zeros(shape, m.dtype) for _ in cell.state_names])
+        # one cell: each state is (B, H), as the states H hold it at every step
+        dstate = tuple([np.zeros(H.shape[1:], H.dtype) for _ in cell.state_names])
         grads, dstate0, _ = cell.backward(self.kern, self.p, X, H, cache, grad, dstate,
                                           m.n_threads, False, None)
         grads.update(head_grads)
