@@ -41,3 +41,27 @@ def test_whole_equals_general(rng, backend, cell, output, loss, T, B):
 def test_whole_is_not_taken_where_it_does_not_apply(kw):
     m = fb.RNN(2, 4, **{"output_size": 1, **kw})
     assert not m._whole and not m._whole_forward
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("T,B,O", [(8, 1, 1), (5, 3, 2)])
+def test_bce_head_is_bitwise_its_numpy_expressions(rng, dtype, reduction, T, B, O):
+    """The sigmoid + bce head (buffers reused to save allocations) computes, bitwise, the loss
+    sum(logaddexp(0, o) - y o) and the gradient (expit(o) - y) * scale, with the bias gradient
+    summed over steps, then sequences."""
+    from scipy.special import expit
+
+    m = fb.RNN(3, 4, O, output="sigmoid", loss="bce", reduction=reduction, dtype=dtype)
+    o = rng.normal(scale=3, size=(T, B, O)).astype(dtype)
+    Y = rng.random((T, B, O)).astype(dtype)
+    value, grad, grads = m.head.loss_and_grad(m.params, None, Y, unformed=True,
+                                              defer_weight_grad=True, logits=o.copy())
+    scale = 1.0 / (T * B) if reduction == "mean" else 1.0
+    loss = np.add.reduce(np.logaddexp(0, o) - Y * o, None, np.float64)
+    dO = expit(o) - Y
+    if scale != 1:
+        dO = dO * dtype(scale)
+    assert value == float(loss) * scale
+    assert grad.dO.dtype == dtype and np.array_equal(grad.dO, dO)
+    assert np.array_equal(grads["c"], np.add.reduce(np.add.reduce(dO, 0), 0))
