@@ -14,6 +14,15 @@ cdef inline Py_ssize_t active_rows(const Py_ssize_t* bs, Py_ssize_t t, Py_ssize_
     return 0 if r < 0 else (rows if r > rows else r)
 
 
+cdef inline Py_ssize_t widest(const Py_ssize_t[::1] starts) noexcept nogil:
+    """Rows of the largest block, from each block's first row and B at the end."""
+    cdef Py_ssize_t c, most = 0
+    for c in range(starts.shape[0] - 1):
+        if starts[c + 1] - starts[c] > most:
+            most = starts[c + 1] - starts[c]
+    return most
+
+
 cdef inline Py_ssize_t earliest_bad(const Py_ssize_t* bad, Py_ssize_t k, bint forward) noexcept nogil:
     """The step a serial loop would have stopped at, from each block's first bad step (-1: none)."""
     cdef Py_ssize_t j, first = -1

@@ -46,7 +46,7 @@ from libc.string cimport memcpy
 from _blas cimport gemv
 from _tile cimport bind_set, cols, gemm_packed, pack, pack_size
 from _vmath cimport all_finite, vsigmoid, vtanh_fast
-from _blocks cimport active_rows, add_rows, earliest_bad
+from _blocks cimport active_rows, add_rows, earliest_bad, widest
 from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 
 import numpy as np
@@ -529,7 +529,7 @@ def _plan(batch_sizes, T, B, n, n_threads):
     blocks = max(1, min(n_threads, B))
     starts = block_starts(bs_arr, T, B, blocks)
     # all blocks take the path of the largest
-    return bs_arr, starts, blocks, hand_path(np.diff(starts).max())
+    return bs_arr, starts, blocks, hand_path(widest(starts))
 
 
 def forward(const floating[:, ::1] Wh,       # IN  (3Hn, Hn) recurrent weights, gate rows r, z, n
@@ -728,15 +728,16 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (3Hn, Hn)
     if dA is not None:
         _check("dA", (dA.shape[0], dA.shape[1], dA.shape[2]), (T, B, 3 * n))
     plan = _plan(batch_sizes, T, B, n, n_threads)
-    dWx[...] = 0
-    dWh[...] = 0
-    dbx[...] = 0
-    dbh[...] = 0
-    if dV is not None:
-        dV[...] = 0
     if B > 0 and n > 0:
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
     if plan is None:
+        # no step: zero gradients (a run writes every entry at its end)
+        dWx[...] = 0
+        dWh[...] = 0
+        dbx[...] = 0
+        dbh[...] = 0
+        if dV is not None:
+            dV[...] = 0
         return
     bs_arr, starts_arr, blocks, hand = plan
     starts = starts_arr

@@ -40,7 +40,7 @@ from libc.string cimport memcpy, memset
 from _blas cimport gemv
 from _tile cimport bind_set, cols, gemm_packed, pack, pack_size
 from _vmath cimport all_finite
-from _blocks cimport active_rows, add_rows, earliest_bad
+from _blocks cimport active_rows, add_rows, earliest_bad, widest
 from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 
 import numpy as np
@@ -299,7 +299,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
     if bad_block == NULL:
         raise MemoryError()
     # all blocks take the path of the largest
-    if hand_path(np.diff(starts_arr).max()):
+    if hand_path(widest(starts)):
         wt = <floating*> malloc(4 * n * n * sizeof(floating))
     else:
         P = <floating*> malloc(pack_size(Wp, n, 4 * n) * sizeof(floating))
@@ -375,7 +375,7 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
         bs = &bs_view[0]
     starts_arr = block_starts(bs_arr, T, B, blocks)
     starts = starts_arr
-    small = hand_path(np.diff(starts_arr).max())
+    small = hand_path(widest(starts))
     cdef const floating* Wp = &Wh[0, 0]
     cdef const floating* Cp = &C[0, 0, 0]
     cdef const floating* Gp = &G[0, 0, 0]
@@ -523,7 +523,7 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     if bad_block == NULL:
         raise MemoryError()
-    if hand_path(np.diff(starts_arr).max()):
+    if hand_path(widest(starts)):
         wt = <floating*> malloc(4 * n * n * sizeof(floating))
         wxt = <floating*> malloc((4 * n * I + 1) * sizeof(floating))
         vt = <floating*> malloc((n * O + 1) * sizeof(floating))
@@ -669,9 +669,11 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     bs_arr = check_batch_sizes(batch_sizes, T, B)
     if n == 0:
         return
-    dWx[...] = 0
-    dWh[...] = 0
-    db[...] = 0
+    if B == 0 or T == 0:
+        # no step: zero gradients (a run writes every entry at its end)
+        dWx[...] = 0
+        dWh[...] = 0
+        db[...] = 0
     if B == 0:
         return
     memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
@@ -683,7 +685,7 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
         bs = &bs_view[0]
     starts_arr = block_starts(bs_arr, T, B, blocks)
     starts = starts_arr
-    most = np.diff(starts_arr).max()
+    most = widest(starts)
     small = hand_path(most)
     cap = fold_cap(most)
     cdef const floating* Wp = &Wh[0, 0]

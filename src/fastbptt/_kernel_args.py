@@ -62,20 +62,35 @@ def check_batch_sizes(batch_sizes, T, B, full_if_none=False):
     return np.ascontiguousarray(bs, dtype=np.intp)
 
 
+# the even splits handed out so far, read-only: every kernel call asks for one
+_EVEN_SPLITS = {}
+
+
+def _even_split(B, blocks):
+    starts = _EVEN_SPLITS.get((B, blocks))
+    if starts is None:
+        starts = (np.arange(blocks + 1) * B // blocks).astype(np.intp)
+        starts.flags.writeable = False
+        if len(_EVEN_SPLITS) < 256:
+            _EVEN_SPLITS[(B, blocks)] = starts
+    return starts
+
+
 def block_starts(bs, T, B, blocks):
-    """First row of each block and B at the end (blocks + 1 entries, each block at least one row).
+    """First row of each block and B at the end (blocks + 1 entries, each block at least one row;
+    read-only).
 
     Equal row counts without batch_sizes; with them, about equal numbers of valid steps, since the
     longest sequences come first and would otherwise leave the first thread working alone.
     """
-    starts = (np.arange(blocks + 1) * B // blocks).astype(np.intp)
     if bs is None or blocks == 1:
-        return starts
+        return _even_split(B, blocks)
+    starts = _even_split(B, blocks).copy()
     # row j runs for the steps whose batch size exceeds j
     lengths = T - np.searchsorted(bs[::-1], np.arange(B), side="right")
     work = np.concatenate(([0], np.cumsum(lengths)))
     if work[B] == 0:
-        return starts
+        return _even_split(B, blocks)
     starts[1:blocks] = np.searchsorted(work, work[B] * np.arange(1, blocks) / blocks)
     for c in range(1, blocks):
         starts[c] = max(starts[c], starts[c - 1] + 1)
