@@ -33,13 +33,14 @@ cdef inline void pack_panels(const floating* D, Py_ssize_t K, Py_ssize_t N,
 
 
 cdef inline void fold(const floating* Zt, Py_ssize_t cap, const floating* D, Py_ssize_t k,
-                      Py_ssize_t kz, Py_ssize_t ng, floating* Gt, floating* panels) noexcept nogil:
-    """Gt (kz, ng) += Zt[:, :k] D[:k]: k rows z_r (inputs, states, and a last entry 1), stored as
-    the columns of Zt (kz, cap), times their gate gradients d_r (rows of D, ng each). One
-    register-tiled product gives the weights' gradients and (from the ones) the bias's together; D
-    is packed into `panels` first."""
+                      Py_ssize_t kz, Py_ssize_t ng, floating* Gt, floating* panels,
+                      bint add) noexcept nogil:
+    """Gt (kz, ng) += Zt[:, :k] D[:k] (= when not `add`: the first fold needs no zeroed Gt): k rows
+    z_r (inputs, states, and a last entry 1), stored as the columns of Zt (kz, cap), times their
+    gate gradients d_r (rows of D, ng each). One register-tiled product gives the weights'
+    gradients and (from the ones) the bias's together; D is packed into `panels` first."""
     pack_panels(D, k, ng, panels)
-    gemm_packed(kz, ng, k, Zt, cap, panels, NULL, Gt, ng, Gt, ng)
+    gemm_packed(kz, ng, k, Zt, cap, panels, NULL, Gt if add else NULL, ng, Gt, ng)
 
 
 cdef inline void head_logits(const floating* h, Py_ssize_t rows, Py_ssize_t n, const floating* vt,

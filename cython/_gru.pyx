@@ -40,8 +40,8 @@ same number of valid steps, and a block stops its forward loop once all its rows
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 from _blas cimport gemv
 from _tile cimport bind_set, cols, gemm_packed, pack, pack_size
@@ -192,13 +192,14 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
 
 cdef inline void _fold_both(const floating* ring_z, Py_ssize_t cap, const floating* ring_d,
                             Py_ssize_t fill, Py_ssize_t I, Py_ssize_t n, floating* Gt,
-                            floating* panels) noexcept nogil:
-    """Fold the gathered rows into Gt: (x, 1) with the gradients at A into (dWx | dbx)^T, and
-    (h_{t-1}, 1) with those at gh into (dWh | dbh)^T, which sit below it in Gt."""
+                            floating* panels, bint add) noexcept nogil:
+    """Fold the gathered rows into Gt (add to it, or write it when not `add`): (x, 1) with the
+    gradients at A into (dWx | dbx)^T, and (h_{t-1}, 1) with those at gh into (dWh | dbh)^T,
+    which sit below it in Gt."""
     cdef Py_ssize_t n3 = 3 * n
-    fold(ring_z, cap, ring_d, fill, I + 1, n3, Gt, panels)
+    fold(ring_z, cap, ring_d, fill, I + 1, n3, Gt, panels, add)
     fold(ring_z + (I + 1) * cap, cap, ring_d + cap * n3, fill, n + 1, n3, Gt + (I + 1) * n3,
-         panels)
+         panels, add)
 
 
 cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const floating* H,
@@ -227,6 +228,7 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
     """
     cdef Py_ssize_t t, b, rows, n3 = 3 * n, s = B * n, s3 = B * 3 * n, sx = B * I, so = B * O
     cdef Py_ssize_t fill = 0
+    cdef bint folded = False
     cdef const floating* dho
     cdef floating* da
     cdef floating* dg
@@ -236,7 +238,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
             continue
         if ring_d != NULL:
             if fill + rows > cap:
-                _fold_both(ring_z, cap, ring_d, fill, I, n, Gt, panels)
+                _fold_both(ring_z, cap, ring_d, fill, I, n, Gt, panels, folded)
+                folded = True
                 fill = 0
             da = ring_d + fill * n3
             dg = ring_d + (cap + fill) * n3
@@ -265,7 +268,10 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
         if not all_finite(dh, rows * n):
             return t
     if fill > 0:
-        _fold_both(ring_z, cap, ring_d, fill, I, n, Gt, panels)
+        _fold_both(ring_z, cap, ring_d, fill, I, n, Gt, panels, folded)
+    elif ring_d != NULL and not folded:
+        # no row of the block ran: its share of the sums is zero
+        memset(Gt, 0, (I + n + 2) * n3 * sizeof(floating))
     return -1
 
 
@@ -441,7 +447,7 @@ cdef Py_ssize_t _backward_call(const floating* Wh, const floating* H, const floa
         o_p = o_d + 2 * cap * n3
         o_v = o_p + pack_size(Wh, cap, n3)
         per_block = o_v + (O * n if dV != NULL else 0)
-        space = <floating*> calloc(blocks * per_block, sizeof(floating))
+        space = <floating*> malloc(blocks * per_block * sizeof(floating))
     if not hand:
         P = <floating*> malloc(pack_size(Wh, n3, n) * sizeof(floating))
         if dO != NULL:
@@ -459,6 +465,10 @@ cdef Py_ssize_t _backward_call(const floating* Wh, const floating* H, const floa
         if PV != NULL:
             pack(V, n, False, O, n, PV)
         for c in range(blocks if fused else 0):
+            # only dV's sums start from zero: the first fold writes Gt, and the rings and panels
+            # are written before they are read
+            if dV != NULL:
+                memset(space + c * per_block + o_v, 0, O * n * sizeof(floating))
             for j in range(cap):
                 space[c * per_block + o_z + I * cap + j] = 1
                 space[c * per_block + o_z + (I + n + 1) * cap + j] = 1

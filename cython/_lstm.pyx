@@ -209,6 +209,7 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
     cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
     cdef const floating* dho
     cdef Py_ssize_t kz = I + n + 1, fill = 0
+    cdef bint folded = False
     cdef floating* da
     for t in range(T - 1, -1, -1):
         rows = active_rows(bs, t, b0, block_rows)
@@ -217,7 +218,8 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
         m = rows * n
         if ring_d != NULL:
             if fill + rows > cap:
-                fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels)
+                fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels, folded)
+                folded = True
                 fill = 0
             da = ring_d + fill * 4 * n
             # the ring's columns fill..fill+rows: x_t, then h_{t-1} (row-contiguous per unit)
@@ -243,7 +245,10 @@ cdef Py_ssize_t _backward_block(const floating* Wh, const floating* P, const flo
         if not (all_finite(dh, m) and all_finite(dc, m)):
             return t
     if fill > 0:
-        fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels)
+        fold(ring_z, cap, ring_d, fill, kz, 4 * n, Gt, panels, folded)
+    elif ring_d != NULL and not folded:
+        # no row of the block ran: its share of the sums is zero
+        memset(Gt, 0, kz * 4 * n * sizeof(floating))
     return -1
 
 
@@ -732,8 +737,8 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
         if PV != NULL:
             pack(Vp, n, False, O, n, PV)
         for c in range(blocks):
-            # only the sums start from zero: the rings and panels are written before they are read
-            memset(space + c * per_block, 0, o_z * sizeof(floating))
+            # only dV's sums start from zero: the first fold writes Gt, and the rings and panels
+            # are written before they are read
             if want_dv:
                 memset(space + c * per_block + o_v, 0, O * n * sizeof(floating))
             for j in range(cap):

@@ -81,6 +81,21 @@ def test_fused_agrees_with_numpy(dtype, shape, n_threads, ragged, rng):
         assert_close(got[k], want[k], dtype, what=k)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(5, 6, 3, 16), (90, 40, 4, 20)], ids=["one-fold", "folds"])
+def test_a_block_whose_rows_never_run_adds_nothing(dtype, shape, rng):
+    """Sequences of length 0 after a long one: the second thread's block has no step to run, and
+    its share of the weight gradients (never folded) must count as zero."""
+    T, B = shape[:2]
+    p = _problem(rng, *shape, dtype)
+    bs = np.ones(T, dtype=np.intp)
+    got = _run(_lstm, p, 2, bs)
+    want = _run(lstm_np, p, 1, bs)
+    for k in want:
+        assert_close(got[k], want[k], dtype, what=k)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_fused_matches_the_contract_path_and_gemms(dtype, rng):
     """The fused entries give what forward/backward plus the GEMMs of the contract give."""
