@@ -82,16 +82,27 @@ def test_fused_agrees_with_numpy(dtype, shape, n_threads, ragged, rng):
 
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(5, 6, 3, 16), (90, 40, 4, 20)], ids=["one-fold", "folds"])
-def test_a_block_whose_rows_never_run_adds_nothing(dtype, shape, rng):
+def test_a_block_whose_rows_never_run_adds_nothing(cell, dtype, shape, rng):
     """Sequences of length 0 after a long one: the second thread's block has no step to run, and
-    its share of the weight gradients (never folded) must count as zero."""
-    T, B = shape[:2]
-    p = _problem(rng, *shape, dtype)
+    its share of the weight gradients (never folded) must count as zero. The GRU shares the fold
+    (cython/_fused.pxd), so it is checked here too, through its own test module's helpers."""
+    if cell == "lstm":
+        problem, run, kern, twin = _problem, _run, _lstm, lstm_np
+    else:
+        import test_kernels_gru_fused as gru_tests
+
+        from fastbptt import _gru
+        from fastbptt.reference import gru as gru_np
+
+        problem, run, kern, twin = gru_tests._problem, gru_tests._run, _gru, gru_np
+    T = shape[0]
+    p = problem(rng, *shape, dtype)
     bs = np.ones(T, dtype=np.intp)
-    got = _run(_lstm, p, 2, bs)
-    want = _run(lstm_np, p, 1, bs)
+    got = run(kern, p, 2, bs)
+    want = run(twin, p, 1, bs)
     for k in want:
         assert_close(got[k], want[k], dtype, what=k)
 
