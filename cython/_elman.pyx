@@ -456,7 +456,7 @@ def backward_fused(int act,
 
 
 cdef void _head_weight_grad(const floating* dO, const floating* Hs, floating* dV, Py_ssize_t rows,
-                           Py_ssize_t O, Py_ssize_t n) noexcept nogil:
+                            Py_ssize_t O, Py_ssize_t n) noexcept nogil:
     """dV (O, n) = dO^T Hs over `rows` rows of dO (rows, O) and Hs (rows, n): the sequence path's
     calls are short, where a loop costs less than a product through NumPy."""
     cdef Py_ssize_t o, j, r

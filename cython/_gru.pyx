@@ -49,7 +49,6 @@ from _vmath cimport all_finite, vsigmoid, vtanh_fast
 from _blocks cimport active_rows, add_rows, earliest_bad, widest
 from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 
-import numpy as np
 from fastbptt import _simd
 from fastbptt._kernel_args import block_starts, check_batch_sizes, check_head, check_head_grad
 from _packcache cimport cache_give, cache_new, cache_panels, cache_take

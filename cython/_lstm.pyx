@@ -43,7 +43,6 @@ from _vmath cimport all_finite
 from _blocks cimport active_rows, add_rows, earliest_bad, widest
 from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 
-import numpy as np
 from fastbptt import _simd
 from _packcache cimport cache_give, cache_new, cache_panels, cache_take
 from fastbptt._kernel_args import block_starts, check_batch_sizes
@@ -268,7 +267,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
     """Unroll the LSTM over all T steps; raise FloatingPointError on a non-finite state."""
     cdef Py_ssize_t n = Wh.shape[1]
     cdef Py_ssize_t T = A.shape[0], B = A.shape[1]
-    cdef Py_ssize_t j, k, c, b0, bad = -1
+    cdef Py_ssize_t c, b0, bad = -1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef floating* wt = NULL
     cdef floating* P = NULL
@@ -445,7 +444,7 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
     Wx and Wh hold the same bytes (_packcache.pxd)."""
     cdef Py_ssize_t n = Wh.shape[1], I = X.shape[2]
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1]
-    cdef Py_ssize_t j, k, blk, b0, bad = -1, O = 0
+    cdef Py_ssize_t k, blk, b0, bad = -1, O = 0
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef floating* wt = NULL
     cdef floating* wxt = NULL
@@ -632,7 +631,7 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     each step forms its rows of dO_t V inside the loop, so no (T, B, Hn) array is built. With dV
     as well, the output layer's weight gradient sum_t dO_t^T h_t is formed in the same loop."""
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n = Wh.shape[1], I = X.shape[2]
-    cdef Py_ssize_t c, b0, j, k, bad = -1, n4 = 4 * n, kz = I + n + 1
+    cdef Py_ssize_t c, b0, j, bad = -1, n4 = 4 * n, kz = I + n + 1
     cdef Py_ssize_t blocks = max(1, min(n_threads, B))
     cdef Py_ssize_t cap, most, per_block
     cdef bint small
