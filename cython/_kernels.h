@@ -84,7 +84,8 @@ typedef struct fb_fold_args {
     void (*vtanh_##SFX)(FT* x, ptrdiff_t n);                                                         \
     void (*tanh_##SFX)(FT* x, ptrdiff_t n);                                                          \
     void (*vsigmoid_##SFX)(FT* x, ptrdiff_t n);                                                      \
-    void (*lstm_fwd_##SFX)(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t rows, ptrdiff_t n);        \
+    void (*lstm_fwd_##SFX)(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t rows, ptrdiff_t n,       \
+                           FT* gout);                                                             \
     void (*lstm_bwd_##SFX)(const FT* G, const FT* cp, const FT* c, const FT* dho, const FT* dhn,   \
                            FT* dc, FT* da, ptrdiff_t rows, ptrdiff_t n);                           \
     void (*gru_bwd_##SFX)(const FT* G, const FT* hn, const FT* hp, const FT* dho, FT* dh, FT* da,  \

@@ -35,6 +35,7 @@ about the same number of valid steps, and a block stops its forward loop once al
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free, malloc
+from libc.stdint cimport uintptr_t
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemv
@@ -65,9 +66,9 @@ KEEPS_PACKED = True
 
 cdef extern from "_dispatch.h" nogil:
     void fb_lstm_fwd_d(double* z, const double* cp, double* c, double* h, Py_ssize_t rows,
-                       Py_ssize_t n) noexcept
+                       Py_ssize_t n, double* gout) noexcept
     void fb_lstm_fwd_f(float* z, const float* cp, float* c, float* h, Py_ssize_t rows,
-                       Py_ssize_t n) noexcept
+                       Py_ssize_t n, float* gout) noexcept
     void fb_lstm_bwd_d(const double* G, const double* cp, const double* c, const double* dho,
                        const double* dhn, double* dc, double* da, Py_ssize_t rows,
                        Py_ssize_t n) noexcept
@@ -77,13 +78,13 @@ cdef extern from "_dispatch.h" nogil:
 
 
 cdef inline void _cell(floating* G, const floating* c_prev, floating* c, floating* h,
-                       Py_ssize_t rows, Py_ssize_t n) noexcept nogil:
+                       Py_ssize_t rows, Py_ssize_t n, floating* gout=NULL) noexcept nogil:
     """Pre-activations G (rows, 4n) -> activated gates in place; c = f c_prev + i g and
     h = o tanh(c), two passes per row (cython/_lstm_pointwise.h)."""
     if floating is float:
-        fb_lstm_fwd_f(G, c_prev, c, h, rows, n)
+        fb_lstm_fwd_f(G, c_prev, c, h, rows, n, gout)
     else:
-        fb_lstm_fwd_d(G, c_prev, c, h, rows, n)
+        fb_lstm_fwd_d(G, c_prev, c, h, rows, n, gout)
 
 
 cdef inline void _step_small(const floating* wt, const floating* A, const floating* h_prev,
@@ -145,6 +146,10 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
     """
     cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
     cdef floating* g
+    # the product's hot scratch for the gates, after the joined rows, on a 64-byte boundary
+    cdef floating* zg = NULL
+    if Z != NULL:
+        zg = <floating*> ((<uintptr_t> (Z + block_rows * (I + n)) + 63) & ~(<uintptr_t> 63))
     for t in range(T):
         rows = active_rows(bs, t, b0, block_rows)
         if rows == 0:
@@ -171,8 +176,10 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
                 for b in range(rows):
                     memcpy(Z + b * (I + n), X + t * sx + b * I, I * sizeof(floating))
                     memcpy(Z + b * (I + n) + I, H + t * s + b * n, n * sizeof(floating))
-                gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, g, 4 * n)
-            _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
+                gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, zg, 4 * n)
+                _cell(zg, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n, g)
+            if A != NULL:
+                _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
         if not (all_finite(C + (t + 1) * s, m) and all_finite(H + (t + 1) * s, m)):
             return t
         if out != NULL:
@@ -547,7 +554,7 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
             P = <floating*> malloc(pack_size(Wp, I + n, 4 * n) * sizeof(floating))
         if kept is None:
             wcat = <floating*> malloc(4 * n * (I + n) * sizeof(floating))
-        Z = <floating*> malloc(B * (I + n) * sizeof(floating))
+        Z = <floating*> malloc((B * (I + 5 * n) + 16 * blocks) * sizeof(floating))
         vt = <floating*> malloc((pack_size(Wp, n, O) + 1) * sizeof(floating))
     if vt == NULL or ((wt == NULL or wxt == NULL) and (
             P == NULL or Z == NULL or (wcat == NULL and kept is None))):
@@ -582,7 +589,8 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
             for blk in prange(blocks, num_threads=blocks, schedule="static"):
                 b0 = starts[blk]
                 bad_block[blk] = _forward_block(
-                    P, wt, NULL, Xp + b0 * I, Z + b0 * (I + n) if Z != NULL else NULL, wxt, bp, I,
+                    P, wt, NULL, Xp + b0 * I, Z + b0 * (I + 5 * n) + 16 * blk if Z != NULL else NULL,
+                    wxt, bp, I,
                     Hp + b0 * n, Cp + b0 * n,
                     Gp + b0 * 4 * n, outp + b0 * O if outp != NULL else NULL, O, vt, cp, bs, b0,
                     T, B, starts[blk + 1] - b0, n)

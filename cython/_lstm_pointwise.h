@@ -6,7 +6,8 @@
  *           di = dc' g i (1 - i),  df = dc' c_prev f (1 - f),  dg = dc' i (1 - g^2),
  *           do = dh th o (1 - o),  and dc <- dc' f.
  * Backward is one loop over a row's units with everything in registers; forward is two (the gates,
- * then the cell), over a row that stays in L1. Both run on whole registers of the set's width with
+ * then the cell), over a row that stays in L1, and may stream the gates out to the array the
+ * backward pass reads them from. Both run on whole registers of the set's width with
  * the inline tanh and sigmoid of _vmath.h; the last n % width units take the same formulas in scalar
  * libm (sigmoid as 1 / (1 + exp(-x))).
  */
@@ -15,6 +16,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "_vmath.h"
 
@@ -55,13 +58,17 @@ FB_LSTM_SCALAR(double, d, tanh, exp)
 FB_LSTM_SCALAR(float, f, tanhf, expf)
 #undef FB_LSTM_SCALAR
 
-#define FB_LSTM_VECTOR(FT, SFX, W, VT, LOAD, STORE, SET1, ADD, SUB, MUL, FMA, FNMA, TANHV, SIGV)    \
-    /* z (rows, 4n) pre-activations -> activated gates; c, h, cp (rows, n) */                      \
+#define FB_LSTM_VECTOR(FT, SFX, W, VT, LOAD, STORE, STREAM, SET1, ADD, SUB, MUL, FMA, FNMA, TANHV, SIGV)    \
+    /* z (rows, 4n) pre-activations -> activated gates; c, h, cp (rows, n). With gout (else NULL) \
+     * the gates go there as well, past the caches when it is aligned: z is then a scratch that     \
+     * stays in cache, and gout is not read again before the backward pass */                    \
     static inline void fb_lstm_fwd_##SFX(FT* z, const FT* cp, FT* c, FT* h, ptrdiff_t rows,         \
-                                         ptrdiff_t n) {                                            \
+                                         ptrdiff_t n, FT* gout) {                                  \
         const ptrdiff_t nv = n - n % W;                                                             \
+        const int stream = gout != NULL && n % W == 0 && (uintptr_t)gout % sizeof(VT) == 0;        \
         for (ptrdiff_t r = 0; r < rows; r++) {                                                      \
             FT* zr = z + r * 4 * n;                                                                 \
+            FT* gr = stream ? gout + r * 4 * n : NULL;                                              \
             const FT* cpr = cp + r * n;                                                             \
             FT* cr = c + r * n;                                                                     \
             FT* hr = h + r * n;                                                                     \
@@ -78,9 +85,18 @@ FB_LSTM_SCALAR(float, f, tanhf, expf)
                 VT ck = FMA(LOAD(zr + n + k), LOAD(cpr + k), ig);                                   \
                 STORE(cr + k, ck);                                                                  \
                 STORE(hr + k, MUL(LOAD(zr + 3 * n + k), TANHV(ck)));                                \
+                if (gr) {                                                                           \
+                    STREAM(gr + k, LOAD(zr + k));                                                   \
+                    STREAM(gr + n + k, LOAD(zr + n + k));                                           \
+                    STREAM(gr + 2 * n + k, LOAD(zr + 2 * n + k));                                   \
+                    STREAM(gr + 3 * n + k, LOAD(zr + 3 * n + k));                                   \
+                }                                                                                   \
             }                                                                                       \
             fb_lstm_fwd_tail_##SFX(zr, cpr, cr, hr, nv, n);                                         \
+            if (gout != NULL && !stream)                                                            \
+                memcpy(gout + r * 4 * n, zr, (size_t)(4 * n) * sizeof(FT));                         \
         }                                                                                           \
+        if (stream) fb_stream_fence();                                                              \
     }                                                                                               \
     /* G (rows, 4n) activated gates; cp, c = c_{t-1}, c_t; dho: the loss gradient at h_t; dhn: the \
      * gradient from step t+1 (dho may be NULL: all in dhn); dc (in: dL/dc_t, out: dL/dc_{t-1}); \
@@ -115,9 +131,9 @@ FB_LSTM_SCALAR(float, f, tanhf, expf)
 #define FB_VADD(a, b) ((a) + (b))
 #define FB_VSUB(a, b) ((a) - (b))
 #define FB_VMUL(a, b) ((a) * (b))
-FB_LSTM_VECTOR(double, d, FB_WD, fb_vd, fb_load_d, fb_store_d, fb_set1_d, FB_VADD, FB_VSUB, FB_VMUL,
+FB_LSTM_VECTOR(double, d, FB_WD, fb_vd, fb_load_d, fb_store_d, fb_stream_d, fb_set1_d, FB_VADD, FB_VSUB, FB_VMUL,
                fb_fma_d, fb_fnma_d, fb_tanh_vd, fb_sigmoid_vd)
-FB_LSTM_VECTOR(float, f, FB_WF, fb_vf, fb_load_f, fb_store_f, fb_set1_f, FB_VADD, FB_VSUB, FB_VMUL,
+FB_LSTM_VECTOR(float, f, FB_WF, fb_vf, fb_load_f, fb_store_f, fb_stream_f, fb_set1_f, FB_VADD, FB_VSUB, FB_VMUL,
                fb_fma_f, fb_fnma_f, fb_tanh_vf, fb_sigmoid_vf)
 #undef FB_LSTM_VECTOR
 #undef FB_VADD

@@ -97,6 +97,22 @@ FB_VEC_OPS(double, fb_vd, fb_vdi, d, FB_WD)
 FB_VEC_OPS(float, fb_vf, fb_vfi, f, FB_WF)
 #undef FB_VEC_OPS
 
+/* a store that bypasses the caches (the line is not read first), where the set has one: for arrays
+ * written now and read again only much later; p must be aligned to the vector's size */
+#if FB_VBYTES == 64
+static inline void fb_stream_d(double* p, fb_vd v) { _mm512_stream_pd(p, v); }
+static inline void fb_stream_f(float* p, fb_vf v) { _mm512_stream_ps(p, v); }
+static inline void fb_stream_fence(void) { _mm_sfence(); }
+#elif FB_VBYTES == 32
+static inline void fb_stream_d(double* p, fb_vd v) { _mm256_stream_pd(p, v); }
+static inline void fb_stream_f(float* p, fb_vf v) { _mm256_stream_ps(p, v); }
+static inline void fb_stream_fence(void) { _mm_sfence(); }
+#else
+static inline void fb_stream_d(double* p, fb_vd v) { fb_store_d(p, v); }
+static inline void fb_stream_f(float* p, fb_vf v) { fb_store_f(p, v); }
+static inline void fb_stream_fence(void) {}
+#endif
+
 #if FB_VBYTES == 64
 static inline fb_vd fb_fma_d(fb_vd a, fb_vd b, fb_vd c) { return _mm512_fmadd_pd(a, b, c); }
 static inline fb_vf fb_fma_f(fb_vf a, fb_vf b, fb_vf c) { return _mm512_fmadd_ps(a, b, c); }

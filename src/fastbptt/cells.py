@@ -274,6 +274,16 @@ class ElmanCell(Cell):
         return grads, (dh,), dX
 
 
+def _aligned_empty(shape, dtype, align=64):
+    """np.empty(shape, dtype) starting on an `align`-byte boundary (a cache line), which the
+    compiled kernels' streaming stores need."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.intp)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 class _Scratch:
     """Arrays a cell hands out again from one call to the next (the forward cache of a training
     step): a fresh array of that size is paid for in page faults, about a tenth of a step at
@@ -297,7 +307,8 @@ class _Scratch:
 
     @staticmethod
     def _refs(entry):
-        return sys.getrefcount(entry[0])
+        # a view of the array refers to its base (the aligned buffer), not to the array itself
+        return sys.getrefcount(entry[0]), sys.getrefcount(entry[0].base)
 
     def empty(self, shape, dtype):
         """An uninitialised array of this shape and dtype that nobody else holds."""
@@ -306,6 +317,7 @@ class _Scratch:
         fresh = np.empty(shape, dtype)
         if not _GIL_ENABLED or fresh.nbytes < self._min_bytes:
             return fresh
+        fresh = _aligned_empty(shape, dtype)
         with self._lock:
             for i, entry in enumerate(self._arrays):
                 a = entry[0]
@@ -314,7 +326,7 @@ class _Scratch:
                     if self._refs(entry) == entry[1]:
                         self._arrays.append(self._arrays.pop(i))
                         return entry[0]
-            entry = [fresh, 0]
+            entry = [fresh, None]
             del fresh  # the count taken next must be the pool's own references alone
             entry[1] = self._refs(entry)
             self._arrays.append(entry)
