@@ -110,7 +110,16 @@ FB_LSTM_SCALAR(float, f, tanhf, expf)
             const FT* Gr = G + r * 4 * n;                                                           \
             FT* dar = da + r * 4 * n;                                                               \
             const ptrdiff_t o4 = r * n;                                                             \
+            const FT* Gp = Gr + FB_PF_ROWS * 4 * n;                                                 \
+            const FT* cpp = cp + o4 + FB_PF_ROWS * n;                                               \
             for (ptrdiff_t k = 0; k < nv; k += W) {                                                 \
+                if (r + FB_PF_ROWS < rows) {                                                        \
+                    __builtin_prefetch(Gp + k, 0, 3);                                               \
+                    __builtin_prefetch(Gp + n + k, 0, 3);                                           \
+                    __builtin_prefetch(Gp + 2 * n + k, 0, 3);                                       \
+                    __builtin_prefetch(Gp + 3 * n + k, 0, 3);                                       \
+                    __builtin_prefetch(cpp + k, 0, 3);                                              \
+                }                                                                                   \
                 VT i = LOAD(Gr + k), f = LOAD(Gr + n + k);                                          \
                 VT g = LOAD(Gr + 2 * n + k), o = LOAD(Gr + 3 * n + k);                              \
                 VT th = TANHV(LOAD(c + o4 + k));                                                    \
@@ -128,6 +137,9 @@ FB_LSTM_SCALAR(float, f, tanhf, expf)
         }                                                                                           \
     }
 
+/* the backward reads G and c_{t-1} of a step written long before (from memory): they are fetched
+ * this many rows ahead, since the hardware's prefetch starts afresh at every 4 KB page */
+#define FB_PF_ROWS 2
 #define FB_VADD(a, b) ((a) + (b))
 #define FB_VSUB(a, b) ((a) - (b))
 #define FB_VMUL(a, b) ((a) * (b))
