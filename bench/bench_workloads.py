@@ -6,7 +6,7 @@ when they are installed, PyTorch (CPU) and JAX (jit + lax.scan), first checked t
     W2 tanh I=32 H=128 O=10 B=32 T=1,000        float32
     W3 tanh I=256 H=512 O=10 B=64 T=200         float32, float64 (as % of the machine's GEMM peak)
     L1 lstm I=2 H=16 O=1 B=1 T=20,000           float64, float32
-    L2 lstm I=32 H=128 O=10 B=32 T=1,000        float32, float64
+    L2 lstm I=32 H=128 O=10 B=32 T=1,000        float32, float64 (as % of the GEMM peak)
 
 Times are medians of --repeats runs, the backends and peers taking turns within each repeat (so a
 change in the machine's load touches them alike); the slow backends and the peers run on a prefix of
@@ -45,6 +45,8 @@ from _common import (  # noqa: E402
 # which baselines each row is compared with (the issues ask for the ratios on W1, W2 and the LSTM rows)
 BASELINES = {"W1": ("numpy", "python"), "W2": ("numpy",), "L1": ("numpy", "python"), "L2": ("numpy",)}
 TINY_T = 40
+# the rows whose target is a share of the machine's GEMM peak
+PEAK_ROWS = ("W3", "L2")
 
 
 def _us(seconds, steps):
@@ -93,7 +95,7 @@ def run_row(name, dtype, args, peers):
             print(f"  {peer}: {exc}", flush=True)
             continue
         runs[peer] = (fn, steps)
-    if name == "W3":
+    if name in PEAK_ROWS:
         # the GEMM peak is timed in the same turns, so a change in load touches it alike, with BLAS
         # on --threads threads whatever --blas-threads says: the peak of the cores fastbptt may use
         gemm_inner, gemm_flops = gemm_call(dtype, 256 if args.tiny else 1536)
@@ -102,7 +104,7 @@ def run_row(name, dtype, args, peers):
             with blas_threads(args.threads):
                 gemm_inner()
     fns = {k: fn for k, (fn, _) in runs.items()}
-    if name == "W3":
+    if name in PEAK_ROWS:
         fns["gemm"] = gemm_fn
     timed = time_interleaved(fns, args.repeats, settle=0.0 if args.tiny else args.settle,
                              rewarm_below=args.rewarm_below)
@@ -112,7 +114,7 @@ def run_row(name, dtype, args, peers):
         if key != "fastbptt":
             row[f"{key}_steps"] = steps
             row[f"ratio_{key}"] = row[f"{key}_us"] / row["fastbptt_us"]
-    if name == "W3":
+    if name in PEAK_ROWS:
         row["gflop_per_step"] = flops_per_step(spec["cell"], spec["I"], spec["H"], spec["O"],
                                                spec["B"]) / 1e9
         # the peak is the GEMM's best repeat; fastbptt is taken at its median (conservative)

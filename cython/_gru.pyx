@@ -50,8 +50,10 @@ from _blocks cimport active_rows, add_rows, earliest_bad, widest
 from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 
 from fastbptt import _simd
-from fastbptt._kernel_args import block_starts, check_batch_sizes, check_head, check_head_grad
+from fastbptt._kernel_args import (WORK, block_starts, check_batch_sizes, check_head,
+                                   check_head_grad)
 from _packcache cimport cache_give, cache_new, cache_panels, cache_take
+from _workarea cimport area_start, lines_up
 
 include "_argcheck.pxi"
 
@@ -445,17 +447,18 @@ cdef Py_ssize_t _backward_call(const floating* Wh, const floating* H, const floa
         o_d = o_z + kz * cap
         o_p = o_d + 2 * cap * n3
         o_v = o_p + pack_size(Wh, cap, n3)
-        per_block = o_v + (O * n if dV != NULL else 0)
-        space = <floating*> malloc(blocks * per_block * sizeof(floating))
+        # each block's space and Wh's panels start on a cache line
+        per_block = lines_up(o_v + (O * n if dV != NULL else 0), sizeof(floating))
+    cdef Py_ssize_t o_wh = blocks * per_block
+    area = WORK.take((o_wh + (0 if hand else pack_size(Wh, n3, n))) * sizeof(floating))
+    if fused:
+        space = <floating*> area_start(area)
     if not hand:
-        P = <floating*> malloc(pack_size(Wh, n3, n) * sizeof(floating))
+        P = <floating*> area_start(area) + o_wh
         if dO != NULL:
             PV = <floating*> malloc(pack_size(Wh, O, n) * sizeof(floating))
-    if (bad_block == NULL or (fused and space == NULL) or (not hand and P == NULL)
-            or (not hand and dO != NULL and PV == NULL)):
+    if bad_block == NULL or (not hand and dO != NULL and PV == NULL):
         free(bad_block)
-        free(space)
-        free(P)
         free(PV)
         raise MemoryError()
     with nogil:
@@ -509,10 +512,9 @@ cdef Py_ssize_t _backward_call(const floating* Wh, const floating* H, const floa
             memcpy(dbh, Gt + (I + 1 + n) * n3, n3 * sizeof(floating))
             if dV != NULL:
                 memcpy(dV, Gt + o_v, O * n * sizeof(floating))
-        free(P)
         free(PV)
-        free(space)
         free(bad_block)
+    WORK.give(area)
     return bad
 
 

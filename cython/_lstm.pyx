@@ -46,7 +46,8 @@ from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 
 from fastbptt import _simd
 from _packcache cimport cache_give, cache_new, cache_panels, cache_take
-from fastbptt._kernel_args import block_starts, check_batch_sizes
+from _workarea cimport area_start, lines_up
+from fastbptt._kernel_args import WORK, block_starts, check_batch_sizes
 
 include "_argcheck.pxi"
 
@@ -718,23 +719,23 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef Py_ssize_t o_z = kz * n4, o_d = o_z + kz * cap, o_p = o_d + cap * n4
     cdef Py_ssize_t o_v = o_p + pack_size(Wp, cap, n4)
     cdef bint want_dv = dV is not None and O > 0
-    per_block = o_v + (O * n if want_dv else 0)
-    bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
-    space = <floating*> malloc(blocks * per_block * sizeof(floating))
+    # each block's space and Wh's panels start on a cache line
+    per_block = lines_up(o_v + (O * n if want_dv else 0), sizeof(floating))
+    cdef Py_ssize_t o_wh = blocks * per_block
+    area = WORK.take((o_wh + (0 if small else pack_size(Wp, n4, n))) * sizeof(floating))
+    space = <floating*> area_start(area)
     if not small:
-        P = <floating*> malloc(pack_size(Wp, n4, n) * sizeof(floating))
+        P = space + o_wh
+    bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     if dO is not None and dOp == NULL:
         # no output unit (O = 0): no loss gradient reaches the states
         zeros = <floating*> calloc(T * B * n, sizeof(floating))
         dHp = zeros
     if dOp != NULL and not small:
         PV = <floating*> malloc(pack_size(Wp, O, n) * sizeof(floating))
-    if (bad_block == NULL or space == NULL or (P == NULL and not small)
-            or (dO is not None and dOp == NULL and zeros == NULL)
+    if (bad_block == NULL or (dO is not None and dOp == NULL and zeros == NULL)
             or (dOp != NULL and not small and PV == NULL)):
         free(bad_block)
-        free(space)
-        free(P)
         free(PV)
         free(zeros)
         raise MemoryError()
@@ -783,10 +784,9 @@ def backward_fused(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
             memcpy(&db[0], Gt + (I + n) * n4, n4 * sizeof(floating))
             if want_dv:
                 memcpy(&dV[0, 0], Gt + o_v, O * n * sizeof(floating))
-        free(P)
         free(PV)
         free(zeros)
-        free(space)
         free(bad_block)
+    WORK.give(area)
     if bad >= 0:
         raise FloatingPointError(f"non-finite gradient at time step {bad}")

@@ -245,7 +245,7 @@ def test_gates_streamed_to_an_aligned_array_equal_the_copied_ones(dtype, shape, 
         assert (G.ctypes.data % 64 == 0) == (offset == 0)
         _lstm.forward_fused(p["Wx"], p["b"], p["Wh"], p["X"], p["h0"], p["c0"], H, C, G, 1, bs)
         runs.append((H, C, G.copy()))
-    for got, want in zip(runs[0], runs[1]):
+    for got, want in zip(runs[0], runs[1], strict=True):
         np.testing.assert_array_equal(got, want)
     if bs is None:  # the twin leaves the entries of finished rows zero
         assert_close(runs[0][2], _run(lstm_np, p)["G"], dtype)

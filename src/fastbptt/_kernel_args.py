@@ -1,6 +1,8 @@
 """What every kernel shares at the Python level: argument checks (shapes, batch_sizes) and how a
 batch is cut into per-thread blocks. Used by the Cython drivers and their NumPy and pure-Python twins."""
 
+import threading
+
 import numpy as np
 
 
@@ -97,3 +99,40 @@ def block_starts(bs, T, B, blocks):
     for c in range(blocks - 1, 0, -1):
         starts[c] = min(starts[c], starts[c + 1] - 1)
     return starts
+
+
+class WorkPool:
+    """Work areas of the compiled drivers (cython/_workarea.pxd), kept from one call to the next:
+    an area of a megabyte malloc'd afresh at every call is paid for in page faults at every call,
+    a few percent of an LSTM training window of 64 steps. A call takes an area out and gives it
+    back when done, so concurrent calls never share one; the pool keeps the `keep` most recently
+    given, none larger than `largest` bytes (beyond that the faults are small beside the work)."""
+
+    def __init__(self, keep=4, largest=64 << 20):
+        self._spare = []
+        self._keep = keep
+        self._largest = largest
+        self._lock = threading.Lock()
+
+    def take(self, nbytes):
+        """A bytearray with room for nbytes from its first 64-byte boundary on, that no other call
+        holds: a kept one at most twice that size, else a new one."""
+        need = nbytes + 64
+        with self._lock:
+            for i in range(len(self._spare) - 1, -1, -1):
+                if need <= len(self._spare[i]) <= 2 * need:
+                    return self._spare.pop(i)
+        return bytearray(need)
+
+    def give(self, area):
+        """Return an area taken from the pool; the oldest kept one goes when there are too many."""
+        if len(area) > self._largest:
+            return
+        with self._lock:
+            self._spare.append(area)
+            if len(self._spare) > self._keep:
+                del self._spare[0]
+
+
+# the one pool of the compiled modules
+WORK = WorkPool()

@@ -1,0 +1,78 @@
+"""The compiled drivers' pool of work areas (fastbptt._kernel_args.WorkPool): an area is handed out
+again only after it was given back, never to two calls at once, and the pool stays bounded."""
+
+import threading
+
+import numpy as np
+
+import fastbptt as fb
+from fastbptt._kernel_args import WORK, WorkPool
+
+
+def test_an_area_comes_back_only_after_it_was_given_back():
+    pool = WorkPool(keep=2)
+    a = pool.take(1000)
+    assert len(a) >= 1000 + 64  # room to start on a cache line
+    b = pool.take(1000)
+    assert b is not a
+    pool.give(a)
+    assert pool.take(1000) is a
+    assert pool.take(1000) is not b  # b was never given back
+
+
+def test_sizes_far_apart_get_their_own_area():
+    pool = WorkPool()
+    small = pool.take(100)
+    pool.give(small)
+    big = pool.take(10_000)
+    assert big is not small and len(big) >= 10_000
+    pool.give(big)
+    assert pool.take(100) is small  # a kept area over twice the need is left for larger calls
+
+
+def test_the_pool_keeps_few_and_small_enough_areas():
+    pool = WorkPool(keep=2, largest=4096)
+    areas = [pool.take(1000) for _ in range(3)]
+    for a in areas:
+        pool.give(a)
+    assert pool.take(1000) is areas[2] and pool.take(1000) is areas[1]
+    fresh = pool.take(1000)
+    assert all(fresh is not a for a in areas)  # the oldest was dropped
+    huge = pool.take(8192)
+    pool.give(huge)
+    assert pool.take(8192) is not huge
+
+
+def test_threads_never_hold_the_same_area():
+    pool = WorkPool(keep=8)
+    held, lock = [], threading.Lock()
+
+    def work():
+        for _ in range(200):
+            a = pool.take(512)
+            with lock:
+                assert all(a is not b for b in held)
+                held.append(a)
+            with lock:
+                held.remove(a)
+            pool.give(a)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_gated_models_give_the_same_gradients_from_a_reused_area(rng):
+    # the second call runs on the area the first gave back (the pool is the package's own)
+    for cell in ("lstm", "gru"):
+        m = fb.RNN(5, 40, 3, cell=cell, seed=2)
+        X, Y = rng.normal(size=(12, 33, 5)), rng.normal(size=(12, 33, 3))
+        first = m.loss_and_grad(X, Y)
+        spare = len(WORK._spare)
+        again = m.loss_and_grad(X, Y)
+        assert spare > 0 and len(WORK._spare) == spare
+        assert again[0] == first[0]
+        for k in first[1]:
+            np.testing.assert_array_equal(again[1][k], first[1][k])
