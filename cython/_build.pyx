@@ -1,7 +1,11 @@
 """How the compiled kernels were built (read by fastbptt.show_config), the value tests every
-call's checks run (finiteness, a range), and the bce head's elementwise pass."""
+call's checks run (finiteness, a range), the bce head's elementwise pass, and the work areas the
+compiled drivers keep between calls (Area)."""
 
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport free
+
+from _workarea cimport big_alloc
 
 cimport numpy as cnp
 
@@ -243,3 +247,30 @@ def bce_terms(cnp.ndarray o not None, cnp.ndarray y not None, cnp.ndarray terms 
         with nogil:
             _bce(po, py, pt, pd, n, kind == cnp.NPY_FLOAT)
     return True
+
+
+cdef class Area:
+    """`nbytes` of uninitialised memory on a 64-byte boundary (on huge pages from 1 MB up, where
+    the OS gives them: _alloc.h), freed with the object: the work areas and packed weights the
+    compiled drivers keep between calls. `address` is where it starts."""
+
+    cdef void* start
+    cdef readonly Py_ssize_t nbytes
+
+    def __cinit__(self, Py_ssize_t nbytes):
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        self.start = big_alloc(max(nbytes, 1))
+        if self.start == NULL:
+            raise MemoryError(f"cannot allocate {nbytes} bytes")
+        self.nbytes = nbytes
+
+    def __dealloc__(self):
+        free(self.start)
+
+    def __len__(self):
+        return self.nbytes
+
+    @property
+    def address(self):
+        return <uintptr_t> self.start

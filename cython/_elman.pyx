@@ -51,6 +51,7 @@ from _blas cimport gemm, gemv
 from _blocks cimport earliest_bad
 from _tile cimport (FASTBPTT_TILED, bind_set, gemm_packed, lanes, pack, pack_size, tile_chunks)
 from _vmath cimport all_finite, vtanh
+from _workarea cimport big_alloc
 
 import numpy as np
 from fastbptt import _simd
@@ -497,7 +498,7 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] Wh, const floating[:,
     cdef const floating* dO_ptr = &dO[0, 0, 0] if dO is not None and T > 0 and O > 0 else NULL
     cdef const floating* last
     cdef const floating* hT
-    cdef floating* G = <floating*> calloc(grows * ldg, sizeof(floating))
+    cdef floating* G = <floating*> big_alloc(grows * ldg * sizeof(floating))
     cdef floating acc
     if dO_ptr != NULL:
         PV = _packed_rect(&V[0, 0], O, n, False)  # op = V: dh_t += dO_t V row by row
@@ -507,6 +508,7 @@ cdef _backward_fused_tiled(int act, const floating[:, ::1] Wh, const floating[:,
         free(G)
         raise MemoryError()
     with nogil:
+        memset(G, 0, grows * ldg * sizeof(floating))
         memcpy(&dh0[0, 0], &dh_T[0, 0], B * n * sizeof(floating))
         memset(&db[0], 0, n * sizeof(floating))
         if T > 0:

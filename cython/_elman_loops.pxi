@@ -564,11 +564,13 @@ cdef Py_ssize_t _backward_tiled(int act, const floating* P, const floating* H, c
     if blocks > 64:
         blocks = 64
     fold_dO = fold_dO and dO != NULL
-    ring = <floating*> malloc(blocks * rsize * sizeof(floating))
-    work = <floating*> malloc(blocks * wsize * sizeof(floating) + 1)
+    ring = <floating*> big_alloc(blocks * rsize * sizeof(floating))
+    work = <floating*> big_alloc(blocks * wsize * sizeof(floating))
     if part and G != NULL:
         # blocks after the first sum into their own G and db, added to the caller's afterwards
-        parts = <floating*> calloc((blocks - 1) * (gsize + n), sizeof(floating))
+        parts = <floating*> big_alloc((blocks - 1) * (gsize + n) * sizeof(floating))
+        if parts != NULL:
+            memset(parts, 0, (blocks - 1) * (gsize + n) * sizeof(floating))
     if ring == NULL or work == NULL or (part and G != NULL and parts == NULL):
         free(ring)
         free(work)
@@ -611,15 +613,16 @@ cdef floating* _transposed(const floating* M, Py_ssize_t rows, Py_ssize_t cols) 
 
 
 cdef floating* _packed(const floating* Wh, Py_ssize_t n, bint trans) noexcept nogil:
-    """Wh (n, n) (trans: Wh^T) packed for gemm_packed, malloc'd, or NULL when out of memory."""
+    """Wh (n, n) (trans: Wh^T) packed for gemm_packed, from big_alloc, or NULL when out of memory."""
     return _packed_rect(Wh, n, n, trans)
 
 
 cdef floating* _packed_rect(const floating* M, Py_ssize_t rows, Py_ssize_t cols,
                             bint trans) noexcept nogil:
-    """op(M) packed for gemm_packed (op(M) = M^T, (cols, rows), when trans), malloc'd, or NULL."""
+    """op(M) packed for gemm_packed (op(M) = M^T, (cols, rows), when trans), from big_alloc (free
+    with free()), or NULL."""
     cdef Py_ssize_t K = cols if trans else rows, N = rows if trans else cols
-    cdef floating* P = <floating*> malloc(pack_size(M, K, N) * sizeof(floating) + 1)
+    cdef floating* P = <floating*> big_alloc(pack_size(M, K, N) * sizeof(floating))
     if P != NULL:
         pack(M, cols, trans, K, N, P)
     return P

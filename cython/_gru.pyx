@@ -53,7 +53,7 @@ from fastbptt import _simd
 from fastbptt._kernel_args import (WORK, block_starts, check_batch_sizes, check_head,
                                    check_head_grad)
 from _packcache cimport cache_give, cache_new, cache_panels, cache_take
-from _workarea cimport area_start, lines_up
+from _workarea cimport area_start, big_alloc, lines_up
 
 include "_argcheck.pxi"
 
@@ -362,9 +362,9 @@ cdef Py_ssize_t _forward_call(const floating* Wh, const floating* bh, const floa
         if out != NULL:
             vt = <floating*> malloc((pack_size(Wh, n, O) + 1) * sizeof(floating))
     else:
-        P = <floating*> malloc(pack_size(Wh, n, n3) * sizeof(floating))
+        P = <floating*> big_alloc(pack_size(Wh, n, n3) * sizeof(floating))
         if fused:
-            PX = <floating*> malloc((pack_size(Wh, I, n3) + 1) * sizeof(floating))
+            PX = <floating*> big_alloc(pack_size(Wh, I, n3) * sizeof(floating))
         if out != NULL:
             vt = <floating*> malloc((pack_size(Wh, n, O) + 1) * sizeof(floating))
     if (bad_block == NULL or (hand and wt == NULL) or (not hand and P == NULL)

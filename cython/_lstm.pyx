@@ -46,7 +46,7 @@ from _fused cimport fold, fold_cap, hand_path, head_grad, head_logits
 
 from fastbptt import _simd
 from _packcache cimport cache_give, cache_new, cache_panels, cache_take
-from _workarea cimport area_start, lines_up
+from _workarea cimport area_start, big_alloc, lines_up
 from fastbptt._kernel_args import WORK, block_starts, check_batch_sizes
 
 include "_argcheck.pxi"
@@ -314,7 +314,7 @@ def forward(const floating[:, ::1] Wh,       # IN  (4Hn, Hn) recurrent weights, 
     if hand_path(widest(starts)):
         wt = <floating*> malloc(4 * n * n * sizeof(floating))
     else:
-        P = <floating*> malloc(pack_size(Wp, n, 4 * n) * sizeof(floating))
+        P = <floating*> big_alloc(pack_size(Wp, n, 4 * n) * sizeof(floating))
     if wt == NULL and P == NULL:
         free(bad_block)
         raise MemoryError()
@@ -397,7 +397,7 @@ def backward(const floating[:, ::1] Wh,      # IN  (4Hn, Hn)
     cdef floating* dcp = &dc0[0, 0]
     bad_block = <Py_ssize_t*> malloc(blocks * sizeof(Py_ssize_t))
     if not small:
-        P = <floating*> malloc(pack_size(Wp, 4 * n, n) * sizeof(floating))
+        P = <floating*> big_alloc(pack_size(Wp, 4 * n, n) * sizeof(floating))
     if bad_block == NULL or (P == NULL and not small):
         free(bad_block)
         free(P)
@@ -552,7 +552,7 @@ def forward_fused(const floating[:, ::1] Wx,      # IN  (4Hn, I) input weights, 
         elif kept is not None:
             P = <floating*> cache_panels(kept)
         else:
-            P = <floating*> malloc(pack_size(Wp, I + n, 4 * n) * sizeof(floating))
+            P = <floating*> big_alloc(pack_size(Wp, I + n, 4 * n) * sizeof(floating))
         if kept is None:
             wcat = <floating*> malloc(4 * n * (I + n) * sizeof(floating))
         Z = <floating*> malloc((B * (I + 5 * n) + 16 * blocks) * sizeof(floating))

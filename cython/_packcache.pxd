@@ -9,6 +9,8 @@
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.string cimport memcmp, memcpy
 
+from _workarea cimport area_start
+
 
 cdef inline object cache_take(object slot, tuple key, const void* a, size_t na, const void* b,
                               size_t nb):
@@ -36,11 +38,13 @@ cdef inline object cache_new(tuple key, const void* a, size_t na, const void* b,
         memcpy(dst, a, na)
     if nb:
         memcpy(dst + na, b, nb)
-    return (key, copy, bytearray(panel_bytes + 1))
+    from fastbptt._build import Area  # panels on huge pages where the OS gives them (_alloc.h)
+
+    return (key, copy, Area(panel_bytes))
 
 
 cdef inline void* cache_panels(object entry):
-    return PyByteArray_AS_STRING(entry[2])
+    return area_start(entry[2])
 
 
 cdef inline void cache_give(object slot, object entry):

@@ -1,18 +1,32 @@
-"""The compiled drivers' pool of work areas (fastbptt._kernel_args.WorkPool): an area is handed out
-again only after it was given back, never to two calls at once, and the pool stays bounded."""
+"""The compiled drivers' work areas (fastbptt._build.Area) and their pool
+(fastbptt._kernel_args.WorkPool): an area is handed out again only after it was given back, never to
+two calls at once, and the pool stays bounded."""
 
+import sys
 import threading
 
 import numpy as np
+import pytest
 
 import fastbptt as fb
+from fastbptt._build import Area
 from fastbptt._kernel_args import WORK, WorkPool
+
+
+def test_areas_start_on_a_cache_line_and_refuse_a_negative_size():
+    for nbytes in (0, 1, 100, 3 << 20):  # 3 MB: on huge pages where the OS gives them
+        area = Area(nbytes)
+        assert len(area) == nbytes and area.address % 64 == 0
+    big = Area(3 << 20)
+    assert big.address % (2 << 20) == 0 or sys.platform != "linux"
+    with pytest.raises(ValueError, match="nbytes"):
+        Area(-1)
 
 
 def test_an_area_comes_back_only_after_it_was_given_back():
     pool = WorkPool(keep=2)
     a = pool.take(1000)
-    assert len(a) >= 1000 + 64  # room to start on a cache line
+    assert len(a) >= 1000 and a.address % 64 == 0
     b = pool.take(1000)
     assert b is not a
     pool.give(a)

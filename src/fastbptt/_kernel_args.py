@@ -115,14 +115,15 @@ class WorkPool:
         self._lock = threading.Lock()
 
     def take(self, nbytes):
-        """A bytearray with room for nbytes from its first 64-byte boundary on, that no other call
-        holds: a kept one at most twice that size, else a new one."""
-        need = nbytes + 64
+        """A fastbptt._build.Area of at least nbytes that no other call holds: a kept one at most
+        twice that size, else a new one."""
         with self._lock:
             for i in range(len(self._spare) - 1, -1, -1):
-                if need <= len(self._spare[i]) <= 2 * need:
+                if nbytes <= len(self._spare[i]) <= 2 * max(nbytes, 1):
                     return self._spare.pop(i)
-        return bytearray(need)
+        from fastbptt._build import Area  # compiled: only the compiled drivers take areas
+
+        return Area(nbytes)
 
     def give(self, area):
         """Return an area taken from the pool; the oldest kept one goes when there are too many."""
