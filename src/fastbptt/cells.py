@@ -280,7 +280,7 @@ def _aligned_empty(shape, dtype, align=64):
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.intp)) * dtype.itemsize
     raw = np.empty(nbytes + align, np.uint8)
-    start = -raw.ctypes.data % align
+    start = -raw.__array_interface__["data"][0] % align
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
@@ -317,7 +317,6 @@ class _Scratch:
         fresh = np.empty(shape, dtype)
         if not _GIL_ENABLED or fresh.nbytes < self._min_bytes:
             return fresh
-        fresh = _aligned_empty(shape, dtype)
         with self._lock:
             for i, entry in enumerate(self._arrays):
                 a = entry[0]
@@ -326,7 +325,8 @@ class _Scratch:
                     if self._refs(entry) == entry[1]:
                         self._arrays.append(self._arrays.pop(i))
                         return entry[0]
-            entry = [fresh, None]
+            # kept arrays start on a cache line, for the kernels' streaming stores
+            entry = [_aligned_empty(shape, dtype), None]
             del fresh  # the count taken next must be the pool's own references alone
             entry[1] = self._refs(entry)
             self._arrays.append(entry)
