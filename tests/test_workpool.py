@@ -55,6 +55,17 @@ def test_the_pool_keeps_few_and_small_enough_areas():
     huge = pool.take(8192)
     pool.give(huge)
     assert pool.take(8192) is not huge
+    capped = WorkPool(keep=4, most=2500)
+    first, second = capped.take(1000), capped.take(1000)
+    capped.give(first)
+    capped.give(second)  # 2000 bytes kept: both stay
+    third = capped.take(1000)
+    assert third is second
+    capped.give(third)
+    capped.give(capped.take(1200))  # 3200 bytes: the oldest, first, goes
+    kept = capped._spare
+    assert all(a is not first for a in kept) and any(a is second for a in kept)
+    assert sum(len(a) for a in kept) <= 2500
 
 
 def test_threads_never_hold_the_same_area():

@@ -106,12 +106,14 @@ class WorkPool:
     an area of a megabyte malloc'd afresh at every call is paid for in page faults at every call,
     a few percent of an LSTM training window of 64 steps. A call takes an area out and gives it
     back when done, so concurrent calls never share one; the pool keeps the `keep` most recently
-    given, none larger than `largest` bytes (beyond that the faults are small beside the work)."""
+    given, none larger than `largest` bytes (beyond that the faults are small beside the work),
+    `most` bytes in all."""
 
-    def __init__(self, keep=4, largest=64 << 20):
+    def __init__(self, keep=4, largest=64 << 20, most=128 << 20):
         self._spare = []
         self._keep = keep
         self._largest = largest
+        self._most = most
         self._lock = threading.Lock()
 
     def take(self, nbytes):
@@ -126,12 +128,14 @@ class WorkPool:
         return Area(nbytes)
 
     def give(self, area):
-        """Return an area taken from the pool; the oldest kept one goes when there are too many."""
+        """Return an area taken from the pool; the oldest kept ones go when there are too many or
+        they hold too much."""
         if len(area) > self._largest:
             return
         with self._lock:
             self._spare.append(area)
-            if len(self._spare) > self._keep:
+            while (len(self._spare) > self._keep
+                   or sum(len(a) for a in self._spare) > self._most):
                 del self._spare[0]
 
 
