@@ -34,8 +34,8 @@ about the same number of valid steps, and a block stops its forward loop once al
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdlib cimport calloc, free, malloc
 from libc.stdint cimport uintptr_t
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemv
@@ -81,7 +81,8 @@ cdef extern from "_dispatch.h" nogil:
 cdef inline void _cell(floating* G, const floating* c_prev, floating* c, floating* h,
                        Py_ssize_t rows, Py_ssize_t n, floating* gout=NULL) noexcept nogil:
     """Pre-activations G (rows, 4n) -> activated gates in place; c = f c_prev + i g and
-    h = o tanh(c), two passes per row (cython/_lstm_pointwise.h)."""
+    h = o tanh(c), two passes per row (cython/_lstm_pointwise.h). With gout, the gates are also
+    written there (streamed past the caches when it is aligned)."""
     if floating is float:
         fb_lstm_fwd_f(G, c_prev, c, h, rows, n, gout)
     else:
@@ -137,8 +138,9 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
     """Forward through all T steps: by hand when wt (Wh transposed) is given, else by the register
     tiles over P. The pre-activations come from A (P: Wh^T packed), or when A is NULL are formed
     here as bias + x_t Wx^T: by hand from wxt (Wx transposed), or on the tiles in the same product
-    as the recurrent one, bias + (x_t | h_{t-1}) (Wx | Wh)^T, with P that packed and Z a
-    (rows, I + n) scratch for the joined rows. bs (or NULL): batch_sizes; b0: the block's first
+    as the recurrent one, bias + (x_t | h_{t-1}) (Wx | Wh)^T, with P that packed and Z a scratch
+    for the joined rows (rows, I + n) and, after them on a 64-byte boundary, one step's gates
+    (rows, 4n). bs (or NULL): batch_sizes; b0: the block's first
     batch row.
     With out (else NULL), the output layer's logits out_t = h_t V^T + cv (O of them per row) are
     formed too while h_t is in cache: vt is V^T (n, O) on the hand path, V^T packed on the tiles.
@@ -171,6 +173,7 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
             # g = A[t] + h_{t-1} @ Wh^T for all rows at once: the four gates in one product
             if A != NULL:
                 gemm_packed(rows, 4 * n, n, H + t * s, n, P, NULL, A + t * s4, 4 * n, g, 4 * n)
+                _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
             else:
                 # one product over K = I + n: a second pass over g for the inputs' share would
                 # read and write every gate again
@@ -178,9 +181,9 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
                     memcpy(Z + b * (I + n), X + t * sx + b * I, I * sizeof(floating))
                     memcpy(Z + b * (I + n) + I, H + t * s + b * n, n * sizeof(floating))
                 gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, zg, 4 * n)
+                # the gates go on to G past the caches (read again only backward) from zg,
+                # which the next step's product writes again while it is still in cache
                 _cell(zg, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n, g)
-            if A != NULL:
-                _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
         if not (all_finite(C + (t + 1) * s, m) and all_finite(H + (t + 1) * s, m)):
             return t
         if out != NULL:

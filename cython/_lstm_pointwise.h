@@ -58,7 +58,8 @@ FB_LSTM_SCALAR(double, d, tanh, exp)
 FB_LSTM_SCALAR(float, f, tanhf, expf)
 #undef FB_LSTM_SCALAR
 
-#define FB_LSTM_VECTOR(FT, SFX, W, VT, LOAD, STORE, STREAM, SET1, ADD, SUB, MUL, FMA, FNMA, TANHV, SIGV)    \
+#define FB_LSTM_VECTOR(FT, SFX, W, VT, LOAD, STORE, STREAM, SET1, ADD, SUB, MUL, FMA, FNMA, TANHV,  \
+                       SIGV)                                                                        \
     /* z (rows, 4n) pre-activations -> activated gates; c, h, cp (rows, n). With gout (else NULL) \
      * the gates go there as well, past the caches when it is aligned: z is then a scratch that     \
      * stays in cache, and gout is not read again before the backward pass */                    \
@@ -143,10 +144,10 @@ FB_LSTM_SCALAR(float, f, tanhf, expf)
 #define FB_VADD(a, b) ((a) + (b))
 #define FB_VSUB(a, b) ((a) - (b))
 #define FB_VMUL(a, b) ((a) * (b))
-FB_LSTM_VECTOR(double, d, FB_WD, fb_vd, fb_load_d, fb_store_d, fb_stream_d, fb_set1_d, FB_VADD, FB_VSUB, FB_VMUL,
-               fb_fma_d, fb_fnma_d, fb_tanh_vd, fb_sigmoid_vd)
-FB_LSTM_VECTOR(float, f, FB_WF, fb_vf, fb_load_f, fb_store_f, fb_stream_f, fb_set1_f, FB_VADD, FB_VSUB, FB_VMUL,
-               fb_fma_f, fb_fnma_f, fb_tanh_vf, fb_sigmoid_vf)
+FB_LSTM_VECTOR(double, d, FB_WD, fb_vd, fb_load_d, fb_store_d, fb_stream_d, fb_set1_d, FB_VADD,
+               FB_VSUB, FB_VMUL, fb_fma_d, fb_fnma_d, fb_tanh_vd, fb_sigmoid_vd)
+FB_LSTM_VECTOR(float, f, FB_WF, fb_vf, fb_load_f, fb_store_f, fb_stream_f, fb_set1_f, FB_VADD,
+               FB_VSUB, FB_VMUL, fb_fma_f, fb_fnma_f, fb_tanh_vf, fb_sigmoid_vf)
 #undef FB_LSTM_VECTOR
 #undef FB_VADD
 #undef FB_VSUB

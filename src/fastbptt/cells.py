@@ -297,7 +297,7 @@ class _Scratch:
     Arrays under `min_bytes` are fresh: they cost no page faults, and less than the pool's search."""
 
     def __init__(self, keep=6, min_bytes=None):
-        self._arrays = []  # [array, reference count when only the pool held it]
+        self._arrays = []  # [array, its and its base's reference counts when only the pool held it]
         self._keep = keep
         self._min_bytes = SCRATCH_MIN_BYTES if min_bytes is None else min_bytes
         self._lock = threading.Lock()
