@@ -450,7 +450,9 @@ cdef Py_ssize_t _backward_call(const floating* Wh, const floating* H, const floa
         # each block's space and Wh's panels start on a cache line
         per_block = lines_up(o_v + (O * n if dV != NULL else 0), sizeof(floating))
     cdef Py_ssize_t o_wh = blocks * per_block
-    area = WORK.take((o_wh + (0 if hand else pack_size(Wh, n3, n))) * sizeof(floating))
+    # the hand path without the fold needs no area
+    area = (WORK.take((o_wh + (0 if hand else pack_size(Wh, n3, n))) * sizeof(floating))
+            if fused or not hand else None)
     if fused:
         space = <floating*> area_start(area)
     if not hand:
@@ -514,7 +516,8 @@ cdef Py_ssize_t _backward_call(const floating* Wh, const floating* H, const floa
                 memcpy(dV, Gt + o_v, O * n * sizeof(floating))
         free(PV)
         free(bad_block)
-    WORK.give(area)
+    if area is not None:
+        WORK.give(area)
     return bad
 
 
