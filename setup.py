@@ -124,6 +124,9 @@ class BuildExt(build_ext):
                                       else [])
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + module_args
+            if ext.name.endswith("._build") and self._accepts(["-ffp-contract=off"]):
+                # its bce head rounds each product as NumPy does: no fused multiply-adds
+                ext.extra_compile_args.append("-ffp-contract=off")
             ext.extra_link_args = list(ext.extra_link_args or []) + link_args
             ext.define_macros = list(ext.define_macros or []) + macros + [
                 ("FASTBPTT_NATIVE", "1" if NATIVE else "0")]

@@ -1,9 +1,9 @@
 """How the compiled kernels were built (read by fastbptt.show_config), the value tests every
-call's checks run (finiteness, a range), the bce head's elementwise pass, and the work areas the
+call's checks run (finiteness, a range), the bce head's loss and gradients, and the work areas the
 compiled drivers keep between calls (Area)."""
 
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
-from libc.stdlib cimport free
+from libc.stdlib cimport free, malloc
 
 from _workarea cimport big_alloc
 
@@ -197,56 +197,176 @@ cdef inline float _softplus_f(float o) noexcept nogil:
     return tmp
 
 
-cdef void _bce_d(const double* o, const double* y, double* terms, double* dO,
-                 Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        terms[i] = _softplus_d(o[i]) - y[i] * o[i]
-        dO[i] = 1.0 / (1.0 + exp(-o[i])) - y[i]
+# The bce head in one pass, with the bits of the NumPy head (heads.py) it stands for. That head
+# sums with add.reduce, whose order this follows: a run of one dtype is summed pairwise (blocks of
+# at most 128 in 8 lanes; see NumPy's loops_utils.h.src); a cast to float64 starts from the first
+# entry and adds the pairwise sum of each buffer of BUFSIZE cast entries; a reduction over an
+# outer axis adds whole rows in order. Every sum starts from +0.0, the identity.
+ctypedef fused real:
+    float
+    double
+
+cdef Py_ssize_t BUFSIZE = 8192
 
 
-cdef void _bce_f(const float* o, const float* y, float* terms, float* dO,
-                 Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        terms[i] = _softplus_f(o[i]) - y[i] * o[i]
-        dO[i] = <float> 1.0 / (<float> 1.0 + expf(-o[i])) - y[i]
-
-
-cdef void _bce(const void* o, const void* y, void* terms, void* dO, Py_ssize_t n,
-               bint single) noexcept nogil:
-    if single:
-        _bce_f(<const float*> o, <const float*> y, <float*> terms, <float*> dO, n)
+cdef inline double _bce_at(const real* o, const real* y, real* dO, Py_ssize_t i,
+                           real scale) noexcept nogil:
+    """The loss term at entry i (cast to float64, as the NumPy head's sum does); dO[i] written."""
+    if real is float:
+        dO[i] = (<float> 1.0 / (<float> 1.0 + expf(-o[i])) - y[i]) * scale
+        return _softplus_f(o[i]) - y[i] * o[i]
     else:
-        _bce_d(<const double*> o, <const double*> y, <double*> terms, <double*> dO, n)
+        dO[i] = (1.0 / (1.0 + exp(-o[i])) - y[i]) * scale
+        return _softplus_d(o[i]) - y[i] * o[i]
 
 
-def bce_terms(cnp.ndarray o not None, cnp.ndarray y not None, cnp.ndarray terms not None,
-              cnp.ndarray dO not None):
-    """terms = logaddexp(0, o) - y o and dO = expit(o) - y, the bce loss's terms and its gradient
-    at the logits o, in one pass with the bits of those NumPy / SciPy expressions; False (nothing
-    written) unless all four are C-contiguous arrays of one float dtype and size."""
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(o)
+cdef double _bce_pairwise(const real* o, const real* y, real* dO, Py_ssize_t s, Py_ssize_t n,
+                          real scale) noexcept nogil:
+    """The pairwise sum of the terms at entries [s, s + n), each formed (and dO with it) once."""
+    cdef double r[8]
+    cdef double res
+    cdef Py_ssize_t i, k
+    if n < 8:
+        res = 0.0
+        for i in range(s, s + n):
+            res += _bce_at(o, y, dO, i, scale)
+        return res
+    if n <= 128:
+        for k in range(8):
+            r[k] = _bce_at(o, y, dO, s + k, scale)
+        i = 8
+        while i < n - n % 8:
+            for k in range(8):
+                r[k] += _bce_at(o, y, dO, s + i + k, scale)
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += _bce_at(o, y, dO, s + i, scale)
+            i += 1
+        return res
+    i = n // 2
+    i -= i % 8
+    return (_bce_pairwise(o, y, dO, s, i, scale)
+            + _bce_pairwise(o, y, dO, s + i, n - i, scale))
+
+
+cdef real _pairwise(const real* a, Py_ssize_t n, Py_ssize_t stride) noexcept nogil:
+    cdef real r[8]
+    cdef real res
+    cdef Py_ssize_t i, k
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[i * stride]
+        return res
+    if n <= 128:
+        for k in range(8):
+            r[k] = a[k * stride]
+        i = 8
+        while i < n - n % 8:
+            for k in range(8):
+                r[k] += a[(i + k) * stride]
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += a[i * stride]
+            i += 1
+        return res
+    i = n // 2
+    i -= i % 8
+    return _pairwise(a, i, stride) + _pairwise(a + i * stride, n - i, stride)
+
+
+cdef void _sum_rows(const real* a, Py_ssize_t rows, Py_ssize_t cols, real* out) noexcept nogil:
+    """out (cols,) = add.reduce over the outer axis of (rows, cols) contiguous a."""
+    cdef Py_ssize_t t, k
+    if cols == 1:  # NumPy makes it one contiguous run
+        out[0] = 0.0 + _pairwise(a, rows, 1)
+        return
+    for k in range(cols):
+        out[k] = 0.0 + a[k]
+    for t in range(1, rows):
+        for k in range(cols):
+            out[k] += a[t * cols + k]
+
+
+cdef double _bce_grad(const real* o, const real* y, real* dO, real* dc, real* rows, Py_ssize_t T,
+                      Py_ssize_t B, Py_ssize_t O, real scale) noexcept nogil:
+    """The summed loss; dO = (expit(o) - y) * scale and dc its sum over (T, B), `rows` (B O)
+    taking the sums over T first."""
+    cdef Py_ssize_t s, m, n = T * B * O
+    cdef double loss
+    if real is float:  # summed in float64 (a cast), a buffer at a time
+        loss = 0.0 + _bce_at(o, y, dO, 0, scale)
+        s = 1
+        while s < n:
+            m = min(BUFSIZE, n - s)
+            loss += _bce_pairwise(o, y, dO, s, m, scale)
+            s += m
+    else:
+        loss = 0.0 + _bce_pairwise(o, y, dO, 0, n, scale)
+    if B == 1:
+        _sum_rows(dO, T, O, dc)
+    else:
+        _sum_rows(dO, T, B * O, rows)
+        _sum_rows(rows, B, O, dc)
+    return loss
+
+
+cdef double _bce_grad_any(const void* o, const void* y, void* dO, void* dc, void* rows,
+                          Py_ssize_t T, Py_ssize_t B, Py_ssize_t O, double scale,
+                          bint single) noexcept nogil:
+    if single:
+        return _bce_grad(<const float*> o, <const float*> y, <float*> dO, <float*> dc,
+                         <float*> rows, T, B, O, <float> scale)
+    return _bce_grad(<const double*> o, <const double*> y, <double*> dO, <double*> dc,
+                     <double*> rows, T, B, O, scale)
+
+
+def bce_loss_grad(cnp.ndarray o not None, cnp.ndarray y not None, double scale,
+                  cnp.ndarray dO not None, cnp.ndarray dc not None):
+    """The bce head at the logits o (T, B, O): dO = (expit(o) - y) * scale, dc (O,) its sum over
+    steps and batch, and the return value, the loss summed over every entry (float64, before
+    `scale`); with the operations, and so the bits, of the NumPy head it stands for. None
+    (nothing written) unless o, y and dO are C-contiguous (T, B, O) arrays of one float dtype with
+    T, B, O > 0 and dc a contiguous (O,) array of it."""
     cdef int kind = cnp.PyArray_TYPE(o)
+    cdef bint single = kind == cnp.NPY_FLOAT
     cdef cnp.ndarray a
-    for a in (y, terms, dO):
-        if (cnp.PyArray_TYPE(a) != kind or cnp.PyArray_SIZE(a) != n
-                or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
-            return False
-    if not cnp.PyArray_IS_C_CONTIGUOUS(o) or not (kind == cnp.NPY_FLOAT or kind == cnp.NPY_DOUBLE):
-        return False
-    if not (cnp.PyArray_ISWRITEABLE(terms) and cnp.PyArray_ISWRITEABLE(dO)):
-        return False
+    if cnp.PyArray_NDIM(o) != 3 or not (single or kind == cnp.NPY_DOUBLE):
+        return None
+    cdef Py_ssize_t T = o.shape[0], B = o.shape[1], O = o.shape[2]
+    if T == 0 or B == 0 or O == 0:
+        return None
+    for a in (o, y, dO, dc):
+        if cnp.PyArray_TYPE(a) != kind or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            return None
+    for a in (y, dO):
+        if cnp.PyArray_NDIM(a) != 3 or a.shape[0] != T or a.shape[1] != B or a.shape[2] != O:
+            return None
+    if cnp.PyArray_NDIM(dc) != 1 or dc.shape[0] != O:
+        return None
+    if not (cnp.PyArray_ISWRITEABLE(dO) and cnp.PyArray_ISWRITEABLE(dc)):
+        return None
+    cdef double small[512]  # the per-row sums of a batch, usually
+    cdef void* rows = small
+    if B * O > 512:
+        rows = malloc(B * O * sizeof(double))
+        if rows == NULL:
+            raise MemoryError()
     cdef const void* po = cnp.PyArray_DATA(o)
     cdef const void* py = cnp.PyArray_DATA(y)
-    cdef void* pt = cnp.PyArray_DATA(terms)
     cdef void* pd = cnp.PyArray_DATA(dO)
-    if n < NOGIL_FROM:
-        _bce(po, py, pt, pd, n, kind == cnp.NPY_FLOAT)
+    cdef void* pc = cnp.PyArray_DATA(dc)
+    cdef double loss
+    if T * B * O < NOGIL_FROM:
+        loss = _bce_grad_any(po, py, pd, pc, rows, T, B, O, scale, single)
     else:
         with nogil:
-            _bce(po, py, pt, pd, n, kind == cnp.NPY_FLOAT)
-    return True
+            loss = _bce_grad_any(po, py, pd, pc, rows, T, B, O, scale, single)
+    if rows != <void*> small:
+        free(rows)
+    return loss
 
 
 cdef class Area:

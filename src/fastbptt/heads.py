@@ -26,8 +26,9 @@ from scipy.special import expit, log_softmax, softmax
 
 from ._checks import all_finite, all_within
 
-try:  # the bce head's elementwise pass compiled, when the extension is built: the same bits
-    from ._build import bce_terms as _compiled_bce
+try:  # the bce head's loss and gradients in one compiled pass, when the extension is built: the
+    # same operations as the NumPy below, so the same bits
+    from ._build import bce_loss_grad as _compiled_bce
 except ImportError:
     _compiled_bce = None
 
@@ -258,16 +259,22 @@ class Head:
             loss = 0.5 * _sum(np.square(diff), None, np.float64)
             return loss * scale, diff * Hs.dtype.type(scale), {}
         o = self.logits(p, Hs) if logits is None else logits
-        T, B, _ = o.shape
+        T, B, O = o.shape
         if scale is None:
             scale = 1.0 / (T * B) if self.reduction == "mean" else 1.0
-        loss, dO = self._loss_at_logits(o, Y)
-        if scale != 1:
-            dO *= o.dtype.type(scale)  # _loss_at_logits made dO a fresh array
-        # over time first (rows of B * O contiguous values), then the batch: summing the
-        # (T * B, O) rows directly runs a strided loop of O values, ten times slower
-        # one sequence: the batch sum of one row is that row
-        dc = _sum(dO, 0)[0] if B == 1 else _sum(_sum(dO, 0), 0)
+        loss = None
+        if self.loss == "bce" and _compiled_bce is not None:
+            # one pass for what follows (short calls, the 8-bit adder, feel every ufunc call)
+            dO, dc = np.empty(o.shape, o.dtype), np.empty(O, o.dtype)
+            loss = _compiled_bce(o, Y, scale, dO, dc)
+        if loss is None:
+            loss, dO = self._loss_at_logits(o, Y)
+            if scale != 1:
+                dO *= o.dtype.type(scale)  # _loss_at_logits made dO a fresh array
+            # over time first (rows of B * O contiguous values), then the batch: summing the
+            # (T * B, O) rows directly runs a strided loop of O values, ten times slower
+            # one sequence: the batch sum of one row is that row
+            dc = _sum(dO, 0)[0] if B == 1 else _sum(_sum(dO, 0), 0)
         if unformed and defer_weight_grad:
             grads = {"V": np.zeros(p["V"].shape, p["V"].dtype), "c": dc}
             return float(loss) * scale, HeadGrad(dO, p["V"], grads["V"]), grads
@@ -301,13 +308,8 @@ class Head:
                 # log(1 + e^o) - y o, written with logaddexp so large |o| neither overflows nor cancels
                 if Y.dtype != o.dtype or Y.shape != o.shape:
                     return _sum(np.logaddexp(0, o) - Y * o, None, np.float64), expit(o) - Y
-                if _compiled_bce is not None:
-                    # one pass instead of five ufunc calls: short calls (the adder) feel each
-                    terms, dO = np.empty(o.shape, o.dtype), np.empty(o.shape, o.dtype)
-                    if _compiled_bce(o, Y, terms, dO):
-                        return _sum(terms, None, np.float64), dO
-                # the same operations in place, dO's buffer holding y o first: for short calls
-                # each allocation counts
+                # in place, dO's buffer holding y o first (cython/_build.pyx's bce_loss_grad
+                # makes these operations, and the sums after, in one pass)
                 terms = np.logaddexp(0.0, o)
                 dO = np.multiply(Y, o)
                 terms -= dO
