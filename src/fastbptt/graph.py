@@ -109,6 +109,11 @@ class Pass:
 
     # -- a whole call through one cell -------------------------------------------------------------
 
+    def takes_whole(self, call):
+        """Whether a (sorted) Call goes through `whole_loss` and `whole_backward`: a model
+        `whole_ok` accepts, and no lengths."""
+        return self.model._whole and call.lengths is None
+
     def whole(self, X, state0):
         """A whole call (all T steps, no lengths) of a model `whole_ok` accepts: (cell, H, cache,
         logits or None). The same cell and kernel calls as `forward` makes through Stack.forward,
@@ -127,12 +132,12 @@ class Pass:
 
     def whole_loss(self, X, Y, state0, for_grad=True):
         """`whole`, then the loss over every step as `loss` takes it: (value, its gradient, the
-        head's grads, cell, H, cache)."""
+        head's grads, cell, H, cache, logits or None)."""
         cell, H, cache, logits = self.whole(X, state0)
         value, grad, head_grads = self.model.head.loss_and_grad(
             self.p, H[1:], Y, unformed=True, defer_weight_grad=self.plan.dV_in_loop or not for_grad,
             logits=logits)
-        return value, grad, head_grads, cell, H, cache
+        return value, grad, head_grads, cell, H, cache, logits
 
     def whole_backward(self, X, cell, H, cache, grad, head_grads):
         """The backward pass after `whole_loss`, as `backward` runs it for one segment: every

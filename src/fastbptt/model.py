@@ -389,8 +389,9 @@ class RNN:
             raise TypeError("Y is None; the loss needs targets")
         call = check_call(self, X, Y, h0, c0, lengths).sort()
         run = Pass(self, self.training)
-        if self._whole and call.lengths is None:
-            loss_value, grad, head_grads, cell, H, cache = run.whole_loss(call.X, call.Y, call.state0)
+        if run.takes_whole(call):
+            loss_value, grad, head_grads, cell, H, cache, _ = run.whole_loss(call.X, call.Y,
+                                                                             call.state0)
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"the loss is not finite ({loss_value})")
             grads, dstate0 = run.whole_backward(call.X, cell, H, cache, grad, head_grads)

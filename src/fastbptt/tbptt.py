@@ -115,6 +115,13 @@ def windows(m, call, k1, k2, keep_empty=False):
     T = call.T
     L, bs = call.lengths, call.batch_sizes
     divisor = loss_divisor(m, call)
+    if k1 >= T:
+        run = Pass(m, m.training)
+        if run.takes_whole(call):
+            # one window over the whole call, by the route RNN.loss_and_grad takes: fit's updates
+            # on short sequences (the 8-bit adder) feel the segments' bookkeeping
+            yield _whole_chunk(run, call, divisor)
+            return
     scale = 1.0 if m.reduction == "sum" else 1.0 / divisor
     state, w = call.state0, 0  # the detached state at the window's first step w
     for s in range(0, T, k1):
@@ -145,6 +152,16 @@ def windows(m, call, k1, k2, keep_empty=False):
                         logits=None, targets=None, mask=None, picks=None, items=0,
                         divisor=divisor, state=tuple(call.unsort(x) for x in st))
         state, w = carry, nxt
+
+
+def _whole_chunk(run, call, divisor):
+    """The one Chunk of a call that Pass.takes_whole: every step counts, so the head's own divisor
+    is `divisor`."""
+    value, grad, head_grads, cell, H, cache, logits = run.whole_loss(call.X, call.Y, call.state0)
+    grads, _ = run.whole_backward(call.X, cell, H, cache, grad, head_grads)
+    return Chunk(start=0, stop=call.T, window_start=0, loss=value, grads=grads, seen=H[1:],
+                 logits=logits, targets=call.Y, mask=None, picks=None, items=call.T * call.B,
+                 divisor=divisor, state=cell.final_state(H, cache))
 
 
 def truncated_bptt(model: RNN, X: ArrayLike, Y: ArrayLike, tbptt: int | tuple[int, int] | None,
