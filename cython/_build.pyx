@@ -161,6 +161,8 @@ def all_within(cnp.ndarray a not None, double lo, double hi):
 
 
 cdef extern from "math.h" nogil:
+    double fabs(double x)
+    bint isfinite(double x)
     double exp(double x)
     double log1p(double x)
     float expf(float x)
@@ -367,6 +369,69 @@ def bce_loss_grad(cnp.ndarray o not None, cnp.ndarray y not None, double scale,
     if rows != <void*> small:
         free(rows)
     return loss
+
+
+cdef double _abs_max(const void* x, Py_ssize_t n, bint single, double amax) noexcept nogil:
+    """max(amax, |x_i|) over the entries, NaN as soon as one is (as np.max gives it)."""
+    cdef Py_ssize_t i
+    cdef double v
+    for i in range(n):
+        v = fabs((<const float*> x)[i] if single else (<const double*> x)[i])
+        if not v <= amax:  # larger, or NaN
+            amax = v
+            if amax != amax:
+                return amax
+    return amax
+
+
+cdef void _scaled_squares(const void* x, Py_ssize_t n, bint single, double amax,
+                          double* out) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s
+    for i in range(n):
+        s = ((<const float*> x)[i] if single else (<const double*> x)[i]) / amax
+        out[i] = s * s
+
+
+def norm_parts(arrays):
+    """(amax, ssq) for global_norm's sqrt: amax the largest |entry| of all the arrays, ssq the
+    sum of (entry / amax)^2 over them joined, in float64, with the bits of its NumPy lines (the
+    sum in add.reduce's order); ssq is 0 when amax is 0, NaN or Inf. None unless every array is
+    a C-contiguous float32 or float64 ndarray."""
+    cdef list items = []
+    cdef cnp.ndarray a
+    cdef Py_ssize_t total = 0, at = 0, n
+    cdef int kind
+    cdef double amax = 0.0, ssq
+    cdef double* buf
+    for obj in arrays:
+        if type(obj) is not cnp.ndarray:
+            return None
+        a = <cnp.ndarray> obj
+        kind = cnp.PyArray_TYPE(a)
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and (kind == cnp.NPY_FLOAT or
+                                                    kind == cnp.NPY_DOUBLE)):
+            return None
+        items.append(a)
+        total += cnp.PyArray_SIZE(a)
+    for a in items:
+        amax = _abs_max(cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a),
+                        cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT, amax)
+        if amax != amax:
+            break
+    if total == 0 or amax == 0.0 or not isfinite(amax):
+        return amax, 0.0
+    buf = <double*> malloc(total * sizeof(double))
+    if buf == NULL:
+        raise MemoryError()
+    for a in items:
+        n = cnp.PyArray_SIZE(a)
+        _scaled_squares(cnp.PyArray_DATA(a), n, cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT, amax,
+                        buf + at)
+        at += n
+    ssq = 0.0 + _pairwise(buf, total, 1)
+    free(buf)
+    return amax, ssq
 
 
 cdef class Area:

@@ -341,3 +341,27 @@ def test_global_norm_without_overflow_and_with_nan():
     assert optim.global_norm({"a": np.zeros(3)}) == 0.0
     assert math.isnan(optim.global_norm({"a": np.array([1.0, np.nan])}))
     assert math.isinf(optim.global_norm({"a": np.array([1.0, np.inf])}))
+
+
+@pytest.mark.parametrize("sizes", [(1,), (7, 9), (16, 256, 16, 1), (300, 5000, 1)], ids=str)
+def test_global_norm_compiled_gives_the_bits_of_numpy(sizes, rng, monkeypatch):
+    """The compiled reductions (fastbptt._build.norm_parts) take the NumPy lines' operations in
+    their order: float32 and float64 gradients, mixed, with entries over many magnitudes; non-
+    finite and empty ones as NumPy has them; other arrays left to NumPy."""
+    from fastbptt._build import norm_parts  # noqa: F401 (the compiled side must be there)
+
+    cases = []
+    for dtypes in ([np.float64], [np.float32], [np.float32, np.float64]):
+        grads = {f"g{i}": (rng.standard_normal(n) * 10.0 ** rng.integers(-30, 30, n)).astype(
+            dtypes[i % len(dtypes)]) for i, n in enumerate(sizes)}
+        cases.append(grads)
+    cases += [{"a": np.array([1.0, np.nan, np.inf])}, {"a": np.array([-np.inf, 2.0])},
+              {"a": np.zeros(5), "b": np.zeros(0)}, {"a": -np.zeros(3)},
+              {"a": np.ones((4, 3))[:, ::2], "b": np.ones(3)},  # not contiguous
+              {"a": np.arange(4)}]  # integers
+    compiled = [optim.global_norm(g) for g in cases]
+    monkeypatch.setattr(optim, "_compiled_norm_parts", None)
+    numpy_side = [optim.global_norm(g) for g in cases]
+    for got, want in zip(compiled, numpy_side, strict=True):
+        assert (math.isnan(got) and math.isnan(want)) or \
+            np.float64(got).tobytes() == np.float64(want).tobytes()

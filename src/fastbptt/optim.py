@@ -33,7 +33,12 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ._checks import nonneg_float
+from ._checks import nonneg_float, sum_finite
+
+try:  # global_norm's reductions in one compiled call, when the extension is built: the same bits
+    from ._build import norm_parts as _compiled_norm_parts
+except ImportError:
+    _compiled_norm_parts = None
 
 Schedule = Callable[[int, float], float]
 
@@ -105,7 +110,8 @@ class Optimizer:
             if slots is None:
                 slots = {s: np.zeros_like(p) for s in self.slots}
             g = g.astype(p.dtype, copy=False)
-            wd = p.dtype.type(self.weight_decay)
+            # the decay as a scalar of p's dtype only when there is one (a NumPy scalar costs)
+            wd = p.dtype.type(self.weight_decay) if self.weight_decay else 0
             if wd and not self.decoupled_decay:
                 g = g + wd * p
             new_p, new_state[name] = self._update(p, g, slots, lr, self.t + 1)
@@ -138,8 +144,7 @@ class Optimizer:
         """
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are reported below
             new_params, new_state, lr = self.propose(params, grads)
-        if new_params and not np.isfinite(np.concatenate([v.ravel() for v in
-                                                          new_params.values()])).all():
+        if new_params and not sum_finite(list(new_params.values())):
             name = next(k for k, v in new_params.items() if not np.isfinite(v).all())
             raise FloatingPointError(f"the {self.name} step would make parameter {name!r} "
                                      f"non-finite (lr={lr:g}); parameters left unchanged")
@@ -472,6 +477,10 @@ def global_norm(grads: Mapping[str, np.ndarray]) -> float:
     """
     if not grads:
         return 0.0
+    parts = None if _compiled_norm_parts is None else _compiled_norm_parts(grads.values())
+    if parts is not None:  # every update takes a norm: small models feel each NumPy call
+        amax, ssq = parts
+        return amax if amax == 0.0 or not math.isfinite(amax) else amax * math.sqrt(ssq)
     # one flat vector: a handful of NumPy calls whatever the number of parameters
     flat = np.concatenate([np.ravel(g) for g in grads.values()]).astype(np.float64, copy=False)
     if flat.size == 0:
