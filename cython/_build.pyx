@@ -161,6 +161,8 @@ def all_within(cnp.ndarray a not None, double lo, double hi):
 
 
 cdef extern from "math.h" nogil:
+    double sqrt(double x)
+    float sqrtf(float x)
     double fabs(double x)
     bint isfinite(double x)
     double exp(double x)
@@ -432,6 +434,93 @@ def norm_parts(arrays):
     ssq = 0.0 + _pairwise(buf, total, 1)
     free(buf)
     return amax, ssq
+
+
+# The optimizers' updates in one pass each, with the bits of their NumPy lines (optim.py): each
+# Python scalar is first cast to the parameters' dtype, as NumPy casts it, and every operation
+# rounds on its own, in the same order (this module is built without fused multiply-adds)
+cdef void _sgd(const real* p, const real* g, real* out, Py_ssize_t n, real lr) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = p[i] - lr * g[i]
+
+
+cdef void _adam(const real* p, const real* g, const real* m0, const real* v0, real* p1,
+                real* m1, real* v1, Py_ssize_t n, real lr, real b1, real c1, real b2, real c2,
+                real bc1, real bc2, real eps) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef real m, v, root
+    for i in range(n):
+        m = b1 * m0[i] + c1 * g[i]
+        v = b2 * v0[i] + c2 * (g[i] * g[i])
+        if real is float:
+            root = sqrtf(v / bc2)
+        else:
+            root = sqrt(v / bc2)
+        m1[i] = m
+        v1[i] = v
+        p1[i] = p[i] - lr * (m / bc1) / (root + eps)
+
+
+cdef bint _alike(tuple arrays, bint writes_from) except -1:
+    """Whether the arrays are C-contiguous float32 or float64 ndarrays of one dtype and size, the
+    ones from index `writes_from` on writeable."""
+    cdef cnp.ndarray a, first
+    cdef Py_ssize_t i
+    for i in range(len(arrays)):
+        if type(arrays[i]) is not cnp.ndarray:
+            return False
+        a = <cnp.ndarray> arrays[i]
+        if i == 0:
+            first = a
+            if not (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT or cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE):
+                return False
+        if (cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(first) or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+                or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(first)):
+            return False
+        if i >= writes_from and not cnp.PyArray_ISWRITEABLE(a):
+            return False
+    return True
+
+
+def sgd_step(p, g, out, double lr):
+    """out = p - lr g, as SGD's NumPy line; False (nothing written) unless the three are
+    C-contiguous float arrays of one dtype and size, out writeable."""
+    if not _alike((p, g, out), 2):
+        return False
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray> p)
+    cdef void* pp = cnp.PyArray_DATA(<cnp.ndarray> p)
+    cdef void* pg = cnp.PyArray_DATA(<cnp.ndarray> g)
+    cdef void* po = cnp.PyArray_DATA(<cnp.ndarray> out)
+    if cnp.PyArray_TYPE(<cnp.ndarray> p) == cnp.NPY_FLOAT:
+        _sgd(<const float*> pp, <const float*> pg, <float*> po, n, <float> lr)
+    else:
+        _sgd(<const double*> pp, <const double*> pg, <double*> po, n, lr)
+    return True
+
+
+def adam_step(p, g, m, v, p_out, m_out, v_out, double lr, double beta1, double beta2,
+              double bc1, double bc2, double eps):
+    """Adam's NumPy lines in one pass: m_out, v_out the new moments, p_out the new parameters;
+    bc1, bc2 the bias corrections 1 - beta^t. False (nothing written) unless the seven are
+    C-contiguous float arrays of one dtype and size, the outputs writeable."""
+    if not _alike((p, g, m, v, p_out, m_out, v_out), 4):
+        return False
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray> p)
+    cdef void* a[7]
+    cdef Py_ssize_t i
+    for i, x in enumerate((p, g, m, v, p_out, m_out, v_out)):
+        a[i] = cnp.PyArray_DATA(<cnp.ndarray> x)
+    if cnp.PyArray_TYPE(<cnp.ndarray> p) == cnp.NPY_FLOAT:
+        _adam(<const float*> a[0], <const float*> a[1], <const float*> a[2],
+              <const float*> a[3], <float*> a[4], <float*> a[5], <float*> a[6], n, <float> lr,
+              <float> beta1, <float> (1 - beta1), <float> beta2, <float> (1 - beta2),
+              <float> bc1, <float> bc2, <float> eps)
+    else:
+        _adam(<const double*> a[0], <const double*> a[1], <const double*> a[2],
+              <const double*> a[3], <double*> a[4], <double*> a[5], <double*> a[6], n, lr,
+              beta1, 1 - beta1, beta2, 1 - beta2, bc1, bc2, eps)
+    return True
 
 
 cdef class Area:

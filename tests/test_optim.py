@@ -365,3 +365,49 @@ def test_global_norm_compiled_gives_the_bits_of_numpy(sizes, rng, monkeypatch):
     for got, want in zip(compiled, numpy_side, strict=True):
         assert (math.isnan(got) and math.isnan(want)) or \
             np.float64(got).tobytes() == np.float64(want).tobytes()
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compiled_updates_give_the_bits_of_numpy(name, dtype, rng, monkeypatch):
+    """SGD's and Adam's compiled passes (fastbptt._build.sgd_step / adam_step) round as their
+    NumPy lines do, step after step; state they do not take (another dtype) is left to NumPy."""
+    from fastbptt._build import adam_step, sgd_step  # noqa: F401 (the compiled side must be there)
+
+    def run(compiled):
+        with monkeypatch.context() as patch:
+            if not compiled:
+                patch.setattr(optim, "_compiled_sgd", None)
+                patch.setattr(optim, "_compiled_adam", None)
+            params = {"W": (rng_w.standard_normal((7, 5)) * 3).astype(dtype),
+                      "b": np.zeros(5, dtype)}
+            opt = optim.make_optimizer(name, lr=0.05)
+            for _ in range(6):
+                grads = {k: (rng_g.standard_normal(v.shape) * 10.0 ** rng_g.integers(-8, 3, v.shape)
+                             ).astype(dtype) for k, v in params.items()}
+                opt.step(params, grads)
+            return params, opt.state_arrays()
+
+    results = []
+    for compiled in (True, False):
+        rng_w, rng_g = np.random.default_rng(1), np.random.default_rng(2)
+        results.append(run(compiled))
+    (p1, s1), (p2, s2) = results
+    for k in p1:
+        assert p1[k].dtype == dtype and p1[k].tobytes() == p2[k].tobytes(), k
+    for k in s1:
+        assert s1[k].tobytes() == s2[k].tobytes(), k
+
+
+def test_adam_state_of_another_dtype_is_left_to_numpy(monkeypatch):
+    def step():
+        p = {"W": np.ones(3, np.float32)}
+        opt = optim.Adam(lr=0.1)
+        opt.load_state_arrays({"W/m": np.full(3, 0.5), "W/v": np.full(3, 0.25)}, t=1)  # float64
+        opt.step(p, {"W": np.full(3, 2.0, np.float32)})
+        return p["W"], opt.state["W"]["m"]
+
+    compiled = step()
+    monkeypatch.setattr(optim, "_compiled_adam", None)
+    for a, b in zip(compiled, step(), strict=True):
+        assert a.dtype == b.dtype == np.float64 and a.tobytes() == b.tobytes()  # promoted

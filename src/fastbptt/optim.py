@@ -35,10 +35,14 @@ import numpy as np
 
 from ._checks import nonneg_float, sum_finite
 
-try:  # global_norm's reductions in one compiled call, when the extension is built: the same bits
+try:  # global_norm's reductions and the SGD and Adam updates compiled, when the extension is
+    # built: the same operations, so the same bits; every update feels each NumPy call on small
+    # models (the 8-bit adder trains one pair at a time)
+    from ._build import adam_step as _compiled_adam
     from ._build import norm_parts as _compiled_norm_parts
+    from ._build import sgd_step as _compiled_sgd
 except ImportError:
-    _compiled_norm_parts = None
+    _compiled_adam = _compiled_norm_parts = _compiled_sgd = None
 
 Schedule = Callable[[int, float], float]
 
@@ -212,6 +216,10 @@ class SGD(Optimizer):
     default_lr = 0.1
 
     def _update(self, p, g, slots, lr, t):
+        if _compiled_sgd is not None:
+            out = np.empty(p.shape, p.dtype)
+            if _compiled_sgd(p, g, out, lr):
+                return out, {}
         return p - lr * g, {}
 
 
@@ -347,6 +355,11 @@ class Adam(Optimizer):
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
     def _update(self, p, g, slots, lr, t):
+        if _compiled_adam is not None:
+            out = [np.empty(p.shape, p.dtype) for _ in range(3)]
+            if _compiled_adam(p, g, slots["m"], slots["v"], *out, lr, self.beta1, self.beta2,
+                              1 - self.beta1 ** t, 1 - self.beta2 ** t, self.eps):
+                return out[0], {"m": out[1], "v": out[2]}
         m = self.beta1 * slots["m"] + (1 - self.beta1) * g
         v = self.beta2 * slots["v"] + (1 - self.beta2) * (g * g)
         m_hat = m / (1 - self.beta1 ** t)
@@ -478,7 +491,7 @@ def global_norm(grads: Mapping[str, np.ndarray]) -> float:
     if not grads:
         return 0.0
     parts = None if _compiled_norm_parts is None else _compiled_norm_parts(grads.values())
-    if parts is not None:  # every update takes a norm: small models feel each NumPy call
+    if parts is not None:
         amax, ssq = parts
         return amax if amax == 0.0 or not math.isfinite(amax) else amax * math.sqrt(ssq)
     # one flat vector: a handful of NumPy calls whatever the number of parameters
