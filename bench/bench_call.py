@@ -1,6 +1,7 @@
 """The fixed cost of one call: microseconds per `loss_and_grad` of the 8-bit adder (T=8 B=1 H=16
 float64, tanh, sigmoid output with bce, as in the addition experiment), where it goes (checking the
-call, setting up the pass, forward, loss, backward; the kernels alone), and one forward step
+call, setting up the pass, forward, loss, backward; the kernels alone), one update of `fit` on it
+(one pair a minibatch, SGD and Adam: the call, the gradient's norm, the step), and one forward step
 (T=1, B=1, I=32, O=10) of each cell as a generation loop takes it (the state fed back), beside the
 same step on the NumPy backend and in PyTorch's module under torch.no_grad() (when installed).
 Times are CPU time of this process (less disturbed by other processes than wall time), the median
@@ -73,6 +74,25 @@ def adder(calls, repeats):
             0, p["W"], X, Hk, None, h0, np.empty((1, 16)), *grads[:3], 1, None, None,
             grad.dO, p["V"], grads[3])
     return {name: per_call_us(fn, calls, repeats) for name, fn in rows.items()}
+
+
+def fit_updates(calls, repeats):
+    """One update of fit on the adder, one pair a minibatch (as the addition experiment trains):
+    microseconds per update over an epoch of `calls` pairs, per optimizer."""
+    import fastbptt as fb
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 2, size=(8, calls, 2)).astype(np.float64)
+    Y = rng.integers(0, 2, size=(8, calls, 1)).astype(np.float64)
+    rows = {}
+    for optimizer in ("sgd", "adam"):
+        m = fb.RNN(2, 16, 1, cell="tanh", output="sigmoid", loss="bce", seed=0)
+
+        def epoch(m=m, optimizer=optimizer):
+            m.fit(X, Y, epochs=1, batch_size=1, optimizer=optimizer, progress=False)
+
+        rows[f"fit update, {optimizer}"] = per_call_us(epoch, 1, repeats) / calls
+    return rows
 
 
 def _torch_step(cell, m, threads):
@@ -177,6 +197,7 @@ def main(argv=None):
     p.add_argument("--out", help="JSON path (default bench/results/call.json)")
     args = p.parse_args(argv)
     rows = adder(args.calls, args.repeats)
+    rows.update(fit_updates(max(1, args.calls // 2), args.repeats))
     rows.update(steps(args.hidden, np.dtype(args.dtype), max(1, args.calls // 4), args.repeats))
     for name, us in rows.items():
         print(f"{name:32s} {us:9.2f} us")

@@ -140,7 +140,8 @@ def test_bench_call_writes_every_row(tmp_path):
     payload = _script("bench_call").main(["--calls", "2", "--repeats", "1", "--hidden", "8",
                                           "--out", str(tmp_path / "call.json")])
     rows = payload["rows"]
-    assert {"loss_and_grad", "evaluate", "stage: backward", "forward step gru H=8"} <= set(rows)
+    assert {"loss_and_grad", "evaluate", "stage: backward", "fit update, adam",
+            "forward step gru H=8"} <= set(rows)
     assert all(v > 0 for v in rows.values())
     assert json.loads((tmp_path / "call.json").read_text())["rows"] == rows
 
