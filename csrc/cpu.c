@@ -1,6 +1,7 @@
 /* Which kernel tables this build holds and which of them the CPU can run. Compiled with the baseline
  * flags: nothing here may use an instruction the oldest supported CPU lacks. */
 #include <string.h>
+#include <unistd.h>
 
 #include "_kernels.h"
 
@@ -41,3 +42,15 @@ int fb_cpu_runs(const char* name) {
 #endif
     return 0;
 }
+
+static int l1d_bytes = 32768;
+
+/* Read at load (before any thread can ask): the products size their blocks by it. */
+__attribute__((constructor)) static void fb_read_l1d(void) {
+#ifdef _SC_LEVEL1_DCACHE_SIZE
+    long n = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    if (n >= 16384 && n <= (1L << 22)) l1d_bytes = (int)n;
+#endif
+}
+
+int fb_l1d_bytes(void) { return l1d_bytes; }

@@ -47,7 +47,7 @@
 #define FB_LANES_d FB_WD
 #define FB_LANES_f FB_WF
 /* K is cut into chunks so one panel chunk (KC x NR, 16 KB on the vector sets) and the A rows it
- * meets stay in L1 */
+ * meets stay in L1 (fb_gemm_packed doubles it where two thirds of L1 hold the chunk) */
 #if FB_VBYTES == 64
 #define FB_KC 128
 #else
@@ -61,6 +61,9 @@
 #else
 #define FB_CAT_BYTES 262144
 #endif
+/* fb_gemm_packed asks for the next chunk of a packed operand of this size or more ahead (into L2):
+ * one this large seldom stays in L2 from one call to the next */
+#define FB_FAR_BYTES 524288
 /* rows of A^T packed at once by fb_gemm_tn: KC x MC stays in L2 while every panel of B passes */
 #define FB_MC 72
 /* columns of B packed at once by fb_gemm_tn (a multiple of both panel widths) */

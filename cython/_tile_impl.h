@@ -44,10 +44,12 @@ static inline void FB_SFX(fb_pack)(const FT* B, ptrdiff_t ldb, int trans, ptrdif
 }
 
 
-/* One mr x NR tile over kb steps of k: C = C0 + A @ panel (C0 may be NULL, or C itself). */
+/* One mr x NR tile over kb steps of k: C = C0 + A @ panel (C0 may be NULL, or C itself). The npf
+ * cache lines from pf on are asked into L2 meanwhile, one a step (pf may be NULL). */
 static inline __attribute__((always_inline)) void FB_SFX(fb_tile)(
         const int mr, ptrdiff_t kb, const FT* A, ptrdiff_t lda, const FT* Pp, const FT* bias,
-        const FT* C0, ptrdiff_t ldc0, FT* C, ptrdiff_t ldc, ptrdiff_t ncols) {
+        const FT* C0, ptrdiff_t ldc0, FT* C, ptrdiff_t ldc, ptrdiff_t ncols, const char* pf,
+        ptrdiff_t npf) {
     VT c0[FB_MR], c1[FB_MR];
     FT bpad[FB_NR] = {0};
     if (bias) memcpy(bpad, bias, (size_t)ncols * sizeof(FT));
@@ -57,6 +59,7 @@ static inline __attribute__((always_inline)) void FB_SFX(fb_tile)(
     }
     for (ptrdiff_t k = 0; k < kb; k++) {
         VT b0 = VLOAD(Pp + k * FB_NR), b1 = VLOAD(Pp + k * FB_NR + FB_W);
+        if (k < npf) __builtin_prefetch(pf + 64 * k, 0, 2);
         for (int r = 0; r < mr; r++) {
             VT a = VBCAST(A[r * lda + k]);
             c0[r] = VFMA(a, b0, c0[r]);
@@ -97,13 +100,24 @@ static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 C[m * ldc + j] = (C0 ? C0[m * ldc0 + j] : (FT)0) + (bias ? bias[j] : (FT)0);
         return;
     }
-    /* K in equal chunks of about FB_KC (a short last chunk would store and reload C for little) */
-    const ptrdiff_t kchunks = (K + FB_KC / 2) / FB_KC > 1 ? (K + FB_KC / 2) / FB_KC : 1;
+    /* K in equal chunks of about kc (a short last chunk would store and reload C for little): 256
+     * where the panel's chunk then takes at most two thirds of L1, as each chunk stores and
+     * reloads C's tiles (about a twentieth of the product at 128); longer chunks were slower */
+    const ptrdiff_t chunk_256 = 256 * FB_NR * (ptrdiff_t)sizeof(FT);
+    const ptrdiff_t kc_l1 = FB_KC < 256 && 3 * chunk_256 <= 2 * (ptrdiff_t)fb_l1d_bytes() ? 256 : FB_KC;
+    const ptrdiff_t kchunks = (K + kc_l1 / 2) / kc_l1 > 1 ? (K + kc_l1 / 2) / kc_l1 : 1;
     const ptrdiff_t kstep = (K + kchunks - 1) / kchunks;
+    const int far = (size_t)K * (size_t)panels * FB_NR * sizeof(FT) >= FB_FAR_BYTES;
     for (ptrdiff_t kc = 0; kc < K; kc += kstep) {
         ptrdiff_t kb = K - kc < kstep ? K - kc : kstep;
+        /* the packed operand's chunks are asked for ahead only when it is large: one that stays
+         * in L2 from one call to the next needs no help, and the asking costs small products */
+        const ptrdiff_t lines = far ? kb * FB_NR * (ptrdiff_t)sizeof(FT) / 64 : 0;
+        const ptrdiff_t per_tile = (lines + tiles - 1) / tiles;
         for (ptrdiff_t p = 0; p < panels; p++) {
             const FT* Pp = P + p * K * FB_NR + kc * FB_NR;
+            const FT* next = !far ? NULL : p + 1 < panels ? Pp + K * FB_NR
+                             : kc + kb < K ? P + (kc + kb) * FB_NR : NULL;
             ptrdiff_t ncols = N - p * FB_NR < FB_NR ? N - p * FB_NR : FB_NR;
             ptrdiff_t m = 0;
             for (ptrdiff_t t = 0; t < tiles; t++) {
@@ -121,7 +135,11 @@ static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 }
                 const FT* a = A + m * lda + kc;
                 FT* c = C + m * ldc + p * FB_NR;
-#define FB_CALL(MR) FB_SFX(fb_tile)(MR, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols)
+                /* the panel chunk that comes next, a slice per tile: a chunk first met in L3
+                 * stalls the tile that meets it */
+                ptrdiff_t l0 = t * per_tile, l1 = l0 + per_tile < lines ? l0 + per_tile : lines;
+                const char* pf = next && l1 > l0 ? (const char*)next + 64 * l0 : NULL;
+#define FB_CALL(MR) FB_SFX(fb_tile)(MR, kb, a, lda, Pp, bp, c0, ld0, c, ldc, ncols, pf, l1 - l0)
                 FB_MR_SWITCH(mr, FB_CALL)
 #undef FB_CALL
                 m += mr;
@@ -357,16 +375,22 @@ static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, cons
                     FB_SFX(fb_cat_cols)(dst, A1 + (kc + k) * lda1, M1, a2, M2, m, mr);
                 }
             }
-            for (ptrdiff_t p = 0; p < panels; p++) {
-                const FT* b = bpack + p * kb * FB_NR;
-                for (ptrdiff_t t = 0; t < tiles; t++) {
+            /* a packed block of B of 256 KB or more tile by tile: a tile's strip of A stays in
+             * L1 while B's panels pass from L2 (the other order re-reads the block's strips, more
+             * than L1 holds, at every panel); a smaller one panel by panel, which keeps the panel
+             * in L1 (a few per cent either way) */
+            const int by_tile = (size_t)panels * (size_t)kb * FB_NR * sizeof(FT) >= 262144;
+            const ptrdiff_t outer = by_tile ? tiles : panels, inner = by_tile ? panels : tiles;
+            for (ptrdiff_t o = 0; o < outer; o++)
+                for (ptrdiff_t i = 0; i < inner; i++) {
+                    const ptrdiff_t t = by_tile ? o : i, p = by_tile ? i : o;
                     const FT* a = apack + tile_m[t] * kb + t * FB_STRIP;
+                    const FT* b = bpack + p * kb * FB_NR;
                     FT* c = C + (mc + tile_m[t]) * ldc + nc + p * FB_NR;
 #define FB_CALL(MR) FB_SFX(fb_tile_tn)(MR, kb, a, MR, b, FB_NR, c, ldc)
                     FB_MR_SWITCH(tile_mr[t], FB_CALL)
 #undef FB_CALL
                 }
-            }
         }
     }
 }

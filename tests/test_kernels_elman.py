@@ -152,6 +152,9 @@ FUSED_SHAPES = [  # T, B, I, H: the sequence path (H a whole number of registers
     (6, 2, 20, 8),    # I > 16: falls back
     (4, 7, 5, 37),    # odd width: tiled path with the projection per step
     (3, 40, 30, 70),  # several row tiles and panels
+    # weights of half a megabyte and more: K in chunks, each panel chunk asked for ahead, the
+    # weight-gradient fold tile by tile over its large block of B
+    (3, 48, 100, 400),
     (0, 1, 2, 16),
 ]
 
