@@ -44,13 +44,20 @@ int fb_cpu_runs(const char* name) {
 }
 
 static int l1d_bytes = 32768;
+static long l2_bytes = 1L << 20;
 
-/* Read at load (before any thread can ask): the products size their blocks by it. */
-__attribute__((constructor)) static void fb_read_l1d(void) {
+/* Read at load (before any thread can ask): the kernels size their blocks by them. */
+__attribute__((constructor)) static void fb_read_caches(void) {
 #ifdef _SC_LEVEL1_DCACHE_SIZE
     long n = sysconf(_SC_LEVEL1_DCACHE_SIZE);
     if (n >= 16384 && n <= (1L << 22)) l1d_bytes = (int)n;
 #endif
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    long m = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (m >= 65536 && m <= (1L << 30)) l2_bytes = m;
+#endif
 }
 
 int fb_l1d_bytes(void) { return l1d_bytes; }
+
+long fb_l2_bytes(void) { return l2_bytes; }

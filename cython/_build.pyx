@@ -40,6 +40,8 @@ cdef extern from *:
 cdef extern from "_kernels.h" nogil:
     int fb_cpu_runs(const char* name)
     const char* fb_kernels_built()
+    int fb_l1d_bytes()
+    long fb_l2_bytes()
 
 OPENMP = bool(FASTBPTT_OPENMP)
 VECTOR_MATH = bool(FASTBPTT_HAVE_LIBMVEC)
@@ -47,6 +49,9 @@ CFLAGS = FASTBPTT_CFLAGS.decode()
 NATIVE = bool(FASTBPTT_NATIVE)
 # the SIMD sets whose kernels this build holds, best first
 SIMD_BUILT = tuple(fb_kernels_built().decode().split(","))
+# the caches the kernels size their blocks by (csrc/cpu.c)
+L1D_BYTES = fb_l1d_bytes()
+L2_BYTES = fb_l2_bytes()
 
 
 def cpu_runs(str name):

@@ -116,7 +116,9 @@ const fb_kernels* fb_kernels_named(const char* name);
 int fb_cpu_runs(const char* name);
 /* The sets this build holds, best first, comma-separated. */
 const char* fb_kernels_built(void);
-/* The bytes of a core's L1 data cache (32 KB where the OS does not say), read once at load. */
+/* The bytes of a core's L1 data cache and L2 (32 KB and 1 MB where the OS does not say), read
+ * once at load. */
 int fb_l1d_bytes(void);
+long fb_l2_bytes(void);
 
 #endif

@@ -66,6 +66,7 @@ KEEPS_PACKED = True
 # ---------------------------------------------------------------------------------------------------
 
 cdef extern from "_dispatch.h" nogil:
+    long fb_l2_bytes() noexcept
     void fb_lstm_fwd_d(double* z, const double* cp, double* c, double* h, Py_ssize_t rows,
                        Py_ssize_t n, double* gout) noexcept
     void fb_lstm_fwd_f(float* z, const float* cp, float* c, float* h, Py_ssize_t rows,
@@ -149,9 +150,11 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
     """
     cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
     cdef floating* g
-    # the product's hot scratch for the gates, after the joined rows, on a 64-byte boundary
+    # the product's hot scratch for the gates, after the joined rows, on a 64-byte boundary, when
+    # the call's gates go to G past the caches: past 8 L2s of them, which the backward pass would
+    # find gone from the caches anyway (fewer are written in place, and read back from cache)
     cdef floating* zg = NULL
-    if Z != NULL:
+    if Z != NULL and T * s4 * <Py_ssize_t> sizeof(floating) > 8 * fb_l2_bytes():
         zg = <floating*> ((<uintptr_t> (Z + block_rows * (I + n)) + 63) & ~(<uintptr_t> 63))
     for t in range(T):
         rows = active_rows(bs, t, b0, block_rows)
@@ -180,10 +183,14 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
                 for b in range(rows):
                     memcpy(Z + b * (I + n), X + t * sx + b * I, I * sizeof(floating))
                     memcpy(Z + b * (I + n) + I, H + t * s + b * n, n * sizeof(floating))
-                gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, zg, 4 * n)
-                # the gates go on to G past the caches (read again only backward) from zg,
-                # which the next step's product writes again while it is still in cache
-                _cell(zg, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n, g)
+                if zg == NULL:
+                    gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, g, 4 * n)
+                    _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
+                else:
+                    gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, zg, 4 * n)
+                    # the gates go on to G past the caches (read again only backward) from zg,
+                    # which the next step's product writes again while it is still in cache
+                    _cell(zg, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n, g)
         if not (all_finite(C + (t + 1) * s, m) and all_finite(H + (t + 1) * s, m)):
             return t
         if out != NULL:

@@ -82,6 +82,27 @@ def test_fused_agrees_with_numpy(dtype, shape, n_threads, ragged, rng):
 
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gates_past_the_caches_are_the_gates_in_place(dtype, rng):
+    """A call whose gates take more than 8 L2s sends them to G past the caches, from a scratch;
+    fewer are formed in place in G. Either way the same bits: a long call's first steps equal a
+    short call's, and the long call agrees with the NumPy twin."""
+    from fastbptt import config
+
+    B, I, n = 8, 8, 64
+    step_bytes = B * 4 * n * np.dtype(dtype).itemsize
+    T = 8 * config()["l2_bytes"] // step_bytes + 2
+    p = _problem(rng, T, B, I, n, dtype)
+    got = _run(_lstm, p)
+    short = {k: v[:40] if v.shape[0] == T else v for k, v in p.items()}
+    first = _run(_lstm, short)
+    for k in ("G", "H", "C"):
+        np.testing.assert_array_equal(got[k][:first[k].shape[0]], first[k], err_msg=k)
+    want = _run(lstm_np, p)
+    for k in want:
+        assert_close(got[k], want[k], dtype, what=k)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(5, 6, 3, 16), (90, 40, 4, 20)], ids=["one-fold", "folds"])

@@ -137,6 +137,8 @@ def config() -> dict:
         info["vector_math"] = _build.VECTOR_MATH
         info["cflags"] = _build.CFLAGS
         info["native"] = _build.NATIVE
+        info["l1d_bytes"] = _build.L1D_BYTES
+        info["l2_bytes"] = _build.L2_BYTES
     except ImportError:
         info["openmp"] = None
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE"):

@@ -9,6 +9,8 @@ VECTOR_MATH: bool
 NATIVE: bool
 CFLAGS: str
 SIMD_BUILT: tuple[str, ...]
+L1D_BYTES: int
+L2_BYTES: int
 
 def cpu_runs(name: str) -> bool: ...
 def max_threads() -> int: ...
