@@ -53,14 +53,10 @@
 #else
 #define FB_KC 256
 #endif
-/* B's block in the joined weight-gradient product: 768 KB of the 1-2 MB L2 that AVX-512 cores have
- * packs all of an Elman layer's [h | x] columns at once (H=512, I=256 in doubles), so A is packed once
- * per chunk of K, not once per block; 256 KB where L2 may be 512 KB */
-#if FB_VBYTES == 64
-#define FB_CAT_BYTES 786432
-#else
-#define FB_CAT_BYTES 262144
-#endif
+/* B's block in the joined weight-gradient product takes 3/8 of L2, and 256 KB at least: 768 KB of a
+ * 2 MB L2 packs all of an Elman layer's [h | x] columns at once (H=512, I=256 in doubles), so A is
+ * packed once per chunk of K, not once per block */
+#define FB_CAT_MIN_BYTES 262144
 /* fb_gemm_packed asks for the next chunk of a packed operand of this size or more ahead (into L2):
  * one this large seldom stays in L2 from one call to the next */
 #define FB_FAR_BYTES 524288

@@ -280,12 +280,17 @@ static inline ptrdiff_t FB_SFX(fb_chunks)(int n_threads, ptrdiff_t rows) {
 }
 
 
-/* Columns the joined product packs B into at once: about FB_CAT_BYTES of L2 per block. */
-#define FB_CAT_NC ((ptrdiff_t)(FB_CAT_BYTES / (FB_KC * sizeof(FT))) / FB_NR * FB_NR)
+/* Columns the joined product packs B into at once: a block of 3/8 of L2 (FB_CAT_MIN_BYTES at least). */
+static inline ptrdiff_t FB_SFX(fb_cat_nc)(void) {
+    const long l2 = fb_l2_bytes() / 8 * 3;
+    const ptrdiff_t bytes = l2 > FB_CAT_MIN_BYTES ? (ptrdiff_t)l2 : FB_CAT_MIN_BYTES;
+    return bytes / (ptrdiff_t)(FB_KC * sizeof(FT)) / FB_NR * FB_NR;
+}
 
 /* Elements of the scratch fb_gemm_tn_cat needs. */
 static inline size_t FB_SFX(fb_gemm_tn_cat_work)(void) {
-    return (size_t)FB_KC * (size_t)(FB_MC + FB_CAT_NC) + (size_t)(FB_MC / FB_MR + 2) * FB_STRIP;
+    const size_t cols = (size_t)FB_SFX(fb_cat_nc)();
+    return (size_t)FB_KC * (FB_MC + cols) + (size_t)(FB_MC / FB_MR + 2) * FB_STRIP;
 }
 
 
@@ -323,10 +328,11 @@ static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, cons
     FT* apack = work;
     FT* bpack = work + (size_t)FB_KC * FB_MC + (size_t)(FB_MC / FB_MR + 2) * FB_STRIP;
     if (hi <= lo || N <= 0 || K <= 0) return;
-    for (ptrdiff_t nc = 0; nc < N; nc += FB_CAT_NC)
+    const ptrdiff_t cat_nc = FB_SFX(fb_cat_nc)();
+    for (ptrdiff_t nc = 0; nc < N; nc += cat_nc)
     for (ptrdiff_t kc = 0; kc < K; kc += FB_KC) {
         ptrdiff_t kb = K - kc < FB_KC ? K - kc : FB_KC;
-        ptrdiff_t panels = (N - nc < FB_CAT_NC ? N - nc : FB_CAT_NC) / FB_NR;
+        ptrdiff_t panels = (N - nc < cat_nc ? N - nc : cat_nc) / FB_NR;
         /* B's panels row by row; a panel inside one source is two plain register copies a row
          * (the joined copy only for a panel across the seam or past the end) */
         for (ptrdiff_t p = 0; p < panels; p++) {
