@@ -140,8 +140,9 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
     tiles over P. The pre-activations come from A (P: Wh^T packed), or when A is NULL are formed
     here as bias + x_t Wx^T: by hand from wxt (Wx transposed), or on the tiles in the same product
     as the recurrent one, bias + (x_t | h_{t-1}) (Wx | Wh)^T, with P that packed and Z a scratch
-    for the joined rows (rows, I + n) and, after them on a 64-byte boundary, one step's gates
-    (rows, 4n). bs (or NULL): batch_sizes; b0: the block's first
+    for the joined rows (rows, I + n) and, after them on a 64-byte boundary, room for one step's
+    gates (rows, 4n), used when the call's gates go to G past the caches. bs (or NULL):
+    batch_sizes; b0: the block's first
     batch row.
     With out (else NULL), the output layer's logits out_t = h_t V^T + cv (O of them per row) are
     formed too while h_t is in cache: vt is V^T (n, O) on the hand path, V^T packed on the tiles.
