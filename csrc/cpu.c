@@ -1,7 +1,9 @@
 /* Which kernel tables this build holds and which of them the CPU can run. Compiled with the baseline
  * flags: nothing here may use an instruction the oldest supported CPU lacks. */
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
+#endif
 
 #include "_kernels.h"
 
@@ -46,7 +48,9 @@ int fb_cpu_runs(const char* name) {
 static int l1d_bytes = 32768;
 static long l2_bytes = 1L << 20;
 
-/* Read at load (before any thread can ask): the kernels size their blocks by them. */
+/* Read at load (before any thread can ask): the kernels size their blocks by them. Compilers
+ * without load-time constructors keep the defaults. */
+#if defined(__GNUC__) || defined(__clang__)
 __attribute__((constructor)) static void fb_read_caches(void) {
 #ifdef _SC_LEVEL1_DCACHE_SIZE
     long n = sysconf(_SC_LEVEL1_DCACHE_SIZE);
@@ -57,6 +61,7 @@ __attribute__((constructor)) static void fb_read_caches(void) {
     if (m >= 65536 && m <= (1L << 30)) l2_bytes = m;
 #endif
 }
+#endif
 
 int fb_l1d_bytes(void) { return l1d_bytes; }
 

@@ -47,7 +47,7 @@
 #define FB_LANES_d FB_WD
 #define FB_LANES_f FB_WF
 /* K is cut into chunks so one panel chunk (KC x NR, 16 KB on the vector sets) and the A rows it
- * meets stay in L1 (fb_gemm_packed doubles it where two thirds of L1 hold the chunk) */
+ * meets stay in L1 (fb_gemm_packed takes 256 where two thirds of L1 hold that chunk) */
 #if FB_VBYTES == 64
 #define FB_KC 128
 #else
@@ -57,6 +57,9 @@
  * 2 MB L2 packs all of an Elman layer's [h | x] columns at once (H=512, I=256 in doubles), so A is
  * packed once per chunk of K, not once per block */
 #define FB_CAT_MIN_BYTES 262144
+/* fb_gemm_tn_cat runs a packed block of B this large or larger tile by tile, a smaller one panel by
+ * panel */
+#define FB_BY_TILE_BYTES 262144
 /* fb_gemm_packed asks for the next chunk of a packed operand of this size or more ahead (into L2):
  * one this large seldom stays in L2 from one call to the next */
 #define FB_FAR_BYTES 524288

@@ -385,7 +385,7 @@ static void FB_SFX(fb_gemm_tn_cat)(ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t K, cons
              * L1 while B's panels pass from L2 (the other order re-reads the block's strips, more
              * than L1 holds, at every panel); a smaller one panel by panel, which keeps the panel
              * in L1 (a few per cent either way) */
-            const int by_tile = (size_t)panels * (size_t)kb * FB_NR * sizeof(FT) >= 262144;
+            const int by_tile = (size_t)panels * (size_t)kb * FB_NR * sizeof(FT) >= FB_BY_TILE_BYTES;
             const ptrdiff_t outer = by_tile ? tiles : panels, inner = by_tile ? panels : tiles;
             for (ptrdiff_t o = 0; o < outer; o++)
                 for (ptrdiff_t i = 0; i < inner; i++) {
