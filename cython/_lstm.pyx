@@ -151,6 +151,7 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
     """
     cdef Py_ssize_t t, b, rows, m, s = B * n, s4 = B * 4 * n, sx = B * I, so = B * O
     cdef floating* g
+    cdef floating* z
     # the product's hot scratch for the gates, after the joined rows, on a 64-byte boundary, when
     # the call's gates go to G past the caches: past 8 L2s of them, which the backward pass would
     # find gone from the caches anyway (fewer are written in place, and read back from cache)
@@ -184,14 +185,12 @@ cdef Py_ssize_t _forward_block(const floating* P, const floating* wt, const floa
                 for b in range(rows):
                     memcpy(Z + b * (I + n), X + t * sx + b * I, I * sizeof(floating))
                     memcpy(Z + b * (I + n) + I, H + t * s + b * n, n * sizeof(floating))
-                if zg == NULL:
-                    gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, g, 4 * n)
-                    _cell(g, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n)
-                else:
-                    gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, zg, 4 * n)
-                    # the gates go on to G past the caches (read again only backward) from zg,
-                    # which the next step's product writes again while it is still in cache
-                    _cell(zg, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n, g)
+                # with zg, the gates go on to G past the caches (read again only backward) from
+                # zg, which the next step's product writes again while it is still in cache
+                z = g if zg == NULL else zg
+                gemm_packed(rows, 4 * n, I + n, Z, I + n, P, bias, NULL, 0, z, 4 * n)
+                _cell(z, C + t * s, C + (t + 1) * s, H + (t + 1) * s, rows, n,
+                      NULL if zg == NULL else g)
         if not (all_finite(C + (t + 1) * s, m) and all_finite(H + (t + 1) * s, m)):
             return t
         if out != NULL:

@@ -110,13 +110,14 @@ static inline void FB_SFX(fb_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
     const int far = (size_t)K * (size_t)panels * FB_NR * sizeof(FT) >= FB_FAR_BYTES;
     for (ptrdiff_t kc = 0; kc < K; kc += kstep) {
         ptrdiff_t kb = K - kc < kstep ? K - kc : kstep;
-        /* the packed operand's chunks are asked for ahead only when it is large: one that stays
-         * in L2 from one call to the next needs no help, and the asking costs small products */
+        /* the packed operand's chunks are asked for ahead only when it is large (no lines else):
+         * one that stays in L2 from one call to the next needs no help, and the asking costs
+         * small products */
         const ptrdiff_t lines = far ? kb * FB_NR * (ptrdiff_t)sizeof(FT) / 64 : 0;
         const ptrdiff_t per_tile = (lines + tiles - 1) / tiles;
         for (ptrdiff_t p = 0; p < panels; p++) {
             const FT* Pp = P + p * K * FB_NR + kc * FB_NR;
-            const FT* next = !far ? NULL : p + 1 < panels ? Pp + K * FB_NR
+            const FT* next = p + 1 < panels ? Pp + K * FB_NR
                              : kc + kb < K ? P + (kc + kb) * FB_NR : NULL;
             ptrdiff_t ncols = N - p * FB_NR < FB_NR ? N - p * FB_NR : FB_NR;
             ptrdiff_t m = 0;
